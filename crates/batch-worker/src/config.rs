@@ -1,0 +1,176 @@
+//! batch-worker configuration (environment variables).
+
+use domain::config::{ConfigError, HttpConfig, PostgresConfig, RedisConfig, ServiceConfig, Vars};
+use serde::Deserialize;
+
+fn default_batch_max_items() -> usize {
+    20_000
+}
+fn default_batch_max_wait_ms() -> u64 {
+    200
+}
+fn default_heartbeat_ttl_ms() -> u64 {
+    15_000
+}
+fn default_reap_interval_ms() -> u64 {
+    5_000
+}
+fn default_retry_initial_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    10_000
+}
+fn default_store_timeout_ms() -> u64 {
+    60_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn default_vote_concurrency() -> usize {
+    1
+}
+fn default_restore_check_ms() -> u64 {
+    1_000
+}
+
+/// How the worker batches, heartbeats and retries.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkerSettings {
+    /// Most items written in one batch.
+    #[serde(default = "default_batch_max_items")]
+    pub batch_max_items: usize,
+    /// Longest a batch waits to fill up after its first item arrived.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// A worker whose heartbeat is older than this is dead and its batch is requeued.
+    /// The heartbeat is refreshed every third of it.
+    #[serde(default = "default_heartbeat_ttl_ms")]
+    pub heartbeat_ttl_ms: u64,
+    /// How often to look for dead workers (and refresh queue metrics).
+    #[serde(default = "default_reap_interval_ms")]
+    pub reap_interval_ms: u64,
+    /// First and largest pause between retries of a failed write.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Upper bound on one batch write; past it the write is retried (idempotently).
+    #[serde(default = "default_store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    /// Stable identity (a StatefulSet pod name); default: host name plus a random suffix.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Batches in flight at once in this process ("lanes"). Each lane is a full reliable
+    /// consumer (its own processing list and heartbeat), so PostgreSQL can work on one batch
+    /// per core.
+    #[serde(default = "default_concurrency")]
+    pub worker_concurrency: usize,
+    /// Lanes draining the vote shard queues (polls, closes, votes).
+    #[serde(default = "default_vote_concurrency")]
+    pub vote_worker_concurrency: usize,
+    /// How often to check that Redis still has every vote shard's polls (and restore them
+    /// from PostgreSQL when it lost them).
+    #[serde(default = "default_restore_check_ms")]
+    pub restore_check_interval_ms: u64,
+    /// Apply pending migrations at start.
+    #[serde(default = "default_true")]
+    pub run_migrations: bool,
+}
+
+/// Everything batch-worker reads at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    pub worker: WorkerSettings,
+}
+
+impl ServiceConfig for Config {
+    fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        let worker: WorkerSettings = vars.get()?;
+        if worker.batch_max_items == 0 {
+            return Err(ConfigError("BATCH_MAX_ITEMS must be at least 1".into()));
+        }
+        if worker.worker_concurrency == 0 {
+            return Err(ConfigError("WORKER_CONCURRENCY must be at least 1".into()));
+        }
+        if worker.vote_worker_concurrency == 0 {
+            return Err(ConfigError(
+                "VOTE_WORKER_CONCURRENCY must be at least 1".into(),
+            ));
+        }
+        if worker.heartbeat_ttl_ms < 300 {
+            return Err(ConfigError("HEARTBEAT_TTL_MS must be at least 300".into()));
+        }
+        Ok(Self {
+            http: vars.http("0.0.0.0:9091")?,
+            redis: vars.get()?,
+            postgres: vars.get()?,
+            worker,
+        })
+    }
+}
+
+impl WorkerSettings {
+    /// The configured id, or `<host>-<random>` so restarted workers never collide.
+    pub fn resolve_worker_id(&self) -> String {
+        if let Some(id) = self.worker_id.as_deref().filter(|s| !s.is_empty()) {
+            return id.to_string();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".into());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let cfg = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(cfg.http.bind_addr, "0.0.0.0:9091");
+        assert_eq!(cfg.worker.batch_max_items, 20_000);
+        assert_eq!(cfg.worker.worker_concurrency, 2);
+        assert!(cfg.worker.run_migrations);
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_by_name() {
+        let e = Config::from_vars(vars(&[("BATCH_MAX_ITEMS", "0")]))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("BATCH_MAX_ITEMS"));
+        let e = Config::from_vars(vars(&[("BATCH_MAX_WAIT_MS", "soon")]))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("BATCH_MAX_WAIT_MS"));
+    }
+
+    #[test]
+    fn generated_worker_ids_are_unique() {
+        let s = Config::from_vars(vars(&[])).expect("defaults").worker;
+        assert_ne!(s.resolve_worker_id(), s.resolve_worker_id());
+        let s = Config::from_vars(vars(&[("WORKER_ID", "pod-0")]))
+            .expect("cfg")
+            .worker;
+        assert_eq!(s.resolve_worker_id(), "pod-0");
+    }
+}

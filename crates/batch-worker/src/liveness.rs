@@ -1,0 +1,119 @@
+//! Background duties beside the drain loop: the heartbeat that keeps this worker's batch
+//! its own, the reaper that requeues the batches of dead workers, and the queue gauges
+//! operators alert on.
+
+use domain::queue::WorkerQueue;
+use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::{CancellationToken, every};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Refreshes the heartbeats of this process's lanes every third of their TTL until `stop`
+/// is cancelled.
+pub async fn heartbeat(
+    lanes: Vec<WorkerQueue>,
+    redis: ConnectionManager,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    let lanes = std::sync::Arc::new(lanes);
+    every(ttl / 3, stop, || {
+        let (lanes, mut redis) = (lanes.clone(), redis.clone());
+        async move {
+            for queue in lanes.iter() {
+                match queue.heartbeat(&mut redis, ttl).await {
+                    Ok(()) => metrics::counter!("batch_worker_heartbeats_total").increment(1),
+                    Err(e) => {
+                        metrics::counter!("batch_worker_heartbeat_failures_total").increment(1);
+                        tracing::warn!(error = %e, worker = queue.worker_id(), "heartbeat failed");
+                    }
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Every `interval`: requeues dead workers' batches of every queue and refreshes the
+/// queue gauges. `queues` holds one handle per queue (any lane's).
+pub async fn reap_and_measure(
+    queues: Vec<WorkerQueue>,
+    redis: ConnectionManager,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let queues = std::sync::Arc::new(queues);
+    every(interval, stop, || {
+        let (queues, mut redis) = (queues.clone(), redis.clone());
+        async move {
+        for queue in queues.iter() {
+            let name = queue.keys().name.clone();
+            match queue.reap_dead_workers(&mut redis).await {
+                Ok(outcome) => {
+                    metrics::counter!("batch_worker_reaped_workers_total", "queue" => name.clone())
+                        .increment(outcome.workers);
+                    metrics::counter!("batch_worker_reaped_items_total", "queue" => name.clone())
+                        .increment(outcome.items);
+                }
+                Err(e) => tracing::warn!(error = %e, queue = name, "reaping dead workers failed"),
+            }
+            if let Err(e) = measure(queue, &mut redis, name).await {
+                tracing::debug!(error = %e, "could not refresh queue gauges");
+            }
+        }
+        }
+    })
+    .await;
+}
+
+/// Every `interval`: restores into Redis the polls of any vote shard Redis lost.
+pub async fn restore_polls(
+    redis: ConnectionManager,
+    pg: domain::deadpool_postgres::Pool,
+    keys: domain::keys::Keys,
+    worker_id: String,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    every(interval, stop, || {
+        let (mut redis, pg, keys, worker_id) =
+            (redis.clone(), pg.clone(), keys.clone(), worker_id.clone());
+        async move {
+            match crate::restore::restore_missing_shards(&mut redis, &pg, &keys, &worker_id).await {
+                Ok(0) => {}
+                Ok(n) => metrics::counter!("batch_worker_polls_restored_total").increment(n as u64),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "restoring polls into Redis failed; will retry"
+                ),
+            }
+        }
+    })
+    .await;
+}
+
+#[derive(Deserialize)]
+struct ReceivedAt {
+    #[serde(alias = "voted_at_ms", alias = "created_at_ms", alias = "closed_at_ms")]
+    received_at_ms: i64,
+}
+
+async fn measure(
+    queue: &WorkerQueue,
+    redis: &mut ConnectionManager,
+    name: String,
+) -> anyhow::Result<()> {
+    let keys = queue.keys();
+    let len = domain::queue::len(redis, keys).await?;
+    let dead = domain::queue::dead_len(redis, keys).await?;
+    let oldest = domain::queue::oldest(redis, keys).await?;
+    let age = oldest
+        .and_then(|item| serde_json::from_slice::<ReceivedAt>(&item).ok())
+        .map_or(0.0, |r| {
+            (chrono::Utc::now().timestamp_millis() - r.received_at_ms).max(0) as f64 / 1000.0
+        });
+    metrics::gauge!("batch_worker_queue_length", "queue" => name.clone()).set(len as f64);
+    metrics::gauge!("batch_worker_dead_letters", "queue" => name.clone()).set(dead as f64);
+    metrics::gauge!("batch_worker_queue_oldest_age_seconds", "queue" => name).set(age);
+    Ok(())
+}

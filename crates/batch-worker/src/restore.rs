@@ -1,0 +1,130 @@
+//! Putting polls back into Redis after Redis lost them (restarted empty, flushed).
+//!
+//! Each vote shard has a "restored" marker key. While it is missing, the vote script
+//! answers "retry" for polls it does not know instead of a wrong 404, and this module
+//! loads the shard's polls from PostgreSQL (definition, tallies, voters, sequence number),
+//! then sets the marker. A lock key with a TTL makes sure one worker restores a shard at a
+//! time; any worker checks every shard periodically, so whichever notices first restores.
+
+use domain::deadpool_postgres::Pool;
+use domain::keys::{Keys, VOTE_SHARDS};
+use domain::poll::{PersistedPoll, PollOption};
+use domain::redis_client::aio::ConnectionManager;
+use std::collections::HashMap;
+
+/// How long a restorer may hold a shard's lock before another may take over.
+const LOCK_TTL_MS: u64 = 120_000;
+
+/// Restores every shard whose marker is missing. Returns the number of polls restored.
+///
+/// # Errors
+/// When Redis or PostgreSQL fails (the marker stays unset; the next check retries).
+pub async fn restore_missing_shards(
+    redis: &mut ConnectionManager,
+    pg: &Pool,
+    keys: &Keys,
+    worker_id: &str,
+) -> anyhow::Result<usize> {
+    let mut restored = 0;
+    for shard in 0..VOTE_SHARDS {
+        let marker = keys.vote_shard_restored(shard);
+        let present: bool = domain::redis_client::cmd("EXISTS")
+            .arg(&marker)
+            .query_async(redis)
+            .await?;
+        if present {
+            continue;
+        }
+        let lock = keys.vote_shard_restoring(shard);
+        let locked: Option<String> = domain::redis_client::cmd("SET")
+            .arg(&lock)
+            .arg(worker_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(LOCK_TTL_MS)
+            .query_async(redis)
+            .await?;
+        if locked.is_none() {
+            continue; // someone else is restoring this shard
+        }
+        let result = restore_shard(redis, pg, keys, shard).await;
+        if let Ok(n) = result {
+            let _: () = domain::redis_client::cmd("SET")
+                .arg(&marker)
+                .arg("1")
+                .query_async(redis)
+                .await?;
+            restored += n;
+            tracing::info!(shard, polls = n, "vote shard restored into Redis");
+        }
+        let _: () = domain::redis_client::cmd("DEL")
+            .arg(&lock)
+            .query_async(redis)
+            .await?;
+        result?;
+    }
+    Ok(restored)
+}
+
+async fn restore_shard(
+    redis: &mut ConnectionManager,
+    pg: &Pool,
+    keys: &Keys,
+    shard: u16,
+) -> anyhow::Result<usize> {
+    let client = pg.get().await?;
+    let shard_i16 = i16::try_from(shard)?;
+    let polls = client
+        .query(
+            "SELECT poll_id, question, (extract(epoch FROM closes_at) * 1000)::bigint,
+                    closed_at IS NOT NULL
+             FROM polls WHERE shard = $1 AND question IS NOT NULL",
+            &[&shard_i16],
+        )
+        .await?;
+    let mut restored = 0;
+    for row in polls {
+        let poll_id: String = row.get(0);
+        let options = client
+            .query(
+                "SELECT option_id, coalesce(label, option_id), votes FROM poll_options
+                 WHERE poll_id = $1 ORDER BY position NULLS LAST, option_id",
+                &[&poll_id],
+            )
+            .await?;
+        let voters = client
+            .query(
+                "SELECT user_id, option_id FROM votes WHERE poll_id = $1",
+                &[&poll_id],
+            )
+            .await?;
+        let seq: i64 = client
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM votes WHERE poll_id = $1",
+                &[&poll_id],
+            )
+            .await?
+            .get(0);
+        let tally: HashMap<String, i64> = options.iter().map(|o| (o.get(0), o.get(2))).collect();
+        let poll = PersistedPoll {
+            question: row.get(1),
+            closes_at_ms: row.get(2),
+            closed: row.get(3),
+            seq,
+            options: options
+                .iter()
+                .map(|o| PollOption {
+                    id: o.get(0),
+                    label: o.get(1),
+                })
+                .collect(),
+            tally: tally.into_iter().collect(),
+            voters: voters.iter().map(|v| (v.get(0), v.get(1))).collect(),
+            poll_id,
+        };
+        if domain::poll::restore(redis, keys, &poll).await? {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}

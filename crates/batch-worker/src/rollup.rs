@@ -1,0 +1,173 @@
+//! Rollups of a batch, aggregated here rather than in SQL.
+//!
+//! PostgreSQL then only upserts one row per distinct key, already sorted: aggregating and
+//! sorting in the database cost about a quarter of its time per batch (measured with
+//! EXPLAIN ANALYZE on this project's benchmark data). Keys are sorted so that concurrent
+//! writers lock rollup rows in the same order and cannot deadlock one another.
+
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Timelike, Utc};
+use domain::event::QueuedEvent;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Namespace of [`path_key`] (fixed: changing it would split every path's rollup rows).
+const PATH_KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_8a55_1b2e_4c4f_9d0e_7a11_7a11_0001);
+
+/// The key of a path in `rollup_daily_paths`: a UUIDv5 of its text. Paths can be longer
+/// than a btree entry may be, and a uuid compares in one instruction.
+pub fn path_key(path: &str) -> Uuid {
+    Uuid::new_v5(&PATH_KEY_NAMESPACE, path.as_bytes())
+}
+
+type SiteType<'a> = (&'a str, &'a str);
+/// `((site, type), day, path_key)` → `(path, views)`.
+type PathRollup<'a> = ((SiteType<'a>, NaiveDate, Uuid), (&'a str, i64));
+
+/// Everything a batch adds to the rollups: one entry per distinct key, sorted by key.
+#[derive(Debug, Default)]
+pub struct Rollups<'a> {
+    pub minutely: Vec<((SiteType<'a>, DateTime<Utc>), i64)>,
+    pub hourly: Vec<((SiteType<'a>, DateTime<Utc>), i64)>,
+    /// `((site, type), day, path_key)` → `(path, views)`.
+    pub paths: Vec<PathRollup<'a>>,
+    /// `((site, type), day, user)` → bit `h` set when seen in UTC hour `h`.
+    pub visitors: Vec<((SiteType<'a>, NaiveDate, &'a str), i32)>,
+    /// Per site: what live activity needs.
+    pub per_site: HashMap<&'a str, SiteActivity<'a>>,
+}
+
+/// One site's share of a batch, for live activity.
+#[derive(Debug, Default)]
+pub struct SiteActivity<'a> {
+    pub events: u64,
+    pub page_views: u64,
+    /// Distinct visitors.
+    pub users: Vec<&'a str>,
+    /// Views per path, all event types.
+    pub paths: HashMap<&'a str, u64>,
+}
+
+impl<'a> Rollups<'a> {
+    /// Aggregates the events that were really inserted. Hash maps while counting, one sort
+    /// per table at the end: comparing string keys on every insert into ordered maps cost a
+    /// fifth of the worker's time.
+    pub fn of<'e: 'a>(events: impl IntoIterator<Item = &'a QueuedEvent<'e>>) -> Self {
+        let mut minutely: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
+        let mut hourly: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
+        let mut paths: HashMap<(SiteType<'a>, NaiveDate, &'a str), i64> = HashMap::new();
+        let mut visitors: HashMap<(SiteType<'a>, NaiveDate, &'a str), i32> = HashMap::new();
+        for e in events {
+            let st: SiteType<'a> = (&e.site_id, &e.event_type);
+            let minute = e.ts.duration_trunc(TimeDelta::minutes(1)).unwrap_or(e.ts);
+            let hour = e.ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(e.ts);
+            let day = e.ts.date_naive();
+            *minutely.entry((st, minute)).or_default() += 1;
+            *hourly.entry((st, hour)).or_default() += 1;
+            if let Some(path) = e.path.as_deref() {
+                *paths.entry((st, day, path)).or_default() += 1;
+            }
+            if let Some(user) = e.user_id.as_deref() {
+                *visitors.entry((st, day, user)).or_default() |= 1 << e.ts.hour();
+            }
+        }
+        // Live activity per site, from what is already aggregated (not per event again).
+        let mut per_site: HashMap<&'a str, SiteActivity<'a>> = HashMap::new();
+        for (((site, kind), _), n) in &hourly {
+            let a = per_site.entry(site).or_default();
+            a.events += *n as u64;
+            if *kind == "page_view" {
+                a.page_views += *n as u64;
+            }
+        }
+        for (((site, _), _, path), n) in &paths {
+            *per_site
+                .entry(site)
+                .or_default()
+                .paths
+                .entry(path)
+                .or_default() += *n as u64;
+        }
+        // A user may repeat (several types or days): PFADD counts each once anyway.
+        for ((site, _), _, user) in visitors.keys() {
+            per_site.entry(site).or_default().users.push(user);
+        }
+        Self {
+            minutely: sorted(minutely),
+            hourly: sorted(hourly),
+            paths: sorted(
+                paths
+                    .into_iter()
+                    .map(|((st, day, path), n)| ((st, day, path_key(path)), (path, n))),
+            ),
+            visitors: sorted(visitors),
+            per_site,
+        }
+    }
+}
+
+fn sorted<K: Ord, V>(map: impl IntoIterator<Item = (K, V)>) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = map.into_iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::event::parse_event_body;
+
+    #[test]
+    fn events_are_aggregated_per_key_with_hour_bits() {
+        let body = br#"{"events":[
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T10:00:05Z","path":"/a","user_id":"u"},
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T10:00:55Z","path":"/a","user_id":"u"},
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T11:30:00Z","user_id":"u"},
+            {"site_id":"t","event_type":"click","timestamp":"2025-11-14T10:00:00Z","path":"/a"}
+        ]}"#;
+        let events = parse_event_body(body, Utc::now(), None).expect("valid");
+        let r = Rollups::of(&events);
+        assert_eq!(r.minutely.len(), 3);
+        assert_eq!(
+            r.hourly.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        let day = events[0].ts.date_naive();
+        let views: Vec<_> = r
+            .paths
+            .iter()
+            .map(|((st, d, k), (p, n))| (*st, *d, *k, *p, *n))
+            .collect();
+        assert_eq!(
+            views,
+            vec![
+                (("s", "page_view"), day, path_key("/a"), "/a", 2),
+                (("t", "click"), day, path_key("/a"), "/a", 1)
+            ]
+        );
+        assert_eq!(
+            r.visitors.iter().map(|(_, h)| *h).collect::<Vec<_>>(),
+            vec![(1 << 10) | (1 << 11)]
+        );
+        let s = &r.per_site["s"];
+        assert_eq!(
+            (
+                s.events,
+                s.page_views,
+                s.users.clone(),
+                s.paths.get("/a").copied()
+            ),
+            (3, 3, vec!["u"], Some(2))
+        );
+    }
+
+    #[test]
+    fn path_keys_are_stable_and_distinct() {
+        assert_eq!(path_key("/a"), path_key("/a"));
+        assert_ne!(path_key("/a"), path_key("/b"));
+        // Fixed forever: existing rollup rows are keyed by it.
+        assert_eq!(
+            path_key("/").to_string(),
+            Uuid::new_v5(&PATH_KEY_NAMESPACE, b"/").to_string()
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Builds the batch-worker from its configuration: the drain lanes, their background
+//! duties, and the small HTTP server for health and metrics.
+
+use crate::config::Config;
+use crate::liveness;
+use crate::polls::PollStore;
+use crate::store::EventStore;
+use crate::worker::Lane;
+use actix_web::dev::Server;
+use domain::deadpool_postgres::Pool;
+use domain::http::Ops;
+use domain::keys::{Keys, VOTE_SHARDS};
+use domain::queue::WorkerQueue;
+use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::CancellationToken;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A bound, not yet running, batch-worker.
+pub struct Application {
+    port: u16,
+    server: Server,
+    event_lanes: Vec<Lane<EventStore>>,
+    vote_lanes: Vec<Lane<PollStore>>,
+    keys: Keys,
+    worker_id: String,
+    redis: ConnectionManager,
+    pg: Pool,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Prepares the lanes and binds the HTTP port.
+    ///
+    /// # Errors
+    /// When a URL is unusable or the port cannot be bound.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let redis = domain::redis::connection_manager(&config.redis)?;
+        // BLMOVE waits up to a second; give its connection room beyond that.
+        let mut blocking_cfg = config.redis.clone();
+        blocking_cfg.redis_timeout_ms += 1_000 + config.worker.batch_max_wait_ms;
+        let pg = domain::db::pool(&config.postgres)?;
+        let worker_id = config.worker.resolve_worker_id();
+        tracing::info!(
+            worker_id,
+            event_lanes = config.worker.worker_concurrency,
+            vote_lanes = config.worker.vote_worker_concurrency,
+            "worker identity"
+        );
+        let events = Arc::new(EventStore { pg: pg.clone() });
+        let polls = Arc::new(PollStore { pg: pg.clone() });
+        let lane_parts = |id: String, queues: Vec<domain::keys::QueueKeys>| -> anyhow::Result<_> {
+            let sources = queues
+                .into_iter()
+                .map(|q| WorkerQueue::new(q, id.clone()))
+                .collect();
+            // Each lane blocks on its own connection; claims and acks share the multiplexed one.
+            let blocking = domain::redis::connection_manager(&blocking_cfg)?;
+            Ok((sources, blocking))
+        };
+        let mut event_lanes = Vec::new();
+        for lane in 0..config.worker.worker_concurrency {
+            let (sources, blocking) =
+                lane_parts(format!("{worker_id}.e{lane}"), vec![keys.events_queue()])?;
+            event_lanes.push(Lane::new(
+                sources,
+                events.clone(),
+                keys.clone(),
+                redis.clone(),
+                blocking,
+                config.worker.clone(),
+            ));
+        }
+        let mut vote_lanes = Vec::new();
+        for lane in 0..config.worker.vote_worker_concurrency {
+            let shards = (0..VOTE_SHARDS).map(|s| keys.vote_queue(s)).collect();
+            let (sources, blocking) = lane_parts(format!("{worker_id}.v{lane}"), shards)?;
+            vote_lanes.push(Lane::new(
+                sources,
+                polls.clone(),
+                keys.clone(),
+                redis.clone(),
+                blocking,
+                config.worker.clone(),
+            ));
+        }
+
+        let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
+        let (check_redis, check_pg) = (redis.clone(), pg.clone());
+        let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
+            let (mut redis, pg) = (check_redis.clone(), check_pg.clone());
+            Box::pin(async move {
+                domain::redis::ping(&mut redis, timeout)
+                    .await
+                    .map_err(|e| format!("redis: {e:#}"))?;
+                domain::db::ping(&pg, timeout)
+                    .await
+                    .map_err(|e| format!("postgres: {e:#}"))
+            })
+        })
+        .refreshing({
+            let pg = pg.clone();
+            move || domain::db::record_pool_metrics(&pg, "batch_worker")
+        });
+        let (listener, port) = domain::http::bind(&config.http)?;
+        let server = domain::http::serve(
+            move || {
+                let app = domain::http::app("batch_worker", None);
+                let app = domain::http::with_ops(app, ops.clone());
+                domain::http::with_openapi(
+                    app,
+                    "batch-worker",
+                    "Health and metrics of the worker that drains Tally's queues into PostgreSQL.",
+                    &[],
+                )
+            },
+            listener,
+            &config.http,
+            shutdown.clone(),
+        )?;
+        Ok(Self {
+            port,
+            server,
+            event_lanes,
+            vote_lanes,
+            keys,
+            worker_id,
+            redis,
+            pg,
+            config,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The worker ids of this process's lanes.
+    pub fn worker_ids(&self) -> Vec<String> {
+        let events = self
+            .event_lanes
+            .iter()
+            .map(|l| l.sources()[0].worker_id().to_string());
+        let votes = self
+            .vote_lanes
+            .iter()
+            .map(|l| l.sources()[0].worker_id().to_string());
+        events.chain(votes).collect()
+    }
+
+    /// Drains the queue until shutdown; the batches in progress are stored (or handed
+    /// back) before this returns.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            event_lanes,
+            vote_lanes,
+            keys,
+            worker_id,
+            redis,
+            pg,
+            config,
+            shutdown,
+            ..
+        } = self;
+        let lane_queues = event_lanes
+            .iter()
+            .flat_map(|l| l.sources().to_vec())
+            .chain(vote_lanes.iter().flat_map(|l| l.sources().to_vec()));
+        let queues: Vec<WorkerQueue> = lane_queues.collect();
+        // One handle per queue for the reaper (every queue has a lane of this process).
+        let mut per_queue: Vec<WorkerQueue> = Vec::new();
+        for q in &queues {
+            if !per_queue.iter().any(|p| p.keys().name == q.keys().name) {
+                per_queue.push(q.clone());
+            }
+        }
+        // The heartbeat outlives the shutdown signal until the last batch is finished, so
+        // no other worker reaps a batch this one is still storing.
+        let heartbeat_stop = CancellationToken::new();
+        let ttl = Duration::from_millis(config.worker.heartbeat_ttl_ms);
+        for queue in &queues {
+            if let Err(e) = queue.heartbeat(&mut redis.clone(), ttl).await {
+                tracing::warn!(error = %e, "first heartbeat failed; retrying in the background");
+                break;
+            }
+        }
+        let heartbeat = tokio::spawn(liveness::heartbeat(
+            queues.clone(),
+            redis.clone(),
+            ttl,
+            heartbeat_stop.clone(),
+        ));
+        let reaper = tokio::spawn(liveness::reap_and_measure(
+            per_queue,
+            redis.clone(),
+            Duration::from_millis(config.worker.reap_interval_ms),
+            shutdown.clone(),
+        ));
+        let drain = tokio::spawn({
+            let shutdown = shutdown.clone();
+            let (pg, redis) = (pg.clone(), redis.clone());
+            let run_migrations = config.worker.run_migrations;
+            let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
+            async move {
+                if run_migrations && !migrate_with_retry(&pg, &shutdown).await {
+                    return;
+                }
+                let mut runs: Vec<_> = event_lanes
+                    .into_iter()
+                    .map(|lane| tokio::spawn(lane.run(shutdown.clone())))
+                    .collect();
+                runs.extend(
+                    vote_lanes
+                        .into_iter()
+                        .map(|lane| tokio::spawn(lane.run(shutdown.clone()))),
+                );
+                runs.push(tokio::spawn(liveness::restore_polls(
+                    redis,
+                    pg,
+                    keys,
+                    worker_id,
+                    restore_every,
+                    shutdown.clone(),
+                )));
+                for run in runs {
+                    let _ = run.await;
+                }
+            }
+        });
+        let served = server.await;
+        shutdown.cancel();
+        let _ = drain.await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        let _ = reaper.await;
+        // A heartbeat may have landed after a lane unregistered; undo it.
+        for queue in &queues {
+            if let Err(e) = queue.release(&mut redis.clone()).await {
+                tracing::warn!(error = %e, "could not unregister the worker");
+            }
+        }
+        Ok(served?)
+    }
+}
+
+async fn migrate_with_retry(pg: &Pool, shutdown: &CancellationToken) -> bool {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match domain::db::migrate(pg).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "migrations applied");
+                }
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "migrations failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

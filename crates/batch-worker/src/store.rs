@@ -1,0 +1,286 @@
+//! Writing a batch of events to PostgreSQL: one statement for the raw rows, one for every
+//! rollup, in one transaction.
+//!
+//! One transaction, one statement per step: the events are inserted with
+//! `ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, and the rollups of exactly the
+//! returned (newly inserted) events are upserted in a second statement. A replayed batch (a
+//! reaped worker's, or one whose acknowledgement was lost) therefore changes nothing: no
+//! event is stored twice and no rollup counts one twice. Rollup rows arrive sorted by key
+//! so concurrent workers lock them in the same order.
+
+use crate::rollup::Rollups;
+use crate::worker::{SiteBatch, Store, StoreError, Written};
+use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
+use domain::deadpool_postgres::Pool;
+use domain::event::QueuedEvent;
+use domain::tokio_postgres::types::ToSql;
+use futures_util::future::BoxFuture;
+use std::collections::HashSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+const INSERT_EVENTS: &str = r"
+INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, props, received_at)
+SELECT event_id, site_id, event_type, ts, path, user_id, props::jsonb, received_at
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+            $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+    AS t(event_id, site_id, event_type, ts, path, user_id, props, received_at)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+";
+
+/// Every rollup of the batch in one statement; inputs are pre-aggregated and sorted
+/// (see [`crate::rollup`]), so each unnest row is one distinct key.
+const UPSERT_ROLLUPS: &str = r"
+WITH minutely AS (
+    INSERT INTO rollup_minutely AS r (site_id, event_type, bucket, events)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])
+    ON CONFLICT (site_id, event_type, bucket) DO UPDATE SET events = r.events + EXCLUDED.events
+), hourly AS (
+    INSERT INTO rollup_hourly AS r (site_id, event_type, bucket, events)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::timestamptz[], $8::bigint[])
+    ON CONFLICT (site_id, event_type, bucket) DO UPDATE SET events = r.events + EXCLUDED.events
+), paths AS (
+    INSERT INTO rollup_daily_paths AS r (site_id, event_type, day, path_key, path, views)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::uuid[], $13::text[], $14::bigint[])
+    ON CONFLICT (site_id, event_type, day, path_key) DO UPDATE SET views = r.views + EXCLUDED.views
+), visitors AS (
+    INSERT INTO daily_visitors AS v (site_id, event_type, day, user_id, hours)
+    SELECT * FROM unnest($15::text[], $16::text[], $17::date[], $18::text[], $19::int[])
+    ON CONFLICT (site_id, event_type, day, user_id) DO UPDATE SET hours = v.hours | EXCLUDED.hours
+    WHERE (v.hours | EXCLUDED.hours) <> v.hours
+)
+SELECT 1
+";
+
+/// The rollups as the column arrays `UPSERT_ROLLUPS` takes.
+struct RollupArgs<'a> {
+    m_site: Vec<&'a str>,
+    m_type: Vec<&'a str>,
+    m_bucket: Vec<DateTime<Utc>>,
+    m_events: Vec<i64>,
+    h_site: Vec<&'a str>,
+    h_type: Vec<&'a str>,
+    h_bucket: Vec<DateTime<Utc>>,
+    h_events: Vec<i64>,
+    p_site: Vec<&'a str>,
+    p_type: Vec<&'a str>,
+    p_day: Vec<NaiveDate>,
+    p_key: Vec<Uuid>,
+    p_path: Vec<&'a str>,
+    p_views: Vec<i64>,
+    v_site: Vec<&'a str>,
+    v_type: Vec<&'a str>,
+    v_day: Vec<NaiveDate>,
+    v_user: Vec<&'a str>,
+    v_hours: Vec<i32>,
+}
+
+impl<'a> From<&Rollups<'a>> for RollupArgs<'a> {
+    fn from(r: &Rollups<'a>) -> Self {
+        let (mut m_site, mut m_type, mut m_bucket, mut m_events) = (vec![], vec![], vec![], vec![]);
+        for (((site, kind), bucket), n) in &r.minutely {
+            m_site.push(*site);
+            m_type.push(*kind);
+            m_bucket.push(*bucket);
+            m_events.push(*n);
+        }
+        let (mut h_site, mut h_type, mut h_bucket, mut h_events) = (vec![], vec![], vec![], vec![]);
+        for (((site, kind), bucket), n) in &r.hourly {
+            h_site.push(*site);
+            h_type.push(*kind);
+            h_bucket.push(*bucket);
+            h_events.push(*n);
+        }
+        let (mut p_site, mut p_type, mut p_day, mut p_key, mut p_path, mut p_views) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (((site, kind), day, key), (path, n)) in &r.paths {
+            p_site.push(*site);
+            p_type.push(*kind);
+            p_day.push(*day);
+            p_key.push(*key);
+            p_path.push(*path);
+            p_views.push(*n);
+        }
+        let (mut v_site, mut v_type, mut v_day, mut v_user, mut v_hours) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (((site, kind), day, user), hours) in &r.visitors {
+            v_site.push(*site);
+            v_type.push(*kind);
+            v_day.push(*day);
+            v_user.push(*user);
+            v_hours.push(*hours);
+        }
+        Self {
+            m_site,
+            m_type,
+            m_bucket,
+            m_events,
+            h_site,
+            h_type,
+            h_bucket,
+            h_events,
+            p_site,
+            p_type,
+            p_day,
+            p_key,
+            p_path,
+            p_views,
+            v_site,
+            v_type,
+            v_day,
+            v_user,
+            v_hours,
+        }
+    }
+}
+
+impl RollupArgs<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+        [
+            &self.m_site,
+            &self.m_type,
+            &self.m_bucket,
+            &self.m_events,
+            &self.h_site,
+            &self.h_type,
+            &self.h_bucket,
+            &self.h_events,
+            &self.p_site,
+            &self.p_type,
+            &self.p_day,
+            &self.p_key,
+            &self.p_path,
+            &self.p_views,
+            &self.v_site,
+            &self.v_type,
+            &self.v_day,
+            &self.v_user,
+            &self.v_hours,
+        ]
+    }
+}
+
+/// Stores analytics events and their rollups.
+pub struct EventStore {
+    pub pg: Pool,
+}
+
+impl Store for EventStore {
+    type Item<'a> = QueuedEvent<'a>;
+    const NAME: &'static str = "events";
+
+    fn parse<'a>(&self, raw: &'a [u8]) -> Result<QueuedEvent<'a>, String> {
+        domain::event::parse_queued_event(raw).map_err(|e| e.to_string())
+    }
+
+    fn traceparent<'a>(&self, item: &'a QueuedEvent<'_>) -> Option<&'a str> {
+        item.traceparent.as_deref()
+    }
+
+    fn write<'s, 'i: 's>(
+        &'s self,
+        events: &'s [QueuedEvent<'i>],
+    ) -> BoxFuture<'s, Result<Written, StoreError>> {
+        let span = tracing::info_span!(
+            "postgres.write",
+            tables = "events, rollups",
+            rows = events.len()
+        );
+        Box::pin(store_events(&self.pg, events).instrument(span))
+    }
+}
+
+/// Writes `events` and their rollups in one transaction.
+///
+/// # Errors
+/// [`StoreError::Data`] when a value is refused; [`StoreError::Transient`] otherwise.
+pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Written, StoreError> {
+    if events.is_empty() {
+        return Ok(Written::default());
+    }
+    let n = events.len();
+    let mut ids: Vec<Uuid> = Vec::with_capacity(n);
+    let mut sites: Vec<&str> = Vec::with_capacity(n);
+    let mut types: Vec<&str> = Vec::with_capacity(n);
+    let mut timestamps: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut paths: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut users: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut props: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut received: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    for e in events {
+        ids.push(e.event_id);
+        sites.push(&e.site_id);
+        types.push(&e.event_type);
+        timestamps.push(e.ts);
+        paths.push(e.path.as_deref());
+        users.push(e.user_id.as_deref());
+        props.push(e.props.map(|p| p.get()));
+        received.push(DateTime::from_timestamp_millis(e.received_at_ms).unwrap_or(e.ts));
+    }
+    let mut client = pool.get().await.map_err(|e| {
+        StoreError::Transient(anyhow::Error::new(e).context("no PostgreSQL connection"))
+    })?;
+    let insert = client
+        .prepare_cached(INSERT_EVENTS)
+        .await
+        .map_err(StoreError::from_pg)?;
+    let upsert = client
+        .prepare_cached(UPSERT_ROLLUPS)
+        .await
+        .map_err(StoreError::from_pg)?;
+    let tx = client.transaction().await.map_err(StoreError::from_pg)?;
+    let inserted_rows = tx
+        .query(
+            &insert,
+            &[
+                &ids,
+                &sites,
+                &types,
+                &timestamps,
+                &paths,
+                &users,
+                &props,
+                &received,
+            ],
+        )
+        .await
+        .map_err(StoreError::from_pg)?;
+    let mut inserted: HashSet<Uuid> = inserted_rows.iter().map(|r| r.get(0)).collect();
+    // Only rows really inserted count, each once (a batch may carry an id twice): a
+    // replayed batch adds nothing to the rollups.
+    let rollups = if inserted.len() == events.len() {
+        Rollups::of(events)
+    } else {
+        Rollups::of(events.iter().filter(|e| inserted.remove(&e.event_id)))
+    };
+    let args = RollupArgs::from(&rollups);
+    tx.execute(&upsert, &args.params())
+        .await
+        .map_err(StoreError::from_pg)?;
+    tx.commit().await.map_err(StoreError::from_pg)?;
+    Ok(Written {
+        inserted: rollups.per_site.values().map(|a| a.events).sum(),
+        sites: rollups
+            .per_site
+            .iter()
+            .map(|(site, a)| {
+                let mut paths: Vec<(String, u64)> = a
+                    .paths
+                    .iter()
+                    .map(|(p, n)| ((*p).to_string(), *n))
+                    .collect();
+                paths.sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+                paths.truncate(10);
+                let batch = SiteBatch {
+                    events: a.events,
+                    page_views: a.page_views,
+                    users: a.users.iter().map(|u| (*u).to_string()).collect(),
+                    paths,
+                };
+                ((*site).to_string(), batch)
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,226 @@
+use crate::helpers::{Harness, message, uuid};
+use domain::shutdown::CancellationToken;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_batch_is_stored_with_its_rollups() {
+    let h = Harness::new().await;
+    h.push(&[
+        message(&uuid(1), "s", Some("/"), Some("u1"), "2025-11-14T10:00:00Z"),
+        message(
+            &uuid(2),
+            "s",
+            Some("/pricing"),
+            Some("u2"),
+            "2025-11-14T10:05:00Z",
+        ),
+        message(
+            &uuid(3),
+            "s",
+            Some("/pricing"),
+            Some("u1"),
+            "2025-11-14T11:10:00Z",
+        ),
+        message(&uuid(4), "s", None, None, "2025-11-15T00:00:00Z"),
+    ])
+    .await;
+    let mut worker = h.worker("w1");
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!(
+        (outcome.claimed, outcome.stored, outcome.dead_lettered),
+        (4, 4, 0)
+    );
+
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 4);
+    assert_eq!(
+        h.count(
+            "SELECT sum(events)::bigint FROM rollup_hourly WHERE bucket = '2025-11-14T10:00:00Z'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT sum(events)::bigint FROM rollup_minutely")
+            .await,
+        4
+    );
+    assert_eq!(
+        h.count(
+            "SELECT views FROM rollup_daily_paths WHERE path = '/pricing' AND day = '2025-11-14'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM daily_visitors WHERE day = '2025-11-14'")
+            .await,
+        2
+    );
+    // u1 was seen in hours 10 and 11.
+    assert_eq!(
+        h.count("SELECT hours::bigint FROM daily_visitors WHERE user_id = 'u1'")
+            .await,
+        (1 << 10) | (1 << 11)
+    );
+    assert_eq!(
+        h.llen(&h.keys().events_queue().processing("w1")).await,
+        0,
+        "acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_id_twice_is_stored_and_counted_once() {
+    let h = Harness::new().await;
+    let e = message(&uuid(7), "s", Some("/"), Some("u"), "2025-11-14T10:00:00Z");
+    h.push(&[e.clone(), e.clone()]).await;
+    let mut worker = h.worker("w1");
+    assert_eq!(h.drain(&mut worker).await, 1);
+    h.push(&[e]).await;
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!((outcome.stored, outcome.duplicates), (0, 1));
+
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(
+        h.count("SELECT sum(events)::bigint FROM rollup_hourly")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT sum(views)::bigint FROM rollup_daily_paths")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn batches_are_bounded_by_the_configured_size() {
+    let mut h = Harness::new().await;
+    h.settings.batch_max_items = 100;
+    let msgs: Vec<_> = (0..250)
+        .map(|i| message(&uuid(i), "s", Some("/"), None, "2025-11-14T10:00:00Z"))
+        .collect();
+    h.push(&msgs).await;
+    let mut worker = h.worker("w1");
+    let shutdown = CancellationToken::new();
+    let sizes: Vec<usize> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                worker
+                    .run_one_batch(&shutdown)
+                    .await
+                    .expect("batch")
+                    .claimed,
+            );
+        }
+        v
+    };
+    assert_eq!(sizes, vec![100, 100, 50]);
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 250);
+}
+
+#[tokio::test]
+async fn unparseable_items_are_dead_lettered_with_the_reason_and_the_rest_stored() {
+    let h = Harness::new().await;
+    h.push(&[message(
+        &uuid(1),
+        "s",
+        Some("/"),
+        None,
+        "2025-11-14T10:00:00Z",
+    )])
+    .await;
+    h.push_raw(&["not json at all", r#"{"v":99}"#]).await;
+    let mut worker = h.worker("w1");
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!((outcome.stored, outcome.dead_lettered), (1, 2));
+
+    let mut conn = h.redis.conn().await;
+    let dead: Vec<String> = domain::redis_client::cmd("LRANGE")
+        .arg(h.keys().events_queue().dead)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("LRANGE");
+    assert_eq!(dead.len(), 2);
+    for letter in &dead {
+        let v: serde_json::Value = serde_json::from_str(letter).expect("dead letters are JSON");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("unparseable queue message"),
+            "{v}"
+        );
+        assert!(v["item"].is_string());
+    }
+    assert_eq!(h.llen(&h.keys().events_queue().queue).await, 0);
+}
+
+#[tokio::test]
+async fn rows_postgres_refuses_are_isolated_and_dead_lettered_alone() {
+    let h = Harness::new().await;
+    let mut msgs: Vec<_> = (0..40)
+        .map(|i| message(&uuid(i), "s", Some("/"), None, "2025-11-14T10:00:00Z"))
+        .collect();
+    // Bypassing ingest validation: longer than the column allows.
+    msgs[17]["site_id"] = json!("x".repeat(300));
+    h.push(&msgs).await;
+    let mut worker = h.worker("w1");
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!((outcome.stored, outcome.dead_lettered), (39, 1));
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 39);
+    assert_eq!(
+        h.count("SELECT sum(events)::bigint FROM rollup_hourly")
+            .await,
+        39
+    );
+    let mut conn = h.redis.conn().await;
+    let letter: String = domain::redis_client::cmd("LINDEX")
+        .arg(h.keys().events_queue().dead)
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("LINDEX");
+    assert!(letter.contains("PostgreSQL refused the item"), "{letter}");
+    assert!(
+        letter.contains(&uuid(17)),
+        "the dead letter carries the item"
+    );
+}
+
+#[tokio::test]
+async fn after_a_commit_the_site_cache_generation_moves_on() {
+    let h = Harness::new().await;
+    h.push(&[message(
+        &uuid(1),
+        "gen-site",
+        Some("/"),
+        None,
+        "2025-11-14T10:00:00Z",
+    )])
+    .await;
+    let mut worker = h.worker("w1");
+    h.drain(&mut worker).await;
+    let mut conn = h.redis.conn().await;
+    let generation: u64 = domain::redis_client::cmd("GET")
+        .arg(h.keys().site_generation("gen-site"))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(generation, 1);
+}

@@ -1,0 +1,6 @@
+//! batch-worker against real Redis and PostgreSQL.
+
+mod drain;
+mod helpers;
+mod polls;
+mod reliability;

@@ -1,0 +1,167 @@
+//! PostgreSQL: the pool, the schema migrations, and how failures are classified.
+
+use crate::config::PostgresConfig;
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+/// Schema migrations, applied in order, each once (recorded in `tally_migrations`).
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events_and_rollups",
+        include_str!("../../../migrations/0001_events_and_rollups.sql"),
+    ),
+    (
+        2,
+        "polls",
+        include_str!("../../../migrations/0002_polls.sql"),
+    ),
+];
+
+/// An arbitrary but fixed key, so concurrent migrators wait for each other.
+const MIGRATION_LOCK_KEY: i64 = 0x7a11_7001;
+
+/// Builds the pool (connections open on first use). Sessions run in UTC.
+///
+/// # Errors
+/// When `DATABASE_URL` does not parse.
+pub fn pool(cfg: &PostgresConfig) -> anyhow::Result<Pool> {
+    let mut pg = tokio_postgres::Config::from_str(&cfg.database_url).map_err(|e| {
+        anyhow::anyhow!(
+            "DATABASE_URL is not a valid PostgreSQL URL ({}): {e}",
+            crate::config::redact_url(&cfg.database_url)
+        )
+    })?;
+    let timeout = Duration::from_millis(cfg.database_connect_timeout_ms);
+    pg.connect_timeout(timeout);
+    pg.options("-c TimeZone=UTC");
+    if pg.get_application_name().is_none() {
+        pg.application_name("tally");
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(cfg.database_pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .context("building the PostgreSQL pool")
+}
+
+/// Applies the migrations that have not run yet. Safe to call from several processes at
+/// once: they serialise on an advisory lock. Returns the versions applied now.
+///
+/// # Errors
+/// When PostgreSQL is unreachable or a migration fails (then none of this call's
+/// migrations is applied).
+pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<i32>> {
+    let mut client = pool
+        .get()
+        .await
+        .context("connecting to PostgreSQL to migrate")?;
+    let tx = client
+        .transaction()
+        .await
+        .context("starting the migration transaction")?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .context("taking the migration lock")?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS tally_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .context("creating tally_migrations")?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM tally_migrations", &[])
+        .await
+        .context("reading tally_migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut now_applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("applying migration {version} ({name})"))?;
+        tx.execute(
+            "INSERT INTO tally_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .with_context(|| format!("recording migration {version}"))?;
+        now_applied.push(*version);
+    }
+    tx.commit().await.context("committing migrations")?;
+    Ok(now_applied)
+}
+
+/// Checks that PostgreSQL answers.
+///
+/// # Errors
+/// With the reason when it does not.
+pub async fn ping(pool: &Pool, timeout: Duration) -> anyhow::Result<()> {
+    tokio::time::timeout(timeout, async {
+        let client = pool.get().await.context("no PostgreSQL connection")?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .context("PostgreSQL did not answer SELECT 1")?;
+        anyhow::Ok(())
+    })
+    .await
+    .context("PostgreSQL did not answer in time")?
+}
+
+/// How a failed write should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The rows themselves can never be stored (bad data): isolate and dead-letter them.
+    Data,
+    /// Anything else (connection lost, server restarting, deadlock, missing schema):
+    /// keep the rows and retry with backoff.
+    Transient,
+}
+
+/// Classifies a PostgreSQL error. Only errors caused by the values written (SQLSTATE
+/// classes 22 and 23) are permanent; everything else is retried, because dead-lettering a
+/// batch over an operator problem (say, a missing table) would throw away good data.
+pub fn classify(err: &tokio_postgres::Error) -> FailureKind {
+    match err.code() {
+        Some(code) if code == &SqlState::UNIQUE_VIOLATION => FailureKind::Transient,
+        Some(code) if code.code().starts_with("22") || code.code().starts_with("23") => {
+            FailureKind::Data
+        }
+        _ => FailureKind::Transient,
+    }
+}
+
+/// Records a pool's usage as `<prefix>_postgres_pool_connections{state="in_use"|"idle"}`,
+/// `<prefix>_postgres_pool_max_connections` and `<prefix>_postgres_pool_waiting`.
+pub fn record_pool_metrics(pool: &Pool, prefix: &str) {
+    let status = pool.status();
+    let in_use = status.size.saturating_sub(status.available);
+    metrics::gauge!(format!("{prefix}_postgres_pool_connections"), "state" => "in_use")
+        .set(in_use as f64);
+    metrics::gauge!(format!("{prefix}_postgres_pool_connections"), "state" => "idle")
+        .set(status.available as f64);
+    metrics::gauge!(format!("{prefix}_postgres_pool_max_connections")).set(status.max_size as f64);
+    metrics::gauge!(format!("{prefix}_postgres_pool_waiting")).set(status.waiting as f64);
+}

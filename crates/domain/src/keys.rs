@@ -1,0 +1,276 @@
+//! Every Redis key Tally uses is built here; services never `format!` a key themselves.
+//!
+//! Keys that one atomic step (a Lua script or `BLMOVE`) touches together share a Redis
+//! Cluster hash tag (the part in `{}`), so the same scripts run on a cluster:
+//!
+//! | key | type | meaning |
+//! | --- | --- | --- |
+//! | `P:{events}:queue` | list | analytics events waiting for the worker (LPUSH at head, oldest at tail) |
+//! | `P:{events}:processing:W` | list | the batch worker `W` has claimed and not yet committed |
+//! | `P:{events}:hb:W` | string with TTL | worker `W` is alive while this exists |
+//! | `P:{events}:workers` | set | worker ids that may own a processing list |
+//! | `P:{events}:dead` | list | dead letters: `{"reason", "item", "at"}` |
+//! | `P:{site:S}:gen` | integer | bumped by the worker after every commit touching site `S` |
+//! | `P:{site:S}:cache` | hash | stats-api cache of site `S`, each value prefixed by the generation it was computed at |
+//! | `P:{site:S}:visitors:M` | HyperLogLog, TTL 10 min | visitors of site `S` seen in minute `M` (live activity) |
+//! | `P:chan:site:S` | pub/sub channel | per-batch activity summaries of site `S` |
+//!
+//! | `P:{votes:N}:poll:ID:def` | hash | poll `ID`: `question`, `options` (JSON), `closes_at_ms`, `closed`, `seq`, `total` |
+//! | `P:{votes:N}:poll:ID:tally` | hash | option id → votes |
+//! | `P:{votes:N}:poll:ID:voters` | hash | user id → option id (one vote per user, ever) |
+//! | `P:{votes:N}:poll:ID:idem:K` | string with TTL | the response to the vote sent with `Idempotency-Key: K` |
+//! | `P:{votes:N}:queue` (and `processing`, `hb`, `workers`, `dead`) | | the reliable queue of shard `N`: poll definitions, closes and votes |
+//! | `P:{votes:N}:restored` | string | set by the worker once shard `N`'s polls are in Redis (absent after Redis lost its data) |
+//! | `P:{votes:N}:restoring` | string with TTL | the lock of whoever is restoring shard `N` |
+//! | `P:chan:poll:ID` | pub/sub channel | live state of poll `ID` after every vote or close |
+//!
+//! A poll lives in vote shard `N = vote_shard(ID)`: all of its keys and the queue its votes
+//! are pushed to share the hash tag `{votes:N}`, so the vote script (check, count, queue,
+//! publish in one step) is a single-slot script on a cluster too.
+//!
+//! `P` is the configured prefix (`REDIS_KEY_PREFIX`, default `tally`).
+
+/// Builds key names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The keys of one reliable queue (see [`crate::queue`]).
+#[derive(Clone, Debug)]
+pub struct QueueKeys {
+    base: String,
+    /// The queue's name (its hash tag), for logs and metric labels.
+    pub name: String,
+    pub queue: String,
+    pub workers: String,
+    pub dead: String,
+}
+
+impl QueueKeys {
+    /// The processing list of worker `worker_id`.
+    pub fn processing(&self, worker_id: &str) -> String {
+        format!("{}:processing:{worker_id}", self.base)
+    }
+
+    /// The heartbeat key of worker `worker_id`.
+    pub fn heartbeat(&self, worker_id: &str) -> String {
+        format!("{}:hb:{worker_id}", self.base)
+    }
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The keys of the queue called `name` (hash tag `{name}`).
+    pub fn queue(&self, name: &str) -> QueueKeys {
+        let base = format!("{}:{{{name}}}", self.prefix);
+        QueueKeys {
+            name: name.to_string(),
+            queue: format!("{base}:queue"),
+            workers: format!("{base}:workers"),
+            dead: format!("{base}:dead"),
+            base,
+        }
+    }
+
+    /// The analytics events queue.
+    pub fn events_queue(&self) -> QueueKeys {
+        self.queue(crate::queue::EVENTS_QUEUE)
+    }
+
+    /// Generation counter of a site's cached stats.
+    pub fn site_generation(&self, site_id: &str) -> String {
+        format!("{}:{{site:{site_id}}}:gen", self.prefix)
+    }
+
+    /// Hash of a site's cached stats answers.
+    pub fn site_cache(&self, site_id: &str) -> String {
+        format!("{}:{{site:{site_id}}}:cache", self.prefix)
+    }
+
+    /// HyperLogLog of a site's visitors in minute `minute` (epoch minutes).
+    pub fn site_visitors(&self, site_id: &str, minute: i64) -> String {
+        format!("{}:{{site:{site_id}}}:visitors:{minute}", self.prefix)
+    }
+
+    /// Pub/sub channel carrying a site's per-batch activity summaries.
+    pub fn site_channel(&self, site_id: &str) -> String {
+        format!("{}:chan:site:{site_id}", self.prefix)
+    }
+}
+
+/// Number of vote shards. Part of the key format: changing it moves polls to other keys.
+pub const VOTE_SHARDS: u16 = 8;
+
+/// The vote shard of a poll (FNV-1a of its id).
+pub fn vote_shard(poll_id: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in poll_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    u16::try_from(hash % u32::from(VOTE_SHARDS)).unwrap_or(0)
+}
+
+/// The keys of one poll (see the module table).
+#[derive(Clone, Debug)]
+pub struct PollKeys {
+    base: String,
+    pub shard: u16,
+    pub def: String,
+    pub tally: String,
+    pub voters: String,
+    pub queue: String,
+    pub restored: String,
+}
+
+impl PollKeys {
+    /// The key holding the response to the vote sent with idempotency key `key`.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.base)
+    }
+}
+
+impl Keys {
+    /// The keys of poll `poll_id`.
+    pub fn poll(&self, poll_id: &str) -> PollKeys {
+        let shard = vote_shard(poll_id);
+        let tag = self.vote_shard_base(shard);
+        let base = format!("{tag}:poll:{poll_id}");
+        PollKeys {
+            def: format!("{base}:def"),
+            tally: format!("{base}:tally"),
+            voters: format!("{base}:voters"),
+            queue: format!("{tag}:queue"),
+            restored: format!("{tag}:restored"),
+            base,
+            shard,
+        }
+    }
+
+    fn vote_shard_base(&self, shard: u16) -> String {
+        format!("{}:{{{}}}", self.prefix, vote_queue_name(shard))
+    }
+
+    /// The queue of vote shard `shard`.
+    pub fn vote_queue(&self, shard: u16) -> QueueKeys {
+        self.queue(&vote_queue_name(shard))
+    }
+
+    /// Set once shard `shard`'s polls have been restored into Redis.
+    pub fn vote_shard_restored(&self, shard: u16) -> String {
+        format!("{}:restored", self.vote_shard_base(shard))
+    }
+
+    /// The lock of whoever restores shard `shard`.
+    pub fn vote_shard_restoring(&self, shard: u16) -> String {
+        format!("{}:restoring", self.vote_shard_base(shard))
+    }
+
+    /// Pub/sub channel carrying a poll's live state.
+    pub fn poll_channel(&self, poll_id: &str) -> String {
+        format!("{}:chan:poll:{poll_id}", self.prefix)
+    }
+
+    /// Pattern matching every Tally channel (the gateway's single subscription).
+    pub fn channel_pattern(&self) -> String {
+        format!("{}:chan:*", self.prefix)
+    }
+}
+
+/// Name (and hash tag) of vote shard `shard`'s queue.
+pub fn vote_queue_name(shard: u16) -> String {
+    format!("votes:{shard}")
+}
+
+/// The hash tag Redis Cluster would hash for `key`: the text between the first `{` and the
+/// next `}`, when that is non-empty; otherwise the whole key.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_share_one_hash_tag() {
+        let k = Keys::new("tally").events_queue();
+        let (processing, heartbeat) = (k.processing("w1"), k.heartbeat("w1"));
+        let tags = [
+            hash_tag(&k.queue),
+            hash_tag(&k.workers),
+            hash_tag(&k.dead),
+            hash_tag(&processing),
+            hash_tag(&heartbeat),
+        ];
+        assert!(tags.iter().all(|t| *t == "events"), "{tags:?}");
+        assert_eq!(k.queue, "tally:{events}:queue");
+    }
+
+    #[test]
+    fn site_keys_share_a_tag_even_when_the_site_id_has_braces() {
+        let keys = Keys::new("p");
+        for site in ["example.com", "we}ird{", ""] {
+            assert_eq!(
+                hash_tag(&keys.site_generation(site)),
+                hash_tag(&keys.site_cache(site)),
+                "site {site:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_polls_keys_and_its_queue_share_one_hash_tag() {
+        let keys = Keys::new("tally");
+        for id in ["p1", "0192e4a0-0000-7000-8000-000000000001", "x{y}z"] {
+            let p = keys.poll(id);
+            let shard_queue = keys.vote_queue(p.shard);
+            let idem = p.idempotency("k");
+            let tags = [
+                &p.def,
+                &p.tally,
+                &p.voters,
+                &p.queue,
+                &p.restored,
+                &idem,
+                &shard_queue.queue,
+                &shard_queue.processing("w"),
+            ]
+            .map(|k| hash_tag(k).to_string());
+            assert!(tags.iter().all(|t| *t == tags[0]), "{id}: {tags:?}");
+            assert_eq!(p.queue, shard_queue.queue);
+            assert_eq!(p.restored, keys.vote_shard_restored(p.shard));
+        }
+    }
+
+    #[test]
+    fn polls_spread_over_every_shard() {
+        let used: std::collections::HashSet<u16> =
+            (0..200).map(|i| vote_shard(&format!("poll-{i}"))).collect();
+        assert_eq!(used.len(), usize::from(VOTE_SHARDS));
+    }
+
+    #[test]
+    fn prefixes_keep_tests_apart() {
+        assert_ne!(
+            Keys::new("a").events_queue().queue,
+            Keys::new("b").events_queue().queue
+        );
+    }
+}

@@ -1,0 +1,27 @@
+-- Closes a poll (later votes get 410), queues the close for PostgreSQL and tells watchers.
+--
+-- KEYS[1]  poll definition hash          KEYS[2]  poll tally hash
+-- KEYS[3]  the poll's shard queue        KEYS[4]  the shard's "restored" marker
+-- ARGV[1]  the queue message (kind "close")
+-- ARGV[2]  pub/sub channel of the poll   ARGV[3]  poll id
+-- Returns  closed | already_closed | not_found | restoring
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    return 'restoring'
+  end
+  return 'not_found'
+end
+if redis.call('HGET', KEYS[1], 'closed') == '1' then
+  return 'already_closed'
+end
+redis.call('HSET', KEYS[1], 'closed', '1')
+redis.call('LPUSH', KEYS[3], ARGV[1])
+local flat = redis.call('HGETALL', KEYS[2])
+local tally = {}
+for i = 1, #flat, 2 do
+  tally[flat[i]] = tonumber(flat[i + 1])
+end
+local def = redis.call('HMGET', KEYS[1], 'seq', 'total')
+redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], seq = tonumber(def[1]),
+  tally = tally, total = tonumber(def[2]), closed = true}))
+return 'closed'

@@ -1,0 +1,49 @@
+//! Redis connections: multiplexed [`ConnectionManager`]s, which pipeline concurrent
+//! commands on one socket and reconnect by themselves.
+//!
+//! ingest-api keeps one per HTTP worker thread (created on that thread, so its I/O driver
+//! runs beside the handlers); the batch-worker gives each lane a separate one for `BLMOVE`,
+//! which blocks whatever shares its socket. A pool of plain connections (deadpool-redis)
+//! was measured slower on the request path (one request per connection at a time) and is
+//! not used.
+
+use crate::config::RedisConfig;
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+/// Opens the shared multiplexed connection. It connects lazily and reconnects by itself,
+/// so a Redis that is down at start-up does not stop the service (readiness reports it).
+///
+/// # Errors
+/// When `REDIS_URL` does not parse.
+pub fn connection_manager(cfg: &RedisConfig) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(cfg.redis_url.as_str()).with_context(|| {
+        format!(
+            "REDIS_URL is not a valid Redis URL: {}",
+            crate::config::redact_url(&cfg.redis_url)
+        )
+    })?;
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms);
+    let manager_cfg = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    client
+        .get_connection_manager_lazy(manager_cfg)
+        .context("creating the Redis connection manager")
+}
+
+/// Checks that Redis answers within `timeout`.
+///
+/// # Errors
+/// With the reason when it does not.
+pub async fn ping(conn: &mut ConnectionManager, timeout: Duration) -> anyhow::Result<()> {
+    let pong: String = tokio::time::timeout(timeout, redis::cmd("PING").query_async(conn))
+        .await
+        .context("Redis did not answer PING in time")?
+        .context("Redis PING failed")?;
+    anyhow::ensure!(pong == "PONG", "Redis answered PING with {pong:?}");
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Test support shared by every crate's integration tests (feature `testing`).
+//!
+//! Each test gets its own PostgreSQL database (created and migrated here, dropped when the
+//! guard goes) and its own Redis key prefix (its keys deleted when the guard goes), so tests
+//! run in parallel against the one real Redis and PostgreSQL of the machine. Where those
+//! are is read from `REDIS_URL` and `DATABASE_URL` (the Makefile exports them).
+
+use crate::config::{PostgresConfig, RedisConfig};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// The Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The PostgreSQL server the tests use (its database part is replaced per test).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A short random id.
+pub fn random_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A Redis config with a fresh key prefix; the keys under it are deleted on drop.
+pub struct TestRedis {
+    pub config: RedisConfig,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        Self {
+            config: RedisConfig {
+                redis_url: redis_url(),
+                redis_key_prefix: format!("tally-test-{}", random_id()),
+                redis_timeout_ms: 2_000,
+            },
+        }
+    }
+
+    pub fn keys(&self) -> crate::keys::Keys {
+        crate::keys::Keys::new(self.config.redis_key_prefix.clone())
+    }
+
+    /// A plain multiplexed connection for assertions.
+    ///
+    /// # Panics
+    /// When Redis is unreachable (the test cannot run).
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.config.redis_url.as_str())
+            .expect("REDIS_URL parses")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis is reachable for tests (is it running? see make test)")
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let url = self.config.redis_url.clone();
+        let pattern = format!("{}:*", self.config.redis_key_prefix);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(url) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = match redis::cmd("KEYS").arg(&pattern).query(&mut conn) {
+                Ok(k) => k,
+                Err(_) => return,
+            };
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
+/// A redis-server of the test's own (for FLUSHALL, exact subscription counts, stopping
+/// Redis), killed on drop.
+pub struct PrivateRedis {
+    pub url: String,
+    pub port: u16,
+    _child: tokio::process::Child,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` on a free port, without persistence.
+    ///
+    /// # Panics
+    /// When redis-server is not installed or does not come up.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        Self::start_on(port).await
+    }
+
+    /// Starts `redis-server` on `port` (again, after [`PrivateRedis::stop`]).
+    ///
+    /// # Panics
+    /// As [`PrivateRedis::start`].
+    pub async fn start_on(port: u16) -> Self {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (make test installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        eventually(
+            Duration::from_secs(10),
+            "private redis-server answers",
+            || {
+                let url = url.clone();
+                async move {
+                    let mut conn = redis::Client::open(url)
+                        .ok()?
+                        .get_multiplexed_async_connection()
+                        .await
+                        .ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        Self {
+            url,
+            port,
+            _child: child,
+        }
+    }
+
+    /// A Redis config pointing at this server.
+    pub fn config(&self) -> RedisConfig {
+        let mut config = TestRedis::new().config.clone();
+        config.redis_url = self.url.clone();
+        config
+    }
+
+    /// Kills the server (`kill -9`); start it again with [`PrivateRedis::start_on`].
+    pub async fn stop(mut self) {
+        let _ = self._child.kill().await;
+    }
+}
+
+/// A freshly created and migrated database, dropped on drop.
+pub struct TestDb {
+    pub config: PostgresConfig,
+    pub name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// Creates `tally_t_<random>` on the server of `DATABASE_URL` and migrates it.
+    ///
+    /// # Panics
+    /// When PostgreSQL is unreachable (the test cannot run).
+    pub async fn new() -> Self {
+        let admin_url = with_database(&database_url(), "postgres");
+        let name = format!("tally_t_{}", random_id());
+        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL is reachable for tests (is it running? see make test)");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creating the test database");
+        let config = PostgresConfig {
+            database_url: with_database(&admin_url, &name),
+            database_pool_size: 8,
+            database_connect_timeout_ms: 3_000,
+        };
+        let pool = crate::db::pool(&config).expect("test pool");
+        crate::db::migrate(&pool)
+            .await
+            .expect("migrating the test database");
+        Self {
+            config,
+            name,
+            admin_url,
+        }
+    }
+
+    /// A pool on the test database.
+    ///
+    /// # Panics
+    /// Never for a URL built here.
+    pub fn pool(&self) -> deadpool_postgres::Pool {
+        crate::db::pool(&self.config).expect("test pool")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with its database name replaced by `db`.
+///
+/// # Panics
+/// When `url` is not a PostgreSQL URL (a test set-up error).
+pub fn with_database(url: &str, db: &str) -> String {
+    tokio_postgres::Config::from_str(url).expect("DATABASE_URL parses");
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// The `(METHOD, path)` operations of an OpenAPI document.
+pub fn openapi_operations(
+    document: &serde_json::Value,
+) -> std::collections::BTreeSet<(String, String)> {
+    let mut ops = std::collections::BTreeSet::new();
+    if let Some(paths) = document["paths"].as_object() {
+        for (path, item) in paths {
+            for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+                if item.get(method).is_some() {
+                    ops.insert((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// `(METHOD, path)` pairs from a compact list.
+pub fn operations(list: &[(&str, &str)]) -> std::collections::BTreeSet<(String, String)> {
+    list.iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+///
+/// # Panics
+/// When the condition does not hold in time.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced_keeping_options() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/a?sslmode=disable", "b"),
+            "postgres://u@h:5432/b?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "b"),
+            "postgres://u@h:5432/b"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! Starting and stopping the real service binaries.
+
+use domain::testing::{TestDb, TestRedis};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// The directory holding the workspace's binaries (next to this test's `deps/`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// A running service process; killed with SIGKILL when dropped.
+pub struct Service {
+    pub port: u16,
+    child: Child,
+}
+
+impl Service {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub async fn kill_9(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s of SIGTERM")
+            .expect("wait")
+    }
+}
+
+pub use domain::testing::PrivateRedis;
+
+/// The environment shared by the processes of one test.
+pub struct Stack {
+    pub redis: TestRedis,
+    pub db: TestDb,
+    log_dir: PathBuf,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        let redis = TestRedis::new();
+        let db = TestDb::new().await;
+        let log_dir = bin_dir()
+            .join("e2e-logs")
+            .join(&redis.config.redis_key_prefix);
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        Self { redis, db, log_dir }
+    }
+
+    /// The same, on a Redis of the test's own.
+    pub async fn with_redis_url(url: &str) -> Self {
+        let mut stack = Self::new().await;
+        stack.redis.config.redis_url = url.to_string();
+        stack
+    }
+
+    fn base_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("REDIS_URL".into(), self.redis.config.redis_url.clone()),
+            (
+                "REDIS_KEY_PREFIX".into(),
+                self.redis.config.redis_key_prefix.clone(),
+            ),
+            ("DATABASE_URL".into(), self.db.config.database_url.clone()),
+            ("BIND_ADDR".into(), "127.0.0.1:0".into()),
+            ("HTTP_WORKERS".into(), "2".into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("RESTORE_CHECK_INTERVAL_MS".into(), "200".into()),
+            ("VOTE_RATE_LIMIT_PER_IP_PER_S".into(), "0".into()),
+        ]
+    }
+
+    /// Starts binary `name` with the stack's environment plus `extra`, and waits until it
+    /// reports its port and answers `/readyz`... or at least `/healthz` (a worker whose
+    /// PostgreSQL is cut off is alive but not ready).
+    pub async fn start(&self, name: &'static str, extra: &[(&str, &str)]) -> Service {
+        let path = bin_dir().join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: run `cargo build --bins` first (make test does)",
+            path.display()
+        );
+        let log = self
+            .log_dir
+            .join(format!("{name}-{}.log", domain::testing::random_id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(&path);
+        cmd.env_clear()
+            .envs(self.base_env())
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("log fd")))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn service");
+        let port = domain::testing::eventually(
+            Duration::from_secs(20),
+            &format!("{name} reports its port"),
+            || {
+                let log = log.clone();
+                async move { port_from_log(&std::fs::read_to_string(&log).unwrap_or_default()) }
+            },
+        )
+        .await;
+        let service = Service { port, child };
+        let client = reqwest::Client::new();
+        domain::testing::eventually(Duration::from_secs(20), &format!("{name} is alive"), || {
+            let url = format!("{}/healthz", service.url());
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        service
+    }
+
+    /// How many log lines of this stack's processes contain `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        std::fs::read_dir(&self.log_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+            .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+            .sum()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.db.pool().get().await.expect("pg");
+        client.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// Items still in Redis: queued, or claimed by some worker and not acknowledged.
+    pub async fn items_in_redis(&self) -> u64 {
+        let mut conn = self.redis.conn().await;
+        let keys = self.redis.keys().events_queue();
+        let pattern = format!("{}:processing:*", keys.queue.trim_end_matches(":queue"));
+        let processing: Vec<String> = domain::redis_client::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        let mut total: u64 = domain::redis_client::cmd("LLEN")
+            .arg(&keys.queue)
+            .query_async(&mut conn)
+            .await
+            .expect("LLEN");
+        for key in processing {
+            let n: u64 = domain::redis_client::cmd("LLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("LLEN");
+            total += n;
+        }
+        total
+    }
+}
+
+impl Drop for Stack {
+    /// Logs are kept only when the test failed (to read what happened).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}
+
+fn port_from_log(text: &str) -> Option<u16> {
+    text.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v["message"] == "listening" || v["message"] == "running" {
+            v["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+        } else {
+            None
+        }
+    })
+}
+
+/// Posts `batches` batches of `per_batch` events to `/v1/events`, `concurrency` at a time.
+/// Events spread over 3 sites, 2 days, 24 hours, 20 paths (one in ten without a path) and
+/// 500 users (one in ten anonymous). Returns how many were accepted.
+pub async fn post_events(
+    ingest: &str,
+    batches: usize,
+    per_batch: usize,
+    concurrency: usize,
+) -> usize {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::new();
+    futures_util::stream::iter(0..batches)
+        .map(|b| {
+            let client = client.clone();
+            let url = format!("{ingest}/v1/events");
+            async move {
+                let events: Vec<serde_json::Value> = (0..per_batch)
+                    .map(|i| synthetic_event(b * per_batch + i))
+                    .collect();
+                loop {
+                    let res = client
+                        .post(&url)
+                        .json(&serde_json::json!({ "events": events }))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 202 => return per_batch,
+                        Ok(r) if r.status() == 503 || r.status() == 429 => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Ok(r) => panic!("ingest answered {}", r.status()),
+                        Err(e) => panic!("ingest unreachable: {e}"),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .fold(0, |acc, n| async move { acc + n })
+        .await
+}
+
+pub fn synthetic_event(n: usize) -> serde_json::Value {
+    let mut e = serde_json::json!({
+        "site_id": format!("site-{}", n % 3),
+        "event_type": if n % 5 == 0 { "click" } else { "page_view" },
+        "timestamp": format!("2025-11-{:02}T{:02}:{:02}:00Z", 14 + n % 2, n % 24, n % 60),
+    });
+    if n % 10 != 0 {
+        e["path"] = serde_json::json!(format!("/p{}", n % 20));
+    }
+    if n % 10 != 1 {
+        e["user_id"] = serde_json::json!(format!("u{}", n % 500));
+    }
+    e
+}
+
+/// Asserts that every rollup agrees with a direct count over the raw events.
+pub async fn assert_rollups_match_events(stack: &Stack) {
+    let pairs = [
+        (
+            "SELECT count(*) FROM events",
+            "SELECT coalesce(sum(events), 0)::bigint FROM rollup_hourly",
+        ),
+        (
+            "SELECT count(*) FROM events",
+            "SELECT coalesce(sum(events), 0)::bigint FROM rollup_minutely",
+        ),
+        (
+            "SELECT count(*) FROM events WHERE path IS NOT NULL",
+            "SELECT coalesce(sum(views), 0)::bigint FROM rollup_daily_paths",
+        ),
+        (
+            "SELECT count(*) FROM (SELECT DISTINCT site_id, event_type, (ts AT TIME ZONE 'UTC')::date, user_id FROM events WHERE user_id IS NOT NULL) d",
+            "SELECT count(*) FROM daily_visitors",
+        ),
+        (
+            "SELECT count(*) FROM (SELECT DISTINCT site_id, event_type, (ts AT TIME ZONE 'UTC')::date, user_id, extract(hour FROM ts AT TIME ZONE 'UTC') FROM events WHERE user_id IS NOT NULL) d",
+            "SELECT coalesce(sum(bit_count(hours::bit(24))), 0)::bigint FROM daily_visitors",
+        ),
+    ];
+    for (direct, rollup) in pairs {
+        assert_eq!(
+            stack.count(direct).await,
+            stack.count(rollup).await,
+            "{rollup} disagrees with {direct}"
+        );
+    }
+}

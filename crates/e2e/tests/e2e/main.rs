@@ -1,0 +1,9 @@
+//! End-to-end tests: real binaries, real Redis and PostgreSQL.
+
+mod analytics;
+mod crash;
+mod helpers;
+mod metrics;
+mod polls;
+mod proxy;
+mod traces;

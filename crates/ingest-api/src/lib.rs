@@ -1,0 +1,10 @@
+//! ingest-api: the write side of Tally. Accepts analytics events (and, later, votes and poll
+//! administration), validates them, and queues them in Redis in one round trip per
+//! request. It never talks to PostgreSQL: a 202 means the item is in Redis, and the
+//! batch-worker takes it from there.
+
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod routes;
+pub mod startup;

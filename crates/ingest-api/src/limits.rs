@@ -1,0 +1,114 @@
+//! Protections of the write path: per-client token buckets and queue-depth load shedding.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A token bucket per key (client address, poll id, ...). `None` inside means unlimited.
+#[derive(Clone)]
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    inner: Option<Arc<DefaultKeyedRateLimiter<K>>>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// `per_second` sustained, `burst` at once; `per_second == 0` disables the limit.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let inner = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
+            Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
+        Self { inner }
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    ///
+    /// # Errors
+    /// The wait until the next request from `key` would be allowed.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        let Some(limiter) = &self.inner else {
+            return Ok(());
+        };
+        limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets keys whose buckets are full again, so memory follows active clients only.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.inner {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// The last known length of the events queue, refreshed by every push (LPUSH returns it)
+/// and by a background poll, so shedding costs no extra Redis round trip per request.
+#[derive(Clone, Default)]
+pub struct QueueDepth {
+    last_known: Arc<AtomicU64>,
+}
+
+impl QueueDepth {
+    pub fn get(&self) -> u64 {
+        self.last_known.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, len: u64) {
+        self.last_known.store(len, Ordering::Relaxed);
+        metrics::gauge!("ingest_api_event_queue_length").set(len as f64);
+    }
+}
+
+/// `Retry-After` seconds for a wait, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_limited_with_a_wait() {
+        let limiter = KeyedLimiter::new(1, 3);
+        let key = "1.2.3.4".to_string();
+        for _ in 0..3 {
+            assert_eq!(limiter.check(&key), Ok(()));
+        }
+        let wait = limiter
+            .check(&key)
+            .expect_err("fourth request is over the burst");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(
+            limiter.check(&"5.6.7.8".to_string()),
+            Ok(()),
+            "other keys unaffected"
+        );
+    }
+
+    #[test]
+    fn zero_rate_means_unlimited() {
+        let limiter = KeyedLimiter::new(0, 0);
+        for _ in 0..10_000 {
+            assert_eq!(limiter.check(&1u8), Ok(()));
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+}

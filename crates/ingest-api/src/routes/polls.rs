@@ -1,0 +1,336 @@
+//! Polls: `POST /v1/polls`, `POST /v1/polls/{poll_id}/close` (admin), votes
+//! `POST /v1/polls/{poll_id}/votes` and the compatibility alias `POST /api/vote`.
+//!
+//! Every change is one Lua script in Redis (see `domain::poll`): the answer reflects the
+//! state after the vote, atomically.
+
+use super::{client_rate_limit, read_json_body, traceparent};
+use crate::error::ApiError;
+use crate::limits::retry_after_secs;
+use crate::startup::{AppState, WorkerRedis};
+use actix_web::http::StatusCode;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use chrono::Utc;
+use domain::poll::{self, Ballot, CloseOutcome, VoteOutcome};
+use serde_json::json;
+
+/// Longest poll id accepted in a path (ids we create are 36 characters).
+const MAX_POLL_ID_CHARS: usize = 100;
+
+fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if domain::auth::bearer_matches(header, &state.settings.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn queue_unavailable(e: domain::redis_client::RedisError) -> ApiError {
+    ApiError::QueueUnavailable(anyhow::Error::new(e).context("poll script"))
+}
+
+/// Creates a poll (admin).
+#[utoipa::path(
+    tag = "polls",
+    security(("admin_token" = [])),
+    request_body(content = super::docs::NewPoll, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = super::docs::PollCreated),
+        (status = 400, description = "Invalid body; every problem listed", body = super::docs::PollError),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 503, description = "Redis unavailable"),
+    )
+)]
+#[post("/v1/polls")]
+#[tracing::instrument(name = "post_poll", skip_all, fields(poll_id = tracing::field::Empty))]
+pub async fn post_poll(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    redis: web::Data<WorkerRedis>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    client_rate_limit(&req, &state)?;
+    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    let now = Utc::now();
+    let new_poll = poll::parse_new_poll(&body, now).map_err(ApiError::invalid_body)?;
+    let poll_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("poll_id", poll_id.as_str());
+    let created = poll::create(&mut redis.0.clone(), &state.keys, &poll_id, &new_poll, now)
+        .await
+        .map_err(queue_unavailable)?;
+    if !created {
+        return Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a fresh UUIDv7 poll id collided"
+        )));
+    }
+    metrics::counter!("ingest_api_polls_created_total").increment(1);
+    Ok(HttpResponse::Created().json(json!({
+        "poll_id": poll_id,
+        "question": new_poll.question,
+        "options": new_poll.options,
+        "closes_at": new_poll.closes_at,
+    })))
+}
+
+/// Closes a poll (admin); later votes get 410.
+#[utoipa::path(
+    tag = "polls",
+    security(("admin_token" = [])),
+    params(("poll_id" = String, Path, description = "The poll")),
+    responses(
+        (status = 200, description = "Closed (also when it already was)"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "Unknown poll", body = super::docs::PollError),
+        (status = 503, description = "Poll state being restored, or Redis unavailable (Retry-After)"),
+    )
+)]
+#[post("/v1/polls/{poll_id}/close")]
+#[tracing::instrument(name = "close_poll", skip_all, fields(poll_id = %path))]
+pub async fn close_poll(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    redis: web::Data<WorkerRedis>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    client_rate_limit(&req, &state)?;
+    let poll_id = path.into_inner();
+    if poll_id.chars().count() > MAX_POLL_ID_CHARS {
+        return Err(ApiError::poll(StatusCode::NOT_FOUND, "poll_not_found"));
+    }
+    match poll::close(&mut redis.0.clone(), &state.keys, &poll_id, Utc::now())
+        .await
+        .map_err(queue_unavailable)?
+    {
+        CloseOutcome::Closed | CloseOutcome::AlreadyClosed => {
+            Ok(HttpResponse::Ok().json(json!({"poll_id": poll_id, "closed": true})))
+        }
+        CloseOutcome::NotFound => Err(ApiError::poll(StatusCode::NOT_FOUND, "poll_not_found")),
+        CloseOutcome::Restoring => Err(ApiError::restoring()),
+    }
+}
+
+/// Casts a vote: 202 with the new tally, or why not. An `Idempotency-Key` header makes
+/// retries safe: the retry of an accepted vote gets the original answer.
+#[utoipa::path(
+    tag = "polls",
+    params(
+        ("poll_id" = String, Path, description = "The poll"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; kept 24 h"),
+    ),
+    request_body(content = super::docs::Vote, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Counted; the poll's state after this vote", body = super::docs::VoteAccepted),
+        (status = 400, description = "Invalid body", body = super::docs::PollError),
+        (status = 404, description = "Unknown poll (`poll_not_found`)", body = super::docs::PollError),
+        (status = 409, description = "This user already voted (`duplicate_vote`)", body = super::docs::PollError),
+        (status = 410, description = "The poll is closed (`poll_closed`)", body = super::docs::PollError),
+        (status = 422, description = "Unknown option (`unknown_option`)", body = super::docs::PollError),
+        (status = 429, description = "Per-client or per-poll rate exceeded (Retry-After)"),
+        (status = 503, description = "Poll state being restored, or Redis unavailable (Retry-After)"),
+    )
+)]
+#[post("/v1/polls/{poll_id}/votes")]
+#[tracing::instrument(name = "post_vote", skip_all, fields(poll_id = %path))]
+pub async fn post_vote(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    redis: web::Data<WorkerRedis>,
+) -> Result<HttpResponse, ApiError> {
+    let poll_id = path.into_inner();
+    vote_limits(&req, &state, &poll_id)?;
+    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_body(vec![format!("invalid JSON: {e}")]))?;
+    let ballot = poll::check_ballot(
+        value.get("option_id"),
+        value.get("user_id"),
+        "option_id",
+        "user_id",
+    )
+    .map_err(ApiError::invalid_body)?;
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().unwrap_or("");
+            poll::check_idempotency_key(key).map_err(|m| ApiError::invalid_body(vec![m]))?;
+            Some(key)
+        }
+    };
+    match cast(
+        &state,
+        &redis,
+        &poll_id,
+        &ballot,
+        idempotency_key,
+        traceparent(&req).as_deref(),
+    )
+    .await?
+    {
+        VoteOutcome::Accepted(body) | VoteOutcome::Replay(body) => Ok(HttpResponse::Accepted()
+            .content_type("application/json")
+            .body(body)),
+        VoteOutcome::Duplicate => Err(ApiError::poll(StatusCode::CONFLICT, "duplicate_vote")),
+        other => Err(refusal(other)),
+    }
+}
+
+/// The poll design's `POST /api/vote`: `{"pollId","optionId","userId","timestamp",
+/// "idempotencyKey"}`, answered `{"status": "accepted"}` or `{"error": "Duplicate vote"}`.
+/// `timestamp` is accepted and ignored: the server's clock orders votes.
+#[utoipa::path(
+    tag = "compatibility",
+    request_body(content = super::docs::CompatVote, content_type = "application/json"),
+    responses(
+        (status = 202, description = "`{\"status\": \"accepted\"}`"),
+        (status = 409, description = "`{\"error\": \"Duplicate vote\"}`"),
+        (status = 400, description = "Invalid body", body = super::docs::PollError),
+        (status = 404, description = "Unknown poll"),
+        (status = 410, description = "The poll is closed"),
+        (status = 422, description = "Unknown option"),
+        (status = 503, description = "Poll state being restored, or Redis unavailable"),
+    )
+)]
+#[post("/api/vote")]
+#[tracing::instrument(name = "post_vote_compat", skip_all)]
+pub async fn post_vote_compat(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    redis: web::Data<WorkerRedis>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_body(vec![format!("invalid JSON: {e}")]))?;
+    let mut problems = Vec::new();
+    let poll_id = match value.get("pollId") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => {
+            problems.push("pollId is required and must be a non-empty string".to_string());
+            String::new()
+        }
+    };
+    let ballot = poll::check_ballot(
+        value.get("optionId"),
+        value.get("userId"),
+        "optionId",
+        "userId",
+    );
+    let idempotency_key = match value.get("idempotencyKey") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(k)) => match poll::check_idempotency_key(k) {
+            Ok(()) => Some(k.as_str()),
+            Err(m) => {
+                problems.push(m.replace("Idempotency-Key", "idempotencyKey"));
+                None
+            }
+        },
+        Some(_) => {
+            problems.push("idempotencyKey must be a string".into());
+            None
+        }
+    };
+    let ballot = match ballot {
+        Ok(b) if problems.is_empty() => b,
+        Ok(_) => return Err(ApiError::invalid_body(problems)),
+        Err(mut more) => {
+            problems.append(&mut more);
+            return Err(ApiError::invalid_body(problems));
+        }
+    };
+    vote_limits(&req, &state, &poll_id)?;
+    match cast(
+        &state,
+        &redis,
+        &poll_id,
+        &ballot,
+        idempotency_key,
+        traceparent(&req).as_deref(),
+    )
+    .await?
+    {
+        VoteOutcome::Accepted(_) | VoteOutcome::Replay(_) => {
+            Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+        }
+        VoteOutcome::Duplicate => Err(ApiError::poll(StatusCode::CONFLICT, "Duplicate vote")),
+        other => Err(refusal(other)),
+    }
+}
+
+fn vote_limits(req: &HttpRequest, state: &AppState, poll_id: &str) -> Result<(), ApiError> {
+    if let Some(ip) = domain::http::client_ip(req, &state.trusted_proxies)
+        && let Err(wait) = state.vote_ip_limiter.check(&ip)
+    {
+        metrics::counter!("ingest_api_requests_shed_total", "reason" => "vote_rate_limited")
+            .increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after_s: retry_after_secs(wait),
+        });
+    }
+    if let Err(wait) = state.vote_poll_limiter.check(&poll_id.to_string()) {
+        metrics::counter!("ingest_api_requests_shed_total", "reason" => "poll_rate_limited")
+            .increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after_s: retry_after_secs(wait),
+        });
+    }
+    Ok(())
+}
+
+async fn cast(
+    state: &AppState,
+    redis: &WorkerRedis,
+    poll_id: &str,
+    ballot: &Ballot,
+    idempotency_key: Option<&str>,
+    traceparent: Option<&str>,
+) -> Result<VoteOutcome, ApiError> {
+    if poll_id.chars().count() > MAX_POLL_ID_CHARS {
+        return Ok(VoteOutcome::NotFound);
+    }
+    let outcome = poll::vote(
+        &mut redis.0.clone(),
+        &state.keys,
+        poll_id,
+        ballot,
+        idempotency_key,
+        Utc::now(),
+        traceparent,
+    )
+    .await
+    .map_err(queue_unavailable)?;
+    let label = match &outcome {
+        VoteOutcome::Accepted(_) => "accepted",
+        VoteOutcome::Replay(_) => "replay",
+        VoteOutcome::Duplicate => "duplicate",
+        VoteOutcome::NotFound => "not_found",
+        VoteOutcome::Restoring => "restoring",
+        VoteOutcome::Closed => "closed",
+        VoteOutcome::UnknownOption => "unknown_option",
+    };
+    metrics::counter!("ingest_api_votes_total", "outcome" => label).increment(1);
+    Ok(outcome)
+}
+
+fn refusal(outcome: VoteOutcome) -> ApiError {
+    match outcome {
+        VoteOutcome::NotFound => ApiError::poll(StatusCode::NOT_FOUND, "poll_not_found"),
+        VoteOutcome::Closed => ApiError::poll(StatusCode::GONE, "poll_closed"),
+        VoteOutcome::UnknownOption => {
+            ApiError::poll(StatusCode::UNPROCESSABLE_ENTITY, "unknown_option")
+        }
+        VoteOutcome::Restoring => ApiError::restoring(),
+        VoteOutcome::Duplicate => ApiError::poll(StatusCode::CONFLICT, "duplicate_vote"),
+        VoteOutcome::Accepted(_) | VoteOutcome::Replay(_) => {
+            ApiError::Unexpected(anyhow::anyhow!("accepted vote treated as refused"))
+        }
+    }
+}

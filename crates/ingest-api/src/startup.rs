@@ -1,0 +1,174 @@
+//! Builds the ingest-api application from its configuration; tests use it too.
+
+use crate::config::{Config, IngestSettings};
+use crate::limits::{KeyedLimiter, QueueDepth};
+use crate::routes::{events, polls};
+use actix_web::dev::Server;
+use actix_web::{HttpResponse, web};
+use domain::http::Ops;
+use domain::keys::{Keys, QueueKeys};
+use domain::net::TrustedProxies;
+use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::{CancellationToken, every};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The Redis connection of the HTTP worker thread serving a request. Each worker thread
+/// has its own multiplexed connection, created lazily on that thread so its I/O driver runs
+/// beside the handlers: one shared connection made every request wake another thread
+/// twice, which cost more CPU than the request itself (measured with perf).
+pub struct WorkerRedis(pub ConnectionManager);
+
+/// Shared by every request.
+pub struct AppState {
+    pub keys: Keys,
+    pub events_queue: QueueKeys,
+    pub redis: ConnectionManager,
+    pub settings: IngestSettings,
+    pub ip_limiter: KeyedLimiter<IpAddr>,
+    pub vote_ip_limiter: KeyedLimiter<IpAddr>,
+    pub vote_poll_limiter: KeyedLimiter<String>,
+    pub trusted_proxies: TrustedProxies,
+    pub queue_depth: QueueDepth,
+}
+
+/// A bound, not yet running, ingest-api.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Binds the listener and prepares everything; nothing is served until
+    /// [`Application::run_until_stopped`].
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a URL or setting is unusable.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let redis = domain::redis::connection_manager(&config.redis)?;
+        let trusted_proxies =
+            TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?;
+        let state = web::Data::new(AppState {
+            events_queue: keys.events_queue(),
+            keys,
+            redis: redis.clone(),
+            ip_limiter: KeyedLimiter::new(
+                config.ingest.rate_limit_per_ip_per_s,
+                config.ingest.rate_limit_burst,
+            ),
+            vote_ip_limiter: KeyedLimiter::new(
+                config.ingest.vote_rate_limit_per_ip_per_s,
+                config.ingest.vote_rate_limit_per_ip_burst,
+            ),
+            vote_poll_limiter: KeyedLimiter::new(
+                config.ingest.vote_rate_limit_per_poll_per_s,
+                config.ingest.vote_rate_limit_per_poll_burst,
+            ),
+            settings: config.ingest.clone(),
+            trusted_proxies,
+            queue_depth: QueueDepth::default(),
+        });
+
+        let background = vec![
+            tokio::spawn(poll_queue_depth(state.clone(), shutdown.clone())),
+            tokio::spawn(forget_idle_clients(state.clone(), shutdown.clone())),
+        ];
+
+        let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
+        let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
+            let mut redis = redis.clone();
+            Box::pin(async move {
+                domain::redis::ping(&mut redis, timeout)
+                    .await
+                    .map_err(|e| format!("redis: {e:#}"))
+            })
+        });
+
+        let (listener, port) = domain::http::bind(&config.http)?;
+        let cors_origins = config.http.cors_origins.clone();
+        let redis_config = config.redis.clone();
+        let server = domain::http::serve(
+            move || {
+                let worker_redis = domain::redis::connection_manager(&redis_config)
+                    .expect("REDIS_URL was validated when the application was built");
+                let app = domain::http::app("ingest_api", Some(&cors_origins))
+                    .app_data(web::Data::new(WorkerRedis(worker_redis)))
+                    .app_data(state.clone())
+                    .service(events::post_events)
+                    .service(events::post_event_compat)
+                    .service(polls::post_poll)
+                    .service(polls::close_poll)
+                    .service(polls::post_vote)
+                    .service(polls::post_vote_compat);
+                let app = domain::http::with_ops(app, ops.clone());
+                domain::http::with_openapi(
+                    app,
+                    "ingest-api",
+                    "Tally's write side: analytics events, polls and votes.",
+                    &["admin_token"],
+                )
+                .default_service(web::to(not_found))
+            },
+            listener,
+            &config.http,
+            shutdown.clone(),
+        )?;
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains in-flight requests.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        self.shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
+        Ok(result?)
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    domain::http::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+}
+
+/// Keeps the queue depth fresh when no pushes are happening (for example while the worker
+/// drains a full queue and clients are being refused).
+async fn poll_queue_depth(state: web::Data<AppState>, shutdown: CancellationToken) {
+    every(Duration::from_millis(250), shutdown, || {
+        let state = state.clone();
+        async move {
+            let mut conn = state.redis.clone();
+            match domain::queue::len(&mut conn, &state.events_queue).await {
+                Ok(len) => state.queue_depth.set(len),
+                Err(e) => tracing::debug!(error = %e, "could not read the queue length"),
+            }
+        }
+    })
+    .await;
+}
+
+async fn forget_idle_clients(state: web::Data<AppState>, shutdown: CancellationToken) {
+    every(Duration::from_secs(60), shutdown, || {
+        state.ip_limiter.forget_idle();
+        state.vote_ip_limiter.forget_idle();
+        state.vote_poll_limiter.forget_idle();
+        std::future::ready(())
+    })
+    .await;
+}

@@ -1,0 +1,6 @@
+//! ingest-api against real Redis: one binary, one module per resource.
+
+mod events;
+mod helpers;
+mod ops;
+mod polls;

@@ -1,0 +1,79 @@
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_ok_with_redis_up() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_names_redis_when_it_is_unreachable() {
+    let app = spawn_app_with(|c| c.redis.redis_url = "redis://127.0.0.1:1".into()).await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("redis"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "alive even when Redis is not"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_request_counts() {
+    let app = spawn_app().await;
+    app.post_json("/v1/events", &crate::helpers::event("m", "/", "u"))
+        .await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.expect("text");
+    assert!(text.contains("ingest_api_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/v1/events\""), "{text}");
+    assert!(text.contains("ingest_api_events_accepted_total"), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404s() {
+    let app = spawn_app().await;
+    let res = app.get("/nope").await;
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["success"], false);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = spawn_app().await;
+    let res = app.get("/openapi.json").await;
+    assert_eq!(res.status(), 200);
+    let doc: serde_json::Value = res.json().await.expect("json");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.")
+    );
+    assert_eq!(
+        domain::testing::openapi_operations(&doc),
+        domain::testing::operations(&[
+            ("POST", "/v1/events"),
+            ("POST", "/api/event"),
+            ("POST", "/v1/polls"),
+            ("POST", "/v1/polls/{poll_id}/close"),
+            ("POST", "/v1/polls/{poll_id}/votes"),
+            ("POST", "/api/vote"),
+            ("GET", "/healthz"),
+            ("GET", "/readyz"),
+            ("GET", "/metrics"),
+        ])
+    );
+    assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+}

@@ -1,0 +1,15 @@
+use domain::config::ServiceConfig;
+use sse_gateway::config::Config;
+use sse_gateway::startup::Application;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = domain::telemetry::init("sse-gateway");
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting");
+    let app = Application::build(config, domain::shutdown::on_signal()).await?;
+    tracing::info!(port = app.port(), "listening");
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Builds the sse-gateway application from its configuration; tests use it too.
+
+use crate::config::{Config, GatewaySettings};
+use crate::hub::{Hub, HubSettings};
+use crate::limits::ConnectionLimits;
+use crate::routes::{demo, polls, sites};
+use actix_web::dev::Server;
+use actix_web::web;
+use domain::http::Ops;
+use domain::keys::Keys;
+use domain::net::TrustedProxies;
+use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::{CancellationToken, every};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Shared by every request.
+pub struct AppState {
+    pub keys: Keys,
+    pub redis: ConnectionManager,
+    pub hub: Arc<Hub>,
+    pub limits: ConnectionLimits,
+    pub trusted_proxies: TrustedProxies,
+    pub settings: GatewaySettings,
+    /// Ends every stream when cancelled.
+    pub shutdown: CancellationToken,
+}
+
+/// A bound, not yet running, sse-gateway.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Binds the listener and starts the Redis subscription.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a setting is unusable.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let redis = domain::redis::connection_manager(&config.redis)?;
+        let g = &config.gateway;
+        let hub = Arc::new(Hub::new(
+            &keys,
+            HubSettings {
+                poll_interval: Duration::from_millis(g.poll_coalesce_ms),
+                site_interval: Duration::from_millis(g.site_coalesce_ms),
+                history: g.replay_history,
+                lag_capacity: g.max_client_lag,
+            },
+            Some(redis.clone()),
+        ));
+        let state = web::Data::new(AppState {
+            keys: keys.clone(),
+            redis: redis.clone(),
+            hub: hub.clone(),
+            limits: ConnectionLimits::new(g.max_connections, g.max_connections_per_ip),
+            trusted_proxies: TrustedProxies::parse(&config.http.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+            settings: g.clone(),
+            shutdown: shutdown.clone(),
+        });
+
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let background = vec![
+            tokio::spawn(crate::subscriber::run(
+                config.redis.redis_url.clone(),
+                keys,
+                hub.clone(),
+                redis.clone(),
+                subscribed.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(collect_garbage(hub, shutdown.clone())),
+        ];
+
+        let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
+        let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
+            let (mut redis, subscribed) = (redis.clone(), subscribed.clone());
+            Box::pin(async move {
+                domain::redis::ping(&mut redis, timeout)
+                    .await
+                    .map_err(|e| format!("redis: {e:#}"))?;
+                if subscribed.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("redis: the pub/sub subscription is not established".to_string())
+                }
+            })
+        });
+        let (listener, port) = domain::http::bind(&config.http)?;
+        let cors_origins = config.http.cors_origins.clone();
+        let server_state = state.clone();
+        let server = domain::http::serve(
+            move || {
+                let app = domain::http::app("sse_gateway", Some(&cors_origins))
+                    .app_data(server_state.clone())
+                    .service(demo::index)
+                    .service(demo::app_js)
+                    .service(demo::style)
+                    .service(demo::config)
+                    .service(polls::poll_stream)
+                    .service(polls::poll_updates)
+                    .service(sites::site_stream);
+                let app = domain::http::with_ops(app, ops.clone());
+                domain::http::with_openapi(
+                    app,
+                    "sse-gateway",
+                    "Live poll tallies and site activity over Server-Sent Events, a long-polling fallback, and the demo page.",
+                    &[],
+                )
+            },
+            listener,
+            &config.http,
+            shutdown,
+        )?;
+        Ok(Self {
+            port,
+            server,
+            state,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The hub (tests look at its topics).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.state.hub.clone()
+    }
+
+    /// Open streams right now (tests).
+    pub fn open_streams(&self) -> usize {
+        self.state.limits.open()
+    }
+
+    /// Serves until the shutdown token is cancelled; streams end with a retry hint.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.state.shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
+        Ok(served?)
+    }
+}
+
+async fn collect_garbage(hub: Arc<Hub>, shutdown: CancellationToken) {
+    every(Duration::from_secs(10), shutdown, || {
+        hub.collect_garbage();
+        std::future::ready(())
+    })
+    .await;
+}

@@ -1,0 +1,6 @@
+//! sse-gateway against real Redis.
+
+mod helpers;
+mod ops;
+mod polls;
+mod sites;

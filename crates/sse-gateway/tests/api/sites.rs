@@ -1,0 +1,51 @@
+use crate::helpers::{SseClient, spawn_gateway};
+use domain::site::SiteBatchSummary;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_site_stream_shows_recent_visitors_and_top_paths() {
+    let gw = spawn_gateway(|c| c.gateway.site_coalesce_ms = 50).await;
+    let mut client =
+        SseClient::connect(&format!("{}/v1/sites/shop/stream", gw.address), None).await;
+    let first = client
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("snapshot");
+    assert_eq!(first.event, "snapshot");
+    assert_eq!(first.data["events_last_5m"], 0);
+
+    // What the batch-worker does after a commit.
+    let mut conn = gw.conn().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let sketch = domain::site::visitor_sketch_key(&gw.keys, "shop", now);
+    let _: i64 = domain::redis_client::cmd("PFADD")
+        .arg(&sketch)
+        .arg(&["ann", "ben", "cat"])
+        .query_async(&mut conn)
+        .await
+        .expect("PFADD");
+    let summary = SiteBatchSummary {
+        site_id: "shop".into(),
+        at_ms: now,
+        events: 12,
+        page_views: 10,
+        paths: vec![("/cart".into(), 7), ("/".into(), 3)],
+    };
+    let _: i64 = domain::redis_client::cmd("PUBLISH")
+        .arg(gw.keys.site_channel("shop"))
+        .arg(serde_json::to_string(&summary).expect("json"))
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH");
+    let activity = client
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("activity");
+    assert_eq!(activity.event, "activity");
+    assert_eq!(activity.data["visitors_last_5m"], 3);
+    assert_eq!(activity.data["events_last_5m"], 12);
+    assert_eq!(
+        activity.data["top_paths"][0],
+        serde_json::json!({"path": "/cart", "views": 7})
+    );
+}

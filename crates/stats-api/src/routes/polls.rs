@@ -1,0 +1,30 @@
+//! `GET /v1/polls/{poll_id}`: a poll's definition and its persisted results.
+
+use crate::error::ApiError;
+use crate::rollups;
+use crate::startup::AppState;
+use actix_web::{HttpResponse, get, web};
+
+/// The poll as PostgreSQL has it (votes counted once stored by the worker).
+#[utoipa::path(
+    tag = "polls",
+    security(("stats_token" = [])),
+    params(("poll_id" = String, Path, description = "The poll")),
+    responses(
+        (status = 200, description = "`{poll_id, question, options: [{id, label, votes}], total, closed, closes_at}`"),
+        (status = 404, description = "Unknown poll (or not persisted yet)"),
+        (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
+    )
+)]
+#[get("/polls/{poll_id}")]
+#[tracing::instrument(name = "get_poll", skip_all, fields(poll_id = %path))]
+pub async fn get_poll(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let results = rollups::poll_results(&state.pg, &path)
+        .await
+        .map_err(ApiError::from_db)?
+        .ok_or_else(|| ApiError::NotFound("poll not found".into()))?;
+    Ok(HttpResponse::Ok().json(results))
+}

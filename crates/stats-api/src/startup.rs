@@ -1,0 +1,124 @@
+//! Builds the stats-api application from its configuration; tests use it too.
+
+use crate::config::{Config, StatsSettings};
+use crate::routes::{self, grafana, polls, stats, timeseries};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, web};
+use domain::deadpool_postgres::Pool;
+use domain::http::Ops;
+use domain::keys::Keys;
+use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::CancellationToken;
+use std::time::Duration;
+use utoipa_actix_web::scope;
+
+/// Shared by every request.
+pub struct AppState {
+    pub keys: Keys,
+    pub redis: ConnectionManager,
+    pub pg: Pool,
+    pub settings: StatsSettings,
+}
+
+/// A bound, not yet running, stats-api.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener and prepares the pools.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a URL is unusable.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let redis = domain::redis::connection_manager(&config.redis)?;
+        let pg = domain::db::pool(&config.postgres)?;
+        let state = web::Data::new(AppState {
+            keys: Keys::new(config.redis.redis_key_prefix.clone()),
+            redis: redis.clone(),
+            pg: pg.clone(),
+            settings: config.stats.clone(),
+        });
+        let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
+        let pool_for_metrics = pg.clone();
+        let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
+            let (mut redis, pg) = (redis.clone(), pg.clone());
+            Box::pin(async move {
+                domain::db::ping(&pg, timeout)
+                    .await
+                    .map_err(|e| format!("postgres: {e:#}"))?;
+                domain::redis::ping(&mut redis, timeout)
+                    .await
+                    .map_err(|e| format!("redis: {e:#}"))
+            })
+        })
+        .refreshing(move || domain::db::record_pool_metrics(&pool_for_metrics, "stats_api"));
+        let (listener, port) = domain::http::bind(&config.http)?;
+        let cors_origins = config.http.cors_origins.clone();
+        let server = domain::http::serve(
+            move || {
+                let app = domain::http::app("stats_api", Some(&cors_origins))
+                    .app_data(state.clone())
+                    .app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(
+                        |err, _| {
+                            crate::error::ApiError::BadRequest(format!("invalid JSON body: {err}"))
+                                .into()
+                        },
+                    ))
+                    .service(
+                        scope("/v1")
+                            .wrap(from_fn(routes::require_stats_token))
+                            .service(stats::get_stats)
+                            .service(polls::get_poll)
+                            .service(timeseries::get_timeseries),
+                    )
+                    .service(
+                        scope("/grafana")
+                            .wrap(from_fn(routes::require_stats_token))
+                            .service(grafana::health)
+                            .service(grafana::metrics)
+                            .service(grafana::metric_payload_options)
+                            .service(grafana::query)
+                            .service(grafana::variable)
+                            .service(grafana::tag_keys)
+                            .service(grafana::tag_values),
+                    )
+                    .service(
+                        scope("/api")
+                            .wrap(from_fn(routes::require_stats_token))
+                            .service(stats::get_stats_compat),
+                    );
+                let app = domain::http::with_ops(app, ops.clone());
+                domain::http::with_openapi(
+                    app,
+                    "stats-api",
+                    "Tally's read side: site stats and time series from rollups, poll results, and the Grafana JSON data source.",
+                    &["stats_token"],
+                )
+                .default_service(web::to(not_found))
+            },
+            listener,
+            &config.http,
+            shutdown,
+        )?;
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains in-flight requests.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        Ok(self.server.await?)
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    domain::http::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+}

@@ -1,0 +1,8 @@
+//! stats-api against real Redis and PostgreSQL. Rollup rows are written directly here (the
+//! worker's side is tested in batch-worker and end to end in e2e).
+
+mod grafana;
+mod helpers;
+mod openapi;
+mod stats;
+mod timeseries;

@@ -1,0 +1,37 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    assert_eq!(
+        domain::testing::openapi_operations(&doc),
+        domain::testing::operations(&[
+            ("GET", "/v1/stats"),
+            ("GET", "/v1/polls/{poll_id}"),
+            ("GET", "/v1/sites/{site_id}/timeseries"),
+            ("GET", "/api/stats"),
+            ("GET", "/grafana"),
+            ("POST", "/grafana/metrics"),
+            ("POST", "/grafana/metric-payload-options"),
+            ("POST", "/grafana/query"),
+            ("POST", "/grafana/variable"),
+            ("POST", "/grafana/tag-keys"),
+            ("POST", "/grafana/tag-values"),
+            ("GET", "/healthz"),
+            ("GET", "/readyz"),
+            ("GET", "/metrics"),
+        ])
+    );
+    let stats = &doc["paths"]["/v1/stats"]["get"];
+    let params: Vec<&str> = stats["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        params.contains(&"site_id") && params.contains(&"date"),
+        "{params:?}"
+    );
+}

@@ -1,0 +1,191 @@
+use crate::helpers::{spawn_app, spawn_app_with};
+use domain::config::Secret;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_compat_alias_answers_the_seed_flow_exactly() {
+    let app = spawn_app().await;
+    app.seed_flow("site-abc-123").await;
+    let (status, body) = app
+        .get_json("/api/stats?site_id=site-abc-123&date=2025-11-14")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({
+            "site_id": "site-abc-123",
+            "date": "2025-11-14",
+            "total_views": 3,
+            "unique_users": 2,
+            "top_paths": [{"path": "/pricing", "views": 2}, {"path": "/", "views": 1}]
+        })
+    );
+    let (_, all_time) = app.get_json("/api/stats?site_id=site-abc-123").await;
+    assert_eq!(all_time["date"], "all-time");
+    assert_eq!(all_time["total_views"], 3);
+}
+
+#[tokio::test]
+async fn compat_errors_keep_the_seed_messages() {
+    let app = spawn_app().await;
+    for path in ["/api/stats", "/v1/stats", "/api/stats?site_id="] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(
+            body,
+            json!({"success": false, "error": "site_id query parameter is required"})
+        );
+    }
+    for date in ["14-11-2025", "2025-02-30", "2025-1-1", "today"] {
+        let (status, body) = app
+            .get_json(&format!("/api/stats?site_id=s&date={date}"))
+            .await;
+        assert_eq!(status, 400, "{date}");
+        assert_eq!(
+            body,
+            json!({"success": false, "error": "Invalid date format. Use YYYY-MM-DD"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_site_gives_zeros_not_404() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .get_json("/v1/stats?site_id=nobody&date=2025-11-14")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["total_views"], 0);
+    assert_eq!(body["unique_users"], 0);
+    assert_eq!(body["top_paths"], json!([]));
+}
+
+#[tokio::test]
+async fn ranges_sum_days_and_count_each_user_once() {
+    let app = spawn_app().await;
+    app.sql(
+        "INSERT INTO rollup_hourly VALUES ('r', 'page_view', '2025-11-01T10:00:00Z', 5), ('r', 'page_view', '2025-11-02T23:00:00Z', 7), ('r', 'page_view', '2025-11-03T00:00:00Z', 100);
+         INSERT INTO daily_visitors VALUES ('r', 'page_view', '2025-11-01', 'a', 1), ('r', 'page_view', '2025-11-02', 'a', 1), ('r', 'page_view', '2025-11-02', 'b', 1), ('r', 'page_view', '2025-11-03', 'c', 1);
+         INSERT INTO rollup_daily_paths (site_id, event_type, day, path_key, path, views) VALUES ('r', 'page_view', '2025-11-01', md5('/b')::uuid, '/b', 3), ('r', 'page_view', '2025-11-02', md5('/a')::uuid, '/a', 3), ('r', 'page_view', '2025-11-02', md5('/c')::uuid, '/c', 1), ('r', 'page_view', '2025-11-03', md5('/z')::uuid, '/z', 100);",
+    )
+    .await;
+    let (status, body) = app
+        .get_json("/v1/stats?site_id=r&from=2025-11-01&to=2025-11-02")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_views"], 12);
+    assert_eq!(body["unique_users"], 2);
+    assert_eq!(body["date"], "2025-11-01/2025-11-02");
+    // Ties by views are broken by path, ascending.
+    assert_eq!(
+        body["top_paths"],
+        json!([{"path": "/a", "views": 3}, {"path": "/b", "views": 3}, {"path": "/c", "views": 1}])
+    );
+
+    let (_, limited) = app
+        .get_json("/v1/stats?site_id=r&from=2025-11-01T00:00:00Z&to=2025-11-03T00:00:00Z&limit=1")
+        .await;
+    assert_eq!(limited["total_views"], 12, "an instant `to` is exclusive");
+    assert_eq!(limited["top_paths"], json!([{"path": "/a", "views": 3}]));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_with_a_reason() {
+    let app = spawn_app().await;
+    for (query, needle) in [
+        ("site_id=s&from=nope", "from must be"),
+        (
+            "site_id=s&from=2025-11-03&to=2025-11-01",
+            "from must not be after to",
+        ),
+        (
+            "site_id=s&date=2025-11-03&from=2025-11-01",
+            "either date or from/to",
+        ),
+        ("site_id=s&limit=0", "limit must be"),
+        ("site_id=s&limit=abc", "limit must be"),
+    ] {
+        let (status, body) = app.get_json(&format!("/v1/stats?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(needle),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_event_types_are_counted_on_request() {
+    let app = spawn_app().await;
+    app.sql("INSERT INTO rollup_hourly VALUES ('e', 'click', '2025-11-14T10:00:00Z', 4), ('e', 'page_view', '2025-11-14T10:00:00Z', 1);").await;
+    let (_, views) = app.get_json("/v1/stats?site_id=e&date=2025-11-14").await;
+    let (_, clicks) = app
+        .get_json("/v1/stats?site_id=e&date=2025-11-14&event_type=click")
+        .await;
+    assert_eq!(
+        (
+            views["total_views"].as_i64(),
+            clicks["total_views"].as_i64()
+        ),
+        (Some(1), Some(4))
+    );
+}
+
+#[tokio::test]
+async fn answers_are_cached_until_the_worker_bumps_the_site() {
+    let app = spawn_app().await;
+    app.seed_flow("c").await;
+    let (_, first) = app.get_json("/v1/stats?site_id=c&date=2025-11-14").await;
+    assert_eq!(first["total_views"], 3);
+    // Changed behind the cache's back: the cached answer stands...
+    app.sql("UPDATE rollup_hourly SET events = 10 WHERE site_id = 'c'")
+        .await;
+    let (_, cached) = app.get_json("/v1/stats?site_id=c&date=2025-11-14").await;
+    assert_eq!(cached["total_views"], 3);
+    // ...until a commit bumps the site's generation.
+    app.bump("c").await;
+    let (_, fresh) = app.get_json("/v1/stats?site_id=c&date=2025-11-14").await;
+    assert_eq!(fresh["total_views"], 10);
+}
+
+#[tokio::test]
+async fn with_a_stats_token_requests_need_it() {
+    let app = spawn_app_with(|c| c.stats.stats_token = Secret::new("t0k")).await;
+    assert_eq!(app.get("/v1/stats?site_id=s").await.status(), 401);
+    assert_eq!(app.get("/api/stats?site_id=s").await.status(), 401);
+    let wrong = app
+        .client
+        .get(format!("{}/v1/stats?site_id=s", app.address))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    let right = app
+        .client
+        .get(format!("{}/v1/stats?site_id=s", app.address))
+        .bearer_auth("t0k")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(right.status(), 200);
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "operational routes stay open"
+    );
+}
+
+#[tokio::test]
+async fn with_postgres_unreachable_reads_answer_503() {
+    let app = spawn_app_with(|c| {
+        c.postgres.database_url = "postgres://postgres@127.0.0.1:1/x".into();
+        c.postgres.database_connect_timeout_ms = 300;
+    })
+    .await;
+    let res = app.get("/v1/stats?site_id=s").await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(app.get("/readyz").await.status(), 503);
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# make bench: Tally's throughput and latency beside the raw ceilings of this machine,
+# measured in the same run (ratios are what to compare; the machine is noisy).
+#   1. ingest: POST /v1/events at saturation (oha, C connections) vs redis-benchmark LPUSH
+#      with the same connection count; p50/p99 at half the measured saturation rate.
+#   2. drain: one batch-worker storing N queued events with rollups vs a plain COPY of the
+#      same rows into a table shaped like `events`.
+# Results: bench/results/<timestamp>.json and bench/results/latest.md.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+CONNS="${BENCH_CONNECTIONS:-64}"
+DURATION="${BENCH_DURATION:-10s}"
+DRAIN_EVENTS="${BENCH_DRAIN_EVENTS:-1000000}"
+OUT="$ROOT/bench/results"; mkdir -p "$OUT"
+WORK="$STATE/bench"; mkdir -p "$WORK"
+
+command -v oha >/dev/null || { say "installing oha (HTTP load generator)"; cargo install oha --locked --quiet; }
+command -v redis-benchmark >/dev/null || apt_install redis-tools
+command -v jq >/dev/null || apt_install jq
+
+ensure_redis
+ensure_postgres tally_bench
+say "Redis $REDIS_URL, PostgreSQL $DATABASE_URL"
+say "building (release)"
+cargo build --release --bins --quiet
+BIN="$(cargo_bin_dir release)"
+PREFIX="tally-bench"  # fixed, so generated data files stay valid between runs
+RHOST="$(url_host "$REDIS_URL")"; RPORT="$(url_port "$REDIS_URL" 6379)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h "$RHOST" -p "$RPORT" del >/dev/null
+}
+trap cleanup EXIT
+cleanup
+
+wait_port() { for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return; sleep 0.1; done; die "port $1 did not come up"; }
+
+# ---------------------------------------------------------------- 1. ingest vs LPUSH
+say "ceiling: redis-benchmark LPUSH, $CONNS connections, no pipelining"
+LPUSH_RPS=$(redis-benchmark -h "$RHOST" -p "$RPORT" -c "$CONNS" -n 400000 -t lpush --csv -d 200 \
+  | awk -F'","' '/LPUSH/ {gsub(/"/,"",$2); print $2; exit}')
+redis-cli -h "$RHOST" -p "$RPORT" del mylist >/dev/null
+
+say "ingest-api: POST /v1/events at saturation, $CONNS connections, $DURATION"
+REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18080 RUST_LOG=warn ADMIN_TOKEN=bench \
+  RATE_LIMIT_PER_IP_PER_S=1000000000 RATE_LIMIT_BURST=1000000000 EVENT_QUEUE_HIGH_WATER=1000000000 \
+  VOTE_RATE_LIMIT_PER_IP_PER_S=0 VOTE_RATE_LIMIT_PER_POLL_PER_S=0 \
+  "$BIN/ingest-api" > "$WORK/ingest.log" 2>&1 &
+pids+=($!)
+wait_port 18080
+EVENT='{"site_id":"bench.example","event_type":"page_view","path":"/pricing","user_id":"visitor-1","timestamp":"2025-11-14T10:00:00Z"}'
+oha_run() { oha --no-tui --output-format json -m POST -T application/json -d "$EVENT" "$@" http://127.0.0.1:18080/v1/events; }
+oha_run -c "$CONNS" -z 2s > /dev/null  # warm-up
+oha_run -c "$CONNS" -z "$DURATION" > "$WORK/ingest-sat.json"
+SAT_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-sat.json")
+HALF=$(jq -n "$SAT_RPS / 2 | floor")
+say "ingest-api at half saturation ($HALF req/s)"
+oha_run -c "$CONNS" -q "$HALF" -z "$DURATION" --latency-correction > "$WORK/ingest-half.json"
+NON202=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "202") | .value] | add // 0' "$WORK/ingest-sat.json")
+ms() { jq "$1 * 1000 | . * 1000 | round / 1000" "$2"; }
+
+# ---------------------------------------------------------------- 1b. votes vs EVALSHA
+say "ceiling: redis-benchmark EVALSHA of a trivial script, $CONNS connections"
+SHA=$(redis-cli -h "$RHOST" -p "$RPORT" script load "return 1")
+EVAL_RPS=$(redis-benchmark -h "$RHOST" -p "$RPORT" -c "$CONNS" -n 400000 --csv EVALSHA "$SHA" 0 \
+  | awk -F'","' '/EVALSHA/ {gsub(/"/,"",$2); print $2; exit}')
+for shard in $(seq 0 7); do redis-cli -h "$RHOST" -p "$RPORT" set "$PREFIX:{votes:$shard}:restored" 1 >/dev/null; done
+new_poll() {
+  curl -fsS -X POST http://127.0.0.1:18080/v1/polls -H 'authorization: Bearer bench' -H 'content-type: application/json' \
+    -d '{"question":"Benchmark?","options":["a","b","c"]}' | jq -r .poll_id
+}
+[ -f "$WORK/votes.lines" ] || python3 scripts/bench_data.py votes 1000000 "$WORK/votes.lines"
+# oha picks body lines at random, so a few percent of requests repeat a user (409).
+vote_run() { oha --no-tui --output-format json -m POST -T application/json -Z "$WORK/votes.lines" "$@"; }
+say "votes: POST /v1/polls/{id}/votes at saturation, distinct users, $CONNS connections, $DURATION"
+vote_run -c "$CONNS" -z "$DURATION" "http://127.0.0.1:18080/v1/polls/$(new_poll)/votes" > "$WORK/votes-sat.json"
+VOTE_SAT=$(jq '.summary.requestsPerSec' "$WORK/votes-sat.json")
+VOTE_HALF=$(jq -n "$VOTE_SAT / 2 | floor")
+say "votes at half saturation ($VOTE_HALF req/s)"
+vote_run -c "$CONNS" -q "$VOTE_HALF" -z "$DURATION" --latency-correction "http://127.0.0.1:18080/v1/polls/$(new_poll)/votes" > "$WORK/votes-half.json"
+VOTE_OK=$(jq '(.statusCodeDistribution["202"] // 0) / ([.statusCodeDistribution[]] | add)' "$WORK/votes-sat.json")
+kill "${pids[0]}" 2>/dev/null || true
+
+# ---------------------------------------------------------------- 1c. live streams
+say "building the stream benchmark client"
+cargo build --release -p e2e --example ssebench --quiet
+sse_run() { # streams
+  REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18081 RUST_LOG=warn MAX_CONNECTIONS=50000 MAX_CONNECTIONS_PER_IP=50000 \
+    "$BIN/sse-gateway" > "$WORK/gateway.log" 2>&1 &
+  local gpid=$!
+  wait_port 18081
+  "$(cargo_bin_dir release)/examples/ssebench" http://127.0.0.1:18081 "$REDIS_URL" "$PREFIX" "$gpid" "$1" 1000 5
+  kill "$gpid"; wait "$gpid" 2>/dev/null || true
+}
+say "live streams: vote-to-browser latency, 1,000 streams at 1,000 votes/s"
+sse_run 1000 > "$WORK/sse-1k.json"
+say "live streams: vote-to-browser latency, 10,000 streams at 1,000 votes/s"
+sse_run 10000 > "$WORK/sse-10k.json"
+
+# ---------------------------------------------------------------- 2. drain vs COPY
+QUEUE="$PREFIX:{events}:queue"
+redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # what the ingest run queued
+
+# drain PROFILE LANES: prints "<copy seconds> <drain seconds>" for DRAIN_EVENTS events.
+drain() {
+  local profile="$1" lanes="$2"
+  say "drain [$profile data, $lanes lane(s)]: generating $DRAIN_EVENTS events"
+  [ -f "$WORK/$profile.csv" ] || python3 scripts/bench_data.py "$profile" "$DRAIN_EVENTS" "$QUEUE" "$WORK/$profile.resp" "$WORK/$profile.csv"
+  psql "$DATABASE_URL" -q -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null 2>&1
+  DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" migrate > "$WORK/migrate.log" 2>&1
+  say "  ceiling: plain COPY of the same rows into a table shaped like events"
+  psql "$DATABASE_URL" -q -o /dev/null -c "CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)"
+  local t0 t1 copy_s drain_s
+  t0=$(date +%s.%N)
+  psql "$DATABASE_URL" -q -o /dev/null -c "\\copy copy_ceiling (event_id, site_id, event_type, ts, path, user_id, props, received_at) FROM '$WORK/$profile.csv' CSV"
+  t1=$(date +%s.%N); copy_s=$(awk "BEGIN{print $t1 - $t0}")
+  psql "$DATABASE_URL" -q -o /dev/null -c "DROP TABLE copy_ceiling; CHECKPOINT;"
+  redis-cli -h "$RHOST" -p "$RPORT" --pipe < "$WORK/$profile.resp" > /dev/null
+  local qlen; qlen=$(redis-cli -h "$RHOST" -p "$RPORT" llen "$QUEUE")
+  [ "$qlen" = "$DRAIN_EVENTS" ] || die "queued $qlen, expected $DRAIN_EVENTS"
+  say "  one batch-worker process draining them, rollups included"
+  t0=$(date +%s.%N)
+  REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19091 RUST_LOG=warn RUN_MIGRATIONS=false WORKER_CONCURRENCY="$lanes" \
+    DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" > "$WORK/worker.log" 2>&1 &
+  local wpid=$!
+  while :; do
+    left=$(redis-cli -h "$RHOST" -p "$RPORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$QUEUE" "$PREFIX:{events}:processing:*")
+    [ "$left" = 0 ] && break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N); drain_s=$(awk "BEGIN{print $t1 - $t0}")
+  kill "$wpid"; wait "$wpid" 2>/dev/null || true
+  local stored rollup
+  stored=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events")
+  rollup=$(psql "$DATABASE_URL" -tAc "SELECT sum(events) FROM rollup_hourly")
+  [ "$stored" = "$DRAIN_EVENTS" ] && [ "$rollup" = "$DRAIN_EVENTS" ] || die "stored $stored, rollups $rollup, expected $DRAIN_EVENTS"
+  echo "$copy_s $drain_s"
+}
+read -r LIVE_COPY_S LIVE_S < <(drain live 2)
+read -r _ LIVE1_S < <(drain live 1)
+read -r UNI_COPY_S UNI_S < <(drain uniform 2)
+
+# ---------------------------------------------------------------- results
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+jq -n \
+  --arg when "$STAMP" --argjson conns "$CONNS" --arg duration "$DURATION" \
+  --argjson lpush "$LPUSH_RPS" --argjson sat "$SAT_RPS" --argjson non202 "$NON202" \
+  --argjson sat_p50 "$(ms '.latencyPercentiles.p50' "$WORK/ingest-sat.json")" \
+  --argjson sat_p99 "$(ms '.latencyPercentiles.p99' "$WORK/ingest-sat.json")" \
+  --argjson half_rps "$(jq '.summary.requestsPerSec' "$WORK/ingest-half.json")" \
+  --argjson half_p50 "$(ms '.latencyPercentiles.p50' "$WORK/ingest-half.json")" \
+  --argjson half_p99 "$(ms '.latencyPercentiles.p99' "$WORK/ingest-half.json")" \
+  --argjson eval "$EVAL_RPS" --argjson vote_sat "$VOTE_SAT" --argjson vote_ok "$VOTE_OK" \
+  --argjson vote_sat_p50 "$(ms '.latencyPercentiles.p50' "$WORK/votes-sat.json")" \
+  --argjson vote_sat_p99 "$(ms '.latencyPercentiles.p99' "$WORK/votes-sat.json")" \
+  --argjson vote_half_rps "$(jq '.summary.requestsPerSec' "$WORK/votes-half.json")" \
+  --argjson vote_half_p50 "$(ms '.latencyPercentiles.p50' "$WORK/votes-half.json")" \
+  --argjson vote_half_p99 "$(ms '.latencyPercentiles.p99' "$WORK/votes-half.json")" \
+  --slurpfile sse1k "$WORK/sse-1k.json" --slurpfile sse10k "$WORK/sse-10k.json" \
+  --argjson events "$DRAIN_EVENTS" --argjson live_s "$LIVE_S" --argjson live1_s "$LIVE1_S" --argjson live_copy_s "$LIVE_COPY_S" \
+  --argjson uni_s "$UNI_S" --argjson uni_copy_s "$UNI_COPY_S" \
+  --arg cpu "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+  '{
+    when: $when, machine: $cpu,
+    ingest: {connections: $conns, duration: $duration,
+             saturation: {requests_per_s: $sat, p50_ms: $sat_p50, p99_ms: $sat_p99, non_202: $non202},
+             half_saturation: {requests_per_s: $half_rps, p50_ms: $half_p50, p99_ms: $half_p99},
+             redis_lpush_ceiling_requests_per_s: $lpush,
+             ratio_to_lpush_ceiling: ($sat / $lpush)},
+    votes: {connections: $conns,
+             saturation: {requests_per_s: $vote_sat, accepted_share: $vote_ok, p50_ms: $vote_sat_p50, p99_ms: $vote_sat_p99},
+             half_saturation: {requests_per_s: $vote_half_rps, p50_ms: $vote_half_p50, p99_ms: $vote_half_p99},
+             redis_evalsha_trivial_ceiling_requests_per_s: $eval,
+             ratio_to_evalsha_ceiling: ($vote_sat / $eval)},
+    streams: {streams_1000: $sse1k[0], streams_10000: $sse10k[0]},
+    drain: {events: $events,
+            live: {lanes_2: {seconds: $live_s, events_per_s: ($events / $live_s), ratio_to_copy_ceiling: ($live_copy_s / $live_s)},
+                   lanes_1: {seconds: $live1_s, events_per_s: ($events / $live1_s), ratio_to_copy_ceiling: ($live_copy_s / $live1_s)},
+                   copy_ceiling_seconds: $live_copy_s, copy_ceiling_rows_per_s: ($events / $live_copy_s)},
+            uniform: {lanes_2: {seconds: $uni_s, events_per_s: ($events / $uni_s), ratio_to_copy_ceiling: ($uni_copy_s / $uni_s)},
+                      copy_ceiling_seconds: $uni_copy_s, copy_ceiling_rows_per_s: ($events / $uni_copy_s)}}
+  }' > "$OUT/$STAMP.json"
+cp "$OUT/$STAMP.json" "$OUT/latest.json"
+jq -r '
+  "# Tally benchmark \(.when)\n\nMachine: \(.machine). Same run, same machine: compare the ratios.\n",
+  "## Ingest: POST /v1/events, \(.ingest.connections) connections\n",
+  "| measure | value |", "| --- | --- |",
+  "| saturation | \(.ingest.saturation.requests_per_s | floor) req/s (p50 \(.ingest.saturation.p50_ms) ms, p99 \(.ingest.saturation.p99_ms) ms, non-202: \(.ingest.saturation.non_202)) |",
+  "| redis-benchmark LPUSH, same connections | \(.ingest.redis_lpush_ceiling_requests_per_s | floor) req/s |",
+  "| ingest / LPUSH ceiling | \(.ingest.ratio_to_lpush_ceiling * 100 | round) % |",
+  "| at half saturation (\(.ingest.half_saturation.requests_per_s | floor) req/s) | p50 \(.ingest.half_saturation.p50_ms) ms, p99 \(.ingest.half_saturation.p99_ms) ms |",
+  "\n## Votes: POST /v1/polls/{id}/votes, distinct users, \(.votes.connections) connections\n",
+  "| measure | value |", "| --- | --- |",
+  "| saturation | \(.votes.saturation.requests_per_s | floor) req/s, \(.votes.saturation.accepted_share * 100 | round) % accepted (p50 \(.votes.saturation.p50_ms) ms, p99 \(.votes.saturation.p99_ms) ms) |",
+  "| redis-benchmark EVALSHA of `return 1`, same connections | \(.votes.redis_evalsha_trivial_ceiling_requests_per_s | floor) req/s |",
+  "| votes / EVALSHA ceiling | \(.votes.ratio_to_evalsha_ceiling * 100 | round) % |",
+  "| at half saturation (\(.votes.half_saturation.requests_per_s | floor) req/s) | p50 \(.votes.half_saturation.p50_ms) ms, p99 \(.votes.half_saturation.p99_ms) ms |",
+  "\n## Live streams: vote-to-browser latency at 1,000 votes/s (one poll, default 100 ms coalescing)\n",
+  "| streams | vote to browser | ended on the final state | gateway memory per stream | bare Redis PUBLISH to a subscriber |", "| --- | --- | --- | --- | --- |",
+  (.streams | to_entries[] | .value | "| \(.streams_open) | p50 \(.vote_to_browser.p50_ms * 10 | round / 10) ms, p99 \(.vote_to_browser.p99_ms * 10 | round / 10) ms | \(.streams_with_final_state) | \(.gateway_kib_per_stream * 10 | round / 10) KiB | p50 \(.bare_publish.p50_ms * 100 | round / 100) ms, p99 \(.bare_publish.p99_ms * 100 | round / 100) ms |"),
+  "\nVote-to-browser latency is dominated by the coalescing interval (a vote waits up to 100 ms for the next emission of its poll), by design: it bounds the events each browser receives to 10/s per poll.",
+  "\n## Drain: one batch-worker process, \(.drain.events) queued events, rollups included\n",
+  "`live`: a backlog of real-looking traffic (arrival order, sessions, Zipf paths). `uniform`: every field random over two days, the worst case for rollups.\n",
+  "| data | batch-worker | plain COPY of the same rows | worker / COPY |", "| --- | --- | --- | --- |",
+  "| live, 2 lanes (default) | \(.drain.live.lanes_2.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
+  "| live, 1 lane | \(.drain.live.lanes_1.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_1.ratio_to_copy_ceiling * 100 | round) % |",
+  "| uniform, 2 lanes | \(.drain.uniform.lanes_2.events_per_s | floor) events/s | \(.drain.uniform.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.uniform.lanes_2.ratio_to_copy_ceiling * 100 | round) % |"
+' "$OUT/latest.json" > "$OUT/latest.md"
+cat "$OUT/latest.md"

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Shared by the scripts: find Redis and PostgreSQL at REDIS_URL / DATABASE_URL, or start
+# private ones under .tally/ from the machine's binaries (installing them when missing).
+# Sourced, not run.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/.tally"
+mkdir -p "$STATE/logs" "$STATE/run"
+
+PRIVATE_REDIS_PORT="${TALLY_PRIVATE_REDIS_PORT:-6390}"
+PRIVATE_PG_PORT="${TALLY_PRIVATE_PG_PORT:-5490}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "missing $*, and no apt-get to install it"
+  say "installing $* (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+
+# host and port of a redis:// or postgres:// URL
+url_host() { local u="${1#*://}"; u="${u##*@}"; u="${u%%/*}"; u="${u%%\?*}"; echo "${u%%:*}"; }
+url_port() { local u="${1#*://}"; u="${u##*@}"; u="${u%%/*}"; u="${u%%\?*}"; [[ "$u" == *:* ]] && echo "${u##*:}" || echo "$2"; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# ensure_redis: exports REDIS_URL pointing at a Redis that answers PING.
+ensure_redis() {
+  REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  if redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
+    export REDIS_URL; return
+  fi
+  local url="redis://127.0.0.1:$PRIVATE_REDIS_PORT"
+  if ! redis-cli -u "$url" ping 2>/dev/null | grep -q PONG; then
+    say "no Redis at $REDIS_URL; starting a private one on port $PRIVATE_REDIS_PORT"
+    mkdir -p "$STATE/redis"
+    redis-server --port "$PRIVATE_REDIS_PORT" --bind 127.0.0.1 --dir "$STATE/redis" \
+      --appendonly yes --save "" --daemonize yes --pidfile "$STATE/run/redis.pid" \
+      --logfile "$STATE/logs/redis.log" >/dev/null || die "redis-server failed to start (see $STATE/logs/redis.log)"
+    touch "$STATE/run/redis.private"
+    for _ in $(seq 50); do redis-cli -u "$url" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  fi
+  redis-cli -u "$url" ping 2>/dev/null | grep -q PONG || die "private Redis did not come up"
+  export REDIS_URL="$url"
+}
+
+pg_bindir() {
+  if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/pg_ctl" ]; then pg_config --bindir; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# ensure_postgres: exports DATABASE_URL (database $1, default tally) on a server that
+# accepts connections, creating the database when missing.
+ensure_postgres() {
+  local dbname="${1:-tally}"
+  DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$dbname}"
+  command -v psql >/dev/null && [ -n "$(pg_bindir)" ] || apt_install postgresql postgresql-client
+  local host port; host="$(url_host "$DATABASE_URL")"; port="$(url_port "$DATABASE_URL" 5432)"
+  if ! pg_isready -q -h "$host" -p "$port" 2>/dev/null; then
+    start_private_postgres
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/$dbname"
+  fi
+  local admin="${DATABASE_URL%/*}/postgres"
+  local want="${DATABASE_URL##*/}"; want="${want%%\?*}"
+  if ! psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$want'" 2>/dev/null | grep -q 1; then
+    psql "$admin" -qc "CREATE DATABASE \"$want\"" >/dev/null 2>&1 || true
+  fi
+  psql "$DATABASE_URL" -tAc "SELECT 1" >/dev/null 2>&1 || die "cannot connect to $DATABASE_URL"
+  export DATABASE_URL
+}
+
+start_private_postgres() {
+  local bin; bin="$(pg_bindir)"
+  local data="$STATE/pg"
+  if pg_isready -q -h 127.0.0.1 -p "$PRIVATE_PG_PORT" 2>/dev/null; then return; fi
+  say "no PostgreSQL reachable; starting a private one on port $PRIVATE_PG_PORT"
+  # PostgreSQL refuses to run as root: run it as the postgres user, keeping its data where
+  # that user can reach it (a root-only home is not).
+  local runas=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres
+    runas=(runuser -u postgres --)
+    if ! runuser -u postgres -- test -x "$STATE"; then
+      data="/var/tmp/tally-pg-$(echo "$ROOT" | md5sum | cut -c1-8)"
+      ln -sfn "$data" "$STATE/pg"
+    fi
+    mkdir -p "$data"; chown postgres "$data"; chmod 700 "$data"
+    touch "$STATE/logs/postgres.log"; chown postgres "$STATE/logs/postgres.log"
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    "${runas[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null \
+      || die "initdb failed"
+  fi
+  "${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$STATE/logs/postgres.log" -w -t 30 \
+    -o "-p $PRIVATE_PG_PORT -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null \
+    || die "PostgreSQL failed to start (see $STATE/logs/postgres.log)"
+  echo "$data" > "$STATE/run/postgres.private"
+}
+
+stop_private_services() {
+  if [ -f "$STATE/run/redis.private" ]; then
+    say "stopping private Redis"
+    redis-cli -p "$PRIVATE_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    rm -f "$STATE/run/redis.private"
+  fi
+  if [ -f "$STATE/run/postgres.private" ]; then
+    say "stopping private PostgreSQL"
+    local data; data="$(cat "$STATE/run/postgres.private")"
+    local runas=(); [ "$(id -u)" = 0 ] && runas=(runuser -u postgres --)
+    "${runas[@]}" "$(pg_bindir)/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -f "$STATE/run/postgres.private"
+  fi
+}
+
+cargo_bin_dir() { echo "${CARGO_TARGET_DIR:-$ROOT/target}/$1"; }
+
+# render_edge_config OUT: deploy/nginx.conf for one machine (upstreams on 127.0.0.1, listening
+# on :3000, pid and logs under .tally/), as make up runs it and lint checks it.
+render_edge_config() {
+  sed -e 's/ingest-api:8080/127.0.0.1:8080/; s/sse-gateway:8081/127.0.0.1:8081/; s/stats-api:8082/127.0.0.1:8082/' \
+      -e 's/listen 80;/listen 127.0.0.1:3000;/' \
+      -e "s#^pid .*#pid $STATE/run/nginx.pid;#" -e "s#/var/log/nginx/#$STATE/logs/nginx-#g" \
+      -e "s#/tmp/nginx-#$STATE/nginx-#g" \
+      "$ROOT/deploy/nginx.conf" > "$1"
+}

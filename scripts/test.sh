@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# make test: every test of the workspace against real Redis and PostgreSQL (found or
+# started by lib.sh). Tests create their own databases and key prefixes.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_redis
+ensure_postgres postgres
+say "Redis: $REDIS_URL  PostgreSQL: $DATABASE_URL"
+
+# Databases left by interrupted runs.
+for db in $(psql "$DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'tally\_t\_%'" 2>/dev/null); do
+  psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+done
+
+say "building"
+cargo build --workspace --bins --tests
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
+
+# docker-compose.yml, the Kubernetes manifests and the served OpenAPI documents.
+if [ "$#" -eq 0 ]; then
+  scripts/lint-deploy.sh
+fi
+
+# The demo page in a real browser (installs Chromium and playwright-core when missing).
+if [ "${SKIP_BROWSER_TESTS:-0}" != 1 ] && [ "$#" -eq 0 ]; then
+  scripts/browser-e2e.sh
+fi
