@@ -50,18 +50,59 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
 /// The last known length of the events queue, refreshed by every push (LPUSH returns it)
 /// and by a background poll, so shedding costs no extra Redis round trip per request.
+///
+/// The two sources race: an LLEN sent before a push can be answered after the push's
+/// reply was recorded, and must not overwrite it with an older length (that let a request
+/// through above the high-water mark). So a poll result is only kept when no push was
+/// recorded while it was in flight.
 #[derive(Clone, Default)]
 pub struct QueueDepth {
     last_known: Arc<AtomicU64>,
+    pushes: Arc<AtomicU64>,
+}
+
+/// What a background poll saw before asking Redis; see [`QueueDepth::poll_result`].
+#[derive(Clone, Copy, Debug)]
+pub struct PollTicket {
+    pushes: u64,
+    depth: u64,
 }
 
 impl QueueDepth {
     pub fn get(&self) -> u64 {
-        self.last_known.load(Ordering::Relaxed)
+        self.last_known.load(Ordering::SeqCst)
     }
 
-    pub fn set(&self, len: u64) {
-        self.last_known.store(len, Ordering::Relaxed);
+    /// Records the length a push returned: always the newest observation.
+    pub fn pushed(&self, len: u64) {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        self.last_known.store(len, Ordering::SeqCst);
+        Self::export(len);
+    }
+
+    /// Taken just before a background LLEN is sent.
+    pub fn poll_ticket(&self) -> PollTicket {
+        PollTicket {
+            pushes: self.pushes.load(Ordering::SeqCst),
+            depth: self.last_known.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Records a background LLEN unless a push was recorded since `ticket` was taken;
+    /// returns whether it was kept.
+    pub fn poll_result(&self, ticket: PollTicket, len: u64) -> bool {
+        let kept = self.pushes.load(Ordering::SeqCst) == ticket.pushes
+            && self
+                .last_known
+                .compare_exchange(ticket.depth, len, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        if kept {
+            Self::export(len);
+        }
+        kept
+    }
+
+    fn export(len: u64) {
         metrics::gauge!("ingest_api_event_queue_length").set(len as f64);
     }
 }
@@ -102,6 +143,19 @@ mod tests {
         for _ in 0..10_000 {
             assert_eq!(limiter.check(&1u8), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_poll_answered_after_a_push_does_not_overwrite_it() {
+        let depth = QueueDepth::default();
+        let ticket = depth.poll_ticket();
+        depth.pushed(5);
+        assert!(!depth.poll_result(ticket, 0), "stale LLEN is dropped");
+        assert_eq!(depth.get(), 5);
+
+        let ticket = depth.poll_ticket();
+        assert!(depth.poll_result(ticket, 0), "a quiet queue's LLEN is kept");
+        assert_eq!(depth.get(), 0);
     }
 
     #[test]

@@ -154,8 +154,11 @@ async fn poll_queue_depth(state: web::Data<AppState>, shutdown: CancellationToke
         let state = state.clone();
         async move {
             let mut conn = state.redis.clone();
+            let ticket = state.queue_depth.poll_ticket();
             match domain::queue::len(&mut conn, &state.events_queue).await {
-                Ok(len) => state.queue_depth.set(len),
+                Ok(len) => {
+                    state.queue_depth.poll_result(ticket, len);
+                }
                 Err(e) => tracing::debug!(error = %e, "could not read the queue length"),
             }
         }

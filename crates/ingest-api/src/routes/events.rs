@@ -92,7 +92,7 @@ async fn enqueue(
         .map_err(|e| {
             ApiError::QueueUnavailable(anyhow::Error::new(e).context("LPUSH of events"))
         })?;
-    state.queue_depth.set(len);
+    state.queue_depth.pushed(len);
     metrics::counter!("ingest_api_events_accepted_total").increment(events.len() as u64);
     Ok(())
 }
