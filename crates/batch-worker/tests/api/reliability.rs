@@ -33,7 +33,7 @@ async fn a_dead_workers_batch_is_reaped_and_stored_by_another() {
         .expect("reap");
     assert_eq!(early.items, 0);
 
-    let reaped = domain::testing::eventually(Duration::from_secs(5), "heartbeat expiry", || {
+    let reaped = domain::testing::eventually(Duration::from_secs(30), "heartbeat expiry", || {
         let q = survivor.sources()[0].clone();
         let mut conn = conn.clone();
         async move {
@@ -84,7 +84,7 @@ async fn with_postgres_unreachable_the_batch_is_kept_and_handed_back_on_shutdown
 
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
-    domain::testing::eventually(Duration::from_secs(5), "the batch is claimed", || async {
+    domain::testing::eventually(Duration::from_secs(30), "the batch is claimed", || async {
         (h.llen(&keys.processing("w-down")).await == 20).then_some(())
     })
     .await;
@@ -93,7 +93,7 @@ async fn with_postgres_unreachable_the_batch_is_kept_and_handed_back_on_shutdown
     assert_eq!(h.llen(&keys.processing("w-down")).await, 20);
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
+    tokio::time::timeout(Duration::from_secs(30), running)
         .await
         .expect("stops promptly")
         .expect("joins");
