@@ -36,6 +36,12 @@ fn default_vote_concurrency() -> usize {
 fn default_restore_check_ms() -> u64 {
     1_000
 }
+fn default_retention_interval_ms() -> u64 {
+    3_600_000
+}
+
+/// Longest retention accepted (a century), so the cutoff is always a valid instant.
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// How the worker batches, heartbeats and retries.
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +82,13 @@ pub struct WorkerSettings {
     /// from PostgreSQL when it lost them).
     #[serde(default = "default_restore_check_ms")]
     pub restore_check_interval_ms: u64,
+    /// Raw events received more than this many days ago are deleted (the rollups keep
+    /// every count); 0 keeps raw events forever.
+    #[serde(default)]
+    pub events_retention_days: u32,
+    /// How often expired raw events are looked for.
+    #[serde(default = "default_retention_interval_ms")]
+    pub events_retention_interval_ms: u64,
     /// Apply pending migrations at start.
     #[serde(default = "default_true")]
     pub run_migrations: bool,
@@ -104,6 +117,16 @@ impl ServiceConfig for Config {
                 "VOTE_WORKER_CONCURRENCY must be at least 1".into(),
             ));
         }
+        if worker.events_retention_days > MAX_RETENTION_DAYS {
+            return Err(ConfigError(format!(
+                "EVENTS_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS} (0 keeps events forever)"
+            )));
+        }
+        if worker.events_retention_interval_ms == 0 {
+            return Err(ConfigError(
+                "EVENTS_RETENTION_INTERVAL_MS must be at least 1".into(),
+            ));
+        }
         if worker.heartbeat_ttl_ms < 300 {
             return Err(ConfigError("HEARTBEAT_TTL_MS must be at least 300".into()));
         }
@@ -117,6 +140,12 @@ impl ServiceConfig for Config {
 }
 
 impl WorkerSettings {
+    /// How long raw events are kept, when they are not kept forever.
+    pub fn events_retention(&self) -> Option<chrono::TimeDelta> {
+        (self.events_retention_days > 0)
+            .then(|| chrono::TimeDelta::days(i64::from(self.events_retention_days)))
+    }
+
     /// The configured id, or `<host>-<random>` so restarted workers never collide.
     pub fn resolve_worker_id(&self) -> String {
         if let Some(id) = self.worker_id.as_deref().filter(|s| !s.is_empty()) {
@@ -162,6 +191,10 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("BATCH_MAX_WAIT_MS"));
+        let e = Config::from_vars(vars(&[("EVENTS_RETENTION_DAYS", "99999")]))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("EVENTS_RETENTION_DAYS"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod liveness;
 pub mod polls;
 pub mod restore;
+pub mod retention;
 pub mod rollup;
 pub mod startup;
 pub mod store;

@@ -208,6 +208,10 @@ impl Application {
             let (pg, redis) = (pg.clone(), redis.clone());
             let run_migrations = config.worker.run_migrations;
             let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
+            let retention = config.worker.events_retention().map(|keep| {
+                let every = Duration::from_millis(config.worker.events_retention_interval_ms);
+                (keep, every)
+            });
             async move {
                 if run_migrations && !migrate_with_retry(&pg, &shutdown).await {
                     return;
@@ -221,6 +225,14 @@ impl Application {
                         .into_iter()
                         .map(|lane| tokio::spawn(lane.run(shutdown.clone()))),
                 );
+                if let Some((keep, every)) = retention {
+                    runs.push(tokio::spawn(crate::retention::run(
+                        pg.clone(),
+                        keep,
+                        every,
+                        shutdown.clone(),
+                    )));
+                }
                 runs.push(tokio::spawn(liveness::restore_polls(
                     redis,
                     pg,

@@ -4,3 +4,4 @@ mod drain;
 mod helpers;
 mod polls;
 mod reliability;
+mod retention;

@@ -1,0 +1,73 @@
+//! Retention of raw events: with `EVENTS_RETENTION_DAYS` set, raw events received longer
+//! ago than that are deleted, in chunks, every `EVENTS_RETENTION_INTERVAL_MS`.
+//!
+//! Only the raw `events` table shrinks. Stats, time series and Grafana are served from
+//! the rollups, which keep every count, so no answer changes. Chunks are small
+//! transactions so the drain never waits long behind a delete, and `SKIP LOCKED` lets
+//! several workers share the work instead of queueing on each other's rows.
+
+use anyhow::Context;
+use chrono::{DateTime, TimeDelta, Utc};
+use domain::deadpool_postgres::Pool;
+use domain::shutdown::{CancellationToken, every};
+use std::time::Duration;
+
+/// Rows deleted per statement.
+pub const CHUNK: i64 = 5_000;
+
+const DELETE_CHUNK: &str = r"
+DELETE FROM events
+WHERE ctid = ANY (ARRAY (
+    SELECT ctid FROM events WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+";
+
+/// Deletes every raw event received before `cutoff`, `chunk` rows per transaction, until
+/// none is left or `stop` is cancelled. Returns how many were deleted.
+///
+/// # Errors
+/// When PostgreSQL fails; what was deleted before stays deleted.
+pub async fn expire_events(
+    pg: &Pool,
+    cutoff: DateTime<Utc>,
+    chunk: i64,
+    stop: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let client = pg.get().await.context("no PostgreSQL connection")?;
+    let delete = client
+        .prepare_cached(DELETE_CHUNK)
+        .await
+        .context("preparing the retention delete")?;
+    let mut total = 0;
+    while !stop.is_cancelled() {
+        let deleted = client
+            .execute(&delete, &[&cutoff, &chunk])
+            .await
+            .context("deleting expired events")?;
+        total += deleted;
+        metrics::counter!("batch_worker_events_expired_total").increment(deleted);
+        if deleted < chunk.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Runs [`expire_events`] every `interval` for events older than `keep`, until `stop`.
+pub async fn run(pg: Pool, keep: TimeDelta, interval: Duration, stop: CancellationToken) {
+    every(interval, stop.clone(), || {
+        let (pg, stop) = (pg.clone(), stop.clone());
+        async move {
+            let cutoff = Utc::now() - keep;
+            match expire_events(&pg, cutoff, CHUNK, &stop).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, %cutoff, "expired raw events"),
+                Err(e) => {
+                    metrics::counter!("batch_worker_retention_failures_total").increment(1);
+                    tracing::warn!(error = format!("{e:#}"), "expiring raw events failed");
+                }
+            }
+        }
+    })
+    .await;
+}
