@@ -36,7 +36,17 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-wait_port() { for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return; sleep 0.1; done; die "port $1 did not come up"; }
+# A leftover server on a benchmark port would be measured instead of this build: refuse.
+port_free() { ! curl -s -o /dev/null "http://127.0.0.1:$1/healthz" || die "port $1 is already in use; stop what listens there"; }
+# wait_port PORT PID: the process started is up and is the one answering.
+wait_port() {
+  for _ in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || die "the server for port $1 exited (see $WORK/*.log)"
+    curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  die "port $1 did not come up"
+}
 
 # ---------------------------------------------------------------- 1. ingest vs LPUSH
 say "ceiling: redis-benchmark LPUSH, $CONNS connections, no pipelining"
@@ -45,12 +55,13 @@ LPUSH_RPS=$(redis-benchmark -h "$RHOST" -p "$RPORT" -c "$CONNS" -n 400000 -t lpu
 redis-cli -h "$RHOST" -p "$RPORT" del mylist >/dev/null
 
 say "ingest-api: POST /v1/events at saturation, $CONNS connections, $DURATION"
+port_free 18080
 REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18080 RUST_LOG=warn ADMIN_TOKEN=bench \
   RATE_LIMIT_PER_IP_PER_S=1000000000 RATE_LIMIT_BURST=1000000000 EVENT_QUEUE_HIGH_WATER=1000000000 \
   VOTE_RATE_LIMIT_PER_IP_PER_S=0 VOTE_RATE_LIMIT_PER_POLL_PER_S=0 \
   "$BIN/ingest-api" > "$WORK/ingest.log" 2>&1 &
 pids+=($!)
-wait_port 18080
+wait_port 18080 "$!"
 EVENT='{"site_id":"bench.example","event_type":"page_view","path":"/pricing","user_id":"visitor-1","timestamp":"2025-11-14T10:00:00Z"}'
 oha_run() { oha --no-tui --output-format json -m POST -T application/json -d "$EVENT" "$@" http://127.0.0.1:18080/v1/events; }
 oha_run -c "$CONNS" -z 2s > /dev/null  # warm-up
@@ -88,10 +99,11 @@ kill "${pids[0]}" 2>/dev/null || true
 say "building the stream benchmark client"
 cargo build --release -p e2e --example ssebench --quiet
 sse_run() { # streams
+  port_free 18081
   REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18081 RUST_LOG=warn MAX_CONNECTIONS=50000 MAX_CONNECTIONS_PER_IP=50000 \
     "$BIN/sse-gateway" > "$WORK/gateway.log" 2>&1 &
   local gpid=$!
-  wait_port 18081
+  wait_port 18081 "$gpid"
   "$(cargo_bin_dir release)/examples/ssebench" http://127.0.0.1:18081 "$REDIS_URL" "$PREFIX" "$gpid" "$1" 1000 5
   kill "$gpid"; wait "$gpid" 2>/dev/null || true
 }
