@@ -20,11 +20,6 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "polls",
         include_str!("../../../migrations/0002_polls.sql"),
     ),
-    (
-        3,
-        "events_retention",
-        include_str!("../../../migrations/0003_events_retention.sql"),
-    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
