@@ -191,7 +191,7 @@ impl PollStore {
         tx.commit().await.map_err(StoreError::from_pg)?;
         Ok(Written {
             inserted,
-            sites: Default::default(),
+            ..Written::default()
         })
     }
 }

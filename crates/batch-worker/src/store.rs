@@ -9,7 +9,7 @@
 //! so concurrent workers lock them in the same order.
 
 use crate::rollup::Rollups;
-use crate::worker::{SiteBatch, Store, StoreError, Written};
+use crate::worker::{SiteBatch, Store, StoreError, VisitorDay, Written};
 use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
@@ -249,11 +249,18 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
         .map_err(StoreError::from_pg)?;
     let mut inserted: HashSet<Uuid> = inserted_rows.iter().map(|r| r.get(0)).collect();
     // Only rows really inserted count, each once (a batch may carry an id twice): a
-    // replayed batch adds nothing to the rollups.
-    let rollups = if inserted.len() == events.len() {
+    // replayed batch adds nothing to the rollups. The day sketches take every visitor of
+    // the batch: a replay must re-add what a crash may have kept from them.
+    let all_inserted = inserted.len() == events.len();
+    let rollups = if all_inserted {
         Rollups::of(events)
     } else {
         Rollups::of(events.iter().filter(|e| inserted.remove(&e.event_id)))
+    };
+    let visitor_days = if all_inserted {
+        visitor_days(&rollups)
+    } else {
+        visitor_days(&Rollups::of(events))
     };
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())
@@ -261,6 +268,7 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
         .map_err(StoreError::from_pg)?;
     tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(Written {
+        visitor_days,
         inserted: rollups.per_site.values().map(|a| a.events).sum(),
         sites: rollups
             .per_site
@@ -283,4 +291,24 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
             })
             .collect(),
     })
+}
+
+/// The visitors of `rollups` grouped by site, event type and day (they arrive sorted by
+/// that key, so each group is a run).
+fn visitor_days(rollups: &Rollups<'_>) -> Vec<VisitorDay> {
+    let mut days: Vec<VisitorDay> = Vec::new();
+    for (((site, kind), day, user), _) in &rollups.visitors {
+        match days.last_mut() {
+            Some(d) if d.day == *day && d.site_id == *site && d.event_type == *kind => {
+                d.users.push((*user).to_string());
+            }
+            _ => days.push(VisitorDay {
+                site_id: (*site).to_string(),
+                event_type: (*kind).to_string(),
+                day: *day,
+                users: vec![(*user).to_string()],
+            }),
+        }
+    }
+    days
 }

@@ -47,6 +47,18 @@ pub struct Written {
     /// Sites whose stats changed: their cache generation is bumped, their visitors counted
     /// and their activity published with the acknowledgement.
     pub sites: HashMap<String, SiteBatch>,
+    /// Visitors of the batch per site, event type and day, replays included: they go into
+    /// the day sketches (`domain::site::day_sketch`).
+    pub visitor_days: Vec<VisitorDay>,
+}
+
+/// The visitors one batch had on one site, event type and UTC day.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VisitorDay {
+    pub site_id: String,
+    pub event_type: String,
+    pub day: chrono::NaiveDate,
+    pub users: Vec<String>,
 }
 
 /// One site's share of a stored batch.
@@ -63,6 +75,7 @@ pub struct SiteBatch {
 impl Written {
     fn merge(&mut self, other: Written) {
         self.inserted += other.inserted;
+        self.visitor_days.extend(other.visitor_days);
         for (site, batch) in other.sites {
             let into = self.sites.entry(site).or_default();
             into.events += batch.events;
@@ -75,6 +88,20 @@ impl Written {
                 }
             }
         }
+    }
+}
+
+/// Adds the batch's visitors to their day sketches; a sketch created here expires unless
+/// stats-api adopts it (see `domain::site::day_sketch`).
+fn add_day_visitors(pipe: &mut domain::redis_client::Pipeline, keys: &Keys, written: &Written) {
+    for v in &written.visitor_days {
+        let key = keys.site_day_visitors(&v.site_id, &v.event_type, &v.day.to_string());
+        pipe.cmd("PFADD").arg(&key).arg(&v.users).ignore();
+        pipe.cmd("EXPIRE")
+            .arg(&key)
+            .arg(domain::site::day_sketch::TTL_SECONDS)
+            .arg("NX")
+            .ignore();
     }
 }
 
@@ -519,6 +546,9 @@ impl<S: Store> Lane<S> {
                     .arg(serde_json::to_string(&letter).unwrap_or_default())
                     .ignore();
             }
+            // Before the batch leaves its processing list: once it has, a crash can no
+            // longer replay it, and its visitors must already be in their sketches.
+            add_day_visitors(&mut pipe, &self.keys, written);
             for source in &self.sources {
                 pipe.cmd("DEL")
                     .arg(source.keys().processing(source.worker_id()))

@@ -102,6 +102,17 @@ impl Keys {
         format!("{}:{{site:{site_id}}}:visitors:{minute}", self.prefix)
     }
 
+    /// HyperLogLog of the visitors of a site, event type and UTC day (see
+    /// [`crate::site::day_sketch`]).
+    pub fn site_day_visitors(&self, site_id: &str, event_type: &str, day: &str) -> String {
+        format!("{}:{{site:{site_id}}}:dv:{event_type}:{day}", self.prefix)
+    }
+
+    /// Set once [`Keys::site_day_visitors`] holds every visitor PostgreSQL has for that day.
+    pub fn site_day_visitors_complete(&self, site_id: &str, event_type: &str, day: &str) -> String {
+        format!("{}:{{site:{site_id}}}:dvc:{event_type}:{day}", self.prefix)
+    }
+
     /// Pub/sub channel carrying a site's per-batch activity summaries.
     pub fn site_channel(&self, site_id: &str) -> String {
         format!("{}:chan:site:{site_id}", self.prefix)

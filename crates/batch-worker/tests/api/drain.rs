@@ -224,3 +224,58 @@ async fn after_a_commit_the_site_cache_generation_moves_on() {
         .expect("GET");
     assert_eq!(generation, 1);
 }
+
+#[tokio::test]
+async fn visitors_go_into_day_sketches_and_a_replayed_batch_adds_them_again() {
+    let h = Harness::new().await;
+    let msgs: Vec<_> = (0..30)
+        .map(|i| {
+            let day = if i < 20 { "14" } else { "15" };
+            message(
+                &uuid(i),
+                "s",
+                Some("/"),
+                Some(&format!("u{}", i % 10)),
+                &format!("2025-11-{day}T10:00:00Z"),
+            )
+        })
+        .collect();
+    h.push(&msgs).await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 30);
+
+    let keys = h.keys();
+    let day14 = keys.site_day_visitors("s", "page_view", "2025-11-14");
+    let day15 = keys.site_day_visitors("s", "page_view", "2025-11-15");
+    let mut conn = h.redis.conn().await;
+    let counting = conn.clone();
+    let count = |key: String| {
+        let mut conn = counting.clone();
+        async move {
+            let n: i64 = domain::redis_client::cmd("PFCOUNT")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("PFCOUNT");
+            n
+        }
+    };
+    assert_eq!(count(day14.clone()).await, 10);
+    assert_eq!(count(day15.clone()).await, 10);
+    let ttl: i64 = domain::redis_client::cmd("TTL")
+        .arg(&day14)
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!(ttl > 0, "a sketch the worker creates expires: {ttl}");
+
+    // As after a crash between the commit and the acknowledgement: the sketch lacks the
+    // batch, which comes back stored already.
+    let _: () = domain::redis_client::cmd("DEL")
+        .arg(&day14)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    h.push(&msgs[..20]).await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 0, "nothing stored twice");
+    assert_eq!(count(day14).await, 10, "the replay re-adds its visitors");
+}
