@@ -11,6 +11,15 @@ pub struct StatsSettings {
     /// When set, every stats and Grafana endpoint needs `Authorization: Bearer <token>`.
     #[serde(default)]
     pub stats_token: Secret,
+    /// Distinct visitors over a range of several days are counted exactly while at most
+    /// this many visitor-day rows are involved, and estimated (HyperLogLog, about 1%
+    /// error, flagged in the answer) above; 0 always counts exactly.
+    #[serde(default = "default_exact_distinct_max_rows")]
+    pub exact_distinct_max_rows: i64,
+}
+
+fn default_exact_distinct_max_rows() -> i64 {
+    20_000
 }
 
 /// Everything stats-api reads at start.
@@ -24,11 +33,17 @@ pub struct Config {
 
 impl ServiceConfig for Config {
     fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        let stats: StatsSettings = vars.get()?;
+        if stats.exact_distinct_max_rows < 0 {
+            return Err(ConfigError(
+                "EXACT_DISTINCT_MAX_ROWS must not be negative (0 always counts exactly)".into(),
+            ));
+        }
         Ok(Self {
             http: vars.http("0.0.0.0:8082")?,
             redis: vars.get()?,
             postgres: vars.get()?,
-            stats: vars.get()?,
+            stats,
         })
     }
 }

@@ -10,3 +10,4 @@ pub mod error;
 pub mod rollups;
 pub mod routes;
 pub mod startup;
+pub mod visitors;

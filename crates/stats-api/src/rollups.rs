@@ -13,18 +13,18 @@ pub struct DayRange {
 }
 
 impl DayRange {
-    fn first_date(&self) -> Date<NaiveDate> {
+    pub(crate) fn first_date(&self) -> Date<NaiveDate> {
         self.first.map_or(Date::NegInfinity, Date::Value)
     }
-    fn last_date(&self) -> Date<NaiveDate> {
+    pub(crate) fn last_date(&self) -> Date<NaiveDate> {
         self.last.map_or(Date::PosInfinity, Date::Value)
     }
-    fn start(&self) -> Timestamp<DateTime<Utc>> {
+    pub(crate) fn start(&self) -> Timestamp<DateTime<Utc>> {
         self.first.map_or(Timestamp::NegInfinity, |d| {
             Timestamp::Value(d.and_time(chrono::NaiveTime::MIN).and_utc())
         })
     }
-    fn end(&self) -> Timestamp<DateTime<Utc>> {
+    pub(crate) fn end(&self) -> Timestamp<DateTime<Utc>> {
         self.last
             .and_then(|d| d.succ_opt())
             .map_or(Timestamp::PosInfinity, |d| {
@@ -39,54 +39,47 @@ pub struct PathViews {
     pub views: i64,
 }
 
-/// Totals of one site over a day range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteStats {
+/// Views and top paths of one site over a day range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteTotals {
     pub total_views: i64,
-    pub unique_users: i64,
     pub top_paths: Vec<PathViews>,
 }
 
-/// Views (events of `event_type`), distinct users and top paths of a site.
+/// Views (events of `event_type`) and top paths of a site; distinct visitors are
+/// [`crate::visitors`]'s.
 ///
 /// # Errors
 /// When PostgreSQL is unreachable or a query fails.
-pub async fn site_stats(
+pub async fn site_totals(
     pool: &Pool,
     site_id: &str,
     event_type: &str,
     range: DayRange,
     limit: i64,
-) -> anyhow::Result<SiteStats> {
+) -> anyhow::Result<SiteTotals> {
     let client = pool.get().await?;
     let total = client.prepare_cached(
         "SELECT coalesce(sum(events), 0)::bigint FROM rollup_hourly
          WHERE site_id = $1 AND event_type = $2 AND bucket >= $3 AND bucket < $4",
-    );
-    let users = client.prepare_cached(
-        "SELECT count(DISTINCT user_id) FROM daily_visitors
-         WHERE site_id = $1 AND event_type = $2 AND day >= $3 AND day <= $4",
     );
     let paths = client.prepare_cached(
         "SELECT path, sum(views)::bigint AS v FROM rollup_daily_paths
          WHERE site_id = $1 AND event_type = $2 AND day >= $3 AND day <= $4
          GROUP BY path ORDER BY v DESC, path ASC LIMIT $5",
     );
-    let (total, users, paths) = tokio::try_join!(total, users, paths)?;
+    let (total, paths) = tokio::try_join!(total, paths)?;
     let (first, last) = (range.first_date(), range.last_date());
     let (start, end) = (range.start(), range.end());
     let total_params: [&(dyn ToSql + Sync); 4] = [&site_id, &event_type, &start, &end];
-    let users_params: [&(dyn ToSql + Sync); 4] = [&site_id, &event_type, &first, &last];
     let paths_params: [&(dyn ToSql + Sync); 5] = [&site_id, &event_type, &first, &last, &limit];
-    // One connection pipelines the three queries.
-    let (total, users, paths) = tokio::try_join!(
+    // One connection pipelines the two queries.
+    let (total, paths) = tokio::try_join!(
         client.query_one(&total, &total_params),
-        client.query_one(&users, &users_params),
         client.query(&paths, &paths_params),
     )?;
-    Ok(SiteStats {
+    Ok(SiteTotals {
         total_views: total.get(0),
-        unique_users: users.get(0),
         top_paths: paths
             .iter()
             .map(|r| PathViews {

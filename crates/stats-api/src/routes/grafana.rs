@@ -182,7 +182,7 @@ pub async fn query(
                     first: Some(range.from.date_naive()),
                     last: Some((range.to - TimeDelta::microseconds(1)).date_naive()),
                 };
-                let stats = rollups::site_stats(
+                let stats = rollups::site_totals(
                     &state.pg,
                     &site,
                     text(&t.payload, "event_type").unwrap_or("page_view"),

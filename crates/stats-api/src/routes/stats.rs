@@ -4,11 +4,34 @@ use super::required_site_id;
 use crate::bounds::{Bound, parse_bound, parse_day};
 use crate::cache::cached;
 use crate::error::ApiError;
-use crate::rollups::{self, DayRange, SiteStats};
+use crate::rollups::{self, DayRange, PathViews};
 use crate::startup::AppState;
 use actix_web::{HttpResponse, get, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// The answer of both endpoints, as cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SiteStats {
+    total_views: i64,
+    unique_users: i64,
+    /// `unique_users` is a HyperLogLog estimate (a range too large to count exactly).
+    #[serde(default)]
+    unique_users_estimated: bool,
+    top_paths: Vec<PathViews>,
+}
+
+impl SiteStats {
+    /// The fields both endpoints answer with; the estimate flag only when it is one.
+    fn fill(&self, body: &mut serde_json::Value) {
+        body["total_views"] = json!(self.total_views);
+        body["unique_users"] = json!(self.unique_users);
+        if self.unique_users_estimated {
+            body["unique_users_estimated"] = json!(true);
+        }
+        body["top_paths"] = json!(self.top_paths);
+    }
+}
 
 const DEFAULT_TOP_PATHS: i64 = 10;
 const MAX_TOP_PATHS: i64 = 1000;
@@ -121,9 +144,17 @@ async fn compute(state: &AppState, r: &StatsRequest<'_>) -> Result<SiteStats, Ap
         r.event_type, r.range.first, r.range.last, r.limit
     );
     cached(state, r.site_id, &signature, async {
-        rollups::site_stats(&state.pg, r.site_id, r.event_type, r.range, r.limit)
-            .await
-            .map_err(ApiError::from_db)
+        let (totals, visitors) = tokio::try_join!(
+            rollups::site_totals(&state.pg, r.site_id, r.event_type, r.range, r.limit),
+            crate::visitors::distinct_visitors(state, r.site_id, r.event_type, r.range),
+        )
+        .map_err(ApiError::from_db)?;
+        Ok(SiteStats {
+            total_views: totals.total_views,
+            unique_users: visitors.count,
+            unique_users_estimated: visitors.estimated,
+            top_paths: totals.top_paths,
+        })
     })
     .await
 }
@@ -138,7 +169,7 @@ async fn compute(state: &AppState, r: &StatsRequest<'_>) -> Result<SiteStats, Ap
     security(("stats_token" = [])),
     params(StatsQuery),
     responses(
-        (status = 200, description = "`{site_id, date, total_views, unique_users, top_paths: [{path, views}]}`"),
+        (status = 200, description = "`{site_id, date, total_views, unique_users, top_paths: [{path, views}]}`, plus `unique_users_estimated: true` when a multi-day range has more visitor-days than `EXACT_DISTINCT_MAX_ROWS` and the count is a HyperLogLog estimate"),
         (status = 400, description = "Missing site_id or invalid parameters"),
         (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
         (status = 503, description = "PostgreSQL unavailable (Retry-After)"),
@@ -156,10 +187,8 @@ pub async fn get_stats(
     let mut body = json!({
         "site_id": request.site_id,
         "date": request.label,
-        "total_views": stats.total_views,
-        "unique_users": stats.unique_users,
-        "top_paths": stats.top_paths,
     });
+    stats.fill(&mut body);
     if q.date.is_none() && (q.from.is_some() || q.to.is_some()) {
         body["from"] = json!(request.range.first);
         body["to"] = json!(request.range.last);
@@ -201,11 +230,10 @@ pub async fn get_stats_compat(
     };
     let request = validate(&compat)?;
     let stats = compute(&state, &request).await?;
-    Ok(HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "site_id": request.site_id,
         "date": request.label,
-        "total_views": stats.total_views,
-        "unique_users": stats.unique_users,
-        "top_paths": stats.top_paths,
-    })))
+    });
+    stats.fill(&mut body);
+    Ok(HttpResponse::Ok().json(body))
 }

@@ -31,6 +31,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         postgres: db.config.clone(),
         stats: StatsSettings {
             stats_token: Secret::default(),
+            exact_distinct_max_rows: 20_000,
         },
     };
     config.http.http_workers = 2;
@@ -91,6 +92,20 @@ impl TestApp {
                  ('{site}', 'page_view', '2025-11-14', md5('/pricing')::uuid, '/pricing', 2);
              INSERT INTO daily_visitors VALUES ('{site}', 'page_view', '2025-11-14', 'user-123', 1024),
                  ('{site}', 'page_view', '2025-11-14', 'user-456', 1024);"
+        ))
+        .await;
+    }
+
+    /// Visitors `users` of `site` on `day` (page views), with the hourly rollup row that
+    /// says the day had events.
+    pub async fn visitors_on(&self, site: &str, day: &str, users: std::ops::Range<u32>) {
+        self.sql(&format!(
+            "INSERT INTO rollup_hourly VALUES ('{site}', 'page_view', '{day}T10:00:00Z', {n});
+             INSERT INTO daily_visitors SELECT '{site}', 'page_view', '{day}', 'user-' || u, 1024
+                 FROM generate_series({a}, {b}) AS u;",
+            n = users.len(),
+            a = users.start,
+            b = users.end - 1,
         ))
         .await;
     }

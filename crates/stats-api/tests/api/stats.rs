@@ -189,3 +189,100 @@ async fn with_postgres_unreachable_reads_answer_503() {
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(app.get("/readyz").await.status(), 503);
 }
+
+/// 500 distinct visitors over three days, 300 a day.
+async fn big_site(app: &crate::helpers::TestApp) {
+    app.visitors_on("big", "2025-11-14", 0..300).await;
+    app.visitors_on("big", "2025-11-15", 100..400).await;
+    app.visitors_on("big", "2025-11-16", 200..500).await;
+}
+
+fn close_to(value: &serde_json::Value, expected: f64) -> bool {
+    value
+        .as_f64()
+        .is_some_and(|v| (v - expected).abs() <= expected * 0.02)
+}
+
+#[tokio::test]
+async fn long_ranges_past_the_exact_limit_are_estimated_and_say_so() {
+    let app = spawn_app_with(|c| c.stats.exact_distinct_max_rows = 500).await;
+    big_site(&app).await;
+    app.visitors_on("small", "2025-11-14", 0..10).await;
+    app.visitors_on("small", "2025-11-15", 5..15).await;
+
+    let (status, body) = app
+        .get_json("/v1/stats?site_id=big&from=2025-11-14&to=2025-11-16")
+        .await;
+    assert_eq!(status, 200);
+    assert!(close_to(&body["unique_users"], 500.0), "{body}");
+    assert_eq!(body["unique_users_estimated"], true);
+    let (_, all_time) = app.get_json("/api/stats?site_id=big").await;
+    assert!(close_to(&all_time["unique_users"], 500.0), "{all_time}");
+    assert_eq!(all_time["unique_users_estimated"], true);
+
+    // A single day is an exact count; so is a range under the limit.
+    let (_, day) = app.get_json("/v1/stats?site_id=big&date=2025-11-15").await;
+    assert_eq!(day["unique_users"], 300);
+    assert!(day.get("unique_users_estimated").is_none(), "{day}");
+    let (_, small) = app
+        .get_json("/v1/stats?site_id=small&from=2025-11-14&to=2025-11-15")
+        .await;
+    assert_eq!(small["unique_users"], 15);
+    assert!(small.get("unique_users_estimated").is_none(), "{small}");
+
+    let (_, exact) = {
+        let app = spawn_app_with(|c| c.stats.exact_distinct_max_rows = 0).await;
+        big_site(&app).await;
+        app.get_json("/v1/stats?site_id=big").await
+    };
+    assert_eq!(exact["unique_users"], 500, "0 always counts exactly");
+    assert!(exact.get("unique_users_estimated").is_none());
+}
+
+#[tokio::test]
+async fn a_day_sketch_not_known_complete_is_rebuilt_from_postgres() {
+    let app = spawn_app_with(|c| c.stats.exact_distinct_max_rows = 500).await;
+    big_site(&app).await;
+    // What the worker leaves after Redis restarted mid-day: a sketch of recent visitors
+    // only, and no marker.
+    let keys = app.redis.keys();
+    let mut conn = app.redis.conn().await;
+    let _: i64 = domain::redis_client::cmd("PFADD")
+        .arg(keys.site_day_visitors("big", "page_view", "2025-11-14"))
+        .arg(&["user-1", "user-2"])
+        .query_async(&mut conn)
+        .await
+        .expect("PFADD");
+
+    let (_, body) = app.get_json("/v1/stats?site_id=big").await;
+    assert!(close_to(&body["unique_users"], 500.0), "{body}");
+    let marker: Option<String> = domain::redis_client::cmd("GET")
+        .arg(keys.site_day_visitors_complete("big", "page_view", "2025-11-14"))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert!(marker.is_some(), "the rebuilt day is marked complete");
+    let day_count: i64 = domain::redis_client::cmd("PFCOUNT")
+        .arg(keys.site_day_visitors("big", "page_view", "2025-11-14"))
+        .query_async(&mut conn)
+        .await
+        .expect("PFCOUNT");
+    assert!((297..=303).contains(&day_count), "{day_count}");
+
+    // Later visitors of a day already complete reach the estimate as the worker stores
+    // them: rows in PostgreSQL, and the same visitors added to the day's sketch.
+    app.sql(
+        "INSERT INTO daily_visitors SELECT 'big', 'page_view', '2025-11-16', 'user-' || u, 1024
+         FROM generate_series(500, 599) AS u",
+    )
+    .await;
+    let _: i64 = domain::redis_client::cmd("PFADD")
+        .arg(keys.site_day_visitors("big", "page_view", "2025-11-16"))
+        .arg((500..600).map(|u| format!("user-{u}")).collect::<Vec<_>>())
+        .query_async(&mut conn)
+        .await
+        .expect("PFADD");
+    app.bump("big").await;
+    let (_, body) = app.get_json("/v1/stats?site_id=big").await;
+    assert!(close_to(&body["unique_users"], 600.0), "{body}");
+}
