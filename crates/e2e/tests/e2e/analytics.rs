@@ -122,16 +122,13 @@ async fn with_postgres_cut_off_ingest_keeps_accepting_and_nothing_is_lost() {
     let after = post_events(&ingest.url(), 20, 100, 4).await;
     let total = (before + during + after) as i64;
 
-    domain::testing::eventually(
-        Duration::from_secs(60),
-        "everything lands once PostgreSQL is back",
-        || async {
-            (stack.count("SELECT count(*) FROM events").await == total
-                && stack.items_in_redis().await == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stack
+        .wait_all_stored(
+            total,
+            Duration::from_secs(60),
+            "everything lands once PostgreSQL is back",
+        )
+        .await;
     assert_rollups_match_events(&stack).await;
 }
 
@@ -178,16 +175,13 @@ async fn with_redis_cut_off_writes_get_503_and_everything_accepted_lands_once_it
     // post_events retries 503s, so this also shows ingest reconnected by itself.
     let after = post_events(&ingest.url(), 20, 50, 4).await;
     let total = (before + after) as i64;
-    domain::testing::eventually(
-        Duration::from_secs(60),
-        "the worker reconnects and stores everything accepted",
-        || async {
-            (stack.count("SELECT count(*) FROM events").await == total
-                && stack.items_in_redis().await == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stack
+        .wait_all_stored(
+            total,
+            Duration::from_secs(60),
+            "the worker reconnects and stores everything accepted",
+        )
+        .await;
     assert_rollups_match_events(&stack).await;
 }
 

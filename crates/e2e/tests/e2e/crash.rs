@@ -45,16 +45,13 @@ async fn kill_9_of_workers_mid_drain_loses_nothing_and_stores_nothing_twice() {
     a.kill_9().await;
     let _c = start_worker(&stack).await;
 
-    domain::testing::eventually(
-        Duration::from_secs(120),
-        "everything stored and nothing left in Redis",
-        || async {
-            (stack.count("SELECT count(*) FROM events").await == TOTAL
-                && stack.items_in_redis().await == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stack
+        .wait_all_stored(
+            TOTAL,
+            Duration::from_secs(120),
+            "everything stored and nothing left in Redis",
+        )
+        .await;
     drop(b);
     assert_eq!(
         stack

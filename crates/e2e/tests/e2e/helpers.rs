@@ -160,6 +160,17 @@ impl Stack {
         client.query_one(sql, &[]).await.expect(sql).get(0)
     }
 
+    /// Waits (up to `limit`, a failure bound) until PostgreSQL holds exactly `total` events
+    /// and nothing is left in Redis, queued or claimed.
+    pub async fn wait_all_stored(&self, total: i64, limit: Duration, what: &str) {
+        domain::testing::eventually(limit, what, || async {
+            (self.count("SELECT count(*) FROM events").await == total
+                && self.items_in_redis().await == 0)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Items still in Redis: queued, or claimed by some worker and not acknowledged.
     pub async fn items_in_redis(&self) -> u64 {
         let mut conn = self.redis.conn().await;
