@@ -41,8 +41,6 @@ pub struct Rollups<'a> {
 pub struct SiteActivity<'a> {
     pub events: u64,
     pub page_views: u64,
-    /// Distinct visitors.
-    pub users: Vec<&'a str>,
     /// Views per path, all event types.
     pub paths: HashMap<&'a str, u64>,
 }
@@ -86,10 +84,6 @@ impl<'a> Rollups<'a> {
                 .paths
                 .entry(path)
                 .or_default() += *n as u64;
-        }
-        // A user may repeat (several types or days): PFADD counts each once anyway.
-        for ((site, _), _, user) in visitors.keys() {
-            per_site.entry(site).or_default().users.push(user);
         }
         Self {
             minutely: sorted(minutely),
@@ -150,13 +144,8 @@ mod tests {
         );
         let s = &r.per_site["s"];
         assert_eq!(
-            (
-                s.events,
-                s.page_views,
-                s.users.clone(),
-                s.paths.get("/a").copied()
-            ),
-            (3, 3, vec!["u"], Some(2))
+            (s.events, s.page_views, s.paths.get("/a").copied()),
+            (3, 3, Some(2))
         );
     }
 

@@ -284,7 +284,6 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
                 let batch = SiteBatch {
                     events: a.events,
                     page_views: a.page_views,
-                    users: a.users.iter().map(|u| (*u).to_string()).collect(),
                     paths,
                 };
                 ((*site).to_string(), batch)
@@ -311,4 +310,43 @@ fn visitor_days(rollups: &Rollups<'_>) -> Vec<VisitorDay> {
         }
     }
     days
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::event::parse_event_body;
+
+    #[test]
+    fn visitors_are_grouped_by_site_type_and_day_each_once() {
+        let body = br#"{"events":[
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T10:00:05Z","user_id":"u"},
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T11:00:00Z","user_id":"u"},
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T12:00:00Z","user_id":"v"},
+            {"site_id":"s","event_type":"page_view","timestamp":"2025-11-15T10:00:00Z","user_id":"u"},
+            {"site_id":"t","event_type":"click","timestamp":"2025-11-14T10:00:00Z","user_id":"u"},
+            {"site_id":"t","event_type":"click","timestamp":"2025-11-14T10:00:00Z"}
+        ]}"#;
+        let events = parse_event_body(body, Utc::now(), None).expect("valid");
+        let groups: Vec<_> = visitor_days(&Rollups::of(&events))
+            .into_iter()
+            .map(|v| (v.site_id, v.event_type, v.day.to_string(), v.users))
+            .collect();
+        let group = |site: &str, kind: &str, day: &str, users: &[&str]| {
+            (
+                site.to_string(),
+                kind.to_string(),
+                day.to_string(),
+                users.iter().map(|u| (*u).to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            groups,
+            vec![
+                group("s", "page_view", "2025-11-14", &["u", "v"]),
+                group("s", "page_view", "2025-11-15", &["u"]),
+                group("t", "click", "2025-11-14", &["u"]),
+            ]
+        );
+    }
 }

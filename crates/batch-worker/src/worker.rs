@@ -66,8 +66,6 @@ pub struct VisitorDay {
 pub struct SiteBatch {
     pub events: u64,
     pub page_views: u64,
-    /// Distinct visitors.
-    pub users: Vec<String>,
     /// Most viewed paths, most first (at most 10).
     pub paths: Vec<(String, u64)>,
 }
@@ -80,7 +78,6 @@ impl Written {
             let into = self.sites.entry(site).or_default();
             into.events += batch.events;
             into.page_views += batch.page_views;
-            into.users.extend(batch.users);
             for (path, n) in batch.paths {
                 match into.paths.iter_mut().find(|(p, _)| *p == path) {
                     Some((_, m)) => *m += n,
@@ -105,8 +102,9 @@ fn add_day_visitors(pipe: &mut domain::redis_client::Pipeline, keys: &Keys, writ
     }
 }
 
-/// Adds to `pipe` what live activity needs for the committed batch: visitors into the
-/// minute's HyperLogLog, and one summary message per site.
+/// Adds to `pipe` what live activity needs for the committed batch: its visitors into
+/// their site's HyperLogLog of this minute (from the same per-day groups as the day
+/// sketches), and one summary message per site.
 fn publish_site_activity(
     pipe: &mut domain::redis_client::Pipeline,
     keys: &Keys,
@@ -114,15 +112,15 @@ fn publish_site_activity(
     now_ms: i64,
 ) {
     use domain::site::{SiteBatchSummary, VISITOR_SKETCH_TTL_SECONDS, visitor_sketch_key};
+    for v in &written.visitor_days {
+        let sketch = visitor_sketch_key(keys, &v.site_id, now_ms);
+        pipe.cmd("PFADD").arg(&sketch).arg(&v.users).ignore();
+        pipe.cmd("EXPIRE")
+            .arg(&sketch)
+            .arg(VISITOR_SKETCH_TTL_SECONDS)
+            .ignore();
+    }
     for (site, batch) in &written.sites {
-        if !batch.users.is_empty() {
-            let sketch = visitor_sketch_key(keys, site, now_ms);
-            pipe.cmd("PFADD").arg(&sketch).arg(&batch.users).ignore();
-            pipe.cmd("EXPIRE")
-                .arg(&sketch)
-                .arg(VISITOR_SKETCH_TTL_SECONDS)
-                .ignore();
-        }
         let summary = SiteBatchSummary {
             site_id: site.clone(),
             at_ms: now_ms,

@@ -267,6 +267,16 @@ async fn visitors_go_into_day_sketches_and_a_replayed_batch_adds_them_again() {
         .await
         .expect("TTL");
     assert!(ttl > 0, "a sketch the worker creates expires: {ttl}");
+    let live: i64 = domain::redis_client::cmd("PFCOUNT")
+        .arg(domain::site::recent_visitor_keys(
+            &keys,
+            "s",
+            chrono::Utc::now().timestamp_millis(),
+        ))
+        .query_async(&mut conn)
+        .await
+        .expect("PFCOUNT");
+    assert_eq!(live, 10, "the same visitors count as live activity");
 
     // As after a crash between the commit and the acknowledgement: the sketch lacks the
     // batch, which comes back stored already.
