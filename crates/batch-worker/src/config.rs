@@ -3,95 +3,66 @@
 use domain::config::{ConfigError, HttpConfig, PostgresConfig, RedisConfig, ServiceConfig, Vars};
 use serde::Deserialize;
 
-fn default_batch_max_items() -> usize {
-    20_000
-}
-fn default_batch_max_wait_ms() -> u64 {
-    200
-}
-fn default_heartbeat_ttl_ms() -> u64 {
-    15_000
-}
-fn default_reap_interval_ms() -> u64 {
-    5_000
-}
-fn default_retry_initial_ms() -> u64 {
-    100
-}
-fn default_retry_max_ms() -> u64 {
-    10_000
-}
-fn default_store_timeout_ms() -> u64 {
-    60_000
-}
-fn default_true() -> bool {
-    true
-}
-fn default_concurrency() -> usize {
-    2
-}
-fn default_vote_concurrency() -> usize {
-    1
-}
-fn default_restore_check_ms() -> u64 {
-    1_000
-}
-fn default_retention_interval_ms() -> u64 {
-    3_600_000
-}
-
 /// Longest retention accepted (a century), so the cutoff is always a valid instant.
 const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// How the worker batches, heartbeats and retries.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
 pub struct WorkerSettings {
     /// Most items written in one batch.
-    #[serde(default = "default_batch_max_items")]
     pub batch_max_items: usize,
     /// Longest a batch waits to fill up after its first item arrived.
-    #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
     /// A worker whose heartbeat is older than this is dead and its batch is requeued.
     /// The heartbeat is refreshed every third of it.
-    #[serde(default = "default_heartbeat_ttl_ms")]
     pub heartbeat_ttl_ms: u64,
     /// How often to look for dead workers (and refresh queue metrics).
-    #[serde(default = "default_reap_interval_ms")]
     pub reap_interval_ms: u64,
     /// First and largest pause between retries of a failed write.
-    #[serde(default = "default_retry_initial_ms")]
     pub retry_initial_ms: u64,
-    #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
     /// Upper bound on one batch write; past it the write is retried (idempotently).
-    #[serde(default = "default_store_timeout_ms")]
     pub store_timeout_ms: u64,
     /// Stable identity (a StatefulSet pod name); default: host name plus a random suffix.
-    #[serde(default)]
     pub worker_id: Option<String>,
     /// Batches in flight at once in this process ("lanes"). Each lane is a full reliable
     /// consumer (its own processing list and heartbeat), so PostgreSQL can work on one batch
     /// per core.
-    #[serde(default = "default_concurrency")]
     pub worker_concurrency: usize,
     /// Lanes draining the vote shard queues (polls, closes, votes).
-    #[serde(default = "default_vote_concurrency")]
     pub vote_worker_concurrency: usize,
     /// How often to check that Redis still has every vote shard's polls (and restore them
     /// from PostgreSQL when it lost them).
-    #[serde(default = "default_restore_check_ms")]
     pub restore_check_interval_ms: u64,
     /// Raw events received more than this many days ago are deleted (the rollups keep
     /// every count); 0 keeps raw events forever.
-    #[serde(default)]
     pub events_retention_days: u32,
     /// How often expired raw events are looked for.
-    #[serde(default = "default_retention_interval_ms")]
     pub events_retention_interval_ms: u64,
     /// Apply pending migrations at start.
-    #[serde(default = "default_true")]
     pub run_migrations: bool,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            batch_max_items: 20_000,
+            batch_max_wait_ms: 200,
+            heartbeat_ttl_ms: 15_000,
+            reap_interval_ms: 5_000,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            store_timeout_ms: 60_000,
+            worker_id: None,
+            worker_concurrency: 2,
+            vote_worker_concurrency: 1,
+            restore_check_interval_ms: 1_000,
+            events_retention_days: 0,
+            events_retention_interval_ms: 3_600_000,
+            run_migrations: true,
+        }
+    }
 }
 
 /// Everything batch-worker reads at start.
@@ -127,6 +98,18 @@ impl ServiceConfig for Config {
                 "EVENTS_RETENTION_INTERVAL_MS must be at least 1".into(),
             ));
         }
+        for (name, value) in [
+            ("REAP_INTERVAL_MS", worker.reap_interval_ms),
+            ("STORE_TIMEOUT_MS", worker.store_timeout_ms),
+            (
+                "RESTORE_CHECK_INTERVAL_MS",
+                worker.restore_check_interval_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
         if worker.heartbeat_ttl_ms < 300 {
             return Err(ConfigError("HEARTBEAT_TTL_MS must be at least 300".into()));
         }
@@ -140,6 +123,14 @@ impl ServiceConfig for Config {
 }
 
 impl WorkerSettings {
+    /// The retry schedule of writes, acknowledgements and claims.
+    pub fn backoff(&self) -> domain::backoff::Backoff {
+        domain::backoff::Backoff::new(
+            std::time::Duration::from_millis(self.retry_initial_ms),
+            std::time::Duration::from_millis(self.retry_max_ms),
+        )
+    }
+
     /// How long raw events are kept, when they are not kept forever.
     pub fn events_retention(&self) -> Option<chrono::TimeDelta> {
         (self.events_retention_days > 0)

@@ -1,17 +1,14 @@
 //! batch-worker: drains Tally's Redis queues into PostgreSQL.
 //!
-//! Items are claimed into a per-worker processing list (never popped into memory only),
-//! written in batches with one statement that also updates the rollups, and acknowledged
-//! after the commit. A heartbeat keeps a worker's batch its own; any worker requeues the
-//! batch of a worker whose heartbeat expired. PostgreSQL outages are retried with backoff;
-//! rows PostgreSQL can never store go to the dead-letter list with the reason.
+//! [`lane`] is the generic reliable drain: items are claimed into a per-lane processing
+//! list (never popped into memory only), written in batches, and acknowledged after the
+//! commit together with the work's Redis side effects; heartbeats keep a lane's batch its
+//! own and any worker requeues the batch of a lane whose heartbeat expired. Each kind of
+//! work implements [`lane::Work`] in its own module: [`events`] (analytics events and their
+//! rollups) and [`votes`] (polls and votes, and restoring polls Redis lost).
 
 pub mod config;
-pub mod liveness;
-pub mod polls;
-pub mod restore;
-pub mod retention;
-pub mod rollup;
+pub mod events;
+pub mod lane;
 pub mod startup;
-pub mod store;
-pub mod worker;
+pub mod votes;

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = domain::telemetry::init("batch-worker");
     if std::env::args().nth(1).as_deref() == Some("migrate") {
         let pg: domain::config::PostgresConfig = domain::config::from_env()?;
-        let applied = domain::db::migrate(&domain::db::pool(&pg)?).await?;
+        let applied = domain::postgres::migrate(&domain::postgres::pool(&pg)?).await?;
         tracing::info!(?applied, "migrations up to date");
         return Ok(());
     }

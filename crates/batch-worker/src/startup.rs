@@ -2,10 +2,9 @@
 //! duties, and the small HTTP server for health and metrics.
 
 use crate::config::Config;
-use crate::liveness;
-use crate::polls::PollStore;
-use crate::store::EventStore;
-use crate::worker::Lane;
+use crate::events::EventWork;
+use crate::lane::{Lane, liveness};
+use crate::votes::VoteWork;
 use actix_web::dev::Server;
 use domain::deadpool_postgres::Pool;
 use domain::http::Ops;
@@ -20,8 +19,8 @@ use std::time::Duration;
 pub struct Application {
     port: u16,
     server: Server,
-    event_lanes: Vec<Lane<EventStore>>,
-    vote_lanes: Vec<Lane<PollStore>>,
+    event_lanes: Vec<Lane<EventWork>>,
+    vote_lanes: Vec<Lane<VoteWork>>,
     keys: Keys,
     worker_id: String,
     redis: ConnectionManager,
@@ -41,7 +40,7 @@ impl Application {
         // BLMOVE waits up to a second; give its connection room beyond that.
         let mut blocking_cfg = config.redis.clone();
         blocking_cfg.redis_timeout_ms += 1_000 + config.worker.batch_max_wait_ms;
-        let pg = domain::db::pool(&config.postgres)?;
+        let pg = domain::postgres::pool(&config.postgres)?;
         let worker_id = config.worker.resolve_worker_id();
         tracing::info!(
             worker_id,
@@ -49,8 +48,11 @@ impl Application {
             vote_lanes = config.worker.vote_worker_concurrency,
             "worker identity"
         );
-        let events = Arc::new(EventStore { pg: pg.clone() });
-        let polls = Arc::new(PollStore { pg: pg.clone() });
+        let events = Arc::new(EventWork {
+            pg: pg.clone(),
+            keys: keys.clone(),
+        });
+        let votes = Arc::new(VoteWork { pg: pg.clone() });
         let lane_parts = |id: String, queues: Vec<domain::keys::QueueKeys>| -> anyhow::Result<_> {
             let sources = queues
                 .into_iter()
@@ -67,7 +69,6 @@ impl Application {
             event_lanes.push(Lane::new(
                 sources,
                 events.clone(),
-                keys.clone(),
                 redis.clone(),
                 blocking,
                 config.worker.clone(),
@@ -79,8 +80,7 @@ impl Application {
             let (sources, blocking) = lane_parts(format!("{worker_id}.v{lane}"), shards)?;
             vote_lanes.push(Lane::new(
                 sources,
-                polls.clone(),
-                keys.clone(),
+                votes.clone(),
                 redis.clone(),
                 blocking,
                 config.worker.clone(),
@@ -95,14 +95,14 @@ impl Application {
                 domain::redis::ping(&mut redis, timeout)
                     .await
                     .map_err(|e| format!("redis: {e:#}"))?;
-                domain::db::ping(&pg, timeout)
+                domain::postgres::ping(&pg, timeout)
                     .await
                     .map_err(|e| format!("postgres: {e:#}"))
             })
         })
         .refreshing({
             let pg = pg.clone();
-            move || domain::db::record_pool_metrics(&pg, "batch_worker")
+            move || domain::postgres::record_pool_metrics(&pg, "batch_worker")
         });
         let (listener, port) = domain::http::bind(&config.http)?;
         let server = domain::http::serve(
@@ -207,13 +207,14 @@ impl Application {
             let shutdown = shutdown.clone();
             let (pg, redis) = (pg.clone(), redis.clone());
             let run_migrations = config.worker.run_migrations;
+            let backoff = config.worker.backoff();
             let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
             let retention = config.worker.events_retention().map(|keep| {
                 let every = Duration::from_millis(config.worker.events_retention_interval_ms);
                 (keep, every)
             });
             async move {
-                if run_migrations && !migrate_with_retry(&pg, &shutdown).await {
+                if run_migrations && !migrate_with_retry(&pg, backoff, &shutdown).await {
                     return;
                 }
                 let mut runs: Vec<_> = event_lanes
@@ -226,14 +227,14 @@ impl Application {
                         .map(|lane| tokio::spawn(lane.run(shutdown.clone()))),
                 );
                 if let Some((keep, every)) = retention {
-                    runs.push(tokio::spawn(crate::retention::run(
+                    runs.push(tokio::spawn(crate::events::retention::run(
                         pg.clone(),
                         keep,
                         every,
                         shutdown.clone(),
                     )));
                 }
-                runs.push(tokio::spawn(liveness::restore_polls(
+                runs.push(tokio::spawn(crate::votes::restore::run(
                     redis,
                     pg,
                     keys,
@@ -262,10 +263,13 @@ impl Application {
     }
 }
 
-async fn migrate_with_retry(pg: &Pool, shutdown: &CancellationToken) -> bool {
-    let mut pause = Duration::from_millis(200);
+async fn migrate_with_retry(
+    pg: &Pool,
+    mut backoff: domain::backoff::Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
     loop {
-        match domain::db::migrate(pg).await {
+        match domain::postgres::migrate(pg).await {
             Ok(applied) => {
                 if !applied.is_empty() {
                     tracing::info!(?applied, "migrations applied");
@@ -276,9 +280,8 @@ async fn migrate_with_retry(pg: &Pool, shutdown: &CancellationToken) -> bool {
                 tracing::warn!(error = format!("{e:#}"), "migrations failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return false,
-                    () = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(backoff.next_pause()) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -1,37 +1,37 @@
 //! Shared core of Tally: everything two services must agree on lives here, once.
 //!
 //! The four services (`ingest-api`, `sse-gateway`, `batch-worker`, `stats-api`) talk to each
-//! other only through Redis. The contracts of that conversation (key names, queue message
-//! formats, Lua scripts, pub/sub payloads) are defined in this crate, together with the
-//! pieces every service needs the same way: configuration loading, connection pools,
-//! migrations, telemetry, metrics and the shutdown signal.
+//! other only through Redis. The crate has two layers:
 //!
-//! The core is framework-free. The `actix` feature adds the HTTP glue all services share
-//! (health and metrics routes, request metrics, JSON error bodies, client address
-//! resolution) so it is not copied four times.
+//! - [`contracts`]: what crosses a process boundary. Key names, queue message formats, Lua
+//!   scripts, pub/sub channels and payloads, and the functions that read and write them.
+//!   A contract is a function here that the writer and every reader call, never a key
+//!   name and a comment. This layer knows nothing of HTTP or PostgreSQL.
+//! - [`runtime`]: what every service needs the same way: configuration, Redis connections,
+//!   telemetry, metrics, the shutdown signal, retry backoff, bearer tokens; behind cargo
+//!   features, PostgreSQL (`postgres`) and the shared HTTP glue (`actix`), so a service
+//!   compiles only what it uses (ingest-api and sse-gateway never build the PostgreSQL
+//!   driver).
+//!
+//! Every module is also re-exported at the crate root (`domain::keys`, `domain::poll`, ...)
+//! so call sites stay short. Test helpers are behind the `testing` feature.
 
-pub mod auth;
-pub mod cache;
-pub mod config;
-pub mod db;
-pub mod event;
-pub mod keys;
-pub mod metrics;
-pub mod net;
-pub mod poll;
-pub mod queue;
-pub mod redis;
-pub mod shutdown;
-pub mod site;
-pub mod telemetry;
+pub mod contracts;
+pub mod runtime;
 
+pub use contracts::{cache, channel, event, keys, poll, queue, site};
 #[cfg(feature = "actix")]
-pub mod http;
+pub use runtime::http;
+#[cfg(feature = "postgres")]
+pub use runtime::postgres;
+pub use runtime::{auth, backoff, config, metrics, net, redis, shutdown, telemetry};
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 /// Re-exported so services use exactly the versions `domain` was built against.
 pub use ::redis as redis_client;
+#[cfg(feature = "postgres")]
 pub use deadpool_postgres;
+#[cfg(feature = "postgres")]
 pub use tokio_postgres;

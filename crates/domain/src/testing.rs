@@ -5,9 +5,10 @@
 //! run in parallel against the one real Redis and PostgreSQL of the machine. Where those
 //! are is read from `REDIS_URL` and `DATABASE_URL` (the Makefile exports them).
 
-use crate::config::{PostgresConfig, RedisConfig};
+#[cfg(feature = "postgres")]
+use crate::config::PostgresConfig;
+use crate::config::RedisConfig;
 use std::future::Future;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// The Redis the tests use.
@@ -172,12 +173,14 @@ impl PrivateRedis {
 }
 
 /// A freshly created and migrated database, dropped on drop.
+#[cfg(feature = "postgres")]
 pub struct TestDb {
     pub config: PostgresConfig,
     pub name: String,
     admin_url: String,
 }
 
+#[cfg(feature = "postgres")]
 impl TestDb {
     /// Creates `tally_t_<random>` on the server of `DATABASE_URL` and migrates it.
     ///
@@ -199,8 +202,8 @@ impl TestDb {
             database_pool_size: 8,
             database_connect_timeout_ms: 3_000,
         };
-        let pool = crate::db::pool(&config).expect("test pool");
-        crate::db::migrate(&pool)
+        let pool = crate::postgres::pool(&config).expect("test pool");
+        crate::postgres::migrate(&pool)
             .await
             .expect("migrating the test database");
         Self {
@@ -215,10 +218,11 @@ impl TestDb {
     /// # Panics
     /// Never for a URL built here.
     pub fn pool(&self) -> deadpool_postgres::Pool {
-        crate::db::pool(&self.config).expect("test pool")
+        crate::postgres::pool(&self.config).expect("test pool")
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for TestDb {
     fn drop(&mut self) {
         let admin_url = self.admin_url.clone();
@@ -249,8 +253,9 @@ impl Drop for TestDb {
 ///
 /// # Panics
 /// When `url` is not a PostgreSQL URL (a test set-up error).
+#[cfg(feature = "postgres")]
 pub fn with_database(url: &str, db: &str) -> String {
-    tokio_postgres::Config::from_str(url).expect("DATABASE_URL parses");
+    <tokio_postgres::Config as std::str::FromStr>::from_str(url).expect("DATABASE_URL parses");
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -312,7 +317,7 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use super::*;
 

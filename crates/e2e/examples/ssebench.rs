@@ -55,14 +55,9 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    for shard in 0..domain::keys::VOTE_SHARDS {
-        let _: () = domain::redis_client::cmd("SET")
-            .arg(keys.vote_shard_restored(shard))
-            .arg("1")
-            .query_async(&mut conn)
-            .await
-            .expect("SET");
-    }
+    domain::poll::shard_marker::set_all_restored(&mut conn, &keys)
+        .await
+        .expect("shard markers");
     let poll_id = uuid::Uuid::now_v7().to_string();
     let poll = NewPoll {
         question: "bench".into(),

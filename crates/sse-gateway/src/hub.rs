@@ -1,100 +1,186 @@
-//! The in-process fan-out of live updates.
+//! The in-process fan-out of live updates, knowing nothing of polls or sites.
 //!
-//! One Redis pattern subscription feeds [`Hub::on_message`]; each topic (a poll, a site)
-//! has a `tokio::sync::broadcast` channel that every browser stream of that topic reads.
-//! Broadcasting never waits for a reader: a reader that falls more than the channel's
-//! capacity behind gets `Lagged` and is sent a fresh snapshot instead, so one stalled
-//! browser neither blocks the others nor makes the gateway buffer for it.
+//! One Redis pattern subscription feeds [`Hub::on_message`], which routes each message by
+//! its [`Channel`] to the topic browsers of that channel read. A topic's [`Feed`] (a poll's,
+//! a site's: see [`crate::feeds`]) turns the channel's messages into updates; the topic
+//! does the rest, the same for every kind:
 //!
-//! Updates are coalesced per topic: the first update after a quiet interval goes out at
-//! once, later ones within the interval are folded into one emitted at the interval's end,
-//! so a topic emits at most once per interval and always ends on its latest state. The last
-//! emitted updates are kept so a browser reconnecting with `Last-Event-ID` can be replayed
-//! what it missed.
+//! - **Fan-out** through a `tokio::sync::broadcast` channel. Broadcasting never waits for
+//!   a reader: one that falls more than the channel's capacity behind gets `Lagged` and is
+//!   sent the latest state as a snapshot, so a stalled browser neither blocks the others
+//!   nor makes the gateway buffer for it.
+//! - **Coalescing**: the first update after a quiet interval goes out at once, later ones
+//!   within the interval are folded into one emitted at the interval's end, so a topic
+//!   emits at most once per interval and always ends on its latest state. A feed may
+//!   instead say "my state changed" and render it at the interval's end.
+//! - **History** of the last emitted updates, so a browser reconnecting with
+//!   `Last-Event-ID` is replayed what it missed, or told with a snapshot that it cannot be.
+//! - **Positions** `{epoch, seq}`: sequence numbers compare only within an epoch, and a new
+//!   epoch (a poll restored after Redis lost it) is stated by the source, never inferred
+//!   from a sequence number going backwards.
 
+use domain::channel::Channel;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
-use domain::site::SiteBatchSummary;
+use futures_util::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
-/// What a topic is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TopicKey {
-    Poll(String),
-    Site(String),
+/// Where an update stands in its topic's history. Ordered by epoch, then sequence
+/// number (epochs are times, so a later epoch is newer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Position {
+    /// Changes when the source's history was lost (0 for a poll never restored).
+    pub epoch: i64,
+    /// Increases with every change within an epoch.
+    pub seq: i64,
 }
 
-/// How a browser should apply an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A full state that replaces the client's (first event, resync, reset).
-    Snapshot,
-    /// A poll's new tally (also a full state, in sequence).
-    Tally,
-    /// A site's live activity.
-    Activity,
-}
+impl Position {
+    /// Before every position (a stream that has sent nothing yet).
+    pub const START: Self = Self {
+        epoch: i64::MIN,
+        seq: i64::MIN,
+    };
 
-impl Kind {
-    pub fn event_name(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshot",
-            Self::Tally => "tally",
-            Self::Activity => "activity",
+    /// The SSE event id: `seq` in epoch 0, `epoch.seq` after.
+    pub fn event_id(self) -> String {
+        if self.epoch == 0 {
+            self.seq.to_string()
+        } else {
+            format!("{}.{}", self.epoch, self.seq)
+        }
+    }
+
+    /// Reads an event id written by [`Position::event_id`] (a `Last-Event-ID` header).
+    pub fn parse_event_id(id: &str) -> Option<Self> {
+        let id = id.trim();
+        match id.split_once('.') {
+            Some((epoch, seq)) => Some(Self {
+                epoch: epoch.parse().ok()?,
+                seq: seq.parse().ok()?,
+            }),
+            None => Some(Self {
+                epoch: 0,
+                seq: id.parse().ok()?,
+            }),
         }
     }
 }
 
-/// One event as sent to browsers: `id` is the poll's sequence number (or the site
-/// topic's own counter), `data` the JSON payload.
+/// The SSE event name of a full state that replaces the browser's.
+pub const SNAPSHOT: &str = "snapshot";
+
+/// One event as sent to browsers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    pub kind: Kind,
-    pub id: i64,
+    /// The SSE event name: [`SNAPSHOT`], or the feed's own (`tally`, `activity`).
+    pub event: &'static str,
+    pub position: Position,
+    /// The JSON payload, serialised once for every browser.
     pub data: String,
+}
+
+impl Update {
+    pub fn is_snapshot(&self) -> bool {
+        self.event == SNAPSHOT
+    }
+
+    /// The same state as a snapshot.
+    pub fn as_snapshot(&self) -> Self {
+        Self {
+            event: SNAPSHOT,
+            ..self.clone()
+        }
+    }
+}
+
+/// What a feed makes of one message of its channel.
+pub enum Offer {
+    /// A finished update at its own position.
+    Ready(Update),
+    /// The state changed: render it at the end of the coalescing interval
+    /// ([`Feed::render`]).
+    Changed,
+}
+
+/// What turns a channel's messages into a topic's updates.
+pub trait Feed: Send + Sync + 'static {
+    /// A message from the topic's channel; `None` when it is unreadable (logged).
+    fn on_message(&self, payload: &str) -> Option<Offer>;
+
+    /// The current state as an update at `position`, for feeds that answer
+    /// [`Offer::Changed`] and for the first event of a new stream.
+    fn render(&self, _position: Position) -> BoxFuture<'_, Option<Update>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// The current state read afresh (after the subscription was lost and messages may
+    /// have been missed); `None` when there is nothing to correct.
+    fn resync(&self) -> BoxFuture<'_, Option<Update>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// Tuning of the hub.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    pub poll_interval: Duration,
-    pub site_interval: Duration,
     /// Emitted updates kept per topic for `Last-Event-ID` replay.
     pub history: usize,
     /// Updates a browser may fall behind before it is resynchronised with a snapshot.
     pub lag_capacity: usize,
 }
 
-#[derive(Default)]
 struct TopicState {
     history: VecDeque<Arc<Update>>,
     pending: Option<Arc<Update>>,
+    /// The feed's state changed since the last emit (rendered at the interval's end).
+    changed: bool,
     last_emit: Option<Instant>,
     timer_armed: bool,
-    site: SiteWindow,
-    site_seq: i64,
+    /// Positions of rendered updates: a new epoch per topic instance.
+    rendered: Position,
 }
 
-/// The fan-out point of one poll or site.
+/// The fan-out point of one channel.
 pub struct Topic {
-    pub key: TopicKey,
+    pub channel: Channel,
+    feed: Arc<dyn Feed>,
+    interval: Duration,
+    history_len: usize,
     tx: broadcast::Sender<Arc<Update>>,
     latest: watch::Sender<Option<Arc<Update>>>,
     state: Mutex<TopicState>,
 }
 
 impl Topic {
-    fn new(key: TopicKey, capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+    fn new(
+        channel: Channel,
+        feed: Arc<dyn Feed>,
+        interval: Duration,
+        settings: &HubSettings,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(settings.lag_capacity.max(1));
         let (latest, _) = watch::channel(None);
         Self {
-            key,
+            channel,
+            feed,
+            interval,
+            history_len: settings.history,
             tx,
             latest,
-            state: Mutex::new(TopicState::default()),
+            state: Mutex::new(TopicState {
+                history: VecDeque::new(),
+                pending: None,
+                changed: false,
+                last_emit: None,
+                timer_armed: false,
+                rendered: Position {
+                    epoch: chrono::Utc::now().timestamp_millis(),
+                    seq: 0,
+                },
+            }),
         }
     }
 
@@ -126,20 +212,23 @@ impl Topic {
         self.latest.borrow().clone()
     }
 
-    /// The updates after `last_seen`, when the history still covers it up to at least
-    /// `current`; `None` when the gap is older than what is kept (send a snapshot).
-    pub fn replay_since(&self, last_seen: i64, current: i64) -> Option<Vec<Arc<Update>>> {
+    /// The updates after `last_seen` up to `current`, when both are in the same epoch and
+    /// the history still covers the gap; `None` otherwise (send a snapshot).
+    pub fn replay_since(&self, last_seen: Position, current: Position) -> Option<Vec<Arc<Update>>> {
+        if last_seen.epoch != current.epoch {
+            return None;
+        }
         let state = self.lock();
-        let first = state.history.front()?;
-        let last = state.history.back()?;
-        if first.id > last_seen || last.id < current {
+        let first = state.history.front()?.position;
+        let last = state.history.back()?.position;
+        if first.epoch != current.epoch || first.seq > last_seen.seq || last != current {
             return None;
         }
         Some(
             state
                 .history
                 .iter()
-                .filter(|u| u.id > last_seen)
+                .filter(|u| u.position.seq > last_seen.seq)
                 .cloned()
                 .collect(),
         )
@@ -149,37 +238,52 @@ impl Topic {
         self.tx.receiver_count() > 0 || self.latest.receiver_count() > 0
     }
 
-    /// Records a state read from Redis for a new stream, unless the topic already has it or
-    /// newer: the hub then knows what browsers hold (a later lower sequence number is a
-    /// reset, sent as a snapshot) and can replay from it.
-    pub fn seed(&self, snapshot: &Arc<Update>) {
-        let mut state = self.lock();
-        let newest = state
+    /// The newest position the topic knows (pending or emitted).
+    fn newest(state: &TopicState) -> Option<Position> {
+        state
             .pending
             .as_ref()
             .or(state.history.back())
-            .map(|u| u.id);
-        if newest.is_none_or(|n| n < snapshot.id) {
-            state.history.push_back(Arc::new(Update {
-                kind: Kind::Tally,
-                ..(**snapshot).clone()
-            }));
+            .map(|u| u.position)
+    }
+
+    /// Records a state read from Redis for a new stream, unless the topic already has it or
+    /// newer in the same epoch: the topic then knows what browsers hold and can replay from
+    /// it.
+    pub fn seed(&self, snapshot: &Arc<Update>) {
+        let mut state = self.lock();
+        let known = Self::newest(&state)
+            .is_some_and(|n| n.epoch == snapshot.position.epoch && n.seq >= snapshot.position.seq);
+        if !known {
+            if Self::newest(&state).is_some_and(|n| n.epoch != snapshot.position.epoch) {
+                state.history.clear();
+                state.pending = None;
+            }
+            state.history.push_back(snapshot.clone());
             self.latest.send_replace(Some(snapshot.clone()));
         }
     }
 
-    /// Sends an update to every reader now and records it.
-    pub fn emit(&self, update: Arc<Update>, history: usize) {
-        let mut state = self.lock();
-        self.emit_locked(&mut state, update, history);
+    /// The feed's current state as a snapshot at the topic's rendered position (the first
+    /// event of a new stream of a rendered feed).
+    pub async fn render_snapshot(&self) -> Option<Arc<Update>> {
+        let position = self.lock().rendered;
+        let update = self.feed.render(position).await?;
+        Some(Arc::new(update.as_snapshot()))
     }
 
-    fn emit_locked(&self, state: &mut TopicState, update: Arc<Update>, history: usize) {
-        if update.kind == Kind::Snapshot {
+    /// Sends an update to every reader now and records it.
+    pub fn emit(&self, update: Arc<Update>) {
+        let mut state = self.lock();
+        self.emit_locked(&mut state, update);
+    }
+
+    fn emit_locked(&self, state: &mut TopicState, update: Arc<Update>) {
+        if update.is_snapshot() {
             state.history.clear();
         }
         state.history.push_back(update.clone());
-        while state.history.len() > history {
+        while state.history.len() > self.history_len {
             state.history.pop_front();
         }
         state.last_emit = Some(Instant::now());
@@ -192,93 +296,43 @@ impl Topic {
 
 /// All topics of this gateway.
 pub struct Hub {
-    topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    topics: Mutex<HashMap<Channel, Arc<Topic>>>,
     settings: HubSettings,
-    channel_prefix: String,
     keys: Keys,
-    /// Counts recent site visitors (`PFCOUNT`); without it (unit tests) they read 0.
-    redis: Option<ConnectionManager>,
 }
 
 impl Hub {
-    pub fn new(keys: &Keys, settings: HubSettings, redis: Option<ConnectionManager>) -> Self {
-        let channel_prefix = keys.channel_pattern().trim_end_matches('*').to_string();
+    pub fn new(keys: &Keys, settings: HubSettings) -> Self {
         Self {
             topics: Mutex::new(HashMap::new()),
             settings,
-            channel_prefix,
             keys: keys.clone(),
-            redis,
         }
     }
 
-    /// A site's live activity now, as an update of `kind` numbered `id`.
-    pub async fn site_update(&self, topic: &Topic, kind: Kind, id: i64) -> Arc<Update> {
-        let TopicKey::Site(site_id) = &topic.key else {
-            return Arc::new(Update {
-                kind,
-                id,
-                data: "{}".into(),
-            });
-        };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let aggregate = topic.lock().site.aggregate(now_ms);
-        let mut visitors = 0u64;
-        if let Some(redis) = &self.redis {
-            let keys = domain::site::recent_visitor_keys(&self.keys, site_id, now_ms);
-            match domain::redis_client::cmd("PFCOUNT")
-                .arg(keys)
-                .query_async::<u64>(&mut redis.clone())
-                .await
-            {
-                Ok(n) => visitors = n,
-                Err(e) => tracing::debug!(error = %e, "could not count recent visitors"),
-            }
-        }
-        let data = serde_json::json!({
-            "site_id": site_id,
-            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "visitors_last_5m": visitors,
-            "events_last_10s": aggregate.events_last_10s,
-            "events_per_second": aggregate.events_per_second,
-            "events_last_5m": aggregate.events_last_5m,
-            "page_views_last_5m": aggregate.page_views_last_5m,
-            "top_paths": aggregate.top_paths,
-        });
-        Arc::new(Update {
-            kind,
-            id,
-            data: data.to_string(),
-        })
-    }
-
-    pub fn settings(&self) -> &HubSettings {
-        &self.settings
-    }
-
-    fn topics(&self) -> MutexGuard<'_, HashMap<TopicKey, Arc<Topic>>> {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Channel, Arc<Topic>>> {
         self.topics
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The topic for `key`, created when missing.
-    pub fn topic(&self, key: TopicKey) -> Arc<Topic> {
-        let capacity = self.settings.lag_capacity;
+    /// The topic of `channel`, created with the feed `make_feed` gives and coalescing
+    /// `interval` when missing.
+    pub fn topic(
+        &self,
+        channel: Channel,
+        interval: Duration,
+        make_feed: impl FnOnce() -> Arc<dyn Feed>,
+    ) -> Arc<Topic> {
         self.topics()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Topic::new(key, capacity)))
+            .entry(channel.clone())
+            .or_insert_with(|| Arc::new(Topic::new(channel, make_feed(), interval, &self.settings)))
             .clone()
     }
 
-    /// The topic for `key`, if someone is interested in it.
-    pub fn existing(&self, key: &TopicKey) -> Option<Arc<Topic>> {
-        self.topics().get(key).cloned()
-    }
-
-    /// Every topic (for resynchronisation after a Redis reconnect).
-    pub fn all(&self) -> Vec<Arc<Topic>> {
-        self.topics().values().cloned().collect()
+    /// The topic of `channel`, if someone is interested in it.
+    pub fn existing(&self, channel: &Channel) -> Option<Arc<Topic>> {
+        self.topics().get(channel).cloned()
     }
 
     /// Forgets topics nobody reads any more.
@@ -288,211 +342,95 @@ impl Hub {
     }
 
     /// Routes one pub/sub message. Messages of topics nobody watches cost a lookup.
-    pub fn on_message(self: &Arc<Self>, channel: &str, payload: &str) {
-        let Some(rest) = channel.strip_prefix(&self.channel_prefix) else {
+    pub fn on_message(self: &Arc<Self>, channel_name: &str, payload: &str) {
+        let Some(channel) = Channel::parse(&self.keys, channel_name) else {
             return;
         };
-        if let Some(poll_id) = rest.strip_prefix("poll:") {
-            let Some(topic) = self.existing(&TopicKey::Poll(poll_id.to_string())) else {
-                return;
-            };
-            match serde_json::from_str::<SeqOnly>(payload) {
-                Ok(p) => self.offer_poll(
-                    &topic,
-                    Arc::new(Update {
-                        kind: Kind::Tally,
-                        id: p.seq,
-                        data: payload.to_string(),
-                    }),
-                ),
-                Err(e) => tracing::warn!(error = %e, channel, "unreadable poll update"),
-            }
-        } else if let Some(site_id) = rest.strip_prefix("site:") {
-            let Some(topic) = self.existing(&TopicKey::Site(site_id.to_string())) else {
-                return;
-            };
-            match serde_json::from_str::<SiteBatchSummary>(payload) {
-                Ok(summary) => {
-                    topic.lock().site.add(&summary);
-                    self.schedule(&topic, self.settings.site_interval);
-                }
-                Err(e) => tracing::warn!(error = %e, channel, "unreadable site summary"),
-            }
+        let Some(topic) = self.existing(&channel) else {
+            return;
+        };
+        match topic.feed.on_message(payload) {
+            Some(Offer::Ready(update)) => self.offer(&topic, Arc::new(update)),
+            Some(Offer::Changed) => self.changed(&topic),
+            None => tracing::warn!(channel = channel_name, "unreadable live update"),
         }
     }
 
-    /// Coalesces a poll update: out now, or folded into the one at the interval's end.
-    pub fn offer_poll(self: &Arc<Self>, topic: &Arc<Topic>, mut update: Arc<Update>) {
-        let interval = self.settings.poll_interval;
+    /// Coalesces a finished update: out now, or folded into the one at the interval's end.
+    /// An update of another epoch than the topic's newest replaces the browsers' state (a
+    /// snapshot); one already known is dropped.
+    pub fn offer(self: &Arc<Self>, topic: &Arc<Topic>, mut update: Arc<Update>) {
         let mut state = topic.lock();
-        let newest = state
-            .pending
-            .as_ref()
-            .or(state.history.back())
-            .map(|u| u.id);
-        if let Some(newest) = newest
-            && update.id <= newest
-        {
-            if update.id == newest {
-                return; // already have it
+        if let Some(newest) = Topic::newest(&state) {
+            if newest.epoch == update.position.epoch {
+                if update.position.seq <= newest.seq {
+                    return;
+                }
+            } else {
+                update = Arc::new(update.as_snapshot());
+                state.pending = None;
             }
-            // The sequence went backwards: the poll was restored after Redis lost recent
-            // votes. Clients must replace their state, not wait for a number they will
-            // never see.
-            update = Arc::new(Update {
-                kind: Kind::Snapshot,
-                ..(*update).clone()
-            });
-            state.pending = None;
         }
-        let due = state.last_emit.is_none_or(|t| t.elapsed() >= interval);
+        let due = state
+            .last_emit
+            .is_none_or(|t| t.elapsed() >= topic.interval);
         if due && !state.timer_armed {
-            topic.emit_locked(&mut state, update, self.settings.history);
+            topic.emit_locked(&mut state, update);
         } else {
             state.pending = Some(update);
-            self.arm_timer(topic, &mut state, interval);
+            self.arm_timer(topic, &mut state);
         }
     }
 
-    /// Marks a site topic dirty and makes sure it is emitted within `interval`.
-    fn schedule(self: &Arc<Self>, topic: &Arc<Topic>, interval: Duration) {
+    /// Marks a rendered topic changed; it is rendered and emitted within its interval.
+    fn changed(self: &Arc<Self>, topic: &Arc<Topic>) {
         let mut state = topic.lock();
-        self.arm_timer(topic, &mut state, interval);
+        state.changed = true;
+        self.arm_timer(topic, &mut state);
     }
 
-    fn arm_timer(self: &Arc<Self>, topic: &Arc<Topic>, state: &mut TopicState, interval: Duration) {
+    /// Sends every topic's freshly read state as a snapshot (after the subscription was
+    /// lost: messages may have been missed).
+    pub async fn resync(&self) {
+        let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
+        for topic in topics {
+            if let Some(update) = topic.feed.resync().await {
+                topic.emit(Arc::new(update.as_snapshot()));
+            }
+        }
+    }
+
+    fn arm_timer(self: &Arc<Self>, topic: &Arc<Topic>, state: &mut TopicState) {
         if state.timer_armed {
             return;
         }
         state.timer_armed = true;
-        let at = state.last_emit.map_or_else(Instant::now, |t| t + interval);
-        let (hub, topic) = (Arc::clone(self), Arc::clone(topic));
+        let at = state
+            .last_emit
+            .map_or_else(Instant::now, |t| t + topic.interval);
+        let topic = Arc::clone(topic);
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            hub.flush(&topic).await;
+            Self::flush(&topic).await;
         });
     }
 
-    async fn flush(&self, topic: &Arc<Topic>) {
-        match &topic.key {
-            TopicKey::Poll(_) => {
-                let mut state = topic.lock();
-                state.timer_armed = false;
-                if let Some(update) = state.pending.take() {
-                    topic.emit_locked(&mut state, update, self.settings.history);
-                }
+    async fn flush(topic: &Arc<Topic>) {
+        let render_at = {
+            let mut state = topic.lock();
+            state.timer_armed = false;
+            if let Some(update) = state.pending.take() {
+                topic.emit_locked(&mut state, update);
+                return;
             }
-            TopicKey::Site(_) => {
-                let id = {
-                    let mut state = topic.lock();
-                    state.timer_armed = false;
-                    state.site_seq += 1;
-                    state.site_seq
-                };
-                let update = self.site_update(topic, Kind::Activity, id).await;
-                topic.emit(update, self.settings.history);
+            if !std::mem::take(&mut state.changed) {
+                return;
             }
-        }
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct SeqOnly {
-    seq: i64,
-}
-
-/// Width of one bucket of a site's activity window.
-const BUCKET_MS: i64 = 10_000;
-/// Buckets kept: five minutes.
-const BUCKETS: usize = 30;
-/// Paths remembered per bucket (the summaries carry each batch's top 10).
-const MAX_PATHS_PER_BUCKET: usize = 500;
-
-#[derive(Default)]
-struct Bucket {
-    start_ms: i64,
-    events: u64,
-    page_views: u64,
-    paths: HashMap<String, u64>,
-}
-
-/// A site's last five minutes of batch summaries, in ten-second buckets.
-#[derive(Default)]
-pub struct SiteWindow {
-    buckets: VecDeque<Bucket>,
-}
-
-/// A site's live activity, without the visitor count (filled from Redis).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SiteAggregate {
-    pub events_last_10s: u64,
-    pub events_per_second: f64,
-    pub events_last_5m: u64,
-    pub page_views_last_5m: u64,
-    pub top_paths: Vec<PathViews>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PathViews {
-    pub path: String,
-    pub views: u64,
-}
-
-impl SiteWindow {
-    pub fn add(&mut self, s: &SiteBatchSummary) {
-        let start = s.at_ms - s.at_ms.rem_euclid(BUCKET_MS);
-        if self.buckets.back().is_none_or(|b| b.start_ms != start) {
-            self.buckets.push_back(Bucket {
-                start_ms: start,
-                ..Default::default()
-            });
-        }
-        while self.buckets.len() > BUCKETS {
-            self.buckets.pop_front();
-        }
-        if let Some(b) = self.buckets.back_mut() {
-            b.events += s.events;
-            b.page_views += s.page_views;
-            for (path, n) in &s.paths {
-                if b.paths.len() < MAX_PATHS_PER_BUCKET || b.paths.contains_key(path) {
-                    *b.paths.entry(path.clone()).or_default() += n;
-                }
-            }
-        }
-    }
-
-    pub fn aggregate(&self, now_ms: i64) -> SiteAggregate {
-        let recent: Vec<&Bucket> = self
-            .buckets
-            .iter()
-            .filter(|b| b.start_ms > now_ms - (BUCKETS as i64) * BUCKET_MS)
-            .collect();
-        let last_10s: u64 = recent
-            .iter()
-            .filter(|b| b.start_ms > now_ms - 2 * BUCKET_MS)
-            .map(|b| b.events)
-            .sum();
-        let mut paths: HashMap<&str, u64> = HashMap::new();
-        for b in &recent {
-            for (p, n) in &b.paths {
-                *paths.entry(p).or_default() += n;
-            }
-        }
-        let mut top: Vec<PathViews> = paths
-            .into_iter()
-            .map(|(p, n)| PathViews {
-                path: p.to_string(),
-                views: n,
-            })
-            .collect();
-        top.sort_unstable_by(|a, b| b.views.cmp(&a.views).then_with(|| a.path.cmp(&b.path)));
-        top.truncate(10);
-        SiteAggregate {
-            events_last_10s: last_10s,
-            events_per_second: last_10s as f64 / 20.0,
-            events_last_5m: recent.iter().map(|b| b.events).sum(),
-            page_views_last_5m: recent.iter().map(|b| b.page_views).sum(),
-            top_paths: top,
+            state.rendered.seq += 1;
+            state.rendered
+        };
+        if let Some(update) = topic.feed.render(render_at).await {
+            topic.emit(Arc::new(update));
         }
     }
 }
@@ -501,127 +439,161 @@ impl SiteWindow {
 mod tests {
     use super::*;
 
-    fn hub(interval_ms: u64) -> Arc<Hub> {
+    /// A feed whose messages are `epoch.seq` pairs.
+    struct Numbers;
+
+    impl Feed for Numbers {
+        fn on_message(&self, payload: &str) -> Option<Offer> {
+            let position = Position::parse_event_id(payload)?;
+            Some(Offer::Ready(Update {
+                event: "tally",
+                position,
+                data: payload.to_string(),
+            }))
+        }
+    }
+
+    fn hub() -> Arc<Hub> {
         Arc::new(Hub::new(
             &Keys::new("t"),
             HubSettings {
-                poll_interval: Duration::from_millis(interval_ms),
-                site_interval: Duration::from_millis(interval_ms),
                 history: 4,
                 lag_capacity: 8,
             },
-            None,
         ))
     }
 
-    fn tally(seq: i64) -> String {
-        format!(
-            r#"{{"poll_id":"p","seq":{seq},"tally":{{"o1":{seq}}},"total":{seq},"closed":false}}"#
+    fn topic(hub: &Hub, interval_ms: u64) -> Arc<Topic> {
+        hub.topic(
+            Channel::Poll("p".into()),
+            Duration::from_millis(interval_ms),
+            || Arc::new(Numbers),
         )
+    }
+
+    fn at(seq: i64) -> Position {
+        Position { epoch: 0, seq }
     }
 
     #[tokio::test(start_paused = true)]
     async fn bursts_are_coalesced_and_end_on_the_latest_state() {
-        let hub = hub(100);
-        let topic = hub.topic(TopicKey::Poll("p".into()));
+        let hub = hub();
+        let topic = topic(&hub, 100);
         let mut rx = topic.subscribe();
         for seq in 1..=5 {
-            hub.on_message("t:chan:poll:p", &tally(seq));
+            hub.on_message("t:chan:poll:p", &seq.to_string());
         }
         // The first goes out at once, the rest fold into one at the interval's end.
-        assert_eq!(rx.recv().await.map(|u| u.id).ok(), Some(1));
+        assert_eq!(rx.recv().await.map(|u| u.position.seq).ok(), Some(1));
         assert!(rx.try_recv().is_err());
         tokio::time::sleep(Duration::from_millis(101)).await;
-        assert_eq!(rx.recv().await.map(|u| u.id).ok(), Some(5));
+        assert_eq!(rx.recv().await.map(|u| u.position.seq).ok(), Some(5));
         assert!(rx.try_recv().is_err(), "at most one event per interval");
     }
 
     #[tokio::test(start_paused = true)]
     async fn history_replays_what_a_reconnecting_client_missed_or_says_it_cannot() {
-        let hub = hub(0);
-        let topic = hub.topic(TopicKey::Poll("p".into()));
+        let hub = hub();
+        let topic = topic(&hub, 0);
         for seq in 1..=6 {
-            hub.on_message("t:chan:poll:p", &tally(seq));
+            hub.on_message("t:chan:poll:p", &seq.to_string());
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let replay = topic.replay_since(4, 6).expect("covered");
-        assert_eq!(replay.iter().map(|u| u.id).collect::<Vec<_>>(), vec![5, 6]);
+        let replay = topic.replay_since(at(4), at(6)).expect("covered");
+        assert_eq!(
+            replay.iter().map(|u| u.position.seq).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
         assert!(
-            topic.replay_since(1, 6).is_none(),
+            topic.replay_since(at(1), at(6)).is_none(),
             "history keeps 4: seq 2 is gone"
         );
         assert!(
-            topic.replay_since(4, 7).is_none(),
+            topic.replay_since(at(4), at(7)).is_none(),
             "history does not reach the current state"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_sequence_going_backwards_is_sent_as_a_snapshot() {
-        let hub = hub(0);
-        let topic = hub.topic(TopicKey::Poll("p".into()));
+    async fn a_new_epoch_is_sent_as_a_snapshot_and_ends_replay_across_it() {
+        let hub = hub();
+        let topic = topic(&hub, 0);
         let mut rx = topic.subscribe();
-        hub.on_message("t:chan:poll:p", &tally(10));
+        hub.on_message("t:chan:poll:p", "10");
         tokio::time::sleep(Duration::from_millis(1)).await;
-        hub.on_message("t:chan:poll:p", &tally(3));
-        assert_eq!(rx.recv().await.map(|u| u.kind).ok(), Some(Kind::Tally));
+        hub.on_message("t:chan:poll:p", "77.3");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        hub.on_message("t:chan:poll:p", "77.12");
+        assert_eq!(rx.recv().await.map(|u| u.event).ok(), Some("tally"));
         let reset = rx.recv().await.expect("reset");
-        assert_eq!((reset.kind, reset.id), (Kind::Snapshot, 3));
+        assert_eq!(
+            (reset.event, reset.position),
+            (SNAPSHOT, Position { epoch: 77, seq: 3 })
+        );
+        let current = Position { epoch: 77, seq: 12 };
+        assert!(
+            topic.replay_since(at(10), current).is_none(),
+            "a position of the old epoch is never replayed into the new one"
+        );
+        assert!(
+            topic
+                .replay_since(Position { epoch: 77, seq: 3 }, current)
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sequence_number_already_seen_in_the_same_epoch_is_dropped() {
+        let hub = hub();
+        let topic = topic(&hub, 0);
+        let mut rx = topic.subscribe();
+        hub.on_message("t:chan:poll:p", "5");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        hub.on_message("t:chan:poll:p", "3");
+        hub.on_message("t:chan:poll:p", "5");
+        assert_eq!(rx.recv().await.map(|u| u.position.seq).ok(), Some(5));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
     async fn a_reader_that_falls_behind_lags_instead_of_blocking() {
-        let hub = hub(0);
-        let topic = hub.topic(TopicKey::Poll("p".into()));
+        let hub = hub();
+        let topic = topic(&hub, 0);
         let mut slow = topic.subscribe();
         for seq in 1..=50 {
-            topic.emit(
-                Arc::new(Update {
-                    kind: Kind::Tally,
-                    id: seq,
-                    data: tally(seq),
-                }),
-                4,
-            );
+            topic.emit(Arc::new(Update {
+                event: "tally",
+                position: at(seq),
+                data: seq.to_string(),
+            }));
         }
         assert!(matches!(
             slow.recv().await,
             Err(broadcast::error::RecvError::Lagged(_))
         ));
-        assert_eq!(topic.latest().map(|u| u.id), Some(50));
+        assert_eq!(topic.latest().map(|u| u.position.seq), Some(50));
     }
 
     #[test]
     fn messages_of_unwatched_topics_are_ignored() {
-        let hub = hub(0);
-        hub.on_message("t:chan:poll:nobody", &tally(1));
-        assert!(hub.existing(&TopicKey::Poll("nobody".into())).is_none());
+        let hub = hub();
+        hub.on_message("t:chan:poll:nobody", "1");
+        assert!(hub.existing(&Channel::Poll("nobody".into())).is_none());
     }
 
     #[test]
-    fn the_site_window_ranks_paths_over_five_minutes() {
-        let mut w = SiteWindow::default();
-        let s = |at_ms, events, paths: &[(&str, u64)]| SiteBatchSummary {
-            site_id: "s".into(),
-            at_ms,
-            events,
-            page_views: events,
-            paths: paths.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
-        };
-        w.add(&s(1_000_000, 5, &[("/a", 3), ("/b", 2)]));
-        w.add(&s(1_005_000, 4, &[("/b", 4)]));
-        w.add(&s(1_200_000, 1, &[("/c", 1)]));
-        let agg = w.aggregate(1_205_000);
-        assert_eq!(agg.events_last_5m, 10);
-        assert_eq!(agg.events_last_10s, 1);
-        assert_eq!(
-            agg.top_paths[0],
-            PathViews {
-                path: "/b".into(),
-                views: 6
-            }
-        );
-        let later = w.aggregate(1_000_000 + 400_000);
-        assert_eq!(later.events_last_5m, 1, "old buckets age out");
+    fn event_ids_carry_the_epoch_once_there_is_one() {
+        for p in [
+            at(0),
+            at(42),
+            Position {
+                epoch: 1_763_114_400_000,
+                seq: 7,
+            },
+        ] {
+            assert_eq!(Position::parse_event_id(&p.event_id()), Some(p));
+        }
+        assert_eq!(at(42).event_id(), "42");
+        assert_eq!(Position::parse_event_id("x.1"), None);
     }
 }

@@ -48,12 +48,9 @@ impl Application {
         let hub = Arc::new(Hub::new(
             &keys,
             HubSettings {
-                poll_interval: Duration::from_millis(g.poll_coalesce_ms),
-                site_interval: Duration::from_millis(g.site_coalesce_ms),
                 history: g.replay_history,
                 lag_capacity: g.max_client_lag,
             },
-            Some(redis.clone()),
         ));
         let state = web::Data::new(AppState {
             keys: keys.clone(),
@@ -72,7 +69,6 @@ impl Application {
                 config.redis.redis_url.clone(),
                 keys,
                 hub.clone(),
-                redis.clone(),
                 subscribed.clone(),
                 shutdown.clone(),
             )),

@@ -1,10 +1,10 @@
 //! The gateway's one Redis subscription: a pattern over every Tally channel, feeding the
-//! hub. It reconnects by itself, and after a reconnect sends every open poll stream a fresh
+//! hub. It reconnects by itself, and after a reconnect has every topic's feed send a fresh
 //! snapshot, so no browser keeps a tally that missed updates while Redis was away.
 
-use crate::hub::{Hub, Kind, TopicKey, Update};
+use crate::hub::Hub;
+use domain::backoff::Backoff;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
 use domain::shutdown::CancellationToken;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -16,12 +16,11 @@ pub async fn run(
     redis_url: String,
     keys: Keys,
     hub: Arc<Hub>,
-    mut redis: ConnectionManager,
     subscribed: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let pattern = keys.channel_pattern();
-    let mut pause = Duration::from_millis(100);
+    let pattern = domain::channel::pattern(&keys);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
     while !shutdown.is_cancelled() {
         let connected = async {
@@ -37,21 +36,21 @@ pub async fn run(
         let mut pubsub = match pubsub {
             Ok(p) => p,
             Err(e) => {
+                let pause = backoff.next_pause();
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis subscription failed");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
         subscribed.store(true, Ordering::SeqCst);
-        pause = Duration::from_millis(100);
+        backoff.reset();
         if !first {
             metrics::counter!("sse_gateway_redis_resubscriptions_total").increment(1);
             tracing::info!("Redis subscription restored; resynchronising open streams");
-            resync(&hub, &keys, &mut redis).await;
+            hub.resync().await;
         }
         first = false;
         let mut messages = pubsub.on_message();
@@ -73,30 +72,5 @@ pub async fn run(
         }
         subscribed.store(false, Ordering::SeqCst);
         tracing::warn!("Redis subscription lost; reconnecting");
-    }
-}
-
-/// Sends every open poll stream the poll's current state as a snapshot.
-async fn resync(hub: &Arc<Hub>, keys: &Keys, redis: &mut ConnectionManager) {
-    for topic in hub.all() {
-        let TopicKey::Poll(poll_id) = &topic.key else {
-            continue;
-        };
-        match domain::poll::read_state(redis, keys, poll_id, chrono::Utc::now()).await {
-            Ok(Some(state)) => {
-                if let Ok(data) = serde_json::to_string(&state) {
-                    topic.emit(
-                        Arc::new(Update {
-                            kind: Kind::Snapshot,
-                            id: state.seq,
-                            data,
-                        }),
-                        hub.settings().history,
-                    );
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, poll_id, "could not resynchronise a poll"),
-        }
     }
 }

@@ -34,7 +34,7 @@ impl Application {
     /// When the address cannot be bound or a URL is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let redis = domain::redis::connection_manager(&config.redis)?;
-        let pg = domain::db::pool(&config.postgres)?;
+        let pg = domain::postgres::pool(&config.postgres)?;
         let state = web::Data::new(AppState {
             keys: Keys::new(config.redis.redis_key_prefix.clone()),
             redis: redis.clone(),
@@ -46,7 +46,7 @@ impl Application {
         let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
             let (mut redis, pg) = (redis.clone(), pg.clone());
             Box::pin(async move {
-                domain::db::ping(&pg, timeout)
+                domain::postgres::ping(&pg, timeout)
                     .await
                     .map_err(|e| format!("postgres: {e:#}"))?;
                 domain::redis::ping(&mut redis, timeout)
@@ -54,7 +54,7 @@ impl Application {
                     .map_err(|e| format!("redis: {e:#}"))
             })
         })
-        .refreshing(move || domain::db::record_pool_metrics(&pool_for_metrics, "stats_api"));
+        .refreshing(move || domain::postgres::record_pool_metrics(&pool_for_metrics, "stats_api"));
         let (listener, port) = domain::http::bind(&config.http)?;
         let cors_origins = config.http.cors_origins.clone();
         let server = domain::http::serve(

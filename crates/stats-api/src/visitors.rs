@@ -138,28 +138,15 @@ async fn estimate(
         return Ok(0);
     }
     let keys = &state.keys;
-    let day_texts: Vec<String> = days.iter().map(NaiveDate::to_string).collect();
-    let markers: Vec<String> = day_texts
-        .iter()
-        .map(|d| keys.site_day_visitors_complete(site_id, event_type, d))
-        .collect();
-    let complete: Vec<Option<String>> = domain::redis_client::cmd("MGET")
-        .arg(&markers)
-        .query_async(redis)
+    let complete = day_sketch::complete(redis, keys, site_id, event_type, &days)
         .await
         .context("reading the day sketch markers")?;
-    for ((day, text), marker) in days.iter().zip(&day_texts).zip(&complete) {
-        if marker.is_none() {
-            rebuild_day(state, client, redis, site_id, event_type, *day, text).await?;
+    for (day, complete) in days.iter().zip(complete) {
+        if !complete {
+            rebuild_day(state, client, redis, site_id, event_type, *day).await?;
         }
     }
-    let sketches: Vec<String> = day_texts
-        .iter()
-        .map(|d| keys.site_day_visitors(site_id, event_type, d))
-        .collect();
-    domain::redis_client::cmd("PFCOUNT")
-        .arg(&sketches)
-        .query_async(redis)
+    day_sketch::count(redis, keys, site_id, event_type, &days)
         .await
         .context("PFCOUNT of the day sketches")
 }
@@ -173,12 +160,8 @@ async fn rebuild_day(
     site_id: &str,
     event_type: &str,
     day: NaiveDate,
-    day_text: &str,
 ) -> anyhow::Result<()> {
-    let sketch = state.keys.site_day_visitors(site_id, event_type, day_text);
-    let marker = state
-        .keys
-        .site_day_visitors_complete(site_id, event_type, day_text);
+    let keys = &state.keys;
     let users_stmt = client
         .prepare_cached(
             "SELECT user_id FROM daily_visitors
@@ -192,45 +175,23 @@ async fn rebuild_day(
         .context("reading a day's visitors")?;
     futures_util::pin_mut!(rows);
     // An empty day still gets a sketch, so it can carry a lifetime.
-    let _: () = domain::redis_client::cmd("PFADD")
-        .arg(&sketch)
-        .query_async(redis)
-        .await?;
+    day_sketch::add(redis, keys, site_id, event_type, day, &[]).await?;
     let mut chunk: Vec<String> = Vec::with_capacity(REBUILD_CHUNK);
     while let Some(row) = rows.try_next().await? {
         chunk.push(row.get(0));
         if chunk.len() == REBUILD_CHUNK {
-            add(redis, &sketch, &chunk).await?;
+            day_sketch::add(redis, keys, site_id, event_type, day, &chunk)
+                .await
+                .context("PFADD while rebuilding a day sketch")?;
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        add(redis, &sketch, &chunk).await?;
+        day_sketch::add(redis, keys, site_id, event_type, day, &chunk)
+            .await
+            .context("PFADD while rebuilding a day sketch")?;
     }
-    // The sketch outlives its marker, so a marker never vouches for a sketch that is gone.
-    let _: () = domain::redis_client::pipe()
-        .cmd("EXPIRE")
-        .arg(&sketch)
-        .arg(day_sketch::TTL_SECONDS + day_sketch::MARGIN_SECONDS)
-        .ignore()
-        .cmd("SET")
-        .arg(&marker)
-        .arg("1")
-        .arg("EX")
-        .arg(day_sketch::TTL_SECONDS)
-        .ignore()
-        .query_async(redis)
-        .await?;
+    day_sketch::mark_complete(redis, keys, site_id, event_type, day).await?;
     metrics::counter!("stats_api_day_sketches_rebuilt_total").increment(1);
-    Ok(())
-}
-
-async fn add(redis: &mut ConnectionManager, sketch: &str, users: &[String]) -> anyhow::Result<()> {
-    let _: () = domain::redis_client::cmd("PFADD")
-        .arg(sketch)
-        .arg(users)
-        .query_async(redis)
-        .await
-        .context("PFADD while rebuilding a day sketch")?;
     Ok(())
 }

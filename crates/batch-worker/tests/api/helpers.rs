@@ -1,6 +1,6 @@
 use batch_worker::config::{Config, WorkerSettings};
-use batch_worker::store::EventStore;
-use batch_worker::worker::Lane;
+use batch_worker::events::EventWork;
+use batch_worker::lane::Lane;
 use domain::config::ServiceConfig;
 use domain::keys::Keys;
 use domain::queue::WorkerQueue;
@@ -35,15 +35,11 @@ impl Harness {
         self.redis.keys()
     }
 
-    pub fn worker(&self, id: &str) -> Lane<EventStore> {
+    pub fn worker(&self, id: &str) -> Lane<EventWork> {
         self.worker_with_pg(id, &self.db.config)
     }
 
-    pub fn worker_with_pg(
-        &self,
-        id: &str,
-        pg: &domain::config::PostgresConfig,
-    ) -> Lane<EventStore> {
+    pub fn worker_with_pg(&self, id: &str, pg: &domain::config::PostgresConfig) -> Lane<EventWork> {
         let keys = self.keys();
         let redis = domain::redis::connection_manager(&self.redis.config).expect("redis");
         let mut blocking_cfg = self.redis.config.clone();
@@ -52,10 +48,10 @@ impl Harness {
         let queue = WorkerQueue::new(keys.events_queue(), id);
         Lane::new(
             vec![queue],
-            Arc::new(EventStore {
-                pg: domain::db::pool(pg).expect("pool"),
+            Arc::new(EventWork {
+                pg: domain::postgres::pool(pg).expect("pool"),
+                keys,
             }),
-            keys,
             redis,
             blocking,
             self.settings.clone(),
@@ -95,7 +91,7 @@ impl Harness {
             .expect("LLEN")
     }
 
-    pub async fn drain(&self, worker: &mut Lane<EventStore>) -> u64 {
+    pub async fn drain(&self, worker: &mut Lane<EventWork>) -> u64 {
         let shutdown = CancellationToken::new();
         let mut stored = 0;
         loop {

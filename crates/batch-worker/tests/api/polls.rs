@@ -1,6 +1,6 @@
 use crate::helpers::Harness;
-use batch_worker::polls::PollStore;
-use batch_worker::worker::{Lane, Store};
+use batch_worker::lane::{Lane, Work};
+use batch_worker::votes::VoteWork;
 use domain::poll::{PollMessage, PollOption};
 use domain::queue::WorkerQueue;
 use domain::shutdown::CancellationToken;
@@ -22,6 +22,7 @@ fn poll(id: &str) -> PollMessage {
         ],
         closes_at_ms: None,
         created_at_ms: 1_763_114_400_000,
+        queued_at_ms: 1_763_114_400_000,
     }
 }
 
@@ -33,6 +34,7 @@ fn vote(n: u32, poll_id: &str, option: &str, user: &str) -> PollMessage {
         user_id: user.into(),
         seq: i64::from(n),
         voted_at_ms: 1_763_114_400_000,
+        queued_at_ms: 1_763_114_400_000,
         traceparent: None,
     }
 }
@@ -51,7 +53,7 @@ async fn counts(h: &Harness, poll_id: &str) -> Vec<(String, Option<String>, i64)
 #[tokio::test]
 async fn votes_are_counted_once_however_often_they_are_delivered() {
     let h = Harness::new().await;
-    let store = PollStore { pg: h.db.pool() };
+    let store = VoteWork { pg: h.db.pool() };
     let batch = [
         poll("p"),
         vote(1, "p", "o1", "u1"),
@@ -76,7 +78,7 @@ async fn votes_are_counted_once_however_often_they_are_delivered() {
 #[tokio::test]
 async fn votes_and_closes_that_overtake_the_poll_definition_still_land() {
     let h = Harness::new().await;
-    let store = PollStore { pg: h.db.pool() };
+    let store = VoteWork { pg: h.db.pool() };
     store
         .write(&[vote(1, "late", "o2", "u1")])
         .await
@@ -85,6 +87,7 @@ async fn votes_and_closes_that_overtake_the_poll_definition_still_land() {
         .write(&[PollMessage::Close {
             poll_id: "late".into(),
             closed_at_ms: 1_763_114_500_000,
+            queued_at_ms: 1_763_114_500_000,
         }])
         .await
         .expect("close");
@@ -130,8 +133,7 @@ async fn a_vote_lane_drains_every_shard_queue() {
     let redis = domain::redis::connection_manager(&h.redis.config).expect("redis");
     let mut lane = Lane::new(
         sources,
-        Arc::new(PollStore { pg: h.db.pool() }),
-        keys,
+        Arc::new(VoteWork { pg: h.db.pool() }),
         redis.clone(),
         redis,
         h.settings.clone(),

@@ -1,5 +1,5 @@
 use crate::helpers::{Harness, message, uuid};
-use batch_worker::retention;
+use batch_worker::events::retention;
 use chrono::{TimeDelta, Utc};
 use domain::shutdown::CancellationToken;
 use std::time::Duration;

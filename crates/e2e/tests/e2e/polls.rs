@@ -37,9 +37,7 @@ async fn wait_until_restored(stack: &Stack) {
             let mut conn = stack.redis.conn().await;
             let keys = stack.redis.keys();
             for shard in 0..domain::keys::VOTE_SHARDS {
-                let present: bool = domain::redis_client::cmd("EXISTS")
-                    .arg(keys.vote_shard_restored(shard))
-                    .query_async(&mut conn)
+                let present = domain::poll::shard_marker::is_restored(&mut conn, &keys, shard)
                     .await
                     .ok()?;
                 if !present {

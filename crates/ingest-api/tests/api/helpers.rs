@@ -106,15 +106,9 @@ impl TestApp {
     /// What the worker does once Redis holds every shard's polls.
     pub async fn mark_restored(&self) {
         let mut conn = self.redis.conn().await;
-        let keys = self.redis.keys();
-        for shard in 0..domain::keys::VOTE_SHARDS {
-            let _: () = domain::redis_client::cmd("SET")
-                .arg(keys.vote_shard_restored(shard))
-                .arg("1")
-                .query_async(&mut conn)
-                .await
-                .expect("SET");
-        }
+        domain::poll::shard_marker::set_all_restored(&mut conn, &self.redis.keys())
+            .await
+            .expect("shard markers");
     }
 
     /// Creates a poll as the admin; returns its id and option ids.

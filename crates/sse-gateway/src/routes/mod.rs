@@ -5,7 +5,7 @@ pub mod polls;
 pub mod sites;
 
 use crate::error::ApiError;
-use crate::hub::{Kind, Topic, Update};
+use crate::hub::{Position, SNAPSHOT, Topic, Update};
 use crate::limits::{Refusal, Slot};
 use crate::startup::AppState;
 use actix_web::HttpRequest;
@@ -32,10 +32,10 @@ pub fn acquire(req: &HttpRequest, state: &AppState) -> Result<Slot, ApiError> {
     })
 }
 
-fn to_event(update: &Update, kind: Kind) -> sse::Event {
+fn to_event(update: &Update, event: &'static str) -> sse::Event {
     sse::Data::new(update.data.clone())
-        .event(kind.event_name())
-        .id(update.id.to_string())
+        .event(event)
+        .id(update.position.event_id())
         .into()
 }
 
@@ -43,19 +43,20 @@ struct StreamState {
     initial: VecDeque<Arc<Update>>,
     rx: broadcast::Receiver<Arc<Update>>,
     topic: Arc<Topic>,
-    last_sent: i64,
+    last_sent: Position,
     shutdown: CancellationToken,
     _slot: Slot,
 }
 
 /// A browser's event stream: `initial` first, then every update of `topic` newer than
-/// what was sent. A browser that fell behind gets the latest state as a snapshot. Ends on
-/// shutdown (the browser reconnects after the `retry:` delay, to another gateway).
+/// what was sent (and every snapshot). A browser that fell behind gets the latest state as
+/// a snapshot. Ends on shutdown (the browser reconnects after the `retry:` delay, to
+/// another gateway).
 pub fn event_stream(
     initial: Vec<Arc<Update>>,
     rx: broadcast::Receiver<Arc<Update>>,
     topic: Arc<Topic>,
-    last_sent: i64,
+    last_sent: Position,
     slot: Slot,
     state: &AppState,
 ) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>> + use<>> {
@@ -69,8 +70,8 @@ pub fn event_stream(
     };
     let events = futures_util::stream::unfold(st, |mut st| async move {
         if let Some(u) = st.initial.pop_front() {
-            st.last_sent = u.id;
-            return Some((Ok(to_event(&u, u.kind)), st));
+            st.last_sent = u.position;
+            return Some((Ok(to_event(&u, u.event)), st));
         }
         loop {
             let next = tokio::select! {
@@ -78,18 +79,18 @@ pub fn event_stream(
                 r = st.rx.recv() => r,
             };
             match next {
-                Ok(u) if u.kind == Kind::Snapshot || u.id > st.last_sent => {
-                    st.last_sent = u.id;
+                Ok(u) if u.is_snapshot() || u.position > st.last_sent => {
+                    st.last_sent = u.position;
                     metrics::counter!("sse_gateway_events_sent_total").increment(1);
-                    return Some((Ok(to_event(&u, u.kind)), st));
+                    return Some((Ok(to_event(&u, u.event)), st));
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     metrics::counter!("sse_gateway_clients_lagged_total").increment(1);
                     tracing::debug!(missed, "a client fell behind; sending a snapshot");
                     if let Some(latest) = st.topic.latest() {
-                        st.last_sent = latest.id;
-                        return Some((Ok(to_event(&latest, Kind::Snapshot)), st));
+                        st.last_sent = latest.position;
+                        return Some((Ok(to_event(&latest, SNAPSHOT)), st));
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,

@@ -3,11 +3,13 @@
 
 use super::{acquire, event_stream};
 use crate::error::ApiError;
-use crate::hub::{Kind, TopicKey, Update};
+use crate::feeds::poll::{PollFeed, position_of, snapshot};
+use crate::hub::{Position, Topic};
 use crate::startup::AppState;
 use actix_web::{HttpRequest, HttpResponse, Responder, get, web};
 use chrono::Utc;
-use domain::poll::PollState;
+use domain::channel::Channel;
+use domain::poll::{PollLookup, PollState};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,31 +17,29 @@ use std::time::Duration;
 /// The poll's current state from Redis, or why there is none.
 async fn current_state(state: &AppState, poll_id: &str) -> Result<PollState, ApiError> {
     let mut redis = state.redis.clone();
-    let found = domain::poll::read_state(&mut redis, &state.keys, poll_id, Utc::now())
+    match domain::poll::lookup(&mut redis, &state.keys, poll_id, Utc::now())
         .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    if let Some(s) = found {
-        return Ok(s);
+        .map_err(|e| ApiError::Unavailable(e.into()))?
+    {
+        PollLookup::Found(s) => Ok(s),
+        PollLookup::NotFound => Err(ApiError::PollNotFound),
+        PollLookup::Restoring => Err(ApiError::Restoring),
     }
-    let marker = state.keys.poll(poll_id).restored;
-    let restored: bool = domain::redis_client::cmd("EXISTS")
-        .arg(marker)
-        .query_async(&mut redis)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    Err(if restored {
-        ApiError::PollNotFound
-    } else {
-        ApiError::Restoring
-    })
 }
 
-fn snapshot(s: &PollState) -> Arc<Update> {
-    Arc::new(Update {
-        kind: Kind::Snapshot,
-        id: s.seq,
-        data: serde_json::to_string(s).unwrap_or_default(),
-    })
+/// The poll's topic on this gateway.
+fn poll_topic(state: &AppState, poll_id: &str) -> Arc<Topic> {
+    state.hub.topic(
+        Channel::Poll(poll_id.to_string()),
+        Duration::from_millis(state.settings.poll_coalesce_ms),
+        || {
+            Arc::new(PollFeed::new(
+                poll_id.to_string(),
+                state.keys.clone(),
+                state.redis.clone(),
+            ))
+        },
+    )
 }
 
 /// A poll's live tally: `snapshot` first (or what a reconnecting browser missed), then
@@ -48,10 +48,10 @@ fn snapshot(s: &PollState) -> Arc<Update> {
     tag = "streams",
     params(
         ("poll_id" = String, Path, description = "The poll"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume: replays what was missed, or sends a fresh snapshot"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume: replays what was missed, or sends a fresh snapshot"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `snapshot` then `tally` events, `id` = the poll's sequence number; keep-alive comments", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: `snapshot` then `tally` events; `id` is the poll's position, `seq`, or `epoch.seq` once the poll was restored after Redis lost it (a new epoch comes as a snapshot); keep-alive comments", content_type = "text/event-stream"),
         (status = 404, description = "Unknown poll"),
         (status = 429, description = "Too many streams from this client"),
         (status = 503, description = "Gateway full, poll being restored, or Redis unavailable"),
@@ -66,25 +66,27 @@ pub async fn poll_stream(
 ) -> Result<impl Responder, ApiError> {
     let slot = acquire(&req, &state)?;
     let poll_id = path.into_inner();
-    let topic = state.hub.topic(TopicKey::Poll(poll_id.clone()));
+    let topic = poll_topic(&state, &poll_id);
     // Subscribe before reading the state, so nothing published in between is missed;
-    // duplicates are filtered by sequence number.
+    // duplicates are filtered by position.
     let rx = topic.subscribe();
     let current = current_state(&state, &poll_id).await?;
-    topic.seed(&snapshot(&current));
+    let current_snapshot = snapshot(&current);
+    topic.seed(&current_snapshot);
+    let now = position_of(&current);
     let last_event_id = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .and_then(Position::parse_event_id);
     let (initial, last_sent) = match last_event_id {
-        Some(k) if k == current.seq => (Vec::new(), k),
-        Some(k) if k < current.seq => match topic.replay_since(k, current.seq) {
+        Some(k) if k == now => (Vec::new(), k),
+        Some(k) if k.epoch == now.epoch && k.seq < now.seq => match topic.replay_since(k, now) {
             Some(missed) => (missed, k),
-            None => (vec![snapshot(&current)], k),
+            None => (vec![current_snapshot], k),
         },
-        // No id, or one from the future (the poll was restored with fewer votes).
-        _ => (vec![snapshot(&current)], i64::MIN),
+        // No id, one of another epoch (the poll was restored since), or from the future.
+        _ => (vec![current_snapshot], Position::START),
     };
     metrics::counter!("sse_gateway_streams_opened_total", "kind" => "poll").increment(1);
     Ok(event_stream(initial, rx, topic, last_sent, slot, &state)
@@ -135,7 +137,7 @@ pub async fn poll_updates(
     let wait = Duration::from_secs(wait.min(state.settings.long_poll_max_wait_s));
     let _slot = acquire(&req, &state)?;
     let poll_id = path.into_inner();
-    let topic = state.hub.topic(TopicKey::Poll(poll_id.clone()));
+    let topic = poll_topic(&state, &poll_id);
     let mut watch = topic.watch();
     let mut current = current_state(&state, &poll_id).await?;
     if current.seq <= since && !wait.is_zero() {
@@ -144,7 +146,11 @@ pub async fn poll_updates(
                 if watch.changed().await.is_err() {
                     return;
                 }
-                if watch.borrow().as_ref().is_some_and(|u| u.id > since) {
+                if watch
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|u| u.position.seq > since)
+                {
                     return;
                 }
             }

@@ -3,9 +3,13 @@
 
 use super::{acquire, event_stream};
 use crate::error::ApiError;
-use crate::hub::{Kind, TopicKey};
+use crate::feeds::site::SiteFeed;
+use crate::hub::Position;
 use crate::startup::AppState;
 use actix_web::{HttpRequest, Responder, get, web};
+use domain::channel::Channel;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `snapshot` first, then an `activity` event at most once per `SITE_COALESCE_MS` while
 /// the site has traffic.
@@ -26,12 +30,24 @@ pub async fn site_stream(
     state: web::Data<AppState>,
 ) -> Result<impl Responder, ApiError> {
     let slot = acquire(&req, &state)?;
-    let topic = state.hub.topic(TopicKey::Site(path.into_inner()));
+    let site_id = path.into_inner();
+    let topic = state.hub.topic(
+        Channel::Site(site_id.clone()),
+        Duration::from_millis(state.settings.site_coalesce_ms),
+        || {
+            Arc::new(SiteFeed::new(
+                site_id.clone(),
+                state.keys.clone(),
+                Some(state.redis.clone()),
+            ))
+        },
+    );
     let rx = topic.subscribe();
-    let id = topic.latest().map_or(0, |u| u.id);
-    let first = state.hub.site_update(&topic, Kind::Snapshot, id).await;
+    let first: Vec<_> = topic.render_snapshot().await.into_iter().collect();
     metrics::counter!("sse_gateway_streams_opened_total", "kind" => "site").increment(1);
-    Ok(event_stream(vec![first], rx, topic, id, slot, &state)
-        .customize()
-        .insert_header(("x-accel-buffering", "no")))
+    Ok(
+        event_stream(first, rx, topic, Position::START, slot, &state)
+            .customize()
+            .insert_header(("x-accel-buffering", "no")),
+    )
 }

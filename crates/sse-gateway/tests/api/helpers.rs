@@ -83,14 +83,9 @@ impl TestGateway {
     /// Creates a poll in Redis as ingest-api would, with the shard markers set.
     pub async fn create_poll(&self, options: &[&str]) -> String {
         let mut conn = self.conn().await;
-        for shard in 0..domain::keys::VOTE_SHARDS {
-            let _: () = domain::redis_client::cmd("SET")
-                .arg(self.keys.vote_shard_restored(shard))
-                .arg("1")
-                .query_async(&mut conn)
-                .await
-                .expect("SET");
-        }
+        domain::poll::shard_marker::set_all_restored(&mut conn, &self.keys)
+            .await
+            .expect("shard markers");
         let id = uuid::Uuid::now_v7().to_string();
         let poll = NewPoll {
             question: "Which one?".into(),
@@ -150,7 +145,10 @@ impl TestGateway {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
     pub event: String,
+    /// The sequence number of the event's position (`seq` or `epoch.seq`).
     pub id: Option<i64>,
+    /// The epoch of its position (0 when the id has none).
+    pub epoch: i64,
     pub data: serde_json::Value,
 }
 
@@ -184,12 +182,16 @@ impl SseClient {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                let (mut event, mut id, mut epoch, mut data) =
+                    (String::from("message"), None, 0, String::new());
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("event:") {
                         event = v.trim().into();
                     } else if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
+                        let v = v.trim();
+                        let (e, s) = v.split_once('.').unwrap_or(("0", v));
+                        epoch = e.parse().unwrap_or(0);
+                        id = s.parse().ok();
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.trim_start());
                     }
@@ -198,6 +200,7 @@ impl SseClient {
                     return Some(SseEvent {
                         event,
                         id,
+                        epoch,
                         data: serde_json::from_str(&data).expect("JSON data"),
                     });
                 }

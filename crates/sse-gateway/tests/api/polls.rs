@@ -65,9 +65,10 @@ async fn reconnecting_with_last_event_id_after_fifty_missed_updates_ends_equal_t
     // Let the gateway emit what it received before we come back.
     domain::testing::eventually(WAIT, "gateway caught up", || async {
         (gw.hub
-            .existing(&sse_gateway::hub::TopicKey::Poll(poll.clone()))?
+            .existing(&domain::channel::Channel::Poll(poll.clone()))?
             .latest()?
-            .id
+            .position
+            .seq
             == server.seq)
             .then_some(())
     })
@@ -226,7 +227,7 @@ async fn a_browser_that_stops_reading_stalls_nobody_and_is_resynchronised_later(
     }
     let topic = gw
         .hub
-        .existing(&sse_gateway::hub::TopicKey::Poll(poll.clone()))
+        .existing(&domain::channel::Channel::Poll(poll.clone()))
         .expect("topic");
     assert!(
         topic.queued() <= 16,
@@ -357,6 +358,8 @@ async fn a_poll_restored_after_redis_lost_it_reaches_open_streams() {
         ("snapshot", Some(7)),
         "a lower sequence replaces the browser's state"
     );
+    assert_ne!(reset.epoch, 0, "the restore is stated as a new epoch");
+    assert_eq!(reset.data["epoch"], reset.epoch);
     assert_eq!(reset.data["total"], 7);
 }
 

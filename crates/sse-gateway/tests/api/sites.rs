@@ -14,16 +14,9 @@ async fn a_site_stream_shows_recent_visitors_and_top_paths() {
     assert_eq!(first.event, "snapshot");
     assert_eq!(first.data["events_last_5m"], 0);
 
-    // What the batch-worker does after a commit.
+    // What the batch-worker does after a commit, through the same contract functions.
     let mut conn = gw.conn().await;
     let now = chrono::Utc::now().timestamp_millis();
-    let sketch = domain::site::visitor_sketch_key(&gw.keys, "shop", now);
-    let _: i64 = domain::redis_client::cmd("PFADD")
-        .arg(&sketch)
-        .arg(&["ann", "ben", "cat"])
-        .query_async(&mut conn)
-        .await
-        .expect("PFADD");
     let summary = SiteBatchSummary {
         site_id: "shop".into(),
         at_ms: now,
@@ -31,12 +24,10 @@ async fn a_site_stream_shows_recent_visitors_and_top_paths() {
         page_views: 10,
         paths: vec![("/cart".into(), 7), ("/".into(), 3)],
     };
-    let _: i64 = domain::redis_client::cmd("PUBLISH")
-        .arg(gw.keys.site_channel("shop"))
-        .arg(serde_json::to_string(&summary).expect("json"))
-        .query_async(&mut conn)
-        .await
-        .expect("PUBLISH");
+    let mut pipe = domain::redis_client::pipe();
+    domain::site::add_live_visitors_in(&mut pipe, &gw.keys, "shop", &["ann", "ben", "cat"], now);
+    summary.publish_in(&mut pipe, &gw.keys);
+    let _: () = pipe.query_async(&mut conn).await.expect("commit effects");
     let activity = client
         .next_event(Duration::from_secs(10))
         .await

@@ -1,11 +1,10 @@
-//! Background duties beside the drain loop: the heartbeat that keeps this worker's batch
-//! its own, the reaper that requeues the batches of dead workers, and the queue gauges
-//! operators alert on.
+//! Background duties of every lane: the heartbeat that keeps a lane's batch its own, the
+//! reaper that requeues the batches of dead workers, and the queue gauges operators alert
+//! on (length, oldest item's age, dead letters).
 
 use domain::queue::WorkerQueue;
 use domain::redis_client::aio::ConnectionManager;
 use domain::shutdown::{CancellationToken, every};
-use serde::Deserialize;
 use std::time::Duration;
 
 /// Refreshes the heartbeats of this process's lanes every third of their TTL until `stop`
@@ -66,38 +65,6 @@ pub async fn reap_and_measure(
     .await;
 }
 
-/// Every `interval`: restores into Redis the polls of any vote shard Redis lost.
-pub async fn restore_polls(
-    redis: ConnectionManager,
-    pg: domain::deadpool_postgres::Pool,
-    keys: domain::keys::Keys,
-    worker_id: String,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    every(interval, stop, || {
-        let (mut redis, pg, keys, worker_id) =
-            (redis.clone(), pg.clone(), keys.clone(), worker_id.clone());
-        async move {
-            match crate::restore::restore_missing_shards(&mut redis, &pg, &keys, &worker_id).await {
-                Ok(0) => {}
-                Ok(n) => metrics::counter!("batch_worker_polls_restored_total").increment(n as u64),
-                Err(e) => tracing::warn!(
-                    error = format!("{e:#}"),
-                    "restoring polls into Redis failed; will retry"
-                ),
-            }
-        }
-    })
-    .await;
-}
-
-#[derive(Deserialize)]
-struct ReceivedAt {
-    #[serde(alias = "voted_at_ms", alias = "created_at_ms", alias = "closed_at_ms")]
-    received_at_ms: i64,
-}
-
 async fn measure(
     queue: &WorkerQueue,
     redis: &mut ConnectionManager,
@@ -106,14 +73,10 @@ async fn measure(
     let keys = queue.keys();
     let len = domain::queue::len(redis, keys).await?;
     let dead = domain::queue::dead_len(redis, keys).await?;
-    let oldest = domain::queue::oldest(redis, keys).await?;
-    let age = oldest
-        .and_then(|item| serde_json::from_slice::<ReceivedAt>(&item).ok())
-        .map_or(0.0, |r| {
-            (chrono::Utc::now().timestamp_millis() - r.received_at_ms).max(0) as f64 / 1000.0
-        });
+    let age = domain::queue::oldest_age(redis, keys, chrono::Utc::now().timestamp_millis()).await?;
     metrics::gauge!("batch_worker_queue_length", "queue" => name.clone()).set(len as f64);
     metrics::gauge!("batch_worker_dead_letters", "queue" => name.clone()).set(dead as f64);
-    metrics::gauge!("batch_worker_queue_oldest_age_seconds", "queue" => name).set(age);
+    metrics::gauge!("batch_worker_queue_oldest_age_seconds", "queue" => name)
+        .set(age.as_secs_f64());
     Ok(())
 }

@@ -13,7 +13,6 @@
 //! | `P:{site:S}:gen` | integer | bumped by the worker after every commit touching site `S` |
 //! | `P:{site:S}:cache` | hash | stats-api cache of site `S`, each value prefixed by the generation it was computed at |
 //! | `P:{site:S}:visitors:M` | HyperLogLog, TTL 10 min | visitors of site `S` seen in minute `M` (live activity) |
-//! | `P:chan:site:S` | pub/sub channel | per-batch activity summaries of site `S` |
 //!
 //! | `P:{votes:N}:poll:ID:def` | hash | poll `ID`: `question`, `options` (JSON), `closes_at_ms`, `closed`, `seq`, `total` |
 //! | `P:{votes:N}:poll:ID:tally` | hash | option id → votes |
@@ -22,11 +21,12 @@
 //! | `P:{votes:N}:queue` (and `processing`, `hb`, `workers`, `dead`) | | the reliable queue of shard `N`: poll definitions, closes and votes |
 //! | `P:{votes:N}:restored` | string | set by the worker once shard `N`'s polls are in Redis (absent after Redis lost its data) |
 //! | `P:{votes:N}:restoring` | string with TTL | the lock of whoever is restoring shard `N` |
-//! | `P:chan:poll:ID` | pub/sub channel | live state of poll `ID` after every vote or close |
 //!
 //! A poll lives in vote shard `N = vote_shard(ID)`: all of its keys and the queue its votes
 //! are pushed to share the hash tag `{votes:N}`, so the vote script (check, count, queue,
 //! publish in one step) is a single-slot script on a cluster too.
+//!
+//! Pub/sub channel names are built in [`crate::channel`].
 //!
 //! `P` is the configured prefix (`REDIS_KEY_PREFIX`, default `tally`).
 
@@ -112,11 +112,6 @@ impl Keys {
     pub fn site_day_visitors_complete(&self, site_id: &str, event_type: &str, day: &str) -> String {
         format!("{}:{{site:{site_id}}}:dvc:{event_type}:{day}", self.prefix)
     }
-
-    /// Pub/sub channel carrying a site's per-batch activity summaries.
-    pub fn site_channel(&self, site_id: &str) -> String {
-        format!("{}:chan:site:{site_id}", self.prefix)
-    }
 }
 
 /// Number of vote shards. Part of the key format: changing it moves polls to other keys.
@@ -185,16 +180,6 @@ impl Keys {
     /// The lock of whoever restores shard `shard`.
     pub fn vote_shard_restoring(&self, shard: u16) -> String {
         format!("{}:restoring", self.vote_shard_base(shard))
-    }
-
-    /// Pub/sub channel carrying a poll's live state.
-    pub fn poll_channel(&self, poll_id: &str) -> String {
-        format!("{}:chan:poll:{poll_id}", self.prefix)
-    }
-
-    /// Pattern matching every Tally channel (the gateway's single subscription).
-    pub fn channel_pattern(&self) -> String {
-        format!("{}:chan:*", self.prefix)
     }
 }
 

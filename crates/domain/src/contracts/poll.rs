@@ -5,7 +5,8 @@
 //! Every change is one script: it checks, changes the state, queues a message for the
 //! worker in the poll's shard queue, and publishes the new state for live watchers.
 
-use crate::keys::{Keys, PollKeys};
+use crate::channel::Channel;
+use crate::keys::{Keys, PollKeys, VOTE_SHARDS};
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
@@ -207,9 +208,17 @@ pub enum PollMessage {
         options: Vec<PollOption>,
         closes_at_ms: Option<i64>,
         created_at_ms: i64,
+        /// See [`crate::queue::queued_at_ms`].
+        #[serde(default)]
+        queued_at_ms: i64,
     },
     /// A poll was closed.
-    Close { poll_id: String, closed_at_ms: i64 },
+    Close {
+        poll_id: String,
+        closed_at_ms: i64,
+        #[serde(default)]
+        queued_at_ms: i64,
+    },
     /// A vote was counted (written by `vote.lua`).
     Vote {
         vote_id: Uuid,
@@ -218,6 +227,8 @@ pub enum PollMessage {
         user_id: String,
         seq: i64,
         voted_at_ms: i64,
+        #[serde(default)]
+        queued_at_ms: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
@@ -257,6 +268,7 @@ pub async fn create<C: ConnectionLike + Send + Sync>(
         options: poll.options.clone(),
         closes_at_ms: poll.closes_at.map(|t| t.timestamp_millis()),
         created_at_ms: now.timestamp_millis(),
+        queued_at_ms: now.timestamp_millis(),
     };
     let created: i64 = CREATE
         .key(&k.def)
@@ -316,7 +328,7 @@ pub async fn vote<C: ConnectionLike + Send + Sync>(
             traceparent,
         ))
         .arg(ttl)
-        .arg(keys.poll_channel(poll_id))
+        .arg(Channel::Poll(poll_id.to_string()).name(keys))
         .arg(serde_json::Value::from(poll_id).to_string())
         .invoke_async(conn)
         .await?;
@@ -347,6 +359,7 @@ fn vote_message_prefix(
         "option_id": ballot.option_id,
         "user_id": ballot.user_id,
         "voted_at_ms": now.timestamp_millis(),
+        "queued_at_ms": now.timestamp_millis(),
     });
     if let Some(tp) = traceparent {
         message["traceparent"] = tp.into();
@@ -380,6 +393,7 @@ pub async fn close<C: ConnectionLike + Send + Sync>(
     let message = PollMessage::Close {
         poll_id: poll_id.to_string(),
         closed_at_ms: now.timestamp_millis(),
+        queued_at_ms: now.timestamp_millis(),
     };
     let outcome: String = CLOSE
         .key(&k.def)
@@ -387,7 +401,7 @@ pub async fn close<C: ConnectionLike + Send + Sync>(
         .key(&k.queue)
         .key(&k.restored)
         .arg(serde_json::to_string(&message).unwrap_or_default())
-        .arg(keys.poll_channel(poll_id))
+        .arg(Channel::Poll(poll_id.to_string()).name(keys))
         .arg(poll_id)
         .invoke_async(conn)
         .await?;
@@ -414,7 +428,13 @@ pub struct PersistedPoll {
     pub voters: Vec<(String, String)>,
 }
 
-/// Puts a poll lost by Redis back, unless it exists. Voters go first, the definition last,
+/// A restored poll's epoch: the restore's time in epoch ms, so every restore of a poll gets
+/// a later epoch than the one before (a created poll has epoch 0).
+fn new_epoch() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Puts a poll lost by Redis back, unless it exists, with a new epoch. Voters go first, the definition last,
 /// so no vote is counted against a half-restored poll. Returns whether it was restored.
 ///
 /// # Errors
@@ -453,8 +473,9 @@ pub async fn restore<C: ConnectionLike + Send + Sync>(
         .arg(poll.seq)
         .arg(total)
         .arg(serde_json::Value::Object(tally).to_string())
-        .arg(keys.poll_channel(&poll.poll_id))
+        .arg(Channel::Poll(poll.poll_id.clone()).name(keys))
         .arg(serde_json::Value::from(poll.poll_id.as_str()).to_string())
+        .arg(new_epoch())
         .invoke_async(conn)
         .await?;
     Ok(restored == 1)
@@ -464,6 +485,10 @@ pub async fn restore<C: ConnectionLike + Send + Sync>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PollState {
     pub poll_id: String,
+    /// 0 for a poll as created; a new value each time the poll is restored from PostgreSQL
+    /// after Redis lost it. Sequence numbers compare only within one epoch.
+    #[serde(default)]
+    pub epoch: i64,
     pub seq: i64,
     pub tally: serde_json::Map<String, serde_json::Value>,
     pub total: i64,
@@ -473,6 +498,67 @@ pub struct PollState {
     pub question: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<PollOption>>,
+}
+
+/// What Redis says of a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollLookup {
+    Found(PollState),
+    /// Unknown: Redis has every poll of its shard (the shard's restored marker is set).
+    NotFound,
+    /// Not in Redis, and Redis may have lost it: the worker has not restored its shard yet.
+    Restoring,
+}
+
+/// Reads a poll's live state, telling "unknown" from "maybe lost" by the shard's restored
+/// marker (one round trip).
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn lookup<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    poll_id: &str,
+    now: DateTime<Utc>,
+) -> RedisResult<PollLookup> {
+    let k: PollKeys = keys.poll(poll_id);
+    let (def, tally, restored): (Vec<Option<String>>, Vec<(String, i64)>, bool) = redis::pipe()
+        .cmd("HMGET")
+        .arg(&k.def)
+        .arg("seq")
+        .arg("total")
+        .arg("closed")
+        .arg("closes_at_ms")
+        .arg("question")
+        .arg("options")
+        .arg("epoch")
+        .cmd("HGETALL")
+        .arg(&k.tally)
+        .cmd("EXISTS")
+        .arg(&k.restored)
+        .query_async(conn)
+        .await?;
+    let field = |i: usize| def.get(i).cloned().flatten();
+    let Some(seq) = field(0).and_then(|s| s.parse().ok()) else {
+        return Ok(if restored {
+            PollLookup::NotFound
+        } else {
+            PollLookup::Restoring
+        });
+    };
+    let closes_passed = field(3)
+        .and_then(|s| s.parse::<i64>().ok())
+        .is_some_and(|t| now.timestamp_millis() >= t);
+    Ok(PollLookup::Found(PollState {
+        poll_id: poll_id.to_string(),
+        epoch: field(6).and_then(|s| s.parse().ok()).unwrap_or(0),
+        seq,
+        total: field(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+        closed: field(2).as_deref() == Some("1") || closes_passed,
+        tally: tally.into_iter().map(|(o, n)| (o, n.into())).collect(),
+        question: field(4),
+        options: field(5).and_then(|o| serde_json::from_str(&o).ok()),
+    }))
 }
 
 /// Reads a poll's live state; `None` when Redis does not have the poll.
@@ -485,36 +571,100 @@ pub async fn read_state<C: ConnectionLike + Send + Sync>(
     poll_id: &str,
     now: DateTime<Utc>,
 ) -> RedisResult<Option<PollState>> {
-    let k: PollKeys = keys.poll(poll_id);
-    let (def, tally): (Vec<Option<String>>, Vec<(String, i64)>) = redis::pipe()
-        .cmd("HMGET")
-        .arg(&k.def)
-        .arg("seq")
-        .arg("total")
-        .arg("closed")
-        .arg("closes_at_ms")
-        .arg("question")
-        .arg("options")
-        .cmd("HGETALL")
-        .arg(&k.tally)
-        .query_async(conn)
-        .await?;
-    let field = |i: usize| def.get(i).cloned().flatten();
-    let Some(seq) = field(0).and_then(|s| s.parse().ok()) else {
-        return Ok(None);
-    };
-    let closes_passed = field(3)
-        .and_then(|s| s.parse::<i64>().ok())
-        .is_some_and(|t| now.timestamp_millis() >= t);
-    Ok(Some(PollState {
-        poll_id: poll_id.to_string(),
-        seq,
-        total: field(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-        closed: field(2).as_deref() == Some("1") || closes_passed,
-        tally: tally.into_iter().map(|(o, n)| (o, n.into())).collect(),
-        question: field(4),
-        options: field(5).and_then(|o| serde_json::from_str(&o).ok()),
-    }))
+    Ok(match lookup(conn, keys, poll_id, now).await? {
+        PollLookup::Found(state) => Some(state),
+        PollLookup::NotFound | PollLookup::Restoring => None,
+    })
+}
+
+/// The "restored" marker of each vote shard: set by whoever restored the shard's polls
+/// from PostgreSQL (or found nothing to restore). While it is missing, the vote and close
+/// scripts and [`lookup`] answer "restoring" for polls they do not find.
+pub mod shard_marker {
+    use super::{ConnectionLike, Keys, RedisResult, VOTE_SHARDS};
+
+    /// Whether shard `shard`'s polls are all in Redis.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn is_restored<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+        shard: u16,
+    ) -> RedisResult<bool> {
+        redis::cmd("EXISTS")
+            .arg(keys.vote_shard_restored(shard))
+            .query_async(conn)
+            .await
+    }
+
+    /// Says shard `shard`'s polls are all in Redis.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn set_restored<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+        shard: u16,
+    ) -> RedisResult<()> {
+        redis::cmd("SET")
+            .arg(keys.vote_shard_restored(shard))
+            .arg("1")
+            .query_async(conn)
+            .await
+    }
+
+    /// Sets every shard's marker (a fresh deployment, or tests).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn set_all_restored<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+    ) -> RedisResult<()> {
+        for shard in 0..VOTE_SHARDS {
+            set_restored(conn, keys, shard).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the lock of restoring shard `shard` for `owner`, for `ttl_ms` at most.
+    /// Returns false when someone else holds it.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn lock<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+        shard: u16,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> RedisResult<bool> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(keys.vote_shard_restoring(shard))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(conn)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Gives the restore lock of shard `shard` back.
+    ///
+    /// # Errors
+    /// When Redis is unreachable (the lock then expires by itself).
+    pub async fn unlock<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+        shard: u16,
+    ) -> RedisResult<()> {
+        redis::cmd("DEL")
+            .arg(keys.vote_shard_restoring(shard))
+            .query_async(conn)
+            .await
+    }
 }
 
 #[cfg(test)]

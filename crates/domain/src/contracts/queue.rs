@@ -13,7 +13,7 @@
 use crate::keys::QueueKeys;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, RedisResult, Script};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -65,6 +65,39 @@ pub async fn oldest<C: ConnectionLike + Send + Sync>(
         .await
 }
 
+/// The field every queue message carries: when it was queued, epoch milliseconds. Queue
+/// age gauges read it from the oldest item, whatever kind of message that is.
+pub const QUEUED_AT_FIELD: &str = "queued_at_ms";
+
+#[derive(Deserialize)]
+struct Stamp {
+    queued_at_ms: i64,
+}
+
+/// When a queue message was queued (its [`QUEUED_AT_FIELD`]), if it says.
+pub fn queued_at_ms(item: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<Stamp>(item)
+        .ok()
+        .map(|s| s.queued_at_ms)
+}
+
+/// How long the oldest waiting item has waited at `now_ms` (zero for an empty queue or an
+/// item without a stamp).
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn oldest_age<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &QueueKeys,
+    now_ms: i64,
+) -> RedisResult<Duration> {
+    let age_ms = oldest(conn, keys)
+        .await?
+        .and_then(|item| queued_at_ms(&item))
+        .map_or(0, |at| (now_ms - at).max(0));
+    Ok(Duration::from_millis(u64::try_from(age_ms).unwrap_or(0)))
+}
+
 /// Number of dead letters.
 ///
 /// # Errors
@@ -76,7 +109,8 @@ pub async fn dead_len<C: ConnectionLike + Send + Sync>(
     redis::cmd("LLEN").arg(&keys.dead).query_async(conn).await
 }
 
-/// A dead letter: an item that can never be stored, and why.
+/// A dead letter: an item that can never be stored, and why. Written only through
+/// [`WorkerQueue::dead_letter_in`].
 #[derive(Debug, Serialize)]
 pub struct DeadLetter<'a> {
     pub reason: &'a str,
@@ -252,23 +286,20 @@ impl WorkerQueue {
             .await
     }
 
-    /// Appends dead letters.
-    ///
-    /// # Errors
-    /// When Redis is unreachable.
-    pub async fn dead_letter<C: ConnectionLike + Send + Sync>(
-        &self,
-        conn: &mut C,
-        letters: &[DeadLetter<'_>],
-    ) -> RedisResult<()> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let encoded: Vec<String> = letters
-            .iter()
-            .map(|l| serde_json::to_string(l).unwrap_or_else(|_| l.item.to_string()))
-            .collect();
-        conn.lpush(&self.keys.dead, encoded).await
+    /// Adds "dead-letter this item" to `pipe` (sent with the batch's acknowledgement).
+    pub fn dead_letter_in(&self, pipe: &mut redis::Pipeline, letter: &DeadLetter<'_>) {
+        let encoded = serde_json::to_string(letter).unwrap_or_else(|_| letter.item.to_string());
+        pipe.cmd("LPUSH").arg(&self.keys.dead).arg(encoded).ignore();
+    }
+
+    /// Adds the acknowledgement of the claimed batch to `pipe` (see [`WorkerQueue::ack`]).
+    pub fn ack_in(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("DEL").arg(&self.processing).ignore();
+    }
+
+    /// Adds "how many items has this worker claimed" to `pipe` (one integer reply).
+    pub fn claimed_len_in(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("LLEN").arg(&self.processing);
     }
 }
 

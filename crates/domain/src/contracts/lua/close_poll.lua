@@ -21,7 +21,7 @@ local tally = {}
 for i = 1, #flat, 2 do
   tally[flat[i]] = tonumber(flat[i + 1])
 end
-local def = redis.call('HMGET', KEYS[1], 'seq', 'total')
-redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], seq = tonumber(def[1]),
+local def = redis.call('HMGET', KEYS[1], 'seq', 'total', 'epoch')
+redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], epoch = tonumber(def[3] or '0'), seq = tonumber(def[1]),
   tally = tally, total = tonumber(def[2]), closed = true}))
 return 'closed'

@@ -8,16 +8,15 @@
 //! event is stored twice and no rollup counts one twice. Rollup rows arrive sorted by key
 //! so concurrent workers lock them in the same order.
 
-use crate::rollup::Rollups;
-use crate::worker::{SiteBatch, Store, StoreError, VisitorDay, Written};
+use super::rollups::Rollups;
+use super::written::{EventsWritten, SiteBatch, VisitorDay};
+use crate::lane::StoreError;
 use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::event::QueuedEvent;
 use domain::tokio_postgres::types::ToSql;
-use futures_util::future::BoxFuture;
 use std::collections::HashSet;
-use tracing::Instrument;
 use uuid::Uuid;
 
 const INSERT_EVENTS: &str = r"
@@ -162,43 +161,16 @@ impl RollupArgs<'_> {
     }
 }
 
-/// Stores analytics events and their rollups.
-pub struct EventStore {
-    pub pg: Pool,
-}
-
-impl Store for EventStore {
-    type Item<'a> = QueuedEvent<'a>;
-    const NAME: &'static str = "events";
-
-    fn parse<'a>(&self, raw: &'a [u8]) -> Result<QueuedEvent<'a>, String> {
-        domain::event::parse_queued_event(raw).map_err(|e| e.to_string())
-    }
-
-    fn traceparent<'a>(&self, item: &'a QueuedEvent<'_>) -> Option<&'a str> {
-        item.traceparent.as_deref()
-    }
-
-    fn write<'s, 'i: 's>(
-        &'s self,
-        events: &'s [QueuedEvent<'i>],
-    ) -> BoxFuture<'s, Result<Written, StoreError>> {
-        let span = tracing::info_span!(
-            "postgres.write",
-            tables = "events, rollups",
-            rows = events.len()
-        );
-        Box::pin(store_events(&self.pg, events).instrument(span))
-    }
-}
-
 /// Writes `events` and their rollups in one transaction.
 ///
 /// # Errors
 /// [`StoreError::Data`] when a value is refused; [`StoreError::Transient`] otherwise.
-pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Written, StoreError> {
+pub async fn store_events(
+    pool: &Pool,
+    events: &[QueuedEvent<'_>],
+) -> Result<EventsWritten, StoreError> {
     if events.is_empty() {
-        return Ok(Written::default());
+        return Ok(EventsWritten::default());
     }
     let n = events.len();
     let mut ids: Vec<Uuid> = Vec::with_capacity(n);
@@ -219,9 +191,7 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
         props.push(e.props.map(|p| p.get()));
         received.push(DateTime::from_timestamp_millis(e.received_at_ms).unwrap_or(e.ts));
     }
-    let mut client = pool.get().await.map_err(|e| {
-        StoreError::Transient(anyhow::Error::new(e).context("no PostgreSQL connection"))
-    })?;
+    let mut client = pool.get().await.map_err(StoreError::no_connection)?;
     let insert = client
         .prepare_cached(INSERT_EVENTS)
         .await
@@ -267,7 +237,7 @@ pub async fn store_events(pool: &Pool, events: &[QueuedEvent<'_>]) -> Result<Wri
         .await
         .map_err(StoreError::from_pg)?;
     tx.commit().await.map_err(StoreError::from_pg)?;
-    Ok(Written {
+    Ok(EventsWritten {
         visitor_days,
         inserted: rollups.per_site.values().map(|a| a.events).sum(),
         sites: rollups

@@ -13,12 +13,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "events_and_rollups",
-        include_str!("../../../migrations/0001_events_and_rollups.sql"),
+        include_str!("../../../../migrations/0001_events_and_rollups.sql"),
     ),
     (
         2,
         "polls",
-        include_str!("../../../migrations/0002_polls.sql"),
+        include_str!("../../../../migrations/0002_polls.sql"),
     ),
 ];
 

@@ -8,9 +8,11 @@
 
 use domain::deadpool_postgres::Pool;
 use domain::keys::{Keys, VOTE_SHARDS};
-use domain::poll::{PersistedPoll, PollOption};
+use domain::poll::{PersistedPoll, PollOption, shard_marker};
 use domain::redis_client::aio::ConnectionManager;
+use domain::shutdown::{CancellationToken, every};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// How long a restorer may hold a shard's lock before another may take over.
 const LOCK_TTL_MS: u64 = 120_000;
@@ -27,40 +29,19 @@ pub async fn restore_missing_shards(
 ) -> anyhow::Result<usize> {
     let mut restored = 0;
     for shard in 0..VOTE_SHARDS {
-        let marker = keys.vote_shard_restored(shard);
-        let present: bool = domain::redis_client::cmd("EXISTS")
-            .arg(&marker)
-            .query_async(redis)
-            .await?;
-        if present {
+        if shard_marker::is_restored(redis, keys, shard).await? {
             continue;
         }
-        let lock = keys.vote_shard_restoring(shard);
-        let locked: Option<String> = domain::redis_client::cmd("SET")
-            .arg(&lock)
-            .arg(worker_id)
-            .arg("NX")
-            .arg("PX")
-            .arg(LOCK_TTL_MS)
-            .query_async(redis)
-            .await?;
-        if locked.is_none() {
+        if !shard_marker::lock(redis, keys, shard, worker_id, LOCK_TTL_MS).await? {
             continue; // someone else is restoring this shard
         }
         let result = restore_shard(redis, pg, keys, shard).await;
         if let Ok(n) = result {
-            let _: () = domain::redis_client::cmd("SET")
-                .arg(&marker)
-                .arg("1")
-                .query_async(redis)
-                .await?;
+            shard_marker::set_restored(redis, keys, shard).await?;
             restored += n;
             tracing::info!(shard, polls = n, "vote shard restored into Redis");
         }
-        let _: () = domain::redis_client::cmd("DEL")
-            .arg(&lock)
-            .query_async(redis)
-            .await?;
+        shard_marker::unlock(redis, keys, shard).await?;
         result?;
     }
     Ok(restored)
@@ -127,4 +108,30 @@ async fn restore_shard(
         }
     }
     Ok(restored)
+}
+
+/// Every `interval`: restores into Redis the polls of any vote shard Redis lost.
+pub async fn run(
+    redis: ConnectionManager,
+    pg: Pool,
+    keys: Keys,
+    worker_id: String,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    every(interval, stop, || {
+        let (mut redis, pg, keys, worker_id) =
+            (redis.clone(), pg.clone(), keys.clone(), worker_id.clone());
+        async move {
+            match restore_missing_shards(&mut redis, &pg, &keys, &worker_id).await {
+                Ok(0) => {}
+                Ok(n) => metrics::counter!("batch_worker_polls_restored_total").increment(n as u64),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "restoring polls into Redis failed; will retry"
+                ),
+            }
+        }
+    })
+    .await;
 }

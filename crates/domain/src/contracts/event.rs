@@ -127,7 +127,9 @@ pub struct QueuedEvent<'a> {
     pub user_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub props: Option<&'a RawValue>,
-    /// When ingest-api accepted it, UTC milliseconds.
+    /// When ingest-api accepted it, UTC milliseconds: the queue's age field (see
+    /// [`crate::queue::queued_at_ms`]); `received_at_ms` is its name in older messages.
+    #[serde(rename = "queued_at_ms", alias = "received_at_ms")]
     pub received_at_ms: i64,
     /// W3C `traceparent` of the request that accepted it.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,8 @@
 -- ARGV[4]  the queue message up to its sequence number: everything before `N}`, where N is
 --          the vote's sequence number (the service builds and escapes the JSON)
 -- ARGV[5]  idempotency TTL in seconds, "0" when the request has no Idempotency-Key
--- ARGV[6]  pub/sub channel of the poll   ARGV[7]  the poll id as a JSON string (escaped)
+-- ARGV[6]  pub/sub channel of the poll (payload: its state, epoch and sequence number)
+-- ARGV[7]  the poll id as a JSON string (escaped)
 -- Returns  {outcome, body}: outcome is accepted | replay | duplicate | not_found | restoring
 --          | closed | unknown_option; body is the JSON answer for accepted and replay.
 --
@@ -24,7 +25,7 @@ if use_idem then
     return {'replay', prior}
   end
 end
-local def = redis.call('HMGET', KEYS[1], 'closed', 'closes_at_ms')
+local def = redis.call('HMGET', KEYS[1], 'closed', 'closes_at_ms', 'epoch')
 if not def[1] then
   -- Without the marker Redis may have lost this poll: say "retry", never a wrong 404.
   if redis.call('EXISTS', KEYS[5]) == 0 then
@@ -51,7 +52,7 @@ for i = 1, #flat, 2 do
   parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1]
 end
 local tally = '{' .. table.concat(parts, ',') .. '}'
-redis.call('PUBLISH', ARGV[6], '{"poll_id":' .. ARGV[7] .. ',"seq":' .. seq .. ',"tally":' .. tally
+redis.call('PUBLISH', ARGV[6], '{"poll_id":' .. ARGV[7] .. ',"epoch":' .. (def[3] or '0') .. ',"seq":' .. seq .. ',"tally":' .. tally
   .. ',"total":' .. total .. ',"closed":false}')
 local body = '{"status":"accepted","seq":' .. seq .. ',"tally":' .. tally .. ',"total":' .. total .. '}'
 if use_idem then

@@ -1,0 +1,52 @@
+//! Analytics events: stored with their rollups in one transaction ([`store`], [`rollups`]),
+//! then the Redis side effects of what was committed ([`written`]): day visitor sketches,
+//! stats cache generations, live site activity. [`retention`] expires old raw events.
+
+pub mod retention;
+pub mod rollups;
+pub mod store;
+pub mod written;
+
+use crate::lane::{StoreError, Work};
+use domain::deadpool_postgres::Pool;
+use domain::event::QueuedEvent;
+use domain::keys::Keys;
+use futures_util::future::BoxFuture;
+use tracing::Instrument;
+use written::EventsWritten;
+
+/// The events queue's work: analytics events into `events` and the rollups.
+pub struct EventWork {
+    pub pg: Pool,
+    pub keys: Keys,
+}
+
+impl Work for EventWork {
+    type Item<'a> = QueuedEvent<'a>;
+    type Outcome = EventsWritten;
+    const NAME: &'static str = "events";
+
+    fn parse<'a>(&self, raw: &'a [u8]) -> Result<QueuedEvent<'a>, String> {
+        domain::event::parse_queued_event(raw).map_err(|e| e.to_string())
+    }
+
+    fn traceparent<'a>(&self, item: &'a QueuedEvent<'_>) -> Option<&'a str> {
+        item.traceparent.as_deref()
+    }
+
+    fn write<'s, 'i: 's>(
+        &'s self,
+        events: &'s [QueuedEvent<'i>],
+    ) -> BoxFuture<'s, Result<EventsWritten, StoreError>> {
+        let span = tracing::info_span!(
+            "postgres.write",
+            tables = "events, rollups",
+            rows = events.len()
+        );
+        Box::pin(store::store_events(&self.pg, events).instrument(span))
+    }
+
+    fn on_commit(&self, pipe: &mut domain::redis_client::Pipeline, written: &EventsWritten) {
+        written.effects_in(pipe, &self.keys, chrono::Utc::now().timestamp_millis());
+    }
+}

@@ -1,0 +1,80 @@
+//! Pub/sub channels: who publishes what, built and parsed in one place.
+//!
+//! | channel | published by | payload |
+//! | --- | --- | --- |
+//! | `P:chan:poll:ID` | the poll scripts (`vote.lua`, `close_poll.lua`, `restore_poll.lua`) | [`crate::poll::PollState`] without question and options |
+//! | `P:chan:site:S` | batch-worker, after each committed batch touching site `S` | [`crate::site::SiteBatchSummary`] |
+//!
+//! The gateway holds one pattern subscription ([`pattern`]) and routes each message with
+//! [`Channel::parse`], so a channel name is never taken apart by hand.
+
+use crate::keys::Keys;
+
+/// A topic of live updates, as named on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// A poll's state after every vote, close or restore.
+    Poll(String),
+    /// A site's per-batch activity summaries.
+    Site(String),
+}
+
+const POLL: &str = "poll:";
+const SITE: &str = "site:";
+
+fn base(keys: &Keys) -> String {
+    format!("{}:chan:", keys.prefix())
+}
+
+impl Channel {
+    /// The channel's name under `keys`' prefix.
+    pub fn name(&self, keys: &Keys) -> String {
+        match self {
+            Self::Poll(id) => format!("{}{POLL}{id}", base(keys)),
+            Self::Site(id) => format!("{}{SITE}{id}", base(keys)),
+        }
+    }
+
+    /// The channel a name denotes, if it is one of ours.
+    pub fn parse(keys: &Keys, name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(&base(keys))?;
+        if let Some(id) = rest.strip_prefix(POLL) {
+            Some(Self::Poll(id.to_string()))
+        } else {
+            rest.strip_prefix(SITE).map(|id| Self::Site(id.to_string()))
+        }
+    }
+}
+
+/// The pattern matching every channel of `keys`' prefix (one subscription per gateway).
+pub fn pattern(keys: &Keys) -> String {
+    format!("{}*", base(keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_channel() {
+        let keys = Keys::new("t");
+        for c in [
+            Channel::Poll("p1".into()),
+            Channel::Site("example.com".into()),
+            Channel::Site("a:b:poll:c".into()),
+            Channel::Poll(String::new()),
+        ] {
+            assert_eq!(Channel::parse(&keys, &c.name(&keys)), Some(c));
+        }
+    }
+
+    #[test]
+    fn foreign_names_are_not_ours() {
+        let keys = Keys::new("t");
+        assert_eq!(Channel::parse(&keys, "other:chan:poll:p"), None);
+        assert_eq!(Channel::parse(&keys, "t:chan:user:u"), None);
+        assert!(pattern(&keys).ends_with('*'));
+        let name = Channel::Poll("p".into()).name(&keys);
+        assert!(name.starts_with(pattern(&keys).trim_end_matches('*')));
+    }
+}

@@ -1,0 +1,10 @@
+//! The contracts between services: Redis keys, queue messages, Lua scripts, pub/sub
+//! channels and payloads, with the functions both sides of each contract call.
+
+pub mod cache;
+pub mod channel;
+pub mod event;
+pub mod keys;
+pub mod poll;
+pub mod queue;
+pub mod site;

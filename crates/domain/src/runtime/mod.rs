@@ -1,0 +1,15 @@
+//! What every service needs the same way at run time. PostgreSQL and the HTTP glue are
+//! behind the `postgres` and `actix` features.
+
+pub mod auth;
+pub mod backoff;
+pub mod config;
+#[cfg(feature = "actix")]
+pub mod http;
+pub mod metrics;
+pub mod net;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,82 @@
+//! A poll's live tally: every message of the poll's channel is its full state after a vote,
+//! close or restore, at the poll's position `{epoch, seq}`; the hub coalesces them.
+
+use crate::hub::{Feed, Offer, Position, SNAPSHOT, Update};
+use domain::keys::Keys;
+use domain::poll::{PollLookup, PollState};
+use domain::redis_client::aio::ConnectionManager;
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// The SSE event name of a poll's new tally.
+pub const TALLY: &str = "tally";
+
+/// The feed of one poll's topic.
+pub struct PollFeed {
+    poll_id: String,
+    keys: Keys,
+    redis: ConnectionManager,
+}
+
+impl PollFeed {
+    pub fn new(poll_id: String, keys: Keys, redis: ConnectionManager) -> Self {
+        Self {
+            poll_id,
+            keys,
+            redis,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PositionOnly {
+    #[serde(default)]
+    epoch: i64,
+    seq: i64,
+}
+
+/// A poll's position in its state's JSON.
+pub fn position_of(state: &PollState) -> Position {
+    Position {
+        epoch: state.epoch,
+        seq: state.seq,
+    }
+}
+
+/// A poll's state as a snapshot.
+pub fn snapshot(state: &PollState) -> Arc<Update> {
+    Arc::new(Update {
+        event: SNAPSHOT,
+        position: position_of(state),
+        data: serde_json::to_string(state).unwrap_or_default(),
+    })
+}
+
+impl Feed for PollFeed {
+    fn on_message(&self, payload: &str) -> Option<Offer> {
+        let p: PositionOnly = serde_json::from_str(payload).ok()?;
+        Some(Offer::Ready(Update {
+            event: TALLY,
+            position: Position {
+                epoch: p.epoch,
+                seq: p.seq,
+            },
+            data: payload.to_string(),
+        }))
+    }
+
+    fn resync(&self) -> BoxFuture<'_, Option<Update>> {
+        Box::pin(async move {
+            let mut redis = self.redis.clone();
+            let now = chrono::Utc::now();
+            match domain::poll::lookup(&mut redis, &self.keys, &self.poll_id, now).await {
+                Ok(PollLookup::Found(state)) => Some((*snapshot(&state)).clone()),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, poll_id = self.poll_id, "could not resynchronise a poll");
+                    None
+                }
+            }
+        })
+    }
+}
