@@ -20,11 +20,11 @@ pub mod contracts;
 pub mod runtime;
 
 pub use contracts::{cache, channel, event, keys, poll, queue, site};
-#[cfg(feature = "actix")]
-pub use runtime::http;
 #[cfg(feature = "postgres")]
 pub use runtime::postgres;
 pub use runtime::{auth, backoff, config, metrics, net, redis, shutdown, telemetry};
+#[cfg(feature = "actix")]
+pub use runtime::{http, problem};
 
 #[cfg(feature = "testing")]
 pub mod testing;

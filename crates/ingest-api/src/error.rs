@@ -3,10 +3,9 @@
 //! gets a 500 that reveals nothing (the cause goes to the log).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
 use domain::event::EventBodyError;
-use serde_json::json;
+use domain::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -79,78 +78,74 @@ impl From<EventBodyError> for ApiError {
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
+impl ApiError {
+    /// The answer to the client (see [`domain::problem`] for the two body shapes).
+    pub fn problem(&self) -> Problem {
+        let analytics = Problem::message;
         match self {
-            Self::Validation(_) | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Poll { status, .. } => *status,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let mut res = HttpResponse::build(status);
-        let body = match self {
             Self::Validation(details) => {
-                json!({"success": false, "error": "Validation failed", "details": details})
+                analytics(StatusCode::BAD_REQUEST, "Validation failed").details(details.clone())
             }
             Self::MalformedJson(msg) => {
-                json!({"success": false, "error": "Invalid JSON body", "details": [msg]})
+                analytics(StatusCode::BAD_REQUEST, "Invalid JSON body").details(vec![msg.clone()])
             }
-            Self::UnsupportedMediaType => json!({
-                "success": false,
-                "error": "Unsupported Media Type",
-                "details": ["Content-Type must be application/json"]
-            }),
-            Self::PayloadTooLarge { limit } => json!({
-                "success": false,
-                "error": "Payload Too Large",
-                "details": [format!("the request body must be at most {limit} bytes")]
-            }),
+            Self::UnsupportedMediaType => {
+                analytics(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+                    .details(vec!["Content-Type must be application/json".into()])
+            }
+            Self::PayloadTooLarge { limit } => {
+                analytics(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").details(vec![
+                    format!("the request body must be at most {limit} bytes"),
+                ])
+            }
             Self::RateLimited { retry_after_s } => {
-                res.insert_header((RETRY_AFTER, retry_after_s.to_string()));
-                json!({"success": false, "error": "Too Many Requests"})
+                analytics(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+                    .retry_after(*retry_after_s)
             }
-            Self::Overloaded { retry_after_s } => {
-                res.insert_header((RETRY_AFTER, retry_after_s.to_string()));
-                json!({"success": false, "error": "Service overloaded, retry later"})
-            }
-            Self::QueueUnavailable(cause) => {
-                tracing::error!(error = ?cause, "queue unavailable");
-                res.insert_header((RETRY_AFTER, "1"));
-                json!({"success": false, "error": "Queue unavailable, retry later"})
-            }
-            Self::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "unexpected error");
-                json!({"success": false, "error": "Internal server error"})
+            Self::Overloaded { retry_after_s } => analytics(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service overloaded, retry later",
+            )
+            .retry_after(*retry_after_s),
+            Self::QueueUnavailable(_) => analytics(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Queue unavailable, retry later",
+            )
+            .retry_after(1),
+            Self::Unexpected(_) => {
+                analytics(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
             }
             Self::Poll {
+                status,
                 code,
                 details,
                 retry_after_s,
-                ..
             } => {
-                if let Some(s) = retry_after_s {
-                    res.insert_header((RETRY_AFTER, s.to_string()));
-                }
-                if details.is_empty() {
-                    json!({"error": code})
-                } else {
-                    json!({"error": code, "details": details})
+                let p = Problem::code(*status, code).details(details.clone());
+                match retry_after_s {
+                    Some(s) => p.retry_after(*s),
+                    None => p,
                 }
             }
             Self::Unauthorized => {
-                res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
-                json!({"error": "unauthorized"})
+                Problem::code(StatusCode::UNAUTHORIZED, "unauthorized").bearer_challenge()
             }
-        };
-        res.json(body)
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::QueueUnavailable(cause) => tracing::error!(error = ?cause, "queue unavailable"),
+            Self::Unexpected(cause) => tracing::error!(error = ?cause, "unexpected error"),
+            _ => {}
+        }
+        self.problem().response()
     }
 }
 
@@ -177,6 +172,7 @@ mod tests {
 
     #[test]
     fn shedding_answers_carry_retry_after() {
+        use actix_web::http::header::RETRY_AFTER;
         let res = ApiError::Overloaded { retry_after_s: 7 }.error_response();
         assert_eq!(
             res.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()),

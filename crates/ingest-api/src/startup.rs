@@ -144,7 +144,8 @@ impl Application {
 }
 
 async fn not_found() -> HttpResponse {
-    domain::http::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+    domain::problem::Problem::message(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+        .response()
 }
 
 /// Keeps the queue depth fresh when no pushes are happening (for example while the worker

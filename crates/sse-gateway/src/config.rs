@@ -3,70 +3,50 @@
 use domain::config::{ConfigError, HttpConfig, RedisConfig, ServiceConfig, Vars};
 use serde::Deserialize;
 
-fn default_poll_interval() -> u64 {
-    100
-}
-fn default_site_interval() -> u64 {
-    1_000
-}
-fn default_heartbeat() -> u64 {
-    15
-}
-fn default_history() -> usize {
-    256
-}
-fn default_lag() -> usize {
-    64
-}
-fn default_max_total() -> usize {
-    20_000
-}
-fn default_max_per_ip() -> usize {
-    500
-}
-fn default_long_poll() -> u64 {
-    30
-}
-fn default_retry_ms() -> u64 {
-    2_000
-}
-
 /// Settings of the live streams.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
 pub struct GatewaySettings {
     /// A poll emits at most one event per this interval (the latest state).
-    #[serde(default = "default_poll_interval")]
     pub poll_coalesce_ms: u64,
     /// A site emits its live activity at most once per this interval.
-    #[serde(default = "default_site_interval")]
     pub site_coalesce_ms: u64,
     /// A comment line at least this often keeps proxies from closing idle streams.
-    #[serde(default = "default_heartbeat")]
     pub heartbeat_s: u64,
     /// Emitted updates kept per poll so reconnecting browsers get what they missed.
-    #[serde(default = "default_history")]
     pub replay_history: usize,
     /// Updates a browser may fall behind before it is sent a fresh snapshot instead.
-    #[serde(default = "default_lag")]
     pub max_client_lag: usize,
     /// Open streams (and long polls) allowed in total; past it, 503.
-    #[serde(default = "default_max_total")]
     pub max_connections: usize,
     /// Open streams (and long polls) allowed per client address; past it, 429.
-    #[serde(default = "default_max_per_ip")]
     pub max_connections_per_ip: usize,
     /// Longest `wait` of the long-polling fallback, in seconds.
-    #[serde(default = "default_long_poll")]
     pub long_poll_max_wait_s: u64,
     /// Reconnect delay browsers are told (`retry:`), in milliseconds.
-    #[serde(default = "default_retry_ms")]
     pub client_retry_ms: u64,
     /// Where the demo page sends writes and reads; empty means the page's own origin
     /// (behind the nginx edge). `make up` without nginx sets these.
-    #[serde(default)]
     pub public_ingest_url: String,
-    #[serde(default)]
     pub public_stats_url: String,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            poll_coalesce_ms: 100,
+            site_coalesce_ms: 1_000,
+            heartbeat_s: 15,
+            replay_history: 256,
+            max_client_lag: 64,
+            max_connections: 20_000,
+            max_connections_per_ip: 500,
+            long_poll_max_wait_s: 30,
+            client_retry_ms: 2_000,
+            public_ingest_url: Default::default(),
+            public_stats_url: Default::default(),
+        }
+    }
 }
 
 /// Everything sse-gateway reads at start.

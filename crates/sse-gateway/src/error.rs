@@ -1,8 +1,8 @@
 //! Maps sse-gateway failures to HTTP: `{"error": code}` with the right status.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
+use domain::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,38 +20,35 @@ pub enum ApiError {
     Unavailable(#[source] anyhow::Error),
 }
 
+impl ApiError {
+    /// The answer to the client: `{"error": code}` (see [`domain::problem`]).
+    pub fn problem(&self) -> Problem {
+        let unavailable =
+            |code| Problem::code(StatusCode::SERVICE_UNAVAILABLE, code).retry_after(2);
+        match self {
+            Self::PollNotFound => Problem::code(StatusCode::NOT_FOUND, "poll_not_found"),
+            Self::Restoring => unavailable("restoring"),
+            Self::TooManyFromClient => {
+                Problem::code(StatusCode::TOO_MANY_REQUESTS, "too_many_streams").retry_after(2)
+            }
+            Self::Full => unavailable("gateway_full"),
+            Self::BadRequest(m) => {
+                Problem::code(StatusCode::BAD_REQUEST, "invalid_request").details(vec![m.clone()])
+            }
+            Self::Unavailable(_) => unavailable("unavailable"),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::PollNotFound => StatusCode::NOT_FOUND,
-            Self::TooManyFromClient => StatusCode::TOO_MANY_REQUESTS,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Restoring | Self::Full | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.problem().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        let code = match self {
-            Self::PollNotFound => "poll_not_found",
-            Self::Restoring => "restoring",
-            Self::TooManyFromClient => "too_many_streams",
-            Self::Full => "gateway_full",
-            Self::BadRequest(_) => "invalid_request",
-            Self::Unavailable(e) => {
-                tracing::error!(error = ?e, "Redis unavailable");
-                "unavailable"
-            }
-        };
-        if matches!(
-            self,
-            Self::Restoring | Self::Full | Self::Unavailable(_) | Self::TooManyFromClient
-        ) {
-            res.insert_header((RETRY_AFTER, "2"));
+        if let Self::Unavailable(e) = self {
+            tracing::error!(error = ?e, "Redis unavailable");
         }
-        match self {
-            Self::BadRequest(m) => res.json(serde_json::json!({"error": code, "details": [m]})),
-            _ => res.json(serde_json::json!({"error": code})),
-        }
+        self.problem().response()
     }
 }

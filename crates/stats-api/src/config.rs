@@ -7,19 +7,23 @@ use serde::Deserialize;
 
 /// Settings of the read endpoints.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
 pub struct StatsSettings {
     /// When set, every stats and Grafana endpoint needs `Authorization: Bearer <token>`.
-    #[serde(default)]
     pub stats_token: Secret,
     /// Distinct visitors over a range of several days are counted exactly while at most
     /// this many visitor-day rows are involved, and estimated (HyperLogLog, about 1%
     /// error, flagged in the answer) above; 0 always counts exactly.
-    #[serde(default = "default_exact_distinct_max_rows")]
     pub exact_distinct_max_rows: i64,
 }
 
-fn default_exact_distinct_max_rows() -> i64 {
-    20_000
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self {
+            stats_token: Default::default(),
+            exact_distinct_max_rows: 20_000,
+        }
+    }
 }
 
 /// Everything stats-api reads at start.

@@ -2,9 +2,8 @@
 //! `{"success": false, "error": "..."}`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use domain::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -40,35 +39,38 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to the client, in the analytics design's shape (see [`domain::problem`]).
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::BadRequest(m) => Problem::message(StatusCode::BAD_REQUEST, m.clone()),
+            Self::NotFound(m) => Problem::message(StatusCode::NOT_FOUND, m.clone()),
+            Self::Unauthorized => {
+                Problem::message(StatusCode::UNAUTHORIZED, "Unauthorized").bearer_challenge()
+            }
+            Self::Unavailable(_) => Problem::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Database unavailable, retry later",
+            )
+            .retry_after(1),
+            Self::Unexpected(_) => {
+                Problem::message(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+            }
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.problem().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        let message = match self {
-            Self::BadRequest(m) | Self::NotFound(m) => m.clone(),
-            Self::Unauthorized => {
-                res.insert_header((WWW_AUTHENTICATE, "Bearer"));
-                "Unauthorized".into()
-            }
-            Self::Unavailable(cause) => {
-                tracing::error!(error = ?cause, "database unavailable");
-                res.insert_header((RETRY_AFTER, "1"));
-                "Database unavailable, retry later".into()
-            }
-            Self::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "unexpected error");
-                "Internal server error".into()
-            }
-        };
-        res.json(json!({"success": false, "error": message}))
+        match self {
+            Self::Unavailable(cause) => tracing::error!(error = ?cause, "database unavailable"),
+            Self::Unexpected(cause) => tracing::error!(error = ?cause, "unexpected error"),
+            _ => {}
+        }
+        self.problem().response()
     }
 }

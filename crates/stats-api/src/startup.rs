@@ -120,5 +120,6 @@ impl Application {
 }
 
 async fn not_found() -> HttpResponse {
-    domain::http::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+    domain::problem::Problem::message(actix_web::http::StatusCode::NOT_FOUND, "Not found")
+        .response()
 }

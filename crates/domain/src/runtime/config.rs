@@ -2,7 +2,8 @@
 //!
 //! Each service reads several small structs (its own settings plus the shared ones below)
 //! in separate passes over the environment: envy cannot parse numbers inside
-//! `#[serde(flatten)]`, and separate structs keep every piece testable on its own.
+//! `#[serde(flatten)]`, and separate structs keep every piece testable on its own. Each
+//! struct takes its defaults from one `Default` impl (`#[serde(default)]` on the struct).
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -95,27 +96,25 @@ pub trait ServiceConfig: Sized {
     }
 }
 
-fn default_redis_url() -> String {
-    "redis://127.0.0.1:6379".into()
-}
-fn default_key_prefix() -> String {
-    "tally".into()
-}
-fn default_redis_timeout_ms() -> u64 {
-    2_000
-}
-
 /// Where Redis is and how keys are named.
 #[derive(Clone, Deserialize)]
+#[serde(default)]
 pub struct RedisConfig {
-    #[serde(default = "default_redis_url")]
     pub redis_url: String,
     /// Prefix of every key (`tally` by default); tests give each run its own.
-    #[serde(default = "default_key_prefix")]
     pub redis_key_prefix: String,
     /// Upper bound on one Redis command, so a dead Redis turns into a quick 503.
-    #[serde(default = "default_redis_timeout_ms")]
     pub redis_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_key_prefix: "tally".into(),
+            redis_timeout_ms: 2_000,
+        }
+    }
 }
 
 impl fmt::Debug for RedisConfig {
@@ -128,25 +127,23 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-fn default_database_url() -> String {
-    "postgres://postgres@127.0.0.1:5432/tally".into()
-}
-fn default_pg_pool_size() -> usize {
-    8
-}
-fn default_pg_connect_timeout_ms() -> u64 {
-    3_000
-}
-
 /// Where PostgreSQL is.
 #[derive(Clone, Deserialize)]
+#[serde(default)]
 pub struct PostgresConfig {
-    #[serde(default = "default_database_url")]
     pub database_url: String,
-    #[serde(default = "default_pg_pool_size")]
     pub database_pool_size: usize,
-    #[serde(default = "default_pg_connect_timeout_ms")]
     pub database_connect_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/tally".into(),
+            database_pool_size: 8,
+            database_connect_timeout_ms: 3_000,
+        }
+    }
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -162,31 +159,33 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-fn default_shutdown_timeout_s() -> u64 {
-    20
-}
-
-/// Settings every HTTP listener shares.
+/// Settings every HTTP listener shares. `BIND_ADDR`'s default is the service's own port
+/// (see [`Vars::http`]).
 #[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
 pub struct HttpConfig {
     /// `host:port`; port 0 picks a free port (tests).
     pub bind_addr: String,
     /// Seconds in-flight requests get to finish after SIGTERM.
-    #[serde(default = "default_shutdown_timeout_s")]
     pub shutdown_timeout_s: u64,
     /// Worker threads of the HTTP server; 0 means one per core.
-    #[serde(default)]
     pub http_workers: usize,
     /// Comma-separated addresses or CIDR ranges whose `X-Forwarded-For` is believed.
-    #[serde(default)]
     pub trusted_proxies: String,
     /// Comma-separated origins allowed by CORS; `*` allows any.
-    #[serde(default = "default_cors")]
     pub cors_origins: String,
 }
 
-fn default_cors() -> String {
-    "*".into()
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind_addr: "0.0.0.0:8080".into(),
+            shutdown_timeout_s: 20,
+            http_workers: 0,
+            trusted_proxies: String::new(),
+            cors_origins: "*".into(),
+        }
+    }
 }
 
 impl HttpConfig {
@@ -194,10 +193,7 @@ impl HttpConfig {
     pub fn bound_to(addr: &str) -> Self {
         Self {
             bind_addr: addr.into(),
-            shutdown_timeout_s: default_shutdown_timeout_s(),
-            http_workers: 0,
-            trusted_proxies: String::new(),
-            cors_origins: default_cors(),
+            ..Self::default()
         }
     }
 
@@ -279,7 +275,12 @@ mod tests {
 
     #[test]
     fn missing_required_variable_is_named_in_upper_case() {
-        let err = from_iter::<HttpConfig, _>(vars(&[]))
+        #[derive(Debug, Deserialize)]
+        struct NeedsBindAddr {
+            #[allow(dead_code)]
+            bind_addr: String,
+        }
+        let err = from_iter::<NeedsBindAddr, _>(vars(&[]))
             .err()
             .map(|e| e.to_string());
         assert_eq!(

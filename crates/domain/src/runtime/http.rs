@@ -7,7 +7,6 @@ use crate::net::TrustedProxies;
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::get;
-use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::future::BoxFuture;
@@ -265,11 +264,6 @@ pub fn client_ip(req: &HttpRequest, trusted: &TrustedProxies) -> Option<IpAddr> 
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     Some(trusted.client_ip(peer, xff))
-}
-
-/// A JSON error body `{"success": false, "error": ...}` (the shape of the analytics API).
-pub fn json_error(status: StatusCode, error: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({"success": false, "error": error}))
 }
 
 /// Binds `cfg.bind_addr` (port 0 picks a free port) and returns the listener and its port.

@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod net;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "actix")]
+pub mod problem;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

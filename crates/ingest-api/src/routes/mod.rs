@@ -18,15 +18,7 @@ use futures_util::StreamExt;
 /// # Errors
 /// 429 or 503, both with `Retry-After`.
 pub fn guard_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    if let Some(ip) = domain::http::client_ip(req, &state.trusted_proxies)
-        && let Err(wait) = state.ip_limiter.check(&ip)
-    {
-        metrics::counter!("ingest_api_requests_shed_total", "reason" => "rate_limited")
-            .increment(1);
-        return Err(ApiError::RateLimited {
-            retry_after_s: retry_after_secs(wait),
-        });
-    }
+    client_rate_limit(req, state)?;
     if state.queue_depth.get() >= state.settings.event_queue_high_water {
         metrics::counter!("ingest_api_requests_shed_total", "reason" => "queue_full").increment(1);
         return Err(ApiError::Overloaded {
