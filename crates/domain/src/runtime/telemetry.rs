@@ -182,4 +182,14 @@ mod tests {
         assert!(!exporting());
         assert_eq!(current_traceparent(), None);
     }
+
+    #[test]
+    fn the_exporter_can_be_built_for_an_https_collector() {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint("https://127.0.0.1:4318/v1/traces")
+            .build();
+        assert!(exporter.is_ok(), "{:?}", exporter.err());
+    }
 }
