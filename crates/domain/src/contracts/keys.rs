@@ -9,7 +9,7 @@
 //! | `P:{events}:processing:W` | list | the batch worker `W` has claimed and not yet committed |
 //! | `P:{events}:hb:W` | string with TTL | worker `W` is alive while this exists |
 //! | `P:{events}:workers` | set | worker ids that may own a processing list |
-//! | `P:{events}:dead` | list | dead letters: `{"reason", "item", "at"}` |
+//! | `P:{events}:dead` | list | dead letters: `{"reason", "item", "at_ms", "worker_id"}` (see `crate::queue::DeadLetter`) |
 //! | `P:{site:S}:gen` | integer | bumped by the worker after every commit touching site `S` |
 //! | `P:{site:S}:cache` | hash | stats-api cache of site `S`, each value prefixed by the generation it was computed at |
 //! | `P:{site:S}:visitors:M` | HyperLogLog, TTL 10 min | visitors of site `S` seen in minute `M` (live activity) |
