@@ -37,9 +37,13 @@ impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
         let redis = domain::redis::connection_manager(&config.redis)?;
-        // BLMOVE waits up to a second; give its connection room beyond that.
-        let mut blocking_cfg = config.redis.clone();
-        blocking_cfg.redis_timeout_ms += 1_000 + config.worker.batch_max_wait_ms;
+        // Each lane blocks (BLMOVE, up to about a second) on a connection of its own;
+        // claims and acknowledgements share the multiplexed one.
+        let blocking = domain::redis::blocking_pool(
+            &config.redis,
+            config.worker.worker_concurrency + config.worker.vote_worker_concurrency,
+            Duration::from_millis(1_000 + config.worker.batch_max_wait_ms),
+        )?;
         let pg = domain::postgres::pool(&config.postgres)?;
         let worker_id = config.worker.resolve_worker_id();
         tracing::info!(
@@ -53,36 +57,32 @@ impl Application {
             keys: keys.clone(),
         });
         let votes = Arc::new(VoteWork { pg: pg.clone() });
-        let lane_parts = |id: String, queues: Vec<domain::keys::QueueKeys>| -> anyhow::Result<_> {
-            let sources = queues
+        let lane_sources = |id: String, queues: Vec<domain::keys::QueueKeys>| -> Vec<WorkerQueue> {
+            queues
                 .into_iter()
                 .map(|q| WorkerQueue::new(q, id.clone()))
-                .collect();
-            // Each lane blocks on its own connection; claims and acks share the multiplexed one.
-            let blocking = domain::redis::connection_manager(&blocking_cfg)?;
-            Ok((sources, blocking))
+                .collect()
         };
         let mut event_lanes = Vec::new();
         for lane in 0..config.worker.worker_concurrency {
-            let (sources, blocking) =
-                lane_parts(format!("{worker_id}.e{lane}"), vec![keys.events_queue()])?;
+            let sources = lane_sources(format!("{worker_id}.e{lane}"), vec![keys.events_queue()]);
             event_lanes.push(Lane::new(
                 sources,
                 events.clone(),
                 redis.clone(),
-                blocking,
+                blocking.clone(),
                 config.worker.clone(),
             ));
         }
         let mut vote_lanes = Vec::new();
         for lane in 0..config.worker.vote_worker_concurrency {
             let shards = (0..VOTE_SHARDS).map(|s| keys.vote_queue(s)).collect();
-            let (sources, blocking) = lane_parts(format!("{worker_id}.v{lane}"), shards)?;
+            let sources = lane_sources(format!("{worker_id}.v{lane}"), shards);
             vote_lanes.push(Lane::new(
                 sources,
                 votes.clone(),
                 redis.clone(),
-                blocking,
+                blocking.clone(),
                 config.worker.clone(),
             ));
         }

@@ -33,5 +33,7 @@ pub mod testing;
 pub use ::redis as redis_client;
 #[cfg(feature = "postgres")]
 pub use deadpool_postgres;
+#[cfg(feature = "redis-pool")]
+pub use deadpool_redis;
 #[cfg(feature = "postgres")]
 pub use tokio_postgres;

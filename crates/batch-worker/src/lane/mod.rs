@@ -76,8 +76,8 @@ pub struct Lane<W: Work> {
     next_source: usize,
     work: Arc<W>,
     redis: ConnectionManager,
-    /// A separate connection for `BLMOVE`, which blocks whatever shares its socket.
-    blocking: ConnectionManager,
+    /// Dedicated connections for `BLMOVE`, which blocks whatever shares its socket.
+    blocking: domain::deadpool_redis::Pool,
     settings: WorkerSettings,
     /// Whether the processing lists may hold items not in memory (start-up, Redis errors).
     must_reload: bool,
@@ -93,7 +93,7 @@ impl<W: Work> Lane<W> {
         sources: Vec<WorkerQueue>,
         work: Arc<W>,
         redis: ConnectionManager,
-        blocking: ConnectionManager,
+        blocking: domain::deadpool_redis::Pool,
         settings: WorkerSettings,
     ) -> Self {
         Self {
@@ -248,7 +248,17 @@ impl<W: Work> Lane<W> {
             };
             let source = self.next_source % self.sources.len();
             self.next_source = self.next_source.wrapping_add(1);
-            let blocking = self.sources[source].claim_one_blocking(&mut self.blocking, wait);
+            let blocking = async {
+                let mut conn = self
+                    .blocking
+                    .get()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("no Redis connection for BLMOVE: {e}"))?;
+                self.sources[source]
+                    .claim_one_blocking(&mut conn, wait)
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context("BLMOVE"))
+            };
             tokio::select! {
                 () = shutdown.cancelled() => {
                     // The BLMOVE may still complete in Redis; release() requeues the lists.
@@ -261,7 +271,7 @@ impl<W: Work> Lane<W> {
                     Ok(None) => {}
                     Err(e) => {
                         self.must_reload = true;
-                        return Err(anyhow::Error::new(e).context("BLMOVE"));
+                        return Err(e);
                     }
                 }
             }

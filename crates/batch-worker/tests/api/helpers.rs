@@ -8,6 +8,7 @@ use domain::shutdown::CancellationToken;
 use domain::testing::{TestDb, TestRedis};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Harness {
     pub redis: TestRedis,
@@ -42,9 +43,8 @@ impl Harness {
     pub fn worker_with_pg(&self, id: &str, pg: &domain::config::PostgresConfig) -> Lane<EventWork> {
         let keys = self.keys();
         let redis = domain::redis::connection_manager(&self.redis.config).expect("redis");
-        let mut blocking_cfg = self.redis.config.clone();
-        blocking_cfg.redis_timeout_ms += 2_000;
-        let blocking = domain::redis::connection_manager(&blocking_cfg).expect("redis");
+        let blocking = domain::redis::blocking_pool(&self.redis.config, 1, Duration::from_secs(2))
+            .expect("redis");
         let queue = WorkerQueue::new(keys.events_queue(), id);
         Lane::new(
             vec![queue],

@@ -5,6 +5,7 @@ use domain::poll::{PollMessage, PollOption};
 use domain::queue::WorkerQueue;
 use domain::shutdown::CancellationToken;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn poll(id: &str) -> PollMessage {
     PollMessage::Poll {
@@ -131,11 +132,13 @@ async fn a_vote_lane_drains_every_shard_queue() {
         .map(|s| WorkerQueue::new(keys.vote_queue(s), "v"))
         .collect();
     let redis = domain::redis::connection_manager(&h.redis.config).expect("redis");
+    let blocking =
+        domain::redis::blocking_pool(&h.redis.config, 1, Duration::from_secs(2)).expect("redis");
     let mut lane = Lane::new(
         sources,
         Arc::new(VoteWork { pg: h.db.pool() }),
-        redis.clone(),
         redis,
+        blocking,
         h.settings.clone(),
     );
     let outcome = lane

@@ -2,10 +2,12 @@
 //! commands on one socket and reconnect by themselves.
 //!
 //! ingest-api keeps one per HTTP worker thread (created on that thread, so its I/O driver
-//! runs beside the handlers); the batch-worker gives each lane a separate one for `BLMOVE`,
-//! which blocks whatever shares its socket. A pool of plain connections (deadpool-redis)
-//! was measured slower on the request path (one request per connection at a time) and is
-//! not used.
+//! runs beside the handlers). A pool of plain connections (deadpool-redis) was measured
+//! slower on the request path (one request per connection at a time) and is not used
+//! there. It is the right tool for blocking commands (`BLMOVE`), which stall whatever
+//! shares their socket: [`blocking_pool`] (feature `redis-pool`) hands each lane a
+//! connection of its own for the length of one blocking call, and replaces a connection
+//! that broke.
 
 use crate::config::RedisConfig;
 use anyhow::Context;
@@ -46,4 +48,36 @@ pub async fn ping(conn: &mut ConnectionManager, timeout: Duration) -> anyhow::Re
         .context("Redis PING failed")?;
     anyhow::ensure!(pong == "PONG", "Redis answered PING with {pong:?}");
     Ok(())
+}
+
+/// A pool of dedicated connections for blocking commands: `size` connections at most,
+/// each command bounded by `REDIS_TIMEOUT_MS` plus `blocking_for` (the longest block).
+///
+/// # Errors
+/// When `REDIS_URL` does not parse.
+#[cfg(feature = "redis-pool")]
+pub fn blocking_pool(
+    cfg: &RedisConfig,
+    size: usize,
+    blocking_for: Duration,
+) -> anyhow::Result<deadpool_redis::Pool> {
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms);
+    let connection = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout + blocking_for));
+    let manager = deadpool_redis::Manager::new_with_config(cfg.redis_url.as_str(), connection)
+        .with_context(|| {
+            format!(
+                "REDIS_URL is not a valid Redis URL: {}",
+                crate::config::redact_url(&cfg.redis_url)
+            )
+        })?;
+    deadpool_redis::Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .wait_timeout(Some(timeout + blocking_for))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .context("building the Redis pool of blocking connections")
 }

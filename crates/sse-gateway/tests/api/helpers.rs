@@ -152,6 +152,17 @@ pub struct SseEvent {
     pub data: serde_json::Value,
 }
 
+thread_local! {
+    /// One client per test thread: building a client loads TLS roots, which for thousands
+    /// of streams opened at once stalled the test's runtime long enough for the gateway to
+    /// time out connections whose request had not been sent yet.
+    static HTTP_CLIENT: reqwest::Client = reqwest::Client::new();
+}
+
+fn http_client() -> reqwest::Client {
+    HTTP_CLIENT.with(reqwest::Client::clone)
+}
+
 /// A minimal EventSource: reads events off a streaming response.
 pub struct SseClient {
     response: reqwest::Response,
@@ -160,9 +171,7 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str, last_event_id: Option<i64>) -> Self {
-        let mut req = reqwest::Client::new()
-            .get(url)
-            .header("accept", "text/event-stream");
+        let mut req = http_client().get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
