@@ -364,6 +364,26 @@ async fn a_poll_restored_after_redis_lost_it_reaches_open_streams() {
 }
 
 #[tokio::test]
+async fn closing_a_poll_reaches_open_streams() {
+    let gw = spawn_gateway(|c| c.gateway.poll_coalesce_ms = 0).await;
+    let poll = gw.create_poll(&["a", "b"]).await;
+    let mut conn = gw.conn().await;
+    gw.vote(&mut conn, &poll, "o1", "ann").await;
+    let mut client =
+        SseClient::connect(&format!("{}/v1/polls/{poll}/stream", gw.address), None).await;
+    let first = client.until_seq(1, WAIT).await;
+    assert_eq!(first.last().map(|e| e.data["closed"].clone()), Some(false.into()));
+    let outcome = domain::poll::close(&mut conn, &gw.keys, &poll, chrono::Utc::now())
+        .await
+        .expect("close");
+    assert_eq!(outcome, domain::poll::CloseOutcome::Closed);
+    let closed = client.next_event(WAIT).await.expect("the close reaches the stream");
+    assert_eq!(closed.data["closed"], true);
+    assert_eq!(closed.data["total"], 1);
+    assert_eq!(closed.id, Some(2), "the close takes the next sequence number");
+}
+
+#[tokio::test]
 async fn streams_end_when_the_gateway_shuts_down() {
     let gw = spawn_gateway(|_| {}).await;
     let poll = gw.create_poll(&["a", "b"]).await;

@@ -1,4 +1,6 @@
 -- Closes a poll (later votes get 410), queues the close for PostgreSQL and tells watchers.
+-- The close is a change of state like a vote: it takes the next sequence number, so
+-- watchers (who drop what they have already seen) receive it.
 --
 -- KEYS[1]  poll definition hash          KEYS[2]  poll tally hash
 -- KEYS[3]  the poll's shard queue        KEYS[4]  the shard's "restored" marker
@@ -15,13 +17,14 @@ if redis.call('HGET', KEYS[1], 'closed') == '1' then
   return 'already_closed'
 end
 redis.call('HSET', KEYS[1], 'closed', '1')
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('LPUSH', KEYS[3], ARGV[1])
 local flat = redis.call('HGETALL', KEYS[2])
 local tally = {}
 for i = 1, #flat, 2 do
   tally[flat[i]] = tonumber(flat[i + 1])
 end
-local def = redis.call('HMGET', KEYS[1], 'seq', 'total', 'epoch')
-redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], epoch = tonumber(def[3] or '0'), seq = tonumber(def[1]),
-  tally = tally, total = tonumber(def[2]), closed = true}))
+local def = redis.call('HMGET', KEYS[1], 'total', 'epoch')
+redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], epoch = tonumber(def[2] or '0'), seq = seq,
+  tally = tally, total = tonumber(def[1]), closed = true}))
 return 'closed'
