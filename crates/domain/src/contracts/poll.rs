@@ -241,6 +241,8 @@ pub enum VoteOutcome {
     Accepted(String),
     /// A retry of an accepted vote with the same idempotency key; its original answer.
     Replay(String),
+    /// The idempotency key answered another vote (another user or option): nothing counted.
+    KeyReused,
     Duplicate,
     NotFound,
     /// Redis may have lost the poll and the worker has not restored it yet.
@@ -335,6 +337,7 @@ pub async fn vote<C: ConnectionLike + Send + Sync>(
     Ok(match outcome.as_str() {
         "accepted" => VoteOutcome::Accepted(body),
         "replay" => VoteOutcome::Replay(body),
+        "key_reused" => VoteOutcome::KeyReused,
         "duplicate" => VoteOutcome::Duplicate,
         "restoring" => VoteOutcome::Restoring,
         "closed" => VoteOutcome::Closed,

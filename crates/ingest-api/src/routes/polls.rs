@@ -131,7 +131,7 @@ pub async fn close_poll(
         (status = 404, description = "Unknown poll (`poll_not_found`)", body = super::docs::PollError),
         (status = 409, description = "This user already voted (`duplicate_vote`)", body = super::docs::PollError),
         (status = 410, description = "The poll is closed (`poll_closed`)", body = super::docs::PollError),
-        (status = 422, description = "Unknown option (`unknown_option`)", body = super::docs::PollError),
+        (status = 422, description = "Unknown option (`unknown_option`), or an Idempotency-Key that answered another user's or option's vote (`idempotency_key_reused`); nothing counted", body = super::docs::PollError),
         (status = 429, description = "Per-client or per-poll rate exceeded (Retry-After)"),
         (status = 503, description = "Poll state being restored, or Redis unavailable (Retry-After)"),
     )
@@ -310,6 +310,7 @@ async fn cast(
     let label = match &outcome {
         VoteOutcome::Accepted(_) => "accepted",
         VoteOutcome::Replay(_) => "replay",
+        VoteOutcome::KeyReused => "key_reused",
         VoteOutcome::Duplicate => "duplicate",
         VoteOutcome::NotFound => "not_found",
         VoteOutcome::Restoring => "restoring",
@@ -329,6 +330,16 @@ fn refusal(outcome: VoteOutcome) -> ApiError {
         }
         VoteOutcome::Restoring => ApiError::restoring(),
         VoteOutcome::Duplicate => ApiError::poll(StatusCode::CONFLICT, "duplicate_vote"),
+        VoteOutcome::KeyReused => ApiError::Poll {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "idempotency_key_reused",
+            details: vec![
+                "this Idempotency-Key answered a vote by another user or for another option; \
+                 nothing was counted"
+                    .into(),
+            ],
+            retry_after_s: None,
+        },
         VoteOutcome::Accepted(_) | VoteOutcome::Replay(_) => {
             ApiError::Unexpected(anyhow::anyhow!("accepted vote treated as refused"))
         }

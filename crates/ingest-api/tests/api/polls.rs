@@ -154,6 +154,63 @@ async fn the_refusals_have_their_documented_statuses() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_another_vote_is_refused_and_counts_nothing() {
+    let app = spawn_app().await;
+    app.mark_restored().await;
+    let (poll, opts) = app.create_poll(&["a", "b"]).await;
+    let send = |user: &'static str, option: &str, key: &'static str| {
+        app.client
+            .post(format!("{}/v1/polls/{poll}/votes", app.address))
+            .header("idempotency-key", key)
+            .json(&json!({"option_id": option, "user_id": user}))
+            .send()
+    };
+    assert_eq!(
+        send("alice", &opts[0], "k").await.expect("sent").status(),
+        202
+    );
+    for (user, option, what) in [
+        ("bob", opts[0].as_str(), "another user"),
+        ("alice", opts[1].as_str(), "another option"),
+        ("bob", "no-such-option", "an unknown option"),
+    ] {
+        let res = send(user, option, "k").await.expect("sent");
+        assert_eq!(res.status(), 422, "the key reused by {what}");
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(body["error"], "idempotency_key_reused", "{what}");
+    }
+    assert_eq!(
+        app.tally(&poll).await.values().sum::<i64>(),
+        1,
+        "only alice's vote is counted"
+    );
+    assert_eq!(
+        app.vote(&poll, &opts[1], "bob").await.status(),
+        202,
+        "bob never voted: his own vote is counted"
+    );
+    let close = app
+        .client
+        .post(format!("{}/v1/polls/{poll}/close", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(close.status(), 200);
+    assert_eq!(
+        send("carol", &opts[0], "k").await.expect("sent").status(),
+        422,
+        "the key reused by another user after the close"
+    );
+    assert_eq!(
+        send("alice", &opts[0], "k").await.expect("sent").status(),
+        202,
+        "alice's own retry still gets her original answer"
+    );
+    assert_eq!(app.tally(&poll).await.values().sum::<i64>(), 2);
+}
+
+#[tokio::test]
 async fn a_retry_with_the_same_idempotency_key_gets_the_original_answer() {
     let app = spawn_app().await;
     app.mark_restored().await;

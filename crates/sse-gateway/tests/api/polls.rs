@@ -372,15 +372,25 @@ async fn closing_a_poll_reaches_open_streams() {
     let mut client =
         SseClient::connect(&format!("{}/v1/polls/{poll}/stream", gw.address), None).await;
     let first = client.until_seq(1, WAIT).await;
-    assert_eq!(first.last().map(|e| e.data["closed"].clone()), Some(false.into()));
+    assert_eq!(
+        first.last().map(|e| e.data["closed"].clone()),
+        Some(false.into())
+    );
     let outcome = domain::poll::close(&mut conn, &gw.keys, &poll, chrono::Utc::now())
         .await
         .expect("close");
     assert_eq!(outcome, domain::poll::CloseOutcome::Closed);
-    let closed = client.next_event(WAIT).await.expect("the close reaches the stream");
+    let closed = client
+        .next_event(WAIT)
+        .await
+        .expect("the close reaches the stream");
     assert_eq!(closed.data["closed"], true);
     assert_eq!(closed.data["total"], 1);
-    assert_eq!(closed.id, Some(2), "the close takes the next sequence number");
+    assert_eq!(
+        closed.id,
+        Some(2),
+        "the close takes the next sequence number"
+    );
 }
 
 #[tokio::test]

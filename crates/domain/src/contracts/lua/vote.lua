@@ -12,17 +12,31 @@
 -- ARGV[5]  idempotency TTL in seconds, "0" when the request has no Idempotency-Key
 -- ARGV[6]  pub/sub channel of the poll (payload: its state, epoch and sequence number)
 -- ARGV[7]  the poll id as a JSON string (escaped)
--- Returns  {outcome, body}: outcome is accepted | replay | duplicate | not_found | restoring
---          | closed | unknown_option; body is the JSON answer for accepted and replay.
+-- Returns  {outcome, body}: outcome is accepted | replay | key_reused | duplicate | not_found
+--          | restoring | closed | unknown_option; body is the JSON answer for accepted and
+--          replay.
+--
+-- The idempotency key remembers whose vote it answered: its value is
+-- `user NUL option NUL body` (ids never contain NUL). A retry of the same vote gets the
+-- original answer; the key reused for another user or option is `key_reused`, so a 202
+-- always means this very vote is counted. A value without NULs (written before the
+-- fingerprint existed) is replayed as it was.
 --
 -- JSON is assembled from strings rather than with cjson: option ids are the service's own
 -- ("o1", "o2", ...), everything client-supplied arrives escaped, and three cjson.encode
 -- calls were most of the script's cost.
 local use_idem = ARGV[5] ~= '0'
+local fingerprint = ARGV[2] .. '\0' .. ARGV[1] .. '\0'
 if use_idem then
   local prior = redis.call('GET', KEYS[6])
   if prior then
-    return {'replay', prior}
+    if string.sub(prior, 1, #fingerprint) == fingerprint then
+      return {'replay', string.sub(prior, #fingerprint + 1)}
+    end
+    if not string.find(prior, '\0', 1, true) then
+      return {'replay', prior}
+    end
+    return {'key_reused', ''}
   end
 end
 local def = redis.call('HMGET', KEYS[1], 'closed', 'closes_at_ms', 'epoch')
@@ -56,6 +70,6 @@ redis.call('PUBLISH', ARGV[6], '{"poll_id":' .. ARGV[7] .. ',"epoch":' .. (def[3
   .. ',"total":' .. total .. ',"closed":false}')
 local body = '{"status":"accepted","seq":' .. seq .. ',"tally":' .. tally .. ',"total":' .. total .. '}'
 if use_idem then
-  redis.call('SET', KEYS[6], body, 'EX', tonumber(ARGV[5]))
+  redis.call('SET', KEYS[6], fingerprint .. body, 'EX', tonumber(ARGV[5]))
 end
 return {'accepted', body}
