@@ -141,8 +141,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::QueueUnavailable(cause) => tracing::error!(error = ?cause, "queue unavailable"),
-            Self::Unexpected(cause) => tracing::error!(error = ?cause, "unexpected error"),
+            Self::QueueUnavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "queue unavailable")
+            }
+            Self::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "unexpected error")
+            }
             _ => {}
         }
         self.problem().response()

@@ -47,7 +47,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Self::Unavailable(e) = self {
-            tracing::error!(error = ?e, "Redis unavailable");
+            tracing::error!(error = format!("{e:#}"), "Redis unavailable");
         }
         self.problem().response()
     }

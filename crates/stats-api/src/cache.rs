@@ -44,8 +44,8 @@ where
         }
     };
     let value = compute.await?;
-    if let (Some(generation), Ok(body)) = (generation, serde_json::to_string(&value)) {
-        if let Err(e) = domain::cache::store(
+    if let (Some(generation), Ok(body)) = (generation, serde_json::to_string(&value))
+        && let Err(e) = domain::cache::store(
             &mut redis,
             &state.keys,
             site_id,
@@ -54,9 +54,8 @@ where
             &body,
         )
         .await
-        {
-            tracing::debug!(error = %e, "could not cache the answer");
-        }
+    {
+        tracing::debug!(error = %e, "could not cache the answer");
     }
     Ok(value)
 }

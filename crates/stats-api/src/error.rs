@@ -67,8 +67,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unavailable(cause) => tracing::error!(error = ?cause, "database unavailable"),
-            Self::Unexpected(cause) => tracing::error!(error = ?cause, "unexpected error"),
+            Self::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "database unavailable")
+            }
+            Self::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "unexpected error")
+            }
             _ => {}
         }
         self.problem().response()

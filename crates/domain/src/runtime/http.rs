@@ -73,12 +73,38 @@ pub fn app(
         cors(cors_origins.unwrap_or("")),
     );
     actix_web::App::new()
+        .wrap(actix_web::middleware::from_fn(refuse_nul_in_url))
         .wrap(actix_web::middleware::from_fn(move |r, n| {
             record_request(names, r, n)
         }))
         .wrap(request_tracing())
         .wrap(cors_layer)
         .into_utoipa_app()
+}
+
+/// Answers 400 to a URL carrying a NUL character (`%00`) in its path or query: no route
+/// takes one, and PostgreSQL would refuse it as text deep inside a handler (a 500 before).
+///
+/// # Errors
+/// The 400, or the inner service's error.
+pub async fn refuse_nul_in_url<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let uri = req.uri().to_string();
+    if uri.contains('\0') || uri.to_ascii_lowercase().contains("%00") {
+        let problem = crate::problem::Problem::code(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid_request",
+        )
+        .details(vec!["the URL must not contain NUL characters (%00)".into()]);
+        return Err(actix_web::error::InternalError::from_response(
+            "NUL in URL",
+            problem.response(),
+        )
+        .into());
+    }
+    next.call(req).await
 }
 
 /// Adds `/healthz`, `/readyz` and `/metrics` (documented in the OpenAPI document).

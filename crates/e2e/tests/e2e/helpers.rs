@@ -262,10 +262,10 @@ pub async fn post_events(
 pub fn synthetic_event(n: usize) -> serde_json::Value {
     let mut e = serde_json::json!({
         "site_id": format!("site-{}", n % 3),
-        "event_type": if n % 5 == 0 { "click" } else { "page_view" },
+        "event_type": if n.is_multiple_of(5) { "click" } else { "page_view" },
         "timestamp": format!("2025-11-{:02}T{:02}:{:02}:00Z", 14 + n % 2, n % 24, n % 60),
     });
-    if n % 10 != 0 {
+    if !n.is_multiple_of(10) {
         e["path"] = serde_json::json!(format!("/p{}", n % 20));
     }
     if n % 10 != 1 {

@@ -136,6 +136,14 @@ pub async fn query(
         interval_ms,
         targets,
     } = req.into_inner();
+    if targets
+        .iter()
+        .any(|t| t.target.contains('\0') || t.payload.to_string().contains("\\u0000"))
+    {
+        return Err(ApiError::BadRequest(
+            "targets must not contain NUL characters".into(),
+        ));
+    }
     let mut out = Vec::new();
     for t in targets.iter().filter(|t| !t.hide && !t.target.is_empty()) {
         let need_site = || {

@@ -3,6 +3,7 @@
 
 mod grafana;
 mod helpers;
+mod hostile;
 mod openapi;
 mod stats;
 mod timeseries;
