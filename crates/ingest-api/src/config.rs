@@ -12,6 +12,9 @@ pub struct IngestSettings {
     pub event_queue_high_water: u64,
     /// Largest request body, in bytes; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Largest vote body (`/v1/polls/{id}/votes`, `/api/vote`), in bytes: a vote is a few
+    /// hundred bytes, so it need not be read up to `BODY_LIMIT_BYTES`.
+    pub vote_body_limit_bytes: usize,
     /// Sustained requests per second allowed from one client address on write endpoints;
     /// 0 disables the limit.
     pub rate_limit_per_ip_per_s: u32,
@@ -34,6 +37,7 @@ impl Default for IngestSettings {
         Self {
             event_queue_high_water: 2_000_000,
             body_limit_bytes: 2 * 1024 * 1024,
+            vote_body_limit_bytes: 16 * 1024,
             rate_limit_per_ip_per_s: 2_000,
             rate_limit_burst: 10_000,
             shed_retry_after_s: 2,

@@ -101,7 +101,7 @@ pub async fn close_poll(
     require_admin(&req, &state)?;
     client_rate_limit(&req, &state)?;
     let poll_id = path.into_inner();
-    if poll_id.chars().count() > MAX_POLL_ID_CHARS {
+    if !poll_id_fits(&poll_id) {
         return Err(ApiError::poll(StatusCode::NOT_FOUND, "poll_not_found"));
     }
     match poll::close(&mut redis.0.clone(), &state.keys, &poll_id, Utc::now())
@@ -146,8 +146,12 @@ pub async fn post_vote(
     redis: web::Data<WorkerRedis>,
 ) -> Result<HttpResponse, ApiError> {
     let poll_id = path.into_inner();
-    vote_limits(&req, &state, &poll_id)?;
-    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    client_vote_limit(&req, &state)?;
+    if !poll_id_fits(&poll_id) {
+        return Err(refusal(VoteOutcome::NotFound));
+    }
+    poll_vote_limit(&state, &poll_id)?;
+    let body = read_json_body(&req, payload, state.settings.vote_body_limit_bytes).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_body(vec![format!("invalid JSON: {e}")]))?;
     let ballot = poll::check_ballot(
@@ -207,7 +211,8 @@ pub async fn post_vote_compat(
     state: web::Data<AppState>,
     redis: web::Data<WorkerRedis>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    client_vote_limit(&req, &state)?;
+    let body = read_json_body(&req, payload, state.settings.vote_body_limit_bytes).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_body(vec![format!("invalid JSON: {e}")]))?;
     let mut problems = Vec::new();
@@ -246,7 +251,10 @@ pub async fn post_vote_compat(
             return Err(ApiError::invalid_body(problems));
         }
     };
-    vote_limits(&req, &state, &poll_id)?;
+    if !poll_id_fits(&poll_id) {
+        return Err(refusal(VoteOutcome::NotFound));
+    }
+    poll_vote_limit(&state, &poll_id)?;
     match cast(
         &state,
         &redis,
@@ -265,7 +273,14 @@ pub async fn post_vote_compat(
     }
 }
 
-fn vote_limits(req: &HttpRequest, state: &AppState, poll_id: &str) -> Result<(), ApiError> {
+/// Whether `poll_id` could name a poll. Checked before the id keys anything (a limiter
+/// bucket, a Redis key), so a client cannot make us keep megabytes of made-up ids.
+fn poll_id_fits(poll_id: &str) -> bool {
+    poll_id.len() <= MAX_POLL_ID_CHARS * 4 && poll_id.chars().count() <= MAX_POLL_ID_CHARS
+}
+
+/// The per-client vote limit, before anything of the request is read.
+fn client_vote_limit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if let Some(ip) = domain::http::client_ip(req, &state.trusted_proxies)
         && let Err(wait) = state.vote_ip_limiter.check(&ip)
     {
@@ -275,6 +290,11 @@ fn vote_limits(req: &HttpRequest, state: &AppState, poll_id: &str) -> Result<(),
             retry_after_s: retry_after_secs(wait),
         });
     }
+    Ok(())
+}
+
+/// The per-poll vote limit, for a poll id that [`poll_id_fits`].
+fn poll_vote_limit(state: &AppState, poll_id: &str) -> Result<(), ApiError> {
     if let Err(wait) = state.vote_poll_limiter.check(&poll_id.to_string()) {
         metrics::counter!("ingest_api_requests_shed_total", "reason" => "poll_rate_limited")
             .increment(1);
@@ -293,9 +313,6 @@ async fn cast(
     idempotency_key: Option<&str>,
     traceparent: Option<&str>,
 ) -> Result<VoteOutcome, ApiError> {
-    if poll_id.chars().count() > MAX_POLL_ID_CHARS {
-        return Ok(VoteOutcome::NotFound);
-    }
     let outcome = poll::vote(
         &mut redis.0.clone(),
         &state.keys,

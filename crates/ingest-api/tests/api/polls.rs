@@ -349,3 +349,60 @@ async fn votes_past_the_per_poll_rate_get_429() {
         "other polls unaffected"
     );
 }
+
+#[tokio::test]
+async fn an_over_long_poll_id_is_refused_before_it_keys_the_per_poll_limiter() {
+    let app = spawn_app_with(|c| {
+        c.ingest.vote_rate_limit_per_poll_per_s = 1;
+        c.ingest.vote_rate_limit_per_poll_burst = 1;
+    })
+    .await;
+    app.mark_restored().await;
+    let long_id = "p".repeat(10_000);
+    for attempt in 0..3 {
+        let res = app.vote(&long_id, "o1", &format!("u{attempt}")).await;
+        assert_eq!(
+            res.status(),
+            404,
+            "attempt {attempt}: never a limiter bucket, so never 429"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_vote_is_rate_limited_before_its_body_is_read() {
+    let app = spawn_app_with(|c| {
+        c.ingest.vote_rate_limit_per_ip_per_s = 1;
+        c.ingest.vote_rate_limit_per_ip_burst = 1;
+    })
+    .await;
+    let send = || {
+        app.client
+            .post(format!("{}/api/vote", app.address))
+            .header("content-type", "application/json")
+            .body("not json")
+            .send()
+    };
+    assert_eq!(send().await.expect("sent").status(), 400);
+    assert_eq!(
+        send().await.expect("sent").status(),
+        429,
+        "over the limit: refused before the body is parsed"
+    );
+}
+
+#[tokio::test]
+async fn a_vote_body_is_limited_to_kilobytes() {
+    let app = spawn_app().await;
+    app.mark_restored().await;
+    let (poll, opts) = app.create_poll(&["a", "b"]).await;
+    let res = app
+        .client
+        .post(format!("{}/v1/polls/{poll}/votes", app.address))
+        .json(&json!({"option_id": opts[0], "user_id": "u", "pad": "x".repeat(20_000)}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 413);
+    assert_eq!(app.tally(&poll).await.values().sum::<i64>(), 0);
+}
