@@ -60,10 +60,19 @@ pub struct Config {
 
 impl ServiceConfig for Config {
     fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        let ingest: IngestSettings = vars.get()?;
+        for (name, value) in [
+            ("BODY_LIMIT_BYTES", ingest.body_limit_bytes),
+            ("VOTE_BODY_LIMIT_BYTES", ingest.vote_body_limit_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
         Ok(Self {
             http: vars.http("0.0.0.0:8080")?,
             redis: vars.get()?,
-            ingest: vars.get()?,
+            ingest,
         })
     }
 }
@@ -86,5 +95,14 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("EVENT_QUEUE_HIGH_WATER"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_body_limit_is_refused_by_name() {
+        let err = Config::from_vars(vec![("VOTE_BODY_LIMIT_BYTES".into(), "0".into())])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("VOTE_BODY_LIMIT_BYTES"), "{err}");
     }
 }

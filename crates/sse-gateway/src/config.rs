@@ -59,10 +59,25 @@ pub struct Config {
 
 impl ServiceConfig for Config {
     fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        let gateway: GatewaySettings = vars.get()?;
+        // Zero would panic (a zero heartbeat interval) or refuse every stream.
+        for (name, value) in [
+            ("HEARTBEAT_S", gateway.heartbeat_s),
+            ("MAX_CONNECTIONS", gateway.max_connections as u64),
+            (
+                "MAX_CONNECTIONS_PER_IP",
+                gateway.max_connections_per_ip as u64,
+            ),
+            ("MAX_CLIENT_LAG", gateway.max_client_lag as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
         Ok(Self {
             http: vars.http("0.0.0.0:8081")?,
             redis: vars.get()?,
-            gateway: vars.get()?,
+            gateway,
         })
     }
 }
@@ -77,5 +92,21 @@ mod tests {
         assert_eq!(cfg.http.bind_addr, "0.0.0.0:8081");
         assert_eq!(cfg.gateway.poll_coalesce_ms, 100);
         assert!(cfg.gateway.heartbeat_s <= 15);
+    }
+
+    #[test]
+    fn values_that_would_panic_are_refused_by_name() {
+        for name in [
+            "HEARTBEAT_S",
+            "MAX_CONNECTIONS",
+            "MAX_CONNECTIONS_PER_IP",
+            "MAX_CLIENT_LAG",
+        ] {
+            let err = Config::from_vars(vec![(name.to_string(), "0".to_string())])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 }
