@@ -5,10 +5,13 @@
 //! commit together with the work's Redis side effects; heartbeats keep a lane's batch its
 //! own and any worker requeues the batch of a lane whose heartbeat expired. Each kind of
 //! work implements [`lane::Work`] in its own module: [`events`] (analytics events and their
-//! rollups) and [`votes`] (polls and votes, and restoring polls Redis lost).
+//! rollups), [`votes`] (polls and votes) and [`sites`] (the site registry); [`restore`] puts
+//! back the polls and the registry when Redis lost them.
 
 pub mod config;
 pub mod events;
 pub mod lane;
+pub mod restore;
+pub mod sites;
 pub mod startup;
 pub mod votes;

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::events::EventWork;
 use crate::lane::{Lane, liveness};
+use crate::sites::SiteWork;
 use crate::votes::VoteWork;
 use actix_web::dev::Server;
 use domain::deadpool_postgres::Pool;
@@ -21,6 +22,7 @@ pub struct Application {
     server: Server,
     event_lanes: Vec<Lane<EventWork>>,
     vote_lanes: Vec<Lane<VoteWork>>,
+    site_lane: Lane<SiteWork>,
     keys: Keys,
     worker_id: String,
     redis: ConnectionManager,
@@ -41,7 +43,7 @@ impl Application {
         // claims and acknowledgements share the multiplexed one.
         let blocking = domain::redis::blocking_pool(
             &config.redis,
-            config.worker.worker_concurrency + config.worker.vote_worker_concurrency,
+            config.worker.worker_concurrency + config.worker.vote_worker_concurrency + 1,
             Duration::from_millis(1_000 + config.worker.batch_max_wait_ms),
         )?;
         let pg = domain::postgres::pool(&config.postgres)?;
@@ -86,6 +88,17 @@ impl Application {
                 config.worker.clone(),
             ));
         }
+        // Registry changes are rare: one lane.
+        let site_lane = Lane::new(
+            lane_sources(format!("{worker_id}.s0"), vec![keys.sites_queue()]),
+            Arc::new(SiteWork {
+                pg: pg.clone(),
+                keys: keys.clone(),
+            }),
+            redis.clone(),
+            blocking.clone(),
+            config.worker.clone(),
+        );
 
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
         let (check_redis, check_pg) = (redis.clone(), pg.clone());
@@ -125,6 +138,7 @@ impl Application {
             server,
             event_lanes,
             vote_lanes,
+            site_lane,
             keys,
             worker_id,
             redis,
@@ -148,7 +162,8 @@ impl Application {
             .vote_lanes
             .iter()
             .map(|l| l.sources()[0].worker_id().to_string());
-        events.chain(votes).collect()
+        let sites = std::iter::once(self.site_lane.sources()[0].worker_id().to_string());
+        events.chain(votes).chain(sites).collect()
     }
 
     /// Drains the queue until shutdown; the batches in progress are stored (or handed
@@ -161,6 +176,7 @@ impl Application {
             server,
             event_lanes,
             vote_lanes,
+            site_lane,
             keys,
             worker_id,
             redis,
@@ -172,7 +188,8 @@ impl Application {
         let lane_queues = event_lanes
             .iter()
             .flat_map(|l| l.sources().to_vec())
-            .chain(vote_lanes.iter().flat_map(|l| l.sources().to_vec()));
+            .chain(vote_lanes.iter().flat_map(|l| l.sources().to_vec()))
+            .chain(site_lane.sources().to_vec());
         let queues: Vec<WorkerQueue> = lane_queues.collect();
         // One handle per queue for the reaper (every queue has a lane of this process).
         let mut per_queue: Vec<WorkerQueue> = Vec::new();
@@ -226,6 +243,7 @@ impl Application {
                         .into_iter()
                         .map(|lane| tokio::spawn(lane.run(shutdown.clone()))),
                 );
+                runs.push(tokio::spawn(site_lane.run(shutdown.clone())));
                 if let Some((keep, every)) = retention {
                     runs.push(tokio::spawn(crate::events::retention::run(
                         pg.clone(),
@@ -234,7 +252,7 @@ impl Application {
                         shutdown.clone(),
                     )));
                 }
-                runs.push(tokio::spawn(crate::votes::restore::run(
+                runs.push(tokio::spawn(crate::restore::run(
                     redis,
                     pg,
                     keys,

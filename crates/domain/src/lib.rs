@@ -19,7 +19,9 @@
 pub mod contracts;
 pub mod runtime;
 
-pub use contracts::{cache, channel, event, keys, poll, queue, site};
+pub use contracts::{
+    cache, channel, event, keys, poll, queue, site, site_registry, stream_token, visitor_salt,
+};
 #[cfg(feature = "postgres")]
 pub use runtime::postgres;
 pub use runtime::{auth, backoff, config, metrics, net, redis, shutdown, telemetry};

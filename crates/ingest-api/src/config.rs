@@ -30,6 +30,40 @@ pub struct IngestSettings {
     /// Votes per second one poll accepts (0: unlimited), and its burst.
     pub vote_rate_limit_per_poll_per_s: u32,
     pub vote_rate_limit_per_poll_burst: u32,
+    /// `open`: events for any `site_id` are accepted; `registered`: only for sites of the
+    /// registry (404 `unknown_site` otherwise).
+    pub sites_mode: SitesMode,
+    /// How often the in-memory copy of the site registry checks for changes.
+    pub sites_refresh_ms: u64,
+    /// How often the visitor-id salts are read again from Redis.
+    pub salt_refresh_ms: u64,
+    /// A MaxMind-format (`.mmdb`) country database; unset: no countries.
+    pub geoip_db: Option<String>,
+    /// A file of networks (one CIDR a line) whose traffic is data-center traffic, not
+    /// counted; unset: none.
+    pub datacenter_networks_file: Option<String>,
+}
+
+/// Which `site_id`s events may carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SitesMode {
+    #[default]
+    Open,
+    Registered,
+}
+
+impl<'de> Deserialize<'de> for SitesMode {
+    // By hand: envy's message for an unknown variant does not name the variable.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "open" => Ok(Self::Open),
+            "registered" => Ok(Self::Registered),
+            other => Err(serde::de::Error::custom(format!(
+                "SITES_MODE must be open or registered, not {other:?}"
+            ))),
+        }
+    }
 }
 
 impl Default for IngestSettings {
@@ -46,6 +80,11 @@ impl Default for IngestSettings {
             vote_rate_limit_per_ip_burst: 5_000,
             vote_rate_limit_per_poll_per_s: 20_000,
             vote_rate_limit_per_poll_burst: 50_000,
+            sites_mode: SitesMode::Open,
+            sites_refresh_ms: 1_000,
+            salt_refresh_ms: 10_000,
+            geoip_db: None,
+            datacenter_networks_file: None,
         }
     }
 }
@@ -64,6 +103,8 @@ impl ServiceConfig for Config {
         for (name, value) in [
             ("BODY_LIMIT_BYTES", ingest.body_limit_bytes),
             ("VOTE_BODY_LIMIT_BYTES", ingest.vote_body_limit_bytes),
+            ("SITES_REFRESH_MS", ingest.sites_refresh_ms as usize),
+            ("SALT_REFRESH_MS", ingest.salt_refresh_ms as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -95,6 +136,20 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("EVENT_QUEUE_HIGH_WATER"), "{err}");
+    }
+
+    #[test]
+    fn sites_mode_is_open_unless_told_and_names_the_variable_when_wrong() {
+        let cfg = Config::from_vars(Vec::new()).expect("defaults");
+        assert_eq!(cfg.ingest.sites_mode, SitesMode::Open);
+        let cfg = Config::from_vars(vec![("SITES_MODE".into(), "registered".into())])
+            .expect("registered");
+        assert_eq!(cfg.ingest.sites_mode, SitesMode::Registered);
+        let err = Config::from_vars(vec![("SITES_MODE".into(), "closed".into())])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("SITES_MODE"), "{err}");
     }
 
     #[test]

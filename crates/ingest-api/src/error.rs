@@ -14,7 +14,7 @@ pub enum ApiError {
     #[error("invalid JSON: {0}")]
     MalformedJson(String),
     #[error("unsupported content type")]
-    UnsupportedMediaType,
+    UnsupportedMediaType(&'static str),
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("rate limited")]
@@ -25,9 +25,9 @@ pub enum ApiError {
     QueueUnavailable(#[source] anyhow::Error),
     #[error("unexpected error")]
     Unexpected(#[source] anyhow::Error),
-    /// A poll or vote answer: `{"error": code}` (plus `details` when given).
+    /// A poll, vote or site answer: `{"error": code}` (plus `details` when given).
     #[error("{code}")]
-    Poll {
+    Coded {
         status: StatusCode,
         code: &'static str,
         details: Vec<String>,
@@ -40,7 +40,7 @@ pub enum ApiError {
 impl ApiError {
     /// A poll error with no details.
     pub fn poll(status: StatusCode, code: &'static str) -> Self {
-        Self::Poll {
+        Self::Coded {
             status,
             code,
             details: Vec::new(),
@@ -50,7 +50,7 @@ impl ApiError {
 
     /// 400 for a poll or vote body, listing every problem.
     pub fn invalid_body(details: Vec<String>) -> Self {
-        Self::Poll {
+        Self::Coded {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_body",
             details,
@@ -58,9 +58,29 @@ impl ApiError {
         }
     }
 
+    /// A coded answer with details.
+    pub fn coded(status: StatusCode, code: &'static str, details: Vec<String>) -> Self {
+        Self::Coded {
+            status,
+            code,
+            details,
+            retry_after_s: None,
+        }
+    }
+
+    /// 503 while the worker restores the site registry Redis lost.
+    pub fn sites_restoring() -> Self {
+        Self::Coded {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "restoring",
+            details: vec!["the site registry is being restored; retry shortly".into()],
+            retry_after_s: Some(1),
+        }
+    }
+
     /// 503 while the worker restores polls Redis lost.
     pub fn restoring() -> Self {
-        Self::Poll {
+        Self::Coded {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "restoring",
             details: vec!["poll state is being restored; retry shortly".into()],
@@ -89,9 +109,9 @@ impl ApiError {
             Self::MalformedJson(msg) => {
                 analytics(StatusCode::BAD_REQUEST, "Invalid JSON body").details(vec![msg.clone()])
             }
-            Self::UnsupportedMediaType => {
+            Self::UnsupportedMediaType(why) => {
                 analytics(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
-                    .details(vec!["Content-Type must be application/json".into()])
+                    .details(vec![(*why).to_string()])
             }
             Self::PayloadTooLarge { limit } => {
                 analytics(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").details(vec![
@@ -115,7 +135,7 @@ impl ApiError {
             Self::Unexpected(_) => {
                 analytics(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
             }
-            Self::Poll {
+            Self::Coded {
                 status,
                 code,
                 details,
@@ -162,7 +182,7 @@ mod tests {
         let cases = [
             (ApiError::Validation(vec![]), 400),
             (ApiError::MalformedJson(String::new()), 400),
-            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::UnsupportedMediaType(""), 415),
             (ApiError::PayloadTooLarge { limit: 1 }, 413),
             (ApiError::RateLimited { retry_after_s: 1 }, 429),
             (ApiError::Overloaded { retry_after_s: 1 }, 503),

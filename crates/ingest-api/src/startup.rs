@@ -1,8 +1,11 @@
 //! Builds the ingest-api application from its configuration; tests use it too.
 
+use crate::client::{Countries, DataCenters};
 use crate::config::{Config, IngestSettings};
 use crate::limits::{KeyedLimiter, QueueDepth};
-use crate::routes::{events, polls};
+use crate::routes::{events, polls, sites};
+use crate::sites::SiteDirectory;
+use crate::visitor::Salts;
 use actix_web::dev::Server;
 use actix_web::{HttpResponse, web};
 use domain::http::Ops;
@@ -31,6 +34,10 @@ pub struct AppState {
     pub vote_poll_limiter: KeyedLimiter<String>,
     pub trusted_proxies: TrustedProxies,
     pub queue_depth: QueueDepth,
+    pub sites: SiteDirectory,
+    pub salts: Salts,
+    pub countries: Countries,
+    pub datacenters: DataCenters,
 }
 
 /// A bound, not yet running, ingest-api.
@@ -52,6 +59,20 @@ impl Application {
         let redis = domain::redis::connection_manager(&config.redis)?;
         let trusted_proxies =
             TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?;
+        let countries = match &config.ingest.geoip_db {
+            Some(path) => Countries::open(std::path::Path::new(path))?,
+            None => Countries::default(),
+        };
+        let datacenters = match &config.ingest.datacenter_networks_file {
+            Some(path) => DataCenters::load(std::path::Path::new(path))?,
+            None => DataCenters::default(),
+        };
+        tracing::info!(
+            sites_mode = ?config.ingest.sites_mode,
+            countries = countries.enabled(),
+            datacenter_networks = datacenters.len(),
+            "visitor enrichment"
+        );
         let state = web::Data::new(AppState {
             events_queue: keys.events_queue(),
             keys,
@@ -71,11 +92,37 @@ impl Application {
             settings: config.ingest.clone(),
             trusted_proxies,
             queue_depth: QueueDepth::default(),
+            sites: SiteDirectory::default(),
+            salts: Salts::default(),
+            countries,
+            datacenters,
         });
+        // The first registry and salts before serving, when Redis answers (otherwise the
+        // background refresh keeps trying, and events needing them get 503).
+        let mut conn = redis.clone();
+        let first = tokio::time::timeout(
+            Duration::from_millis(config.redis.redis_timeout_ms),
+            async {
+                let sites = state.sites.refresh(&mut conn, &state.keys).await;
+                let salts = state
+                    .salts
+                    .refresh(&mut conn, &state.keys, chrono::Utc::now())
+                    .await;
+                sites.and(salts)
+            },
+        )
+        .await;
+        if !matches!(first, Ok(Ok(()))) {
+            tracing::warn!(
+                "site registry or visitor salts not loaded yet; retrying in the background"
+            );
+        }
 
         let background = vec![
             tokio::spawn(poll_queue_depth(state.clone(), shutdown.clone())),
             tokio::spawn(forget_idle_clients(state.clone(), shutdown.clone())),
+            tokio::spawn(refresh_sites(state.clone(), shutdown.clone())),
+            tokio::spawn(refresh_salts(state.clone(), shutdown.clone())),
         ];
 
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
@@ -103,12 +150,17 @@ impl Application {
                     .service(polls::post_poll)
                     .service(polls::close_poll)
                     .service(polls::post_vote)
-                    .service(polls::post_vote_compat);
+                    .service(polls::post_vote_compat)
+                    .service(sites::post_site)
+                    .service(sites::list_sites)
+                    .service(sites::get_site)
+                    .service(sites::patch_site)
+                    .service(sites::delete_site);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,
                     "ingest-api",
-                    "Tally's write side: analytics events, polls and votes.",
+                    "Tally's write side: analytics events, polls and votes, the site registry.",
                     &["admin_token"],
                 )
                 .default_service(web::to(not_found))
@@ -161,6 +213,38 @@ async fn poll_queue_depth(state: web::Data<AppState>, shutdown: CancellationToke
                     state.queue_depth.poll_result(ticket, len);
                 }
                 Err(e) => tracing::debug!(error = %e, "could not read the queue length"),
+            }
+        }
+    })
+    .await;
+}
+
+async fn refresh_sites(state: web::Data<AppState>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(state.settings.sites_refresh_ms);
+    every(period, shutdown, || {
+        let state = state.clone();
+        async move {
+            let mut conn = state.redis.clone();
+            if let Err(e) = state.sites.refresh(&mut conn, &state.keys).await {
+                tracing::debug!(error = %e, "could not refresh the site registry");
+            }
+        }
+    })
+    .await;
+}
+
+async fn refresh_salts(state: web::Data<AppState>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(state.settings.salt_refresh_ms);
+    every(period, shutdown, || {
+        let state = state.clone();
+        async move {
+            let mut conn = state.redis.clone();
+            if let Err(e) = state
+                .salts
+                .refresh(&mut conn, &state.keys, chrono::Utc::now())
+                .await
+            {
+                tracing::warn!(error = %e, "could not refresh the visitor salts");
             }
         }
     })

@@ -1,6 +1,7 @@
 //! Time bounds in query strings: `YYYY-MM-DD`, RFC 3339, or epoch milliseconds (what
 //! Grafana's Infinity data source sends).
 
+use crate::local_time::SiteClock;
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 
 /// One `from`/`to` value as given.
@@ -46,39 +47,38 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
 }
 
 impl Bound {
-    /// The UTC day this bound selects as a range start.
-    pub fn first_day(self) -> NaiveDate {
+    /// The local day of `clock` this bound selects as a range start.
+    pub fn first_day(self, clock: SiteClock) -> NaiveDate {
         match self {
             Self::Day(d) => d,
-            Self::Instant(t) => t.date_naive(),
+            Self::Instant(t) => clock.day_of(t),
         }
     }
 
-    /// The last UTC day this bound selects as a range end: a day is inclusive, an instant
-    /// exclusive (midnight ends the day before).
-    pub fn last_day(self) -> NaiveDate {
+    /// The last local day this bound selects as a range end: a day is inclusive, an
+    /// instant exclusive (midnight ends the day before).
+    pub fn last_day(self, clock: SiteClock) -> NaiveDate {
         match self {
             Self::Day(d) => d,
-            Self::Instant(t) => (t - TimeDelta::microseconds(1)).date_naive(),
+            Self::Instant(t) => clock.day_of(t - TimeDelta::microseconds(1)),
         }
     }
 
-    /// As a range start instant.
-    pub fn start_instant(self) -> DateTime<Utc> {
+    /// As a range start instant, a day starting at its first hour in `clock`'s zone.
+    pub fn start_instant(self, clock: SiteClock) -> DateTime<Utc> {
         match self {
-            Self::Day(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
+            Self::Day(d) => clock.day_start(d),
             Self::Instant(t) => t,
         }
     }
 
-    /// As an exclusive range end instant (a day includes itself).
-    pub fn end_instant(self) -> DateTime<Utc> {
+    /// As an exclusive range end instant, a day ending where the next begins in `clock`'s
+    /// zone.
+    pub fn end_instant(self, clock: SiteClock) -> DateTime<Utc> {
         match self {
             Self::Day(d) => d
                 .checked_add_days(Days::new(1))
-                .unwrap_or(d)
-                .and_time(chrono::NaiveTime::MIN)
-                .and_utc(),
+                .map_or_else(|| clock.day_start(d), |next| clock.day_start(next)),
             Self::Instant(t) => t,
         }
     }
@@ -99,9 +99,15 @@ mod tests {
             Ok(Bound::Day(day("2025-11-14")))
         );
         let t = parse_bound("2025-11-14T10:00:00+01:00", "from").expect("rfc3339");
-        assert_eq!(t.start_instant().to_rfc3339(), "2025-11-14T09:00:00+00:00");
+        assert_eq!(
+            t.start_instant(SiteClock::utc()).to_rfc3339(),
+            "2025-11-14T09:00:00+00:00"
+        );
         let ms = parse_bound("1763114400000", "to").expect("ms");
-        assert_eq!(ms.start_instant().to_rfc3339(), "2025-11-14T10:00:00+00:00");
+        assert_eq!(
+            ms.start_instant(SiteClock::utc()).to_rfc3339(),
+            "2025-11-14T10:00:00+00:00"
+        );
     }
 
     #[test]
@@ -114,11 +120,17 @@ mod tests {
 
     #[test]
     fn days_are_inclusive_and_instants_exclusive_at_the_end() {
-        assert_eq!(Bound::Day(day("2025-11-14")).last_day(), day("2025-11-14"));
-        let midnight = parse_bound("2025-11-15T00:00:00Z", "to").expect("t");
-        assert_eq!(midnight.last_day(), day("2025-11-14"));
+        let utc = SiteClock::utc();
         assert_eq!(
-            Bound::Day(day("2025-11-14")).end_instant().to_rfc3339(),
+            Bound::Day(day("2025-11-14")).last_day(utc),
+            day("2025-11-14")
+        );
+        let midnight = parse_bound("2025-11-15T00:00:00Z", "to").expect("t");
+        assert_eq!(midnight.last_day(utc), day("2025-11-14"));
+        assert_eq!(
+            Bound::Day(day("2025-11-14"))
+                .end_instant(SiteClock::utc())
+                .to_rfc3339(),
             "2025-11-15T00:00:00+00:00"
         );
     }

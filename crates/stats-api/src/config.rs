@@ -15,6 +15,9 @@ pub struct StatsSettings {
     /// this many visitor-day rows are involved, and estimated (HyperLogLog, about 1%
     /// error, flagged in the answer) above; 0 always counts exactly.
     pub exact_distinct_max_rows: i64,
+    /// Filtered stats and series count raw events; a range holding more than this many is
+    /// refused (400) rather than scanned.
+    pub filter_max_events: i64,
 }
 
 impl Default for StatsSettings {
@@ -22,6 +25,7 @@ impl Default for StatsSettings {
         Self {
             stats_token: Default::default(),
             exact_distinct_max_rows: 20_000,
+            filter_max_events: 200_000,
         }
     }
 }
@@ -38,6 +42,9 @@ pub struct Config {
 impl ServiceConfig for Config {
     fn read(vars: &Vars) -> Result<Self, ConfigError> {
         let stats: StatsSettings = vars.get()?;
+        if stats.filter_max_events < 0 {
+            return Err(ConfigError("FILTER_MAX_EVENTS must not be negative".into()));
+        }
         if stats.exact_distinct_max_rows < 0 {
             return Err(ConfigError(
                 "EXACT_DISTINCT_MAX_ROWS must not be negative (0 always counts exactly)".into(),

@@ -13,6 +13,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// Well-formed, but not answerable (raw events a filter needs have expired).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("unexpected error")]
@@ -45,6 +48,7 @@ impl ApiError {
         match self {
             Self::BadRequest(m) => Problem::message(StatusCode::BAD_REQUEST, m.clone()),
             Self::NotFound(m) => Problem::message(StatusCode::NOT_FOUND, m.clone()),
+            Self::Unprocessable(m) => Problem::message(StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
             Self::Unauthorized => {
                 Problem::message(StatusCode::UNAUTHORIZED, "Unauthorized").bearer_challenge()
             }

@@ -1,37 +1,11 @@
 //! Reads from the rollup tables the batch-worker maintains. Nothing here scans raw events.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::local_time::{SiteClock, Span};
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use domain::deadpool_postgres::Pool;
-use domain::tokio_postgres::types::{Date, Timestamp, ToSql};
+use domain::tokio_postgres::types::ToSql;
 use serde::{Deserialize, Serialize};
-
-/// An inclusive range of UTC days; `None` is open-ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DayRange {
-    pub first: Option<NaiveDate>,
-    pub last: Option<NaiveDate>,
-}
-
-impl DayRange {
-    pub(crate) fn first_date(&self) -> Date<NaiveDate> {
-        self.first.map_or(Date::NegInfinity, Date::Value)
-    }
-    pub(crate) fn last_date(&self) -> Date<NaiveDate> {
-        self.last.map_or(Date::PosInfinity, Date::Value)
-    }
-    pub(crate) fn start(&self) -> Timestamp<DateTime<Utc>> {
-        self.first.map_or(Timestamp::NegInfinity, |d| {
-            Timestamp::Value(d.and_time(chrono::NaiveTime::MIN).and_utc())
-        })
-    }
-    pub(crate) fn end(&self) -> Timestamp<DateTime<Utc>> {
-        self.last
-            .and_then(|d| d.succ_opt())
-            .map_or(Timestamp::PosInfinity, |d| {
-                Timestamp::Value(d.and_time(chrono::NaiveTime::MIN).and_utc())
-            })
-    }
-}
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathViews {
@@ -39,7 +13,7 @@ pub struct PathViews {
     pub views: i64,
 }
 
-/// Views and top paths of one site over a day range.
+/// Views and top paths of one site over a span of hours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteTotals {
     pub total_views: i64,
@@ -55,7 +29,7 @@ pub async fn site_totals(
     pool: &Pool,
     site_id: &str,
     event_type: &str,
-    range: DayRange,
+    span: Span,
     limit: i64,
 ) -> anyhow::Result<SiteTotals> {
     let client = pool.get().await?;
@@ -64,15 +38,14 @@ pub async fn site_totals(
          WHERE site_id = $1 AND event_type = $2 AND bucket >= $3 AND bucket < $4",
     );
     let paths = client.prepare_cached(
-        "SELECT path, sum(views)::bigint AS v FROM rollup_daily_paths
-         WHERE site_id = $1 AND event_type = $2 AND day >= $3 AND day <= $4
+        "SELECT path, sum(views)::bigint AS v FROM rollup_hourly_paths
+         WHERE site_id = $1 AND event_type = $2 AND bucket >= $3 AND bucket < $4
          GROUP BY path ORDER BY v DESC, path ASC LIMIT $5",
     );
     let (total, paths) = tokio::try_join!(total, paths)?;
-    let (first, last) = (range.first_date(), range.last_date());
-    let (start, end) = (range.start(), range.end());
+    let (start, end) = (span.start_ts(), span.end_ts());
     let total_params: [&(dyn ToSql + Sync); 4] = [&site_id, &event_type, &start, &end];
-    let paths_params: [&(dyn ToSql + Sync); 5] = [&site_id, &event_type, &first, &last, &limit];
+    let paths_params: [&(dyn ToSql + Sync); 5] = [&site_id, &event_type, &start, &end, &limit];
     // One connection pipelines the two queries.
     let (total, paths) = tokio::try_join!(
         client.query_one(&total, &total_params),
@@ -118,17 +91,20 @@ impl Interval {
     }
 }
 
-/// Non-zero buckets of a series, `(bucket start, value)`, in `[from, to)`. `event_type`
-/// `None` counts all types.
+/// Non-zero buckets of a series, `(bucket start, value)`, in `[from, to)` (hour-aligned
+/// for hours and days). Days are the site's local days (see [`crate::local_time`]), each
+/// labelled by its first UTC hour. `event_type` `None` counts all types.
 ///
 /// # Errors
 /// When PostgreSQL is unreachable or a query fails.
+#[allow(clippy::too_many_arguments)]
 pub async fn series(
     pool: &Pool,
     site_id: &str,
     metric: Metric,
     interval: Interval,
     event_type: Option<&str>,
+    clock: SiteClock,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(DateTime<Utc>, i64)>> {
@@ -140,21 +116,19 @@ pub async fn series(
              WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2) AND bucket >= $3 AND bucket < $4
              GROUP BY bucket"
         }
-        (Metric::Views | Metric::Events, Interval::Hour) => {
+        (Metric::Views | Metric::Events, Interval::Hour | Interval::Day) => {
             "SELECT bucket, sum(events)::bigint FROM rollup_hourly
              WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2) AND bucket >= $3 AND bucket < $4
              GROUP BY bucket"
         }
-        (Metric::Views | Metric::Events, Interval::Day) => {
-            "SELECT date_trunc('day', bucket, 'UTC'), sum(events)::bigint FROM rollup_hourly
-             WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2) AND bucket >= $3 AND bucket < $4
-             GROUP BY 1"
-        }
-        (Metric::Visitors, Interval::Day) => {
+        (Metric::Visitors, Interval::Day) if clock.is_utc() => {
             "SELECT (day::timestamp AT TIME ZONE 'UTC'), count(DISTINCT user_id) FROM daily_visitors
              WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2)
                AND day >= ($3 AT TIME ZONE 'UTC')::date AND day < ($4 AT TIME ZONE 'UTC')::date + 1
              GROUP BY day"
+        }
+        (Metric::Visitors, Interval::Day) => {
+            return local_daily_visitors(&client, site_id, event_type, clock, from, to).await;
         }
         (Metric::Visitors, Interval::Hour) => {
             "SELECT t, count(DISTINCT user_id) FROM (
@@ -173,7 +147,88 @@ pub async fn series(
     let rows = client
         .query(&stmt, &[&site_id, &event_type, &from, &to])
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let rows = rows.iter().map(|r| (r.get(0), r.get(1)));
+    if interval == Interval::Day && metric != Metric::Visitors {
+        // Hours into the local days they belong to.
+        let mut days: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        for (hour, n) in rows {
+            *days.entry(clock.day_of_hour(hour)).or_default() += n;
+        }
+        return Ok(days
+            .into_iter()
+            .map(|(d, n)| (clock.day_start(d), n))
+            .collect());
+    }
+    Ok(rows.collect())
+}
+
+/// Distinct visitors per local day of a site not on UTC. Each UTC day of `daily_visitors`
+/// splits between two local days at an hour that depends on the day (DST): each row counts
+/// for the local day of the earlier hours it was seen in, and for the next one if it was
+/// also seen after the split.
+async fn local_daily_visitors(
+    client: &domain::deadpool_postgres::Client,
+    site_id: &str,
+    event_type: Option<&str>,
+    clock: SiteClock,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<(DateTime<Utc>, i64)>> {
+    let (first_day, last_day) = (from.date_naive(), (to - TimeDelta::hours(1)).date_naive());
+    let (mut days, mut splits, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut day = first_day;
+    while day <= last_day {
+        let midnight = day.and_time(chrono::NaiveTime::MIN).and_utc();
+        let first_local = clock.day_of_hour(midnight);
+        let split = (0..24)
+            .take_while(|h| clock.day_of_hour(midnight + TimeDelta::hours(*h)) == first_local)
+            .count() as i32;
+        days.push(day);
+        splits.push(split);
+        firsts.push(first_local);
+        day = match day.checked_add_days(Days::new(1)) {
+            Some(d) => d,
+            None => break,
+        };
+    }
+    let stmt = client
+        .prepare_cached(
+            "WITH b AS (SELECT * FROM unnest($5::date[], $6::int[], $7::date[]) AS b(day, split, first_local))
+             SELECT local_day, count(DISTINCT user_id) FROM (
+                SELECT b.first_local AS local_day, v.user_id
+                FROM daily_visitors v JOIN b ON b.day = v.day
+                WHERE v.site_id = $1 AND ($2::text IS NULL OR v.event_type = $2)
+                  AND v.day >= $3 AND v.day <= $4 AND v.hours & ((1 << b.split) - 1) <> 0
+                UNION ALL
+                SELECT b.first_local + 1, v.user_id
+                FROM daily_visitors v JOIN b ON b.day = v.day
+                WHERE v.site_id = $1 AND ($2::text IS NULL OR v.event_type = $2)
+                  AND v.day >= $3 AND v.day <= $4 AND b.split < 24
+                  AND v.hours & ~((1 << b.split) - 1) <> 0
+             ) x GROUP BY local_day",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &site_id,
+                &event_type,
+                &first_day,
+                &last_day,
+                &days,
+                &splits,
+                &firsts,
+            ],
+        )
+        .await?;
+    let (first_local, end_local) = (clock.day_of_hour(from), clock.day_of_hour(to));
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, NaiveDate>(0), r.get::<_, i64>(1)))
+        .filter(|(d, _)| *d >= first_local && *d < end_local)
+        .map(|(d, n)| (clock.day_start(d), n))
+        .collect())
 }
 
 /// A poll's persisted results.

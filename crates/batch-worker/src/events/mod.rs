@@ -2,6 +2,8 @@
 //! then the Redis side effects of what was committed ([`written`]): day visitor sketches,
 //! stats cache generations, live site activity. [`retention`] expires old raw events.
 
+pub mod enrich;
+pub mod referrers;
 pub mod retention;
 pub mod rollups;
 pub mod store;

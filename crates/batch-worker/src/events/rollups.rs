@@ -13,22 +13,22 @@ use uuid::Uuid;
 /// Namespace of [`path_key`] (fixed: changing it would split every path's rollup rows).
 const PATH_KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_8a55_1b2e_4c4f_9d0e_7a11_7a11_0001);
 
-/// The key of a path in `rollup_daily_paths`: a UUIDv5 of its text. Paths can be longer
+/// The key of a path in `rollup_hourly_paths`: a UUIDv5 of its text. Paths can be longer
 /// than a btree entry may be, and a uuid compares in one instruction.
 pub fn path_key(path: &str) -> Uuid {
     Uuid::new_v5(&PATH_KEY_NAMESPACE, path.as_bytes())
 }
 
 type SiteType<'a> = (&'a str, &'a str);
-/// `((site, type), day, path_key)` → `(path, views)`.
-type PathRollup<'a> = ((SiteType<'a>, NaiveDate, Uuid), (&'a str, i64));
+/// `((site, type), hour, path_key)` → `(path, views)`.
+type PathRollup<'a> = ((SiteType<'a>, DateTime<Utc>, Uuid), (&'a str, i64));
 
 /// Everything a batch adds to the rollups: one entry per distinct key, sorted by key.
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
     pub minutely: Vec<((SiteType<'a>, DateTime<Utc>), i64)>,
     pub hourly: Vec<((SiteType<'a>, DateTime<Utc>), i64)>,
-    /// `((site, type), day, path_key)` → `(path, views)`.
+    /// `((site, type), UTC hour, path_key)` → `(path, views)`.
     pub paths: Vec<PathRollup<'a>>,
     /// `((site, type), day, user)` → bit `h` set when seen in UTC hour `h`.
     pub visitors: Vec<((SiteType<'a>, NaiveDate, &'a str), i32)>,
@@ -46,23 +46,26 @@ pub struct SiteActivity<'a> {
 }
 
 impl<'a> Rollups<'a> {
-    /// Aggregates the events that were really inserted. Hash maps while counting, one sort
-    /// per table at the end: comparing string keys on every insert into ordered maps cost a
-    /// fifth of the worker's time.
-    pub fn of<'e: 'a>(events: impl IntoIterator<Item = &'a QueuedEvent<'e>>) -> Self {
+    /// Aggregates the events that were really inserted, each with its path (as sent, or
+    /// derived from its URL). Hash maps while counting, one sort per table at the end:
+    /// comparing string keys on every insert into ordered maps cost a fifth of the worker's
+    /// time.
+    pub fn of<'e: 'a>(
+        events: impl IntoIterator<Item = (&'a QueuedEvent<'e>, Option<&'a str>)>,
+    ) -> Self {
         let mut minutely: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
         let mut hourly: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
-        let mut paths: HashMap<(SiteType<'a>, NaiveDate, &'a str), i64> = HashMap::new();
+        let mut paths: HashMap<(SiteType<'a>, DateTime<Utc>, &'a str), i64> = HashMap::new();
         let mut visitors: HashMap<(SiteType<'a>, NaiveDate, &'a str), i32> = HashMap::new();
-        for e in events {
+        for (e, path) in events {
             let st: SiteType<'a> = (&e.site_id, &e.event_type);
             let minute = e.ts.duration_trunc(TimeDelta::minutes(1)).unwrap_or(e.ts);
             let hour = e.ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(e.ts);
             let day = e.ts.date_naive();
             *minutely.entry((st, minute)).or_default() += 1;
             *hourly.entry((st, hour)).or_default() += 1;
-            if let Some(path) = e.path.as_deref() {
-                *paths.entry((st, day, path)).or_default() += 1;
+            if let Some(path) = path {
+                *paths.entry((st, hour, path)).or_default() += 1;
             }
             if let Some(user) = e.user_id.as_deref() {
                 *visitors.entry((st, day, user)).or_default() |= 1 << e.ts.hour();
@@ -91,7 +94,7 @@ impl<'a> Rollups<'a> {
             paths: sorted(
                 paths
                     .into_iter()
-                    .map(|((st, day, path), n)| ((st, day, path_key(path)), (path, n))),
+                    .map(|((st, hour, path), n)| ((st, hour, path_key(path)), (path, n))),
             ),
             visitors: sorted(visitors),
             per_site,
@@ -119,13 +122,16 @@ mod tests {
             {"site_id":"t","event_type":"click","timestamp":"2025-11-14T10:00:00Z","path":"/a"}
         ]}"#;
         let events = parse_event_body(body, Utc::now(), None).expect("valid");
-        let r = Rollups::of(&events);
+        let r = Rollups::of(events.iter().map(|e| (e, e.path.as_deref())));
         assert_eq!(r.minutely.len(), 3);
         assert_eq!(
             r.hourly.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
             vec![2, 1, 1]
         );
-        let day = events[0].ts.date_naive();
+        let hour = events[0]
+            .ts
+            .duration_trunc(TimeDelta::hours(1))
+            .expect("hour");
         let views: Vec<_> = r
             .paths
             .iter()
@@ -134,8 +140,8 @@ mod tests {
         assert_eq!(
             views,
             vec![
-                (("s", "page_view"), day, path_key("/a"), "/a", 2),
-                (("t", "click"), day, path_key("/a"), "/a", 1)
+                (("s", "page_view"), hour, path_key("/a"), "/a", 2),
+                (("t", "click"), hour, path_key("/a"), "/a", 1)
             ]
         );
         assert_eq!(

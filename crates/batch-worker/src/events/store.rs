@@ -8,23 +8,31 @@
 //! event is stored twice and no rollup counts one twice. Rollup rows arrive sorted by key
 //! so concurrent workers lock them in the same order.
 
+use super::enrich::{Derived, derive};
 use super::rollups::Rollups;
-use super::written::{EventsWritten, SiteBatch, VisitorDay};
+use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour};
 use crate::lane::StoreError;
-use chrono::NaiveDate;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::event::QueuedEvent;
 use domain::tokio_postgres::types::ToSql;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 const INSERT_EVENTS: &str = r"
-INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, props, received_at)
-SELECT event_id, site_id, event_type, ts, path, user_id, props::jsonb, received_at
+INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, props, received_at,
+                    hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign,
+                    utm_term, utm_content, browser, os, device, country)
+SELECT event_id, site_id, event_type, ts, path, user_id, props::jsonb, received_at,
+       hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign,
+       utm_term, utm_content, browser, os, device, country
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-            $5::text[], $6::text[], $7::text[], $8::timestamptz[])
-    AS t(event_id, site_id, event_type, ts, path, user_id, props, received_at)
+            $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+            $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+    AS t(event_id, site_id, event_type, ts, path, user_id, props, received_at,
+         hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign,
+         utm_term, utm_content, browser, os, device, country)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 ";
@@ -41,9 +49,9 @@ WITH minutely AS (
     SELECT * FROM unnest($5::text[], $6::text[], $7::timestamptz[], $8::bigint[])
     ON CONFLICT (site_id, event_type, bucket) DO UPDATE SET events = r.events + EXCLUDED.events
 ), paths AS (
-    INSERT INTO rollup_daily_paths AS r (site_id, event_type, day, path_key, path, views)
-    SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::uuid[], $13::text[], $14::bigint[])
-    ON CONFLICT (site_id, event_type, day, path_key) DO UPDATE SET views = r.views + EXCLUDED.views
+    INSERT INTO rollup_hourly_paths AS r (site_id, event_type, bucket, path_key, path, views)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::timestamptz[], $12::uuid[], $13::text[], $14::bigint[])
+    ON CONFLICT (site_id, event_type, bucket, path_key) DO UPDATE SET views = r.views + EXCLUDED.views
 ), visitors AS (
     INSERT INTO daily_visitors AS v (site_id, event_type, day, user_id, hours)
     SELECT * FROM unnest($15::text[], $16::text[], $17::date[], $18::text[], $19::int[])
@@ -65,7 +73,7 @@ struct RollupArgs<'a> {
     h_events: Vec<i64>,
     p_site: Vec<&'a str>,
     p_type: Vec<&'a str>,
-    p_day: Vec<NaiveDate>,
+    p_hour: Vec<DateTime<Utc>>,
     p_key: Vec<Uuid>,
     p_path: Vec<&'a str>,
     p_views: Vec<i64>,
@@ -92,12 +100,12 @@ impl<'a> From<&Rollups<'a>> for RollupArgs<'a> {
             h_bucket.push(*bucket);
             h_events.push(*n);
         }
-        let (mut p_site, mut p_type, mut p_day, mut p_key, mut p_path, mut p_views) =
+        let (mut p_site, mut p_type, mut p_hour, mut p_key, mut p_path, mut p_views) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for (((site, kind), day, key), (path, n)) in &r.paths {
+        for (((site, kind), hour, key), (path, n)) in &r.paths {
             p_site.push(*site);
             p_type.push(*kind);
-            p_day.push(*day);
+            p_hour.push(*hour);
             p_key.push(*key);
             p_path.push(*path);
             p_views.push(*n);
@@ -122,7 +130,7 @@ impl<'a> From<&Rollups<'a>> for RollupArgs<'a> {
             h_events,
             p_site,
             p_type,
-            p_day,
+            p_hour,
             p_key,
             p_path,
             p_views,
@@ -148,7 +156,7 @@ impl RollupArgs<'_> {
             &self.h_events,
             &self.p_site,
             &self.p_type,
-            &self.p_day,
+            &self.p_hour,
             &self.p_key,
             &self.p_path,
             &self.p_views,
@@ -173,6 +181,7 @@ pub async fn store_events(
         return Ok(EventsWritten::default());
     }
     let n = events.len();
+    let derived: Vec<Derived<'_>> = events.iter().map(derive).collect();
     let mut ids: Vec<Uuid> = Vec::with_capacity(n);
     let mut sites: Vec<&str> = Vec::with_capacity(n);
     let mut types: Vec<&str> = Vec::with_capacity(n);
@@ -181,15 +190,17 @@ pub async fn store_events(
     let mut users: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut props: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut received: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    for e in events {
+    let mut fields = DerivedColumns::with_capacity(n);
+    for (e, d) in events.iter().zip(&derived) {
         ids.push(e.event_id);
         sites.push(&e.site_id);
         types.push(&e.event_type);
         timestamps.push(e.ts);
-        paths.push(e.path.as_deref());
+        paths.push(d.path.as_deref());
         users.push(e.user_id.as_deref());
         props.push(e.props.map(|p| p.get()));
         received.push(DateTime::from_timestamp_millis(e.received_at_ms).unwrap_or(e.ts));
+        fields.push(e, d);
     }
     let mut client = pool.get().await.map_err(StoreError::no_connection)?;
     let insert = client
@@ -213,6 +224,18 @@ pub async fn store_events(
                 &users,
                 &props,
                 &received,
+                &fields.hostname,
+                &fields.referrer,
+                &fields.referrer_source,
+                &fields.utm_source,
+                &fields.utm_medium,
+                &fields.utm_campaign,
+                &fields.utm_term,
+                &fields.utm_content,
+                &fields.browser,
+                &fields.os,
+                &fields.device,
+                &fields.country,
             ],
         )
         .await
@@ -222,15 +245,16 @@ pub async fn store_events(
     // replayed batch adds nothing to the rollups. The day sketches take every visitor of
     // the batch: a replay must re-add what a crash may have kept from them.
     let all_inserted = inserted.len() == events.len();
+    let with_paths = || events.iter().zip(paths.iter().copied());
     let rollups = if all_inserted {
-        Rollups::of(events)
+        Rollups::of(with_paths())
     } else {
-        Rollups::of(events.iter().filter(|e| inserted.remove(&e.event_id)))
+        Rollups::of(with_paths().filter(|(e, _)| inserted.remove(&e.event_id)))
     };
-    let visitor_days = if all_inserted {
-        visitor_days(&rollups)
+    let visitors = if all_inserted {
+        VisitorGroups::of(&rollups)
     } else {
-        visitor_days(&Rollups::of(events))
+        VisitorGroups::of(&Rollups::of(with_paths()))
     };
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())
@@ -238,7 +262,8 @@ pub async fn store_events(
         .map_err(StoreError::from_pg)?;
     tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(EventsWritten {
-        visitor_days,
+        visitor_days: visitors.days,
+        visitor_hours: visitors.hours,
         inserted: rollups.per_site.values().map(|a| a.events).sum(),
         sites: rollups
             .per_site
@@ -262,24 +287,103 @@ pub async fn store_events(
     })
 }
 
-/// The visitors of `rollups` grouped by site, event type and day (they arrive sorted by
-/// that key, so each group is a run).
-fn visitor_days(rollups: &Rollups<'_>) -> Vec<VisitorDay> {
-    let mut days: Vec<VisitorDay> = Vec::new();
-    for (((site, kind), day, user), _) in &rollups.visitors {
-        match days.last_mut() {
-            Some(d) if d.day == *day && d.site_id == *site && d.event_type == *kind => {
-                d.users.push((*user).to_string());
-            }
-            _ => days.push(VisitorDay {
-                site_id: (*site).to_string(),
-                event_type: (*kind).to_string(),
-                day: *day,
-                users: vec![(*user).to_string()],
-            }),
+/// The derived fields of a batch as the column arrays `INSERT_EVENTS` takes.
+struct DerivedColumns<'a> {
+    hostname: Vec<Option<String>>,
+    referrer: Vec<Option<String>>,
+    referrer_source: Vec<Option<String>>,
+    utm_source: Vec<Option<String>>,
+    utm_medium: Vec<Option<String>>,
+    utm_campaign: Vec<Option<String>>,
+    utm_term: Vec<Option<String>>,
+    utm_content: Vec<Option<String>>,
+    browser: Vec<Option<&'a str>>,
+    os: Vec<Option<&'a str>>,
+    device: Vec<Option<&'a str>>,
+    country: Vec<Option<&'a str>>,
+}
+
+impl<'a> DerivedColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            hostname: Vec::with_capacity(n),
+            referrer: Vec::with_capacity(n),
+            referrer_source: Vec::with_capacity(n),
+            utm_source: Vec::with_capacity(n),
+            utm_medium: Vec::with_capacity(n),
+            utm_campaign: Vec::with_capacity(n),
+            utm_term: Vec::with_capacity(n),
+            utm_content: Vec::with_capacity(n),
+            browser: Vec::with_capacity(n),
+            os: Vec::with_capacity(n),
+            device: Vec::with_capacity(n),
+            country: Vec::with_capacity(n),
         }
     }
-    days
+
+    fn push(&mut self, e: &'a QueuedEvent<'_>, d: &Derived<'a>) {
+        self.hostname.push(d.hostname.clone());
+        self.referrer.push(d.referrer.clone());
+        self.referrer_source.push(d.referrer_source.clone());
+        self.utm_source.push(d.utm_source.clone());
+        self.utm_medium.push(d.utm_medium.clone());
+        self.utm_campaign.push(d.utm_campaign.clone());
+        self.utm_term.push(d.utm_term.clone());
+        self.utm_content.push(d.utm_content.clone());
+        self.browser.push(e.browser.as_deref());
+        self.os.push(e.os.as_deref());
+        self.device.push(d.device);
+        self.country.push(e.country.as_deref());
+    }
+}
+
+/// The visitors of a batch grouped by site, event type and UTC day, and by site, event
+/// type and UTC hour (for the Redis sketches).
+struct VisitorGroups {
+    days: Vec<VisitorDay>,
+    hours: Vec<VisitorHour>,
+}
+
+impl VisitorGroups {
+    /// Rollup visitor rows arrive sorted by `(site, type, day, user)`, so each day group is
+    /// a run; hour groups come from each row's hour bits.
+    fn of(rollups: &Rollups<'_>) -> Self {
+        let mut days: Vec<VisitorDay> = Vec::new();
+        let mut hours: HashMap<(&str, &str, i64), Vec<String>> = HashMap::new();
+        for (((site, kind), day, user), bits) in &rollups.visitors {
+            match days.last_mut() {
+                Some(d) if d.day == *day && d.site_id == *site && d.event_type == *kind => {
+                    d.users.push((*user).to_string());
+                }
+                _ => days.push(VisitorDay {
+                    site_id: (*site).to_string(),
+                    event_type: (*kind).to_string(),
+                    day: *day,
+                    users: vec![(*user).to_string()],
+                }),
+            }
+            let first_hour = day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp() / 3600;
+            for h in (0..24).filter(|h| bits & (1 << h) != 0) {
+                hours
+                    .entry((site, kind, first_hour + i64::from(h)))
+                    .or_default()
+                    .push((*user).to_string());
+            }
+        }
+        let mut hours: Vec<VisitorHour> = hours
+            .into_iter()
+            .map(|((site, kind, hour), users)| VisitorHour {
+                site_id: site.to_string(),
+                event_type: kind.to_string(),
+                hour,
+                users,
+            })
+            .collect();
+        hours.sort_by(|a, b| {
+            (&a.site_id, &a.event_type, a.hour).cmp(&(&b.site_id, &b.event_type, b.hour))
+        });
+        Self { days, hours }
+    }
 }
 
 #[cfg(test)]
@@ -298,7 +402,24 @@ mod tests {
             {"site_id":"t","event_type":"click","timestamp":"2025-11-14T10:00:00Z"}
         ]}"#;
         let events = parse_event_body(body, Utc::now(), None).expect("valid");
-        let groups: Vec<_> = visitor_days(&Rollups::of(&events))
+        let visitors = VisitorGroups::of(&Rollups::of(events.iter().map(|e| (e, None))));
+        let hours: Vec<_> = visitors
+            .hours
+            .iter()
+            .map(|h| (h.site_id.as_str(), h.hour % 24, h.users.clone()))
+            .collect();
+        assert_eq!(
+            hours,
+            vec![
+                ("s", 10, vec!["u".to_string()]),
+                ("s", 11, vec!["u".to_string()]),
+                ("s", 12, vec!["v".to_string()]),
+                ("s", 10, vec!["u".to_string()]),
+                ("t", 10, vec!["u".to_string()]),
+            ]
+        );
+        let groups: Vec<_> = visitors
+            .days
             .into_iter()
             .map(|v| (v.site_id, v.event_type, v.day.to_string(), v.users))
             .collect();

@@ -1,5 +1,5 @@
 //! What a stored batch of events changed, and what that tells Redis with the batch's
-//! acknowledgement: visitors into their day sketches (replays included: a crash after the
+//! acknowledgement: visitors into their day and hour sketches (replays included: a crash after the
 //! commit must not leave a committed visitor out), stats cache generations bumped, and each
 //! site's live activity (visitor sketch of the minute, one summary message per site).
 
@@ -18,6 +18,18 @@ pub struct EventsWritten {
     pub sites: HashMap<String, SiteBatch>,
     /// Visitors of the batch per site, event type and day, replays included.
     pub visitor_days: Vec<VisitorDay>,
+    /// The same per site, event type and UTC hour.
+    pub visitor_hours: Vec<VisitorHour>,
+}
+
+/// The visitors one batch had on one site, event type and UTC hour.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VisitorHour {
+    pub site_id: String,
+    pub event_type: String,
+    /// Epoch hours.
+    pub hour: i64,
+    pub users: Vec<String>,
 }
 
 /// The visitors one batch had on one site, event type and UTC day.
@@ -46,6 +58,7 @@ impl Outcome for EventsWritten {
     fn merge(&mut self, other: Self) {
         self.inserted += other.inserted;
         self.visitor_days.extend(other.visitor_days);
+        self.visitor_hours.extend(other.visitor_hours);
         for (site, batch) in other.sites {
             let into = self.sites.entry(site).or_default();
             into.events += batch.events;
@@ -73,6 +86,16 @@ impl EventsWritten {
                 &v.users,
             );
             domain::site::add_live_visitors_in(pipe, keys, &v.site_id, &v.users, now_ms);
+        }
+        for v in &self.visitor_hours {
+            domain::site::day_sketch::add_hour_in(
+                pipe,
+                keys,
+                &v.site_id,
+                &v.event_type,
+                v.hour,
+                &v.users,
+            );
         }
         domain::cache::bump_sites(pipe, keys, self.sites.keys().map(String::as_str));
         for (site, batch) in &self.sites {

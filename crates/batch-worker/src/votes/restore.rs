@@ -10,9 +10,7 @@ use domain::deadpool_postgres::Pool;
 use domain::keys::{Keys, VOTE_SHARDS};
 use domain::poll::{PersistedPoll, PollOption, shard_marker};
 use domain::redis_client::aio::ConnectionManager;
-use domain::shutdown::{CancellationToken, every};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// How long a restorer may hold a shard's lock before another may take over.
 const LOCK_TTL_MS: u64 = 120_000;
@@ -108,30 +106,4 @@ async fn restore_shard(
         }
     }
     Ok(restored)
-}
-
-/// Every `interval`: restores into Redis the polls of any vote shard Redis lost.
-pub async fn run(
-    redis: ConnectionManager,
-    pg: Pool,
-    keys: Keys,
-    worker_id: String,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    every(interval, stop, || {
-        let (mut redis, pg, keys, worker_id) =
-            (redis.clone(), pg.clone(), keys.clone(), worker_id.clone());
-        async move {
-            match restore_missing_shards(&mut redis, &pg, &keys, &worker_id).await {
-                Ok(0) => {}
-                Ok(n) => metrics::counter!("batch_worker_polls_restored_total").increment(n as u64),
-                Err(e) => tracing::warn!(
-                    error = format!("{e:#}"),
-                    "restoring polls into Redis failed; will retry"
-                ),
-            }
-        }
-    })
-    .await;
 }

@@ -49,7 +49,7 @@ async fn a_batch_is_stored_with_its_rollups() {
     );
     assert_eq!(
         h.count(
-            "SELECT views FROM rollup_daily_paths WHERE path = '/pricing' AND day = '2025-11-14'"
+            "SELECT sum(views)::bigint FROM rollup_hourly_paths WHERE path = '/pricing' AND bucket >= '2025-11-14' AND bucket < '2025-11-15'"
         )
         .await,
         2
@@ -93,7 +93,7 @@ async fn the_same_event_id_twice_is_stored_and_counted_once() {
         1
     );
     assert_eq!(
-        h.count("SELECT sum(views)::bigint FROM rollup_daily_paths")
+        h.count("SELECT sum(views)::bigint FROM rollup_hourly_paths")
             .await,
         1
     );

@@ -135,7 +135,7 @@ async fn two_workers_draining_together_store_everything_exactly_once() {
         2000
     );
     assert_eq!(
-        h.count("SELECT sum(views)::bigint FROM rollup_daily_paths")
+        h.count("SELECT sum(views)::bigint FROM rollup_hourly_paths")
             .await,
         2000
     );

@@ -39,7 +39,7 @@ async fn rollup_totals(h: &Harness) -> (i64, i64, i64) {
     (
         h.count("SELECT sum(events)::bigint FROM rollup_hourly")
             .await,
-        h.count("SELECT sum(views)::bigint FROM rollup_daily_paths")
+        h.count("SELECT sum(views)::bigint FROM rollup_hourly_paths")
             .await,
         h.count("SELECT count(*) FROM daily_visitors").await,
     )

@@ -25,6 +25,10 @@ pub const MAX_SITE_ID_CHARS: usize = 255;
 pub const MAX_EVENT_TYPE_CHARS: usize = 100;
 pub const MAX_PATH_CHARS: usize = 1000;
 pub const MAX_USER_ID_CHARS: usize = 255;
+/// Longest `url` and `referrer` of a browser event.
+pub const MAX_URL_CHARS: usize = 2048;
+/// Widest `screen_width` believed, in CSS pixels.
+pub const MAX_SCREEN_WIDTH: u32 = 100_000;
 /// Version of the queued message format.
 pub const QUEUED_EVENT_VERSION: u32 = 1;
 
@@ -106,6 +110,16 @@ pub struct RawEvent<'a> {
     pub event_id: Field<'a>,
     #[serde(borrow)]
     pub props: Option<&'a RawValue>,
+    /// Browser events (the tracker): the page's URL, the referrer, the viewport width,
+    /// and whether the browser says it is automated (`navigator.webdriver`).
+    #[serde(borrow)]
+    pub url: Field<'a>,
+    #[serde(borrow)]
+    pub referrer: Field<'a>,
+    #[serde(borrow)]
+    pub screen_width: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub automated: Option<&'a RawValue>,
     #[serde(borrow)]
     pub events: Option<Vec<RawEvent<'a>>>,
 }
@@ -134,6 +148,29 @@ pub struct QueuedEvent<'a> {
     /// W3C `traceparent` of the request that accepted it.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<Cow<'a, str>>,
+    /// Browser events: the page and where the visitor came from, as sent (the worker
+    /// derives path, hostname, source and UTM fields from them).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_width: Option<u32>,
+    /// Derived by ingest-api from the connection (never the address or User-Agent itself).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<Cow<'a, str>>,
+    /// `desktop`, `mobile` or `tablet` from the User-Agent; the worker prefers what
+    /// `screen_width` says.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Cow<'a, str>>,
+    /// ISO 3166-1 alpha-2.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Cow<'a, str>>,
+    /// The browser said it is automated (`navigator.webdriver`); never queued.
+    #[serde(skip)]
+    pub automated: bool,
 }
 
 /// Why a request body was refused.
@@ -276,6 +313,26 @@ fn validate_event<'a>(
     {
         err(msg);
     }
+    let url = optional_text(raw.url, "url", MAX_URL_CHARS, &mut err);
+    if let Some(Some(u)) = &url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        err("url must be an http(s) URL".into());
+    }
+    let referrer = optional_text(raw.referrer, "referrer", MAX_URL_CHARS, &mut err);
+    let screen_width = match raw.screen_width.map(RawValue::get) {
+        None | Some("null") => Some(None),
+        Some(text) => match text.parse::<u32>() {
+            Ok(w) if w <= MAX_SCREEN_WIDTH => Some(Some(w)),
+            _ => {
+                err(format!(
+                    "screen_width must be an integer from 0 to {MAX_SCREEN_WIDTH}"
+                ));
+                None
+            }
+        },
+    };
+    let automated = raw.automated.is_some_and(|a| a.get() == "true");
     if errors.len() != before {
         return None;
     }
@@ -290,6 +347,14 @@ fn validate_event<'a>(
         props: raw.props,
         received_at_ms,
         traceparent: traceparent.clone(),
+        url: url?,
+        referrer: referrer?.filter(|r| !r.is_empty()),
+        screen_width: screen_width?,
+        browser: None,
+        os: None,
+        device: None,
+        country: None,
+        automated,
     })
 }
 
@@ -396,6 +461,14 @@ fn contains_nul(v: &serde_json::Value) -> bool {
 }
 
 impl QueuedEvent<'_> {
+    /// Whether the event's visitor is the connection that sent it: a browser event (it
+    /// has a `url`), or one without `user_id` (its visitor id is derived from the
+    /// connection). Only such events are enriched from the User-Agent and the address; a
+    /// server sending events for its users says nothing about them by its connection.
+    pub fn from_connection(&self) -> bool {
+        self.url.is_some() || self.user_id.is_none()
+    }
+
     /// The JSON the worker reads back.
     ///
     /// # Errors
@@ -644,6 +717,37 @@ mod tests {
             (e.path.clone(), e.user_id.clone(), e.props.is_none()),
             (None, None, true)
         );
+    }
+
+    #[test]
+    fn browser_fields_are_checked_and_kept() {
+        let body = br#"{"site_id":"s","event_type":"page_view","timestamp":"2025-01-01T00:00:00Z","url":"https://a.com/p?utm_source=x","referrer":"","screen_width":1280,"automated":true}"#;
+        let e = &parse_event_body(body, now(), None).expect("valid")[0];
+        assert_eq!(e.url.as_deref(), Some("https://a.com/p?utm_source=x"));
+        assert_eq!(
+            (e.referrer.clone(), e.screen_width, e.automated),
+            (None, Some(1280), true)
+        );
+        assert!(e.from_connection());
+        let msg = e.to_message().expect("serialise");
+        assert!(!String::from_utf8_lossy(&msg).contains("automated"));
+        let d = invalid(
+            r#"{"site_id":"s","event_type":"e","timestamp":"2025-01-01T00:00:00Z","url":"javascript:alert(1)","screen_width":-3}"#,
+        );
+        assert_eq!(
+            d,
+            vec![
+                "url must be an http(s) URL",
+                "screen_width must be an integer from 0 to 100000"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_events_with_a_user_are_not_from_the_connection() {
+        let body =
+            br#"{"site_id":"s","event_type":"e","timestamp":"2025-01-01T00:00:00Z","user_id":"u"}"#;
+        assert!(!parse_event_body(body, now(), None).expect("valid")[0].from_connection());
     }
 
     #[test]

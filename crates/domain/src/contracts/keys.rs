@@ -13,6 +13,16 @@
 //! | `P:{site:S}:gen` | integer | bumped by the worker after every commit touching site `S` |
 //! | `P:{site:S}:cache` | hash | stats-api cache of site `S`, each value prefixed by the generation it was computed at |
 //! | `P:{site:S}:visitors:M` | HyperLogLog, TTL 10 min | visitors of site `S` seen in minute `M` (live activity) |
+//! | `P:{site:S}:dv:T:D`, `P:{site:S}:hv:T:H` | HyperLogLog | visitors of site `S`, event type `T`, UTC day `D` / UTC hour `H` (see `crate::site::day_sketch`) |
+//! | `P:{site:S}:dvc:T:D` | string with TTL | day `D`'s sketches (day and hours) hold every visitor PostgreSQL has |
+//!
+//! | `P:{sites}:site:S` | hash | site `S` of the registry: `site_id`, `domains` (JSON), `timezone`, `public`, `version`, `created_at_ms`, `updated_at_ms` |
+//! | `P:{sites}:ids` | set | every registered site id |
+//! | `P:{sites}:version` | integer | bumped by every registry change (the version of the change) |
+//! | `P:{sites}:restored` | string | set by the worker once the registry is in Redis (absent after Redis lost its data) |
+//! | `P:{sites}:restoring` | string with TTL | the lock of whoever restores the registry |
+//! | `P:{sites}:queue` (and `processing`, `hb`, `workers`, `dead`) | | registry changes waiting for PostgreSQL |
+//! | `P:salt:D` | string, TTL 48 h | the secret salt of visitor ids on UTC day `D` |
 //!
 //! | `P:{votes:N}:poll:ID:def` | hash | poll `ID`: `question`, `options` (JSON), `closes_at_ms`, `closed`, `seq`, `total` |
 //! | `P:{votes:N}:poll:ID:tally` | hash | option id → votes |
@@ -108,9 +118,55 @@ impl Keys {
         format!("{}:{{site:{site_id}}}:dv:{event_type}:{day}", self.prefix)
     }
 
+    /// HyperLogLog of the visitors of a site, event type and UTC hour `hour` (epoch hours).
+    pub fn site_hour_visitors(&self, site_id: &str, event_type: &str, hour: i64) -> String {
+        format!("{}:{{site:{site_id}}}:hv:{event_type}:{hour}", self.prefix)
+    }
+
     /// Set once [`Keys::site_day_visitors`] holds every visitor PostgreSQL has for that day.
     pub fn site_day_visitors_complete(&self, site_id: &str, event_type: &str, day: &str) -> String {
         format!("{}:{{site:{site_id}}}:dvc:{event_type}:{day}", self.prefix)
+    }
+}
+
+impl Keys {
+    fn sites_base(&self) -> String {
+        format!("{}:{{{}}}", self.prefix, crate::site_registry::SITES_QUEUE)
+    }
+
+    /// The registry record of site `site_id`.
+    pub fn site_record(&self, site_id: &str) -> String {
+        format!("{}:site:{site_id}", self.sites_base())
+    }
+
+    /// The set of registered site ids.
+    pub fn site_ids(&self) -> String {
+        format!("{}:ids", self.sites_base())
+    }
+
+    /// The registry's change counter.
+    pub fn sites_version(&self) -> String {
+        format!("{}:version", self.sites_base())
+    }
+
+    /// Set once the registry has been restored into Redis.
+    pub fn sites_restored(&self) -> String {
+        format!("{}:restored", self.sites_base())
+    }
+
+    /// The lock of whoever restores the registry.
+    pub fn sites_restoring(&self) -> String {
+        format!("{}:restoring", self.sites_base())
+    }
+
+    /// The queue of registry changes.
+    pub fn sites_queue(&self) -> QueueKeys {
+        self.queue(crate::site_registry::SITES_QUEUE)
+    }
+
+    /// The visitor-id salt of UTC day `day` (`YYYY-MM-DD`).
+    pub fn visitor_salt(&self, day: &str) -> String {
+        format!("{}:salt:{day}", self.prefix)
     }
 }
 
@@ -260,6 +316,23 @@ mod tests {
         let used: std::collections::HashSet<u16> =
             (0..200).map(|i| vote_shard(&format!("poll-{i}"))).collect();
         assert_eq!(used.len(), usize::from(VOTE_SHARDS));
+    }
+
+    #[test]
+    fn the_registry_and_its_queue_share_one_hash_tag() {
+        let keys = Keys::new("tally");
+        let q = keys.sites_queue();
+        let tags = [
+            keys.site_record("example.com"),
+            keys.site_ids(),
+            keys.sites_version(),
+            keys.sites_restored(),
+            keys.sites_restoring(),
+            q.queue.clone(),
+            q.processing("w"),
+        ]
+        .map(|k| hash_tag(&k).to_string());
+        assert!(tags.iter().all(|t| t == "sites"), "{tags:?}");
     }
 
     #[test]

@@ -8,3 +8,6 @@ pub mod keys;
 pub mod poll;
 pub mod queue;
 pub mod site;
+pub mod site_registry;
+pub mod stream_token;
+pub mod visitor_salt;

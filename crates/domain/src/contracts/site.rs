@@ -91,7 +91,10 @@ pub async fn count_live_visitors<C: ConnectionLike + Send + Sync>(
         .await
 }
 
-/// The contract of the per-day visitor sketches between batch-worker and stats-api.
+/// The contract of the per-day and per-hour visitor sketches between batch-worker and
+/// stats-api. A range of whole UTC days is the union of its day sketches; a site in another
+/// time zone has local days that begin inside a UTC day, and the partial UTC days at the
+/// ends of its ranges are unions of hour sketches.
 ///
 /// - The worker adds the visitors of every batch it stores to their day's sketch, with
 ///   its acknowledgement and before the batch leaves its processing list, replays
@@ -133,7 +136,32 @@ pub mod day_sketch {
             .ignore();
     }
 
-    /// Which of `days` have a sketch known to hold every visitor PostgreSQL has.
+    /// The worker's side for one UTC hour (`hour` in epoch hours).
+    pub fn add_hour_in<U: redis::ToRedisArgs>(
+        pipe: &mut redis::Pipeline,
+        keys: &Keys,
+        site_id: &str,
+        event_type: &str,
+        hour: i64,
+        users: &[U],
+    ) {
+        let key = keys.site_hour_visitors(site_id, event_type, hour);
+        pipe.cmd("PFADD").arg(&key).arg(users).ignore();
+        pipe.cmd("EXPIRE")
+            .arg(&key)
+            .arg(TTL_SECONDS)
+            .arg("NX")
+            .ignore();
+    }
+
+    /// The epoch hours of UTC day `day`.
+    pub fn hours_of(day: NaiveDate) -> std::ops::Range<i64> {
+        let first = day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp() / 3600;
+        first..first + 24
+    }
+
+    /// Which of `days` have a sketch known to hold every visitor PostgreSQL has (the day's
+    /// hour sketches included).
     ///
     /// # Errors
     /// When Redis is unreachable.
@@ -175,9 +203,28 @@ pub mod day_sketch {
             .await
     }
 
-    /// Ends a rebuild: the sketch holds every visitor of the day, so it is trusted for
-    /// [`TTL_SECONDS`] and outlives its marker by [`MARGIN_SECONDS`] (a marker never
-    /// vouches for a sketch that is gone).
+    /// The reader's rebuild of hour sketches: adds `users` to the sketch of `hour`.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn add_hour<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &Keys,
+        site_id: &str,
+        event_type: &str,
+        hour: i64,
+        users: &[&str],
+    ) -> RedisResult<()> {
+        redis::cmd("PFADD")
+            .arg(keys.site_hour_visitors(site_id, event_type, hour))
+            .arg(users)
+            .query_async(conn)
+            .await
+    }
+
+    /// Ends a rebuild: the day's sketches hold every visitor of the day, so they are
+    /// trusted for [`TTL_SECONDS`] and outlive their marker by [`MARGIN_SECONDS`] (a
+    /// marker never vouches for a sketch that is gone).
     ///
     /// # Errors
     /// When Redis is unreachable (the day is rebuilt again next time).
@@ -188,9 +235,16 @@ pub mod day_sketch {
         event_type: &str,
         day: NaiveDate,
     ) -> RedisResult<()> {
+        let hours = hours_of(day);
         let day = day.to_string();
-        redis::pipe()
-            .cmd("EXPIRE")
+        let mut pipe = redis::pipe();
+        for hour in hours {
+            pipe.cmd("EXPIRE")
+                .arg(keys.site_hour_visitors(site_id, event_type, hour))
+                .arg(TTL_SECONDS + MARGIN_SECONDS)
+                .ignore();
+        }
+        pipe.cmd("EXPIRE")
             .arg(keys.site_day_visitors(site_id, event_type, &day))
             .arg(TTL_SECONDS + MARGIN_SECONDS)
             .ignore()
@@ -204,7 +258,8 @@ pub mod day_sketch {
             .await
     }
 
-    /// Distinct visitors over `days` (a HyperLogLog union, about 1% standard error).
+    /// Distinct visitors over whole UTC `days` and single UTC `hours` (epoch hours): a
+    /// HyperLogLog union, about 1% standard error.
     ///
     /// # Errors
     /// When Redis is unreachable.
@@ -214,13 +269,19 @@ pub mod day_sketch {
         site_id: &str,
         event_type: &str,
         days: &[NaiveDate],
+        hours: &[i64],
     ) -> RedisResult<i64> {
-        if days.is_empty() {
+        if days.is_empty() && hours.is_empty() {
             return Ok(0);
         }
         let sketches: Vec<String> = days
             .iter()
             .map(|d| keys.site_day_visitors(site_id, event_type, &d.to_string()))
+            .chain(
+                hours
+                    .iter()
+                    .map(|h| keys.site_hour_visitors(site_id, event_type, *h)),
+            )
             .collect();
         redis::cmd("PFCOUNT").arg(&sketches).query_async(conn).await
     }
@@ -246,6 +307,7 @@ mod tests {
             keys.site_day_visitors("s", "page_view", "2025-11-14"),
             keys.site_day_visitors("s", "click", "2025-11-15"),
             keys.site_day_visitors_complete("s", "page_view", "2025-11-14"),
+            keys.site_hour_visitors("s", "page_view", 490_000),
         ];
         assert!(days.iter().all(|k| crate::keys::hash_tag(k) == "site:s"));
         assert_ne!(days[0], days[2]);

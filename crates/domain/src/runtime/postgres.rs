@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "polls",
         include_str!("../../../../migrations/0002_polls.sql"),
     ),
+    (
+        3,
+        "sites_and_enrichment",
+        include_str!("../../../../migrations/0003_sites_and_enrichment.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

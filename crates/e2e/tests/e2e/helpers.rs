@@ -287,7 +287,7 @@ pub async fn assert_rollups_match_events(stack: &Stack) {
         ),
         (
             "SELECT count(*) FROM events WHERE path IS NOT NULL",
-            "SELECT coalesce(sum(views), 0)::bigint FROM rollup_daily_paths",
+            "SELECT coalesce(sum(views), 0)::bigint FROM rollup_hourly_paths",
         ),
         (
             "SELECT count(*) FROM (SELECT DISTINCT site_id, event_type, (ts AT TIME ZONE 'UTC')::date, user_id FROM events WHERE user_id IS NOT NULL) d",

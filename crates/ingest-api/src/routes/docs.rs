@@ -22,6 +22,16 @@ pub struct Event {
     pub event_id: Option<String>,
     /// A JSON object of at most 4096 bytes.
     pub props: Option<serde_json::Value>,
+    /// Browser events: the page's URL (http or https, up to 2048 characters). The server
+    /// derives `path` (when not given), `hostname` and the UTM fields from it.
+    pub url: Option<String>,
+    /// Browser events: `document.referrer`; the server derives the referrer and its source.
+    pub referrer: Option<String>,
+    /// Browser events: the viewport width in CSS pixels (device class: under 576 mobile,
+    /// under 992 tablet, else desktop).
+    pub screen_width: Option<u32>,
+    /// Browser events: `navigator.webdriver`; `true` drops the event (automation).
+    pub automated: Option<bool>,
 }
 
 /// Up to 1000 events; one invalid event refuses the whole batch.
@@ -36,6 +46,9 @@ pub struct EventsAccepted {
     pub success: bool,
     pub accepted: usize,
     pub event_ids: Vec<String>,
+    /// Events left out as bot traffic, by reason (`bot_user_agent`, `headless`,
+    /// `automation`, `no_user_agent`, `data_center`); absent when none was.
+    pub dropped: Option<std::collections::HashMap<String, u64>>,
 }
 
 /// `400` of the event endpoints: every problem listed.
@@ -109,6 +122,54 @@ pub struct CompatVote {
     /// Accepted and ignored: the server's clock orders votes.
     pub timestamp: Option<i64>,
     pub idempotencyKey: Option<String>,
+}
+
+/// An error: `{"error": code, "details"?: [...]}`.
+#[derive(ToSchema)]
+pub struct CodedError {
+    /// A stable code: `unknown_site`, `domain_not_allowed`, `site_exists`, `site_not_found`,
+    /// `invalid_body`, `restoring`, `unauthorized`.
+    pub error: String,
+    pub details: Option<Vec<String>>,
+}
+
+/// `POST /v1/sites`.
+#[derive(ToSchema)]
+pub struct NewSite {
+    /// 1 to 255 characters, no control characters: the `site_id` events carry.
+    pub site_id: String,
+    /// Hosts browser events may come from; a domain covers its subdomains. Empty (the
+    /// default): any host. At most 100.
+    pub domains: Option<Vec<String>>,
+    /// IANA time zone of the site's days in every stats answer (default `UTC`).
+    pub timezone: Option<String>,
+    /// Stats and the live stream readable without a token (default false).
+    pub public: Option<bool>,
+}
+
+/// `PATCH /v1/sites/{site_id}`: what changes.
+#[derive(ToSchema)]
+pub struct SitePatch {
+    pub domains: Option<Vec<String>>,
+    pub timezone: Option<String>,
+    pub public: Option<bool>,
+}
+
+/// A registered site.
+#[derive(ToSchema)]
+pub struct SiteBody {
+    pub site_id: String,
+    pub domains: Vec<String>,
+    pub timezone: String,
+    pub public: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `GET /v1/sites`.
+#[derive(ToSchema)]
+pub struct SiteList {
+    pub sites: Vec<SiteBody>,
 }
 
 /// An error: `{"error": code}` (`details` for invalid bodies).

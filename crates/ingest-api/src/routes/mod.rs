@@ -3,11 +3,12 @@
 pub mod docs;
 pub mod events;
 pub mod polls;
+pub mod sites;
 
 use crate::error::ApiError;
 use crate::limits::retry_after_secs;
 use crate::startup::AppState;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -28,6 +29,22 @@ pub fn guard_write(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Requires `Authorization: Bearer <ADMIN_TOKEN>` (poll and site administration).
+///
+/// # Errors
+/// 401 when it is missing or wrong, or no admin token is configured.
+pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if domain::auth::bearer_matches(header, &state.settings.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
 /// The per-client token bucket shared by every write endpoint.
 ///
 /// # Errors
@@ -45,19 +62,63 @@ pub fn client_rate_limit(req: &HttpRequest, state: &AppState) -> Result<(), ApiE
     Ok(())
 }
 
+/// Which content types a route reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    Json,
+    /// JSON, or `text/plain` holding JSON: what `navigator.sendBeacon` and the tracker
+    /// send, to spare the browser a CORS preflight.
+    JsonOrText,
+}
+
 /// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit` bytes
 /// (refused from `Content-Length` before reading when it is declared).
 ///
 /// # Errors
-/// As above; a broken connection is reported as malformed input.
+/// As [`read_body`].
 pub async fn read_json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    read_body(req, payload, limit, Accepts::Json).await
+}
+
+/// Reads a request body of the accepted types, decompressing `Content-Encoding: gzip`.
+/// `limit` bounds the body as sent and, for gzip, as decompressed, which is checked while
+/// decompressing: a small body that would expand past it is refused without holding more
+/// than `limit` bytes of it.
+///
+/// # Errors
+/// 415 for another content type or encoding, 413 past the limit; a broken connection or
+/// corrupt gzip data is reported as malformed input.
+pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    accepts: Accepts,
 ) -> Result<bytes::Bytes, ApiError> {
-    if !is_json(req) {
-        return Err(ApiError::UnsupportedMediaType);
+    if !content_type_accepted(req, accepts) {
+        return Err(ApiError::UnsupportedMediaType(match accepts {
+            Accepts::Json => "Content-Type must be application/json",
+            Accepts::JsonOrText => "Content-Type must be application/json or text/plain",
+        }));
     }
+    let gzip = match req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "identity") => false,
+        Some("gzip" | "x-gzip") => true,
+        Some(_) => {
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Encoding must be gzip or identity",
+            ));
+        }
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -74,10 +135,29 @@ pub async fn read_json_body(
         }
         body.extend_from_slice(&chunk);
     }
+    if gzip {
+        return gunzip_bounded(&body, limit).map(bytes::Bytes::from);
+    }
     Ok(body.freeze())
 }
 
-fn is_json(req: &HttpRequest) -> bool {
+/// Decompresses `data`, refusing (413) as soon as the output would pass `limit`.
+fn gunzip_bounded(data: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
+    let mut decoder = flate2::read::GzDecoder::new(data).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::MalformedJson(format!("the gzip body is corrupt: {e}")))?;
+    if out.len() > limit {
+        metrics::counter!("ingest_api_requests_shed_total", "reason" => "gzip_over_limit")
+            .increment(1);
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(out)
+}
+
+fn content_type_accepted(req: &HttpRequest, accepts: Accepts) -> bool {
     let Some(ct) = req
         .headers()
         .get(CONTENT_TYPE)
@@ -91,8 +171,9 @@ fn is_json(req: &HttpRequest) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    json || (accepts == Accepts::JsonOrText && essence == "text/plain")
 }
 
 /// The trace context queued items carry: this request's span when spans are exported,

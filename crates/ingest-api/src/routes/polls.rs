@@ -4,12 +4,11 @@
 //! Every change is one Lua script in Redis (see `domain::poll`): the answer reflects the
 //! state after the vote, atomically.
 
-use super::{client_rate_limit, read_json_body, traceparent};
+use super::{client_rate_limit, read_json_body, require_admin, traceparent};
 use crate::error::ApiError;
 use crate::limits::retry_after_secs;
 use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
 use domain::poll::{self, Ballot, CloseOutcome, VoteOutcome};
@@ -17,18 +16,6 @@ use serde_json::json;
 
 /// Longest poll id accepted in a path (ids we create are 36 characters).
 const MAX_POLL_ID_CHARS: usize = 100;
-
-fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if domain::auth::bearer_matches(header, &state.settings.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
 
 fn queue_unavailable(e: domain::redis_client::RedisError) -> ApiError {
     ApiError::QueueUnavailable(anyhow::Error::new(e).context("poll script"))
@@ -347,7 +334,7 @@ fn refusal(outcome: VoteOutcome) -> ApiError {
         }
         VoteOutcome::Restoring => ApiError::restoring(),
         VoteOutcome::Duplicate => ApiError::poll(StatusCode::CONFLICT, "duplicate_vote"),
-        VoteOutcome::KeyReused => ApiError::Poll {
+        VoteOutcome::KeyReused => ApiError::Coded {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "idempotency_key_reused",
             details: vec![

@@ -130,9 +130,13 @@ async fn malformed_json_is_a_400() {
 }
 
 #[tokio::test]
-async fn non_json_content_types_are_a_415() {
+async fn content_types_other_than_json_and_text_are_a_415() {
     let app = spawn_app().await;
-    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+    for ct in [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "text/html",
+    ] {
         let res = app
             .post_raw("/v1/events", ct, event("s", "/", "u").to_string())
             .await;

@@ -7,7 +7,8 @@
 //! per minute up to one minute, per hour up to a day, else per day.
 
 use crate::error::ApiError;
-use crate::rollups::{self, DayRange, Interval, Metric};
+use crate::local_time::{Span, floor_hour};
+use crate::rollups::{self, Interval, Metric};
 use crate::routes::timeseries::{SeriesRequest, filled_series};
 use crate::startup::AppState;
 use actix_web::{HttpResponse, get, post, web};
@@ -164,11 +165,18 @@ pub async fn query(
                 if metric == Metric::Visitors && interval == Interval::Minute {
                     interval = Interval::Hour;
                 }
+                let site = need_site()?;
+                let clock = crate::sites::settings(&state.pg, &site)
+                    .await
+                    .map_err(ApiError::from_db)?
+                    .clock;
                 let request = SeriesRequest::new(
-                    need_site()?,
+                    site,
                     metric,
                     interval,
                     text(&t.payload, "event_type"),
+                    clock,
+                    crate::filters::Filters::default(),
                     range.from,
                     range.to,
                 )?;
@@ -186,15 +194,18 @@ pub async fn query(
                     .and_then(|l| l.parse::<i64>().ok())
                     .unwrap_or(10)
                     .clamp(1, 1000);
-                let days = DayRange {
-                    first: Some(range.from.date_naive()),
-                    last: Some((range.to - TimeDelta::microseconds(1)).date_naive()),
+                // Paths are kept per hour: the hours the dashboard's range touches.
+                let hours = Span {
+                    start: Some(floor_hour(range.from)),
+                    end: Some(
+                        floor_hour(range.to - TimeDelta::microseconds(1)) + TimeDelta::hours(1),
+                    ),
                 };
                 let stats = rollups::site_totals(
                     &state.pg,
                     &site,
                     text(&t.payload, "event_type").unwrap_or("page_view"),
-                    days,
+                    hours,
                     limit,
                 )
                 .await

@@ -13,10 +13,11 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
 use actix_web::web;
 
-/// Requires `Authorization: Bearer <STATS_TOKEN>` when a token is configured.
+/// Requires `Authorization: Bearer <STATS_TOKEN>` when a token is configured, except for
+/// the stats of a public site (`site_id` in the query, or `/v1/sites/{site_id}/...`).
 ///
 /// # Errors
-/// 401 when the token is configured and missing or wrong.
+/// 401 when the token is configured and missing or wrong, and the site is not public.
 pub async fn require_stats_token<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
@@ -27,11 +28,44 @@ pub async fn require_stats_token<B: MessageBody>(
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !token.is_empty() && !domain::auth::bearer_matches(header, token) {
+        if !token.is_empty()
+            && !domain::auth::bearer_matches(header, token)
+            && !targets_public_site(&req, state).await?
+        {
             return Err(ApiError::Unauthorized.into());
         }
     }
     next.call(req).await
+}
+
+/// Whether the request reads a site marked public.
+async fn targets_public_site(req: &ServiceRequest, state: &AppState) -> Result<bool, ApiError> {
+    let path = req.path();
+    let site = if let Some(rest) = path.strip_prefix("/v1/sites/") {
+        rest.split('/').next().map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    } else if path == "/v1/stats" || path == "/api/stats" {
+        web::Query::<SiteParam>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().site_id)
+    } else {
+        None
+    };
+    let Some(site) = site.filter(|s| !s.is_empty()) else {
+        return Ok(false);
+    };
+    let settings = crate::sites::settings(&state.pg, &site)
+        .await
+        .map_err(ApiError::from_db)?;
+    Ok(settings.public)
+}
+
+#[derive(serde::Deserialize)]
+struct SiteParam {
+    site_id: Option<String>,
 }
 
 /// A required, non-empty `site_id`.

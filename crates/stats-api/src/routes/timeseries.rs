@@ -4,6 +4,8 @@
 use crate::bounds::parse_bound;
 use crate::cache::cached;
 use crate::error::ApiError;
+use crate::filters::{self, Filters};
+use crate::local_time::{SiteClock, Span};
 use crate::rollups::{self, Interval, Metric};
 use crate::startup::AppState;
 use actix_web::{HttpResponse, get, web};
@@ -26,6 +28,44 @@ pub struct SeriesQuery {
     /// Day (inclusive), RFC 3339 or epoch ms (exclusive); default: now.
     to: Option<String>,
     event_type: Option<String>,
+    /// Filters, as for `/v1/stats`: exact matches on stored fields.
+    path: Option<String>,
+    hostname: Option<String>,
+    source: Option<String>,
+    referrer: Option<String>,
+    utm_source: Option<String>,
+    utm_medium: Option<String>,
+    utm_campaign: Option<String>,
+    utm_term: Option<String>,
+    utm_content: Option<String>,
+    browser: Option<String>,
+    os: Option<String>,
+    device: Option<String>,
+    country: Option<String>,
+}
+
+impl SeriesQuery {
+    fn filters(&self) -> Result<Filters, ApiError> {
+        Filters::from_query(
+            [
+                ("path", &self.path),
+                ("hostname", &self.hostname),
+                ("source", &self.source),
+                ("referrer", &self.referrer),
+                ("utm_source", &self.utm_source),
+                ("utm_medium", &self.utm_medium),
+                ("utm_campaign", &self.utm_campaign),
+                ("utm_term", &self.utm_term),
+                ("utm_content", &self.utm_content),
+                ("browser", &self.browser),
+                ("os", &self.os),
+                ("device", &self.device),
+                ("country", &self.country),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_deref().map(|v| (name, v))),
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,7 +74,8 @@ struct Point {
     value: i64,
 }
 
-/// A validated series request: `[from, to)` aligned to the interval.
+/// A validated series request: `[from, to)` aligned to the interval (days: the site's
+/// local days).
 #[derive(Debug, Clone)]
 pub struct SeriesRequest {
     pub site_id: String,
@@ -42,6 +83,8 @@ pub struct SeriesRequest {
     pub interval: Interval,
     /// `None` counts every event type.
     pub event_type: Option<String>,
+    pub clock: SiteClock,
+    pub filters: Filters,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
 }
@@ -51,11 +94,14 @@ impl SeriesRequest {
     ///
     /// # Errors
     /// 400 for visitors per minute, an empty range or too many buckets.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         site_id: String,
         metric: Metric,
         interval: Interval,
         event_type: Option<&str>,
+        clock: SiteClock,
+        filters: Filters,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Self, ApiError> {
@@ -69,7 +115,7 @@ impl SeriesRequest {
             (Metric::Events, None) => None,
             (_, None) => Some("page_view".to_string()),
         };
-        let from = floor_to(from, interval);
+        let from = floor_to(from, interval, clock);
         if from >= to {
             return Err(ApiError::BadRequest("from must be before to".into()));
         }
@@ -78,6 +124,8 @@ impl SeriesRequest {
             metric,
             interval,
             event_type,
+            clock,
+            filters,
             from,
             to,
         };
@@ -91,8 +139,30 @@ impl SeriesRequest {
     }
 
     fn buckets(&self) -> i64 {
+        if self.interval == Interval::Day {
+            // Local days are 23 to 25 hours long.
+            let days = (self.clock.day_of(self.to - TimeDelta::microseconds(1))
+                - self.clock.day_of(self.from))
+            .num_days();
+            return days + 1;
+        }
         let (span, step) = ((self.to - self.from).num_seconds(), self.interval.seconds());
         span / step + i64::from(span % step != 0)
+    }
+
+    /// The start of every bucket, in order.
+    fn bucket_starts(&self) -> Vec<DateTime<Utc>> {
+        if self.interval == Interval::Day {
+            let first = self.clock.day_of(self.from);
+            return (0..self.buckets())
+                .filter_map(|i| first.checked_add_days(chrono::Days::new(i as u64)))
+                .map(|d| self.clock.day_start(d))
+                .collect();
+        }
+        let step = self.interval.seconds();
+        (0..self.buckets())
+            .filter_map(|i| DateTime::from_timestamp(self.from.timestamp() + i * step, 0))
+            .collect()
     }
 }
 
@@ -107,7 +177,10 @@ fn parse_choice<T: for<'de> Deserialize<'de>>(
         .map_err(|_| ApiError::BadRequest(format!("{name} must be one of {allowed}")))
 }
 
-fn floor_to(t: DateTime<Utc>, interval: Interval) -> DateTime<Utc> {
+fn floor_to(t: DateTime<Utc>, interval: Interval, clock: SiteClock) -> DateTime<Utc> {
+    if interval == Interval::Day {
+        return clock.day_start(clock.day_of(t));
+    }
     let secs = interval.seconds();
     let ts = t.timestamp();
     DateTime::from_timestamp(ts - ts.rem_euclid(secs), 0).unwrap_or(t)
@@ -123,30 +196,65 @@ pub async fn filled_series(
     r: &SeriesRequest,
 ) -> Result<Vec<(DateTime<Utc>, i64)>, ApiError> {
     let signature = format!(
-        "series|{:?}|{:?}|{:?}|{}|{}",
+        "series|{:?}|{:?}|{:?}|{}|{}|{}|{}",
         r.metric,
         r.interval,
         r.event_type,
+        r.clock.tz.name(),
         r.from.timestamp(),
-        r.to.timestamp()
+        r.to.timestamp(),
+        r.filters.signature()
     );
-    let step = r.interval.seconds();
     let points: Vec<(i64, i64)> = cached(state, &r.site_id, &signature, async {
-        let rows = rollups::series(
-            &state.pg,
-            &r.site_id,
-            r.metric,
-            r.interval,
-            r.event_type.as_deref(),
-            r.from,
-            r.to,
-        )
-        .await
-        .map_err(ApiError::from_db)?;
+        let rows = if r.filters.is_empty() {
+            rollups::series(
+                &state.pg,
+                &r.site_id,
+                r.metric,
+                r.interval,
+                r.event_type.as_deref(),
+                r.clock,
+                r.from,
+                r.to,
+            )
+            .await
+            .map_err(ApiError::from_db)?
+        } else {
+            let client = state
+                .pg
+                .get()
+                .await
+                .map_err(|e| ApiError::from_db(e.into()))?;
+            let span = Span {
+                start: Some(crate::local_time::floor_hour(r.from)),
+                end: Some(r.to),
+            };
+            filters::check_scannable(&client, &r.site_id, span, state.settings.filter_max_events)
+                .await?;
+            let unit = match r.interval {
+                Interval::Minute => "minute",
+                Interval::Hour => "hour",
+                Interval::Day => "day",
+            };
+            filters::series(
+                &client,
+                &r.site_id,
+                r.event_type.as_deref(),
+                unit,
+                r.metric == Metric::Visitors,
+                r.clock,
+                r.from,
+                r.to,
+                &r.filters,
+            )
+            .await
+            .map_err(ApiError::from_db)?
+        };
         let values: HashMap<i64, i64> = rows.into_iter().map(|(t, v)| (t.timestamp(), v)).collect();
-        Ok((0..r.buckets())
-            .map(|i| {
-                let t = r.from.timestamp() + i * step;
+        Ok(r.bucket_starts()
+            .into_iter()
+            .map(|t| {
+                let t = t.timestamp();
                 (t, values.get(&t).copied().unwrap_or(0))
             })
             .collect())
@@ -164,9 +272,10 @@ pub async fn filled_series(
     security(("stats_token" = [])),
     params(("site_id" = String, Path, description = "The site"), SeriesQuery),
     responses(
-        (status = 200, description = "`[{\"t\": RFC 3339, \"value\": n}]`"),
-        (status = 400, description = "Invalid metric, interval or range, or more than 10000 buckets"),
-        (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
+        (status = 200, description = "`[{\"t\": RFC 3339, \"value\": n}]`; days are the site's local days, each `t` its first hour"),
+        (status = 400, description = "Invalid metric, interval or range, more than 10000 buckets, or filters over more than FILTER_MAX_EVENTS events"),
+        (status = 401, description = "STATS_TOKEN is set, the site is not public, and the request lacks the token"),
+        (status = 422, description = "Filters over a range whose raw events have expired"),
         (status = 503, description = "PostgreSQL unavailable"),
     )
 )]
@@ -189,24 +298,32 @@ pub async fn get_timeseries(
         "interval",
         "minute, hour, day",
     )?;
+    let site_id = path.into_inner();
+    let filters = q.filters()?;
+    let clock = crate::sites::settings(&state.pg, &site_id)
+        .await
+        .map_err(ApiError::from_db)?
+        .clock;
     let step = interval.seconds();
     let to = match q.to.as_deref() {
         Some(s) => parse_bound(s, "to")
             .map_err(ApiError::BadRequest)?
-            .end_instant(),
-        None => floor_to(Utc::now(), interval) + TimeDelta::seconds(step),
+            .end_instant(clock),
+        None => next_bucket(Utc::now(), interval, clock),
     };
     let from = match q.from.as_deref() {
         Some(s) => parse_bound(s, "from")
             .map_err(ApiError::BadRequest)?
-            .start_instant(),
+            .start_instant(clock),
         None => to - TimeDelta::seconds(step * default_buckets(interval)),
     };
     let request = SeriesRequest::new(
-        path.into_inner(),
+        site_id,
         metric,
         interval,
         q.event_type.as_deref(),
+        clock,
+        filters,
         from,
         to,
     )?;
@@ -219,6 +336,17 @@ pub async fn get_timeseries(
         })
         .collect();
     Ok(HttpResponse::Ok().json(points))
+}
+
+/// The end of the bucket holding `t`.
+fn next_bucket(t: DateTime<Utc>, interval: Interval, clock: SiteClock) -> DateTime<Utc> {
+    match interval {
+        Interval::Day => clock
+            .day_of(t)
+            .succ_opt()
+            .map_or(t, |next| clock.day_start(next)),
+        _ => floor_to(t, interval, clock) + TimeDelta::seconds(interval.seconds()),
+    }
 }
 
 fn default_buckets(interval: Interval) -> i64 {

@@ -32,6 +32,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         stats: StatsSettings {
             stats_token: Secret::default(),
             exact_distinct_max_rows: 20_000,
+            filter_max_events: 200_000,
         },
     };
     config.http.http_workers = 2;
@@ -87,9 +88,9 @@ impl TestApp {
             "INSERT INTO rollup_hourly VALUES ('{site}', 'page_view', '2025-11-14T10:00:00Z', 3);
              INSERT INTO rollup_minutely VALUES ('{site}', 'page_view', '2025-11-14T10:00:00Z', 1),
                  ('{site}', 'page_view', '2025-11-14T10:05:00Z', 1), ('{site}', 'page_view', '2025-11-14T10:10:00Z', 1);
-             INSERT INTO rollup_daily_paths (site_id, event_type, day, path_key, path, views) VALUES
-                 ('{site}', 'page_view', '2025-11-14', md5('/')::uuid, '/', 1),
-                 ('{site}', 'page_view', '2025-11-14', md5('/pricing')::uuid, '/pricing', 2);
+             INSERT INTO rollup_hourly_paths (site_id, event_type, bucket, path_key, path, views) VALUES
+                 ('{site}', 'page_view', '2025-11-14T10:00:00Z', md5('/')::uuid, '/', 1),
+                 ('{site}', 'page_view', '2025-11-14T10:00:00Z', md5('/pricing')::uuid, '/pricing', 2);
              INSERT INTO daily_visitors VALUES ('{site}', 'page_view', '2025-11-14', 'user-123', 1024),
                  ('{site}', 'page_view', '2025-11-14', 'user-456', 1024);"
         ))

@@ -66,7 +66,7 @@ async fn ranges_sum_days_and_count_each_user_once() {
     app.sql(
         "INSERT INTO rollup_hourly VALUES ('r', 'page_view', '2025-11-01T10:00:00Z', 5), ('r', 'page_view', '2025-11-02T23:00:00Z', 7), ('r', 'page_view', '2025-11-03T00:00:00Z', 100);
          INSERT INTO daily_visitors VALUES ('r', 'page_view', '2025-11-01', 'a', 1), ('r', 'page_view', '2025-11-02', 'a', 1), ('r', 'page_view', '2025-11-02', 'b', 1), ('r', 'page_view', '2025-11-03', 'c', 1);
-         INSERT INTO rollup_daily_paths (site_id, event_type, day, path_key, path, views) VALUES ('r', 'page_view', '2025-11-01', md5('/b')::uuid, '/b', 3), ('r', 'page_view', '2025-11-02', md5('/a')::uuid, '/a', 3), ('r', 'page_view', '2025-11-02', md5('/c')::uuid, '/c', 1), ('r', 'page_view', '2025-11-03', md5('/z')::uuid, '/z', 100);",
+         INSERT INTO rollup_hourly_paths (site_id, event_type, bucket, path_key, path, views) VALUES ('r', 'page_view', '2025-11-01T12:00:00Z', md5('/b')::uuid, '/b', 3), ('r', 'page_view', '2025-11-02T12:00:00Z', md5('/a')::uuid, '/a', 3), ('r', 'page_view', '2025-11-02T12:00:00Z', md5('/c')::uuid, '/c', 1), ('r', 'page_view', '2025-11-03T12:00:00Z', md5('/z')::uuid, '/z', 100);",
     )
     .await;
     let (status, body) = app

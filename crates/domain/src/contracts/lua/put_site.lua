@@ -1,0 +1,53 @@
+-- Creates, changes or deletes a site in the registry mirror and queues the result for
+-- PostgreSQL, atomically.
+--
+-- KEYS[1]  the site's hash            KEYS[2]  the set of site ids
+-- KEYS[3]  the registry's version     KEYS[4]  the "restored" marker
+-- KEYS[5]  the sites queue
+-- ARGV[1]  "create", "update" or "delete"
+-- ARGV[2]  site id                    ARGV[3]  now, epoch ms
+-- ARGV[4]  domains as a JSON array, or "" to keep them
+-- ARGV[5]  time zone, or ""           ARGV[6]  public "1"/"0", or ""
+-- Returns  {"restoring"} while the mirror is being rebuilt from PostgreSQL (nothing
+--          done), {"exists"} for a create of a known site, {"missing"} for an update or
+--          delete of an unknown one, else {"ok", field, value, ...}: the site's record as
+--          stored (for a delete, as it was), which is also the queued message.
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return {'restoring'}
+end
+local op = ARGV[1]
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if op == 'create' and exists then
+  return {'exists'}
+end
+if op ~= 'create' and not exists then
+  return {'missing'}
+end
+local version = redis.call('INCR', KEYS[3])
+if op == 'create' then
+  redis.call('HSET', KEYS[1], 'site_id', ARGV[2], 'domains', ARGV[4], 'timezone', ARGV[5],
+    'public', ARGV[6], 'created_at_ms', ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[2])
+else
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'domains', ARGV[4]) end
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'timezone', ARGV[5]) end
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'public', ARGV[6]) end
+end
+redis.call('HSET', KEYS[1], 'version', version, 'updated_at_ms', ARGV[3])
+local record = redis.call('HGETALL', KEYS[1])
+local message = {deleted = '0'}
+for i = 1, #record, 2 do
+  message[record[i]] = record[i + 1]
+end
+if op == 'delete' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+  message.deleted = '1'
+end
+redis.call('LPUSH', KEYS[5], cjson.encode(message))
+local reply = {'ok'}
+for field, value in pairs(message) do
+  reply[#reply + 1] = field
+  reply[#reply + 1] = value
+end
+return reply

@@ -1,0 +1,47 @@
+//! What stats need of the site registry: the site's time zone (every answer is in its
+//! local days) and whether it is public (readable without `STATS_TOKEN`). Read from
+//! PostgreSQL, the registry's durable record, which the worker updates within a batch
+//! window of a change; a site that is not registered is on UTC and private.
+
+use crate::local_time::SiteClock;
+use domain::deadpool_postgres::Pool;
+use std::str::FromStr;
+
+/// A site's settings as stats see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteSettings {
+    pub clock: SiteClock,
+    pub public: bool,
+}
+
+impl Default for SiteSettings {
+    fn default() -> Self {
+        Self {
+            clock: SiteClock::utc(),
+            public: false,
+        }
+    }
+}
+
+/// The settings of `site_id`.
+///
+/// # Errors
+/// When PostgreSQL is unreachable.
+pub async fn settings(pool: &Pool, site_id: &str) -> anyhow::Result<SiteSettings> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT timezone, public FROM sites WHERE site_id = $1 AND deleted_at IS NULL",
+        )
+        .await?;
+    let Some(row) = client.query_opt(&stmt, &[&site_id]).await? else {
+        return Ok(SiteSettings::default());
+    };
+    let zone: String = row.get(0);
+    Ok(SiteSettings {
+        clock: SiteClock {
+            tz: chrono_tz::Tz::from_str(&zone).unwrap_or(chrono_tz::UTC),
+        },
+        public: row.get(1),
+    })
+}
