@@ -8,6 +8,8 @@
 #[cfg(feature = "postgres")]
 use crate::config::PostgresConfig;
 use crate::config::RedisConfig;
+
+pub mod mmdb;
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! sse-gateway configuration (environment variables).
 
-use domain::config::{ConfigError, HttpConfig, RedisConfig, ServiceConfig, Vars};
+use domain::config::{ConfigError, HttpConfig, RedisConfig, Secret, ServiceConfig, Vars};
 use serde::Deserialize;
 
 /// Settings of the live streams.
@@ -29,6 +29,12 @@ pub struct GatewaySettings {
     /// (behind the nginx edge). `make up` without nginx sets these.
     pub public_ingest_url: String,
     pub public_stats_url: String,
+    /// Set when stats reads are private (the same `STATS_TOKEN` as stats-api's): a site's
+    /// live stream is then open only for public sites or with a signed `?token=`. Unset:
+    /// every site stream is open, as the stats are.
+    pub stats_token: Secret,
+    /// The secret stream tokens are signed with (see `domain::stream_token`).
+    pub stream_token_secret: Secret,
 }
 
 impl Default for GatewaySettings {
@@ -45,6 +51,8 @@ impl Default for GatewaySettings {
             client_retry_ms: 2_000,
             public_ingest_url: Default::default(),
             public_stats_url: Default::default(),
+            stats_token: Default::default(),
+            stream_token_secret: Default::default(),
         }
     }
 }

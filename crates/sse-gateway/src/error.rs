@@ -18,6 +18,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("Redis unavailable")]
     Unavailable(#[source] anyhow::Error),
+    #[error("a stream token is required")]
+    TokenRequired,
+    #[error("the stream token is refused: {0}")]
+    TokenRefused(domain::stream_token::TokenError),
 }
 
 impl ApiError {
@@ -36,6 +40,14 @@ impl ApiError {
                 Problem::code(StatusCode::BAD_REQUEST, "invalid_request").details(vec![m.clone()])
             }
             Self::Unavailable(_) => unavailable("unavailable"),
+            Self::TokenRequired => Problem::code(StatusCode::UNAUTHORIZED, "token_required")
+                .details(vec![
+                    "this site is private: open its stream with ?token= (a signed stream token)"
+                        .into(),
+                ]),
+            Self::TokenRefused(why) => {
+                Problem::code(StatusCode::FORBIDDEN, "token_refused").details(vec![why.to_string()])
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::config::{Config, GatewaySettings};
 use crate::hub::{Hub, HubSettings};
 use crate::limits::ConnectionLimits;
-use crate::routes::{demo, polls, sites};
+use crate::routes::{demo, polls, sites, tracker};
 use actix_web::dev::Server;
 use actix_web::web;
 use domain::http::Ops;
@@ -45,6 +45,11 @@ impl Application {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
         let redis = domain::redis::connection_manager(&config.redis)?;
         let g = &config.gateway;
+        if !g.stats_token.is_empty() && g.stream_token_secret.is_empty() {
+            tracing::warn!(
+                "STATS_TOKEN is set but STREAM_TOKEN_SECRET is not: only public sites' streams can be opened"
+            );
+        }
         let hub = Arc::new(Hub::new(
             &keys,
             HubSettings {
@@ -102,7 +107,8 @@ impl Application {
                     .service(demo::config)
                     .service(polls::poll_stream)
                     .service(polls::poll_updates)
-                    .service(sites::site_stream);
+                    .service(sites::site_stream)
+                    .service(tracker::tally_js);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,

@@ -173,10 +173,10 @@ fn country_tld_brand(host: &str) -> Option<&'static str> {
     let third = labels.next();
     // Try `brand.tld` first, then `brand.sld.cc`; e.g. for google.co.uk the
     // first attempt sees brand "co" and fails harmlessly.
-    if is_top_level(last) {
-        if let Some(name) = lookup(COUNTRY_TLD_BRANDS, second) {
-            return Some(name);
-        }
+    if is_top_level(last)
+        && let Some(name) = lookup(COUNTRY_TLD_BRANDS, second)
+    {
+        return Some(name);
     }
     if is_country_code(last) && SECOND_LEVELS.iter().any(|s| s.eq_ignore_ascii_case(second)) {
         return lookup(COUNTRY_TLD_BRANDS, third?);

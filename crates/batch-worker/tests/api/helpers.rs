@@ -132,3 +132,29 @@ pub fn message(
 pub fn uuid(n: u32) -> String {
     format!("0192e4a0-0000-7000-8000-{n:012}")
 }
+
+impl Harness {
+    /// A lane draining the site registry's queue.
+    pub fn site_worker(&self, id: &str) -> Lane<batch_worker::sites::SiteWork> {
+        let keys = self.keys();
+        let redis = domain::redis::connection_manager(&self.redis.config).expect("redis");
+        let blocking = domain::redis::blocking_pool(&self.redis.config, 1, Duration::from_secs(2))
+            .expect("redis");
+        Lane::new(
+            vec![WorkerQueue::new(keys.sites_queue(), id)],
+            Arc::new(batch_worker::sites::SiteWork {
+                pg: self.db.pool(),
+                keys,
+            }),
+            redis,
+            blocking,
+            self.settings.clone(),
+        )
+    }
+
+    /// One text value of a query.
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        let client = self.db.pool().get().await.expect("pg");
+        client.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+}

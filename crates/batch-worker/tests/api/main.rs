@@ -1,7 +1,9 @@
 //! batch-worker against real Redis and PostgreSQL.
 
 mod drain;
+mod enrichment;
 mod helpers;
 mod polls;
 mod reliability;
 mod retention;
+mod sites;

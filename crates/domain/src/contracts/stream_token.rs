@@ -32,6 +32,8 @@ pub enum TokenError {
     Expired,
     #[error("the token's signature does not match this stream")]
     BadSignature,
+    #[error("no stream token secret is configured (STREAM_TOKEN_SECRET), so no token is valid")]
+    NoSecret,
 }
 
 fn signature(secret: &[u8], scope: &str, exp: i64) -> Hmac<Sha256> {
@@ -62,6 +64,10 @@ pub fn mint(secret: &[u8], scope: &str, exp: i64) -> String {
 /// # Errors
 /// Why it is refused.
 pub fn verify(secret: &[u8], scope: &str, token: &str, now: i64) -> Result<(), TokenError> {
+    // An empty key would let anyone sign.
+    if secret.is_empty() {
+        return Err(TokenError::NoSecret);
+    }
     let mut parts = token.splitn(3, '.');
     let (Some("v1"), Some(exp), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
@@ -102,6 +108,10 @@ mod tests {
         assert_eq!(
             verify(b"secret", "site:a", "v1.abc.def", 0),
             Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            verify(b"", "site:a", &mint(b"", "site:a", 1_000), 999),
+            Err(TokenError::NoSecret)
         );
         // A later expiry cannot be grafted onto a signature.
         let forged = t.replacen("1000", "9999", 1);

@@ -160,3 +160,80 @@ pub fn event(site: &str, path: &str, user: &str) -> serde_json::Value {
         "timestamp": "2025-11-14T10:00:00Z"
     })
 }
+
+/// A desktop browser's User-Agent.
+pub const CHROME_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// A tracker-shaped event of `site` on page `url`.
+pub fn browser_event(site: &str, url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "site_id": site,
+        "event_type": "page_view",
+        "timestamp": "2025-11-14T10:00:00Z",
+        "url": url,
+        "referrer": "https://www.google.com/search?q=tally",
+        "screen_width": 1280
+    })
+}
+
+impl TestApp {
+    /// Posts `body` as the tracker does (`text/plain`), from client `ip` (through the
+    /// trusted proxy of [`spawn_app_behind_proxy`]) with User-Agent `ua`.
+    pub async fn post_from(
+        &self,
+        body: &serde_json::Value,
+        ip: &str,
+        ua: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/events", self.address))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .header("x-forwarded-for", ip)
+            .header("user-agent", ua)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// What the worker does once the site registry is in Redis.
+    pub async fn mark_sites_restored(&self) {
+        let mut conn = self.redis.conn().await;
+        domain::site_registry::marker::set_restored(&mut conn, &self.redis.keys())
+            .await
+            .expect("registry marker");
+    }
+
+    /// Registers a site as the admin; returns the answer.
+    pub async fn register_site(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/sites", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// A metric's value in `/metrics` (the line starting with `series`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// ingest-api behind a proxy on loopback (so `X-Forwarded-For` names the client), with
+/// visitor salts re-read every 50 ms and the registry every 50 ms.
+pub async fn spawn_app_behind_proxy(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(|c| {
+        c.http.trusted_proxies = "127.0.0.1/32,::1/128".into();
+        c.ingest.salt_refresh_ms = 50;
+        c.ingest.sites_refresh_ms = 50;
+        tweak(c);
+    })
+    .await
+}

@@ -4,3 +4,5 @@ mod events;
 mod helpers;
 mod ops;
 mod polls;
+mod sites;
+mod visitors;

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod polls;
 pub mod sites;
+pub mod tracker;
 
 use crate::error::ApiError;
 use crate::hub::{Position, SNAPSHOT, Topic, Update};

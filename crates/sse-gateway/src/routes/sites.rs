@@ -11,15 +11,55 @@ use domain::channel::Channel;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The stats' read rule for a site's stream.
+async fn authorize(state: &AppState, site_id: &str, token: Option<&str>) -> Result<(), ApiError> {
+    if state.settings.stats_token.is_empty() {
+        return Ok(());
+    }
+    let site = domain::site_registry::get(&mut state.redis.clone(), &state.keys, site_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(anyhow::Error::new(e).context("site registry")))?;
+    if site.is_some_and(|s| s.public) {
+        return Ok(());
+    }
+    let Some(token) = token else {
+        metrics::counter!("sse_gateway_streams_refused_total", "reason" => "token_required")
+            .increment(1);
+        return Err(ApiError::TokenRequired);
+    };
+    domain::stream_token::verify(
+        state.settings.stream_token_secret.expose().as_bytes(),
+        &domain::stream_token::site_scope(site_id),
+        token,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|why| {
+        metrics::counter!("sse_gateway_streams_refused_total", "reason" => "token_refused")
+            .increment(1);
+        ApiError::TokenRefused(why)
+    })
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// A signed stream token for `site:<site_id>` (see the API reference); needed for a
+    /// private site when `STATS_TOKEN` is set.
+    token: Option<String>,
+}
+
 /// `snapshot` first, then an `activity` event at most once per `SITE_COALESCE_MS` while
-/// the site has traffic.
+/// the site has traffic. Read as the site's stats are: open when `STATS_TOKEN` is unset or
+/// the site is public, otherwise with a signed, expiring `?token=`.
 #[utoipa::path(
     tag = "streams",
-    params(("site_id" = String, Path, description = "The site")),
+    params(("site_id" = String, Path, description = "The site"), StreamQuery),
     responses(
         (status = 200, description = "`text/event-stream`: `snapshot` then `activity` events `{visitors_last_5m, events_per_second, events_last_5m, top_paths}`", content_type = "text/event-stream"),
+        (status = 401, description = "A private site and no token (`token_required`)"),
+        (status = 403, description = "The token is malformed, expired or for another stream (`token_refused`)"),
         (status = 429, description = "Too many streams from this client"),
-        (status = 503, description = "Gateway full"),
+        (status = 503, description = "Gateway full, or Redis unavailable"),
     )
 )]
 #[get("/v1/sites/{site_id}/stream")]
@@ -27,10 +67,12 @@ use std::time::Duration;
 pub async fn site_stream(
     req: HttpRequest,
     path: web::Path<String>,
+    query: web::Query<StreamQuery>,
     state: web::Data<AppState>,
 ) -> Result<impl Responder, ApiError> {
-    let slot = acquire(&req, &state)?;
     let site_id = path.into_inner();
+    authorize(&state, &site_id, query.token.as_deref()).await?;
+    let slot = acquire(&req, &state)?;
     let topic = state.hub.topic(
         Channel::Site(site_id.clone()),
         Duration::from_millis(state.settings.site_coalesce_ms),

@@ -4,3 +4,4 @@ mod helpers;
 mod ops;
 mod polls;
 mod sites;
+mod tracker;

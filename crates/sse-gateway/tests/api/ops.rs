@@ -62,6 +62,7 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/v1/polls/{poll_id}/stream"),
             ("GET", "/v1/polls/{poll_id}/updates"),
             ("GET", "/v1/sites/{site_id}/stream"),
+            ("GET", "/tally.js"),
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),

@@ -40,3 +40,75 @@ async fn a_site_stream_shows_recent_visitors_and_top_paths() {
         serde_json::json!({"path": "/cart", "views": 7})
     );
 }
+
+async fn register(gw: &crate::helpers::TestGateway, site: &str, public: bool) {
+    let mut conn = gw.conn().await;
+    domain::site_registry::marker::set_restored(&mut conn, &gw.keys)
+        .await
+        .expect("marker");
+    let new = domain::site_registry::NewSite {
+        site_id: site.into(),
+        domains: vec![],
+        timezone: "UTC".into(),
+        public,
+    };
+    domain::site_registry::create(&mut conn, &gw.keys, &new, chrono::Utc::now())
+        .await
+        .expect("create");
+}
+
+async fn status_of(gw: &crate::helpers::TestGateway, path_and_query: &str) -> u16 {
+    // Only the status matters: an open stream is dropped unread.
+    reqwest::get(format!("{}{path_and_query}", gw.address))
+        .await
+        .expect("sent")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn with_private_stats_a_site_stream_needs_a_signed_token_unless_the_site_is_public() {
+    let secret = "stream-secret";
+    let gw = spawn_gateway(|c| {
+        c.gateway.stats_token = domain::config::Secret::new("stats");
+        c.gateway.stream_token_secret = domain::config::Secret::new(secret);
+    })
+    .await;
+    register(&gw, "pub", true).await;
+    register(&gw, "priv", false).await;
+    let now = chrono::Utc::now().timestamp();
+    let token = |scope: &str, exp: i64| domain::stream_token::mint(secret.as_bytes(), scope, exp);
+    assert_eq!(status_of(&gw, "/v1/sites/pub/stream").await, 200);
+    assert_eq!(status_of(&gw, "/v1/sites/priv/stream").await, 401);
+    let good = token("site:priv", now + 60);
+    assert_eq!(
+        status_of(&gw, &format!("/v1/sites/priv/stream?token={good}")).await,
+        200
+    );
+    let expired = token("site:priv", now - 1);
+    assert_eq!(
+        status_of(&gw, &format!("/v1/sites/priv/stream?token={expired}")).await,
+        403
+    );
+    let other_site = token("site:pub", now + 60);
+    assert_eq!(
+        status_of(&gw, &format!("/v1/sites/priv/stream?token={other_site}")).await,
+        403
+    );
+    let forged = domain::stream_token::mint(b"guess", "site:priv", now + 60);
+    assert_eq!(
+        status_of(&gw, &format!("/v1/sites/priv/stream?token={forged}")).await,
+        403
+    );
+    assert_eq!(
+        status_of(&gw, "/v1/sites/priv/stream?token=garbage").await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn with_open_stats_every_site_stream_is_open() {
+    let gw = spawn_gateway(|_| {}).await;
+    register(&gw, "priv", false).await;
+    assert_eq!(status_of(&gw, "/v1/sites/priv/stream").await, 200);
+}
