@@ -50,3 +50,7 @@ done
 say "browser test: the demo page in headless Chromium"
 GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" INGEST_URL="http://127.0.0.1:$INGEST_PORT" ADMIN_TOKEN="$ADMIN" \
   ARTIFACTS="$ROOT/test-artifacts" node "$BROWSER_DIR/demo.test.mjs"
+
+say "browser test: tally.js on a test site in headless Chromium"
+GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" INGEST_URL="http://127.0.0.1:$INGEST_PORT" DATABASE_URL="$DB_URL" \
+  ARTIFACTS="$ROOT/test-artifacts" node "$BROWSER_DIR/tracker.test.mjs"

@@ -31,3 +31,8 @@ fi
 if [ "${SKIP_BROWSER_TESTS:-0}" != 1 ] && [ "$#" -eq 0 ]; then
   scripts/browser-e2e.sh
 fi
+
+# make up from scratch, then the seed design's client through the :3000 edge.
+if [ "${SKIP_UP_TEST:-0}" != 1 ] && [ "$#" -eq 0 ]; then
+  scripts/up-e2e.sh
+fi

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # make up: the whole stack on this machine, no Docker. Idempotent: starts only what is not
-# running. Logs and pid files in .tally/.
+# running, and restarts what runs with other tokens than asked for. Logs and pid files in
+# .tally/.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_redis
 ensure_postgres tally
+command -v nginx >/dev/null || (apt_install nginx) || echo "  nginx could not be installed: no edge on :3000" >&2
 
-# Tokens: from the environment, else the ones generated on an earlier run, else new ones.
+# Tokens. One given in the environment always wins. ADMIN_TOKEN is otherwise the one an
+# earlier run generated (kept in .tally/tokens.env), or a new one; so is the secret of
+# signed stream tokens. STATS_TOKEN is only ever what the environment says: without it,
+# stats reads are open, as the seed designs' clients expect (`/api/stats` without a token).
 TOKENS="$STATE/tokens.env"
-[ -f "$TOKENS" ] && source "$TOKENS"
-ADMIN_TOKEN="${ADMIN_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
-STATS_TOKEN="${STATS_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
-umask 077; printf 'ADMIN_TOKEN=%s\nSTATS_TOKEN=%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" > "$TOKENS"; umask 022
-export ADMIN_TOKEN STATS_TOKEN
+stored() { if [ -f "$TOKENS" ]; then sed -n "s/^$1=//p" "$TOKENS" | head -n 1; fi; }
+new_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+ADMIN_TOKEN="${ADMIN_TOKEN:-$(stored ADMIN_TOKEN)}"; ADMIN_TOKEN="${ADMIN_TOKEN:-$(new_token)}"
+STREAM_TOKEN_SECRET="${STREAM_TOKEN_SECRET:-$(stored STREAM_TOKEN_SECRET)}"
+STREAM_TOKEN_SECRET="${STREAM_TOKEN_SECRET:-$(new_token)}"
+STATS_TOKEN="${STATS_TOKEN:-}"
+umask 077
+printf 'ADMIN_TOKEN=%s\nSTREAM_TOKEN_SECRET=%s\n' "$ADMIN_TOKEN" "$STREAM_TOKEN_SECRET" > "$TOKENS"
+umask 022
+# The edge on loopback is the one proxy whose X-Forwarded-For is believed.
+export ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1/32}"
 
 say "building (release)"
 cargo build --release --bins --quiet
@@ -23,7 +34,32 @@ BIN="$(cargo_bin_dir release)"
 say "applying migrations"
 "$BIN/batch-worker" migrate >> "$STATE/logs/migrate.log" 2>&1 || die "migrations failed (see $STATE/logs/migrate.log)"
 
-running() { local pid; pid="$(cat "$STATE/run/$1.pid" 2>/dev/null)" && kill -0 "$pid" 2>/dev/null; }
+# Running means alive, not a zombie, and the program it was started as (a pid can be
+# reused after a crash).
+running() {
+  local pid; pid="$(cat "$STATE/run/$1.pid" 2>/dev/null)" || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+}
+
+stop() { # name
+  local pid; pid="$(cat "$STATE/run/$1.pid" 2>/dev/null)" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 150); do running "$1" || break; sleep 0.2; done
+  running "$1" && kill -9 "$pid" 2>/dev/null
+  rm -f "$STATE/run/$1.pid"
+}
+
+# Services started with other tokens or settings than these are restarted.
+SIGNATURE="$(printf '%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" "$STREAM_TOKEN_SECRET" "$TRUSTED_PROXIES" \
+  "$REDIS_URL" "$DATABASE_URL" "$(command -v nginx || true)" | sha256sum | cut -c1-16)"
+if [ "$(cat "$STATE/run/config.sig" 2>/dev/null)" != "$SIGNATURE" ]; then
+  for svc in ingest-api sse-gateway stats-api batch-worker; do
+    if running "$svc"; then echo "  restarting $svc (tokens or settings changed)"; stop "$svc"; fi
+  done
+fi
+echo "$SIGNATURE" > "$STATE/run/config.sig"
 
 start() { # name port
   local name="$1" port="$2"
@@ -65,17 +101,23 @@ if command -v nginx >/dev/null; then
   running nginx && EDGE="http://127.0.0.1:3000"
 fi
 
+if [ -n "$STATS_TOKEN" ]; then
+  READS="$STATS_TOKEN   (stats need 'Authorization: Bearer' with it, except public sites)"
+else
+  READS="not set: stats reads are open (set STATS_TOKEN and run make up again to require one)"
+fi
 cat <<MSG
 
 Tally is up.
-  ingest-api    http://127.0.0.1:8080   (POST /v1/events, /api/event)
-  sse-gateway   http://127.0.0.1:8081   (demo page: /)
+  ingest-api    http://127.0.0.1:8080   (POST /v1/events, /api/event; /v1/sites, /v1/polls admin)
+  sse-gateway   http://127.0.0.1:8081   (demo page: /, tracker: /tally.js)
   stats-api     http://127.0.0.1:8082   (GET /v1/stats, /api/stats, /v1/sites/{id}/timeseries)
   batch-worker  http://127.0.0.1:9091   (/healthz, /readyz, /metrics)
-  edge (nginx)  ${EDGE:-not running (nginx is not installed)}
+  edge (nginx)  ${EDGE:-not running (nginx could not be installed)}
   Redis         $REDIS_URL
   PostgreSQL    $DATABASE_URL
   ADMIN_TOKEN   $ADMIN_TOKEN
-  STATS_TOKEN   $STATS_TOKEN
+  STATS_TOKEN   $READS
+  STREAM_TOKEN_SECRET is in $TOKENS (signs ?token= for private site streams)
 Logs: make logs    Stop: make down
 MSG
