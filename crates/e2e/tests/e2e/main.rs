@@ -6,4 +6,5 @@ mod helpers;
 mod metrics;
 mod polls;
 mod proxy;
+mod sites;
 mod traces;
