@@ -260,7 +260,7 @@ pub fn request_tracing() -> actix_web::middleware::Condition<
 /// CORS from `CORS_ORIGINS` (`*` or a comma-separated list of origins).
 pub fn cors(origins: &str) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
         .allowed_headers([
             "content-type",
             "authorization",
