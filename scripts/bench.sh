@@ -21,7 +21,11 @@ command -v redis-benchmark >/dev/null || apt_install redis-tools
 command -v jq >/dev/null || apt_install jq
 
 ensure_redis
+# The drain drops and recreates the public schema: only ever of the bench's own database,
+# whatever DATABASE_URL names.
+[ -z "${DATABASE_URL:-}" ] || DATABASE_URL="${DATABASE_URL%/*}/tally_bench"
 ensure_postgres tally_bench
+case "$DATABASE_URL" in */tally_bench|*/tally_bench\?*) ;; *) die "refusing to benchmark against $DATABASE_URL" ;; esac
 say "Redis $REDIS_URL, PostgreSQL $DATABASE_URL"
 say "building (release)"
 cargo build --release --bins --quiet
@@ -70,6 +74,15 @@ SAT_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-sat.json")
 HALF=$(jq -n "$SAT_RPS / 2 | floor")
 say "ingest-api at half saturation ($HALF req/s)"
 oha_run -c "$CONNS" -q "$HALF" -z "$DURATION" --latency-correction > "$WORK/ingest-half.json"
+# What the tracker sends: text/plain, a URL and referrer, no user_id, a browser's
+# User-Agent; ingest-api parses the User-Agent, checks for bots and hashes the visitor.
+TRACKER_EVENT='{"site_id":"bench.example","event_type":"page_view","timestamp":"2025-11-14T10:00:00Z","url":"https://bench.example/pricing?utm_source=newsletter","referrer":"https://www.google.com/","screen_width":1440}'
+say "ingest-api: tracker-shaped events at saturation, $CONNS connections, $DURATION"
+oha --no-tui --output-format json -m POST -T text/plain -d "$TRACKER_EVENT" \
+  -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36" \
+  -c "$CONNS" -z "$DURATION" http://127.0.0.1:18080/v1/events > "$WORK/ingest-tracker.json"
+TRACKER_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-tracker.json")
+TRACKER_NON202=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "202") | .value] | add // 0' "$WORK/ingest-tracker.json")
 NON202=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "202") | .value] | add // 0' "$WORK/ingest-sat.json")
 ms() { jq "$1 * 1000 | . * 1000 | round / 1000" "$2"; }
 
@@ -120,17 +133,18 @@ redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # what the ingest run
 drain() {
   local profile="$1" lanes="$2"
   say "drain [$profile data, $lanes lane(s)]: generating $DRAIN_EVENTS events"
-  [ -f "$WORK/$profile.csv" ] || python3 scripts/bench_data.py "$profile" "$DRAIN_EVENTS" "$QUEUE" "$WORK/$profile.resp" "$WORK/$profile.csv"
+  local data="$WORK/$profile.v2"  # v2: tracker-shaped rows
+  [ -f "$data.csv" ] || python3 scripts/bench_data.py "$profile" "$DRAIN_EVENTS" "$QUEUE" "$data.resp" "$data.csv"
   psql "$DATABASE_URL" -q -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null 2>&1
   DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" migrate > "$WORK/migrate.log" 2>&1
   say "  ceiling: plain COPY of the same rows into a table shaped like events"
   psql "$DATABASE_URL" -q -o /dev/null -c "CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)"
   local t0 t1 copy_s drain_s
   t0=$(date +%s.%N)
-  psql "$DATABASE_URL" -q -o /dev/null -c "\\copy copy_ceiling (event_id, site_id, event_type, ts, path, user_id, props, received_at) FROM '$WORK/$profile.csv' CSV"
+  psql "$DATABASE_URL" -q -o /dev/null -c "\\copy copy_ceiling (event_id, site_id, event_type, ts, path, user_id, props, received_at, hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign, utm_term, utm_content, browser, os, device, country) FROM '$data.csv' CSV"
   t1=$(date +%s.%N); copy_s=$(awk "BEGIN{print $t1 - $t0}")
   psql "$DATABASE_URL" -q -o /dev/null -c "DROP TABLE copy_ceiling; CHECKPOINT;"
-  redis-cli -h "$RHOST" -p "$RPORT" --pipe < "$WORK/$profile.resp" > /dev/null
+  redis-cli -h "$RHOST" -p "$RPORT" --pipe < "$data.resp" > /dev/null
   local qlen; qlen=$(redis-cli -h "$RHOST" -p "$RPORT" llen "$QUEUE")
   [ "$qlen" = "$DRAIN_EVENTS" ] || die "queued $qlen, expected $DRAIN_EVENTS"
   say "  one batch-worker process draining them, rollups included"
@@ -160,6 +174,8 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 jq -n \
   --arg when "$STAMP" --argjson conns "$CONNS" --arg duration "$DURATION" \
   --argjson lpush "$LPUSH_RPS" --argjson sat "$SAT_RPS" --argjson non202 "$NON202" \
+  --argjson tracker "$TRACKER_RPS" --argjson tracker_non202 "$TRACKER_NON202" \
+  --argjson tracker_p99 "$(ms '.latencyPercentiles.p99' "$WORK/ingest-tracker.json")" \
   --argjson sat_p50 "$(ms '.latencyPercentiles.p50' "$WORK/ingest-sat.json")" \
   --argjson sat_p99 "$(ms '.latencyPercentiles.p99' "$WORK/ingest-sat.json")" \
   --argjson half_rps "$(jq '.summary.requestsPerSec' "$WORK/ingest-half.json")" \
@@ -181,7 +197,9 @@ jq -n \
              saturation: {requests_per_s: $sat, p50_ms: $sat_p50, p99_ms: $sat_p99, non_202: $non202},
              half_saturation: {requests_per_s: $half_rps, p50_ms: $half_p50, p99_ms: $half_p99},
              redis_lpush_ceiling_requests_per_s: $lpush,
-             ratio_to_lpush_ceiling: ($sat / $lpush)},
+             ratio_to_lpush_ceiling: ($sat / $lpush),
+             tracker_shaped: {requests_per_s: $tracker, p99_ms: $tracker_p99, non_202: $tracker_non202,
+                              ratio_to_plain_events: ($tracker / $sat)}},
     votes: {connections: $conns,
              saturation: {requests_per_s: $vote_sat, accepted_share: $vote_ok, p50_ms: $vote_sat_p50, p99_ms: $vote_sat_p99},
              half_saturation: {requests_per_s: $vote_half_rps, p50_ms: $vote_half_p50, p99_ms: $vote_half_p99},
@@ -204,6 +222,8 @@ jq -r '
   "| redis-benchmark LPUSH, same connections | \(.ingest.redis_lpush_ceiling_requests_per_s | floor) req/s |",
   "| ingest / LPUSH ceiling | \(.ingest.ratio_to_lpush_ceiling * 100 | round) % |",
   "| at half saturation (\(.ingest.half_saturation.requests_per_s | floor) req/s) | p50 \(.ingest.half_saturation.p50_ms) ms, p99 \(.ingest.half_saturation.p99_ms) ms |",
+  "| tracker-shaped (text/plain, url, referrer, UA parse, bot check, visitor hash) | \(.ingest.tracker_shaped.requests_per_s | floor) req/s (p99 \(.ingest.tracker_shaped.p99_ms) ms, non-202: \(.ingest.tracker_shaped.non_202)) |",
+  "| tracker-shaped / plain events | \(.ingest.tracker_shaped.ratio_to_plain_events * 100 | round) % |",
   "\n## Votes: POST /v1/polls/{id}/votes, distinct users, \(.votes.connections) connections\n",
   "| measure | value |", "| --- | --- |",
   "| saturation | \(.votes.saturation.requests_per_s | floor) req/s, \(.votes.saturation.accepted_share * 100 | round) % accepted (p50 \(.votes.saturation.p50_ms) ms, p99 \(.votes.saturation.p99_ms) ms) |",
@@ -215,7 +235,7 @@ jq -r '
   (.streams | to_entries[] | .value | "| \(.streams_open) | p50 \(.vote_to_browser.p50_ms * 10 | round / 10) ms, p99 \(.vote_to_browser.p99_ms * 10 | round / 10) ms | \(.streams_with_final_state) | \(.gateway_kib_per_stream * 10 | round / 10) KiB | p50 \(.bare_publish.p50_ms * 100 | round / 100) ms, p99 \(.bare_publish.p99_ms * 100 | round / 100) ms |"),
   "\nVote-to-browser latency is dominated by the coalescing interval (a vote waits up to 100 ms for the next emission of its poll), by design: it bounds the events each browser receives to 10/s per poll.",
   "\n## Drain: one batch-worker process, \(.drain.events) queued events, rollups included\n",
-  "`live`: a backlog of real-looking traffic (arrival order, sessions, Zipf paths). `uniform`: every field random over two days, the worst case for rollups.\n",
+  "`live`: a backlog of real-looking traffic (arrival order, sessions, Zipf paths). `uniform`: every field random over two days, the worst case for rollups. Both are tracker-shaped: the worker derives path, hostname, UTM and referrer source from each URL and stores the derived fields; the COPY ceiling copies the same stored rows, derived fields included.\n",
   "| data | batch-worker | plain COPY of the same rows | worker / COPY |", "| --- | --- | --- | --- |",
   "| live, 2 lanes (default) | \(.drain.live.lanes_2.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "| live, 1 lane | \(.drain.live.lanes_1.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_1.ratio_to_copy_ceiling * 100 | round) % |",

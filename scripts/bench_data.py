@@ -3,6 +3,10 @@
 RESP commands that LPUSH queue messages (for `redis-cli --pipe`) and a CSV for a plain
 COPY into the events table (the PostgreSQL ceiling).
 
+Both profiles are tracker-shaped: a page URL (the worker derives path, hostname and UTM
+fields), a referrer for half the visitors, and browser, OS, device and country as
+ingest-api derives them; the CSV holds the rows as the worker stores them.
+
 Profiles:
   live     what a backlog of real traffic looks like: events in arrival order over 30
            minutes, visitors in sessions of 1-8 page views on one site, sites and paths
@@ -31,6 +35,15 @@ rng = random.Random(42)
 start_s = 1763114400  # 2025-11-14T10:00:00Z
 received_ms = start_s * 1000
 SITES, PATHS, VISITORS = 20, 500, 100_000
+# (referrer URL, source name, stored referrer) per visitor; None: direct.
+REFERRERS = [None, None, ("https://www.google.com/", "Google", "google.com"),
+             ("https://news.ycombinator.com/item?id=1", "Hacker News", "news.ycombinator.com/item"),
+             None, ("https://t.co/abc", "Twitter", "t.co/abc"), ("https://blog.example.org/post/", "blog.example.org", "blog.example.org/post")]
+# (browser, os, device from the User-Agent, viewport width).
+AGENTS = [("Chrome", "Windows", "desktop", 1536), ("Safari", "iOS", "mobile", 390), ("Chrome", "Android", "mobile", 412),
+          ("Firefox", "Linux", "desktop", 1920), ("Safari", "macOS", "desktop", 1440), ("Edge", "Windows", "desktop", 1280),
+          ("Safari", "iOS", "tablet", 820)]
+COUNTRIES = ["US", "DE", "FR", "GB", "IN", "BR", "JP"]
 
 
 def zipf_picker(k):
@@ -79,10 +92,28 @@ with open(resp_path, "wb") as resp, open(csv_path, "w") as csv:
         eid = str(uuid.UUID(int=(0x0192E4A0_0000_7000_8000_000000000000 | i)))
         etype = "click" if rng.random() < 0.15 else "page_view"
         site, path, user, ts = "site-%d" % site, "/page/%d" % path, "visitor-%d" % visitor, iso(sec)
+        # A tracker's event, as ingest-api queues it: the page URL (the worker derives
+        # path, hostname and UTM from it), the referrer, the viewport, and what ingest-api
+        # derived from the connection.
+        host = "%s.example" % site
+        utm = rng.random() < 0.1
+        url = "https://%s%s" % (host, path) + ("?utm_source=newsletter&utm_medium=email&utm_campaign=c%d" % (visitor % 7) if utm else "")
+        ref = REFERRERS[visitor % len(REFERRERS)]
+        agent = AGENTS[visitor % len(AGENTS)]
+        width = agent[3]
         msg = {"v": 1, "event_id": eid, "site_id": site, "event_type": etype, "ts": ts,
-               "path": path, "user_id": user, "received_at_ms": received_ms}
+               "user_id": user, "received_at_ms": received_ms, "url": url, "screen_width": width,
+               "browser": agent[0], "os": agent[1], "device": agent[2], "country": COUNTRIES[visitor % len(COUNTRIES)]}
+        if ref:
+            msg["referrer"] = ref[0]
         chunk.append(json.dumps(msg, separators=(",", ":")).encode())
-        csv.write("%s,%s,%s,%s,%s,%s,,2025-11-14T10:00:00Z\n" % (eid, site, etype, ts, path, user))
+        source = "newsletter" if utm else (ref[1] if ref else "")
+        referrer = ref[2] if ref else ""
+        utm_cols = "newsletter,email,c%d,," % (visitor % 7) if utm else ",,,,"
+        csv.write("%s,%s,%s,%s,%s,%s,,2025-11-14T10:00:00Z,%s,%s,%s,%s,%s,%s,%s,%s\n" % (
+            eid, site, etype, ts, path, user, host, referrer, source, utm_cols,
+            agent[0], agent[1], "mobile" if width < 576 else ("tablet" if width < 992 else "desktop"),
+            COUNTRIES[visitor % len(COUNTRIES)]))
         if len(chunk) == 1000 or i == n - 1:
             parts = [b"LPUSH", qb] + chunk
             resp.write(b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts))
