@@ -72,6 +72,7 @@ async fn main() {
             },
         ],
         closes_at: None,
+        settings: domain::poll::PollSettings::default(),
     };
     domain::poll::create(&mut conn, &keys, &poll_id, &poll, chrono::Utc::now())
         .await
@@ -151,7 +152,7 @@ async fn main() {
                     )
                     .await;
                     let ballot = Ballot {
-                        option_id: if n % 2 == 0 { "o1".into() } else { "o2".into() },
+                        option_ids: vec![if n % 2 == 0 { "o1".into() } else { "o2".into() }],
                         user_id: format!("v{n}"),
                     };
                     if let Ok(VoteOutcome::Accepted(body)) = domain::poll::vote(
@@ -159,6 +160,7 @@ async fn main() {
                         &keys,
                         &poll_id,
                         &ballot,
+                        domain::poll::voter_token::Proof::Missing,
                         None,
                         chrono::Utc::now(),
                         None,

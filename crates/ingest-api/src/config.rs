@@ -42,6 +42,12 @@ pub struct IngestSettings {
     /// A file of networks (one CIDR a line) whose traffic is data-center traffic, not
     /// counted; unset: none.
     pub datacenter_networks_file: Option<String>,
+    /// The secret host applications sign voter tokens with (`voters: signed` polls);
+    /// unset: such polls cannot be created.
+    pub voter_token_secret: Secret,
+    /// The secret of signed stream tokens (shared with sse-gateway): the answer to a vote
+    /// on an `after_vote` poll carries a token that opens its results on streams.
+    pub stream_token_secret: Secret,
 }
 
 /// Which `site_id`s events may carry.
@@ -85,6 +91,8 @@ impl Default for IngestSettings {
             salt_refresh_ms: 10_000,
             geoip_db: None,
             datacenter_networks_file: None,
+            voter_token_secret: Default::default(),
+            stream_token_secret: Default::default(),
         }
     }
 }

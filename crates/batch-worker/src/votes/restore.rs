@@ -8,7 +8,7 @@
 
 use domain::deadpool_postgres::Pool;
 use domain::keys::{Keys, VOTE_SHARDS};
-use domain::poll::{PersistedPoll, PollOption, shard_marker};
+use domain::poll::{PersistedPoll, PollOption, PollSettings, shard_marker};
 use domain::redis_client::aio::ConnectionManager;
 use std::collections::HashMap;
 
@@ -56,7 +56,7 @@ async fn restore_shard(
     let polls = client
         .query(
             "SELECT poll_id, question, (extract(epoch FROM closes_at) * 1000)::bigint,
-                    closed_at IS NOT NULL
+                    closed_at IS NOT NULL, min_choices, max_choices, results, allow_change, voters
              FROM polls WHERE shard = $1 AND question IS NOT NULL",
             &[&shard_i16],
         )
@@ -73,7 +73,7 @@ async fn restore_shard(
             .await?;
         let voters = client
             .query(
-                "SELECT user_id, option_id FROM votes WHERE poll_id = $1",
+                "SELECT user_id, array_to_string(option_ids, ',') FROM votes WHERE poll_id = $1",
                 &[&poll_id],
             )
             .await?;
@@ -85,10 +85,22 @@ async fn restore_shard(
             .await?
             .get(0);
         let tally: HashMap<String, i64> = options.iter().map(|o| (o.get(0), o.get(2))).collect();
+        let (min, max): (i16, i16) = (row.get(4), row.get(5));
+        let (results, allow_change, voters_mode): (String, bool, String) =
+            (row.get(6), row.get(7), row.get(8));
+        let settings = PollSettings::from_fields(|field| match field {
+            "min_choices" => Some(min.to_string()),
+            "max_choices" => Some(max.to_string()),
+            "results" => Some(results.clone()),
+            "allow_change" => Some(if allow_change { "1" } else { "0" }.to_string()),
+            "voters" => Some(voters_mode.clone()),
+            _ => None,
+        });
         let poll = PersistedPoll {
             question: row.get(1),
             closes_at_ms: row.get(2),
             closed: row.get(3),
+            settings,
             seq,
             options: options
                 .iter()

@@ -1,21 +1,32 @@
 //! Writing poll definitions, closes and votes to PostgreSQL, one statement per kind, in
-//! one transaction. Votes are inserted `ON CONFLICT DO NOTHING` (on the vote id and on
-//! `(poll_id, user_id)`), and option counts rise by the votes that statement really
-//! inserted, so replays and redeliveries never count twice.
+//! one transaction.
+//!
+//! A `votes` row is a voter's current vote. A vote message replaces it only when its
+//! sequence number is newer, and option counts move by exactly what the statement changed:
+//! plus the new options of every row it wrote, minus the old options of every row it
+//! replaced. Replays and redeliveries change nothing; a moved vote stored before the vote it
+//! moved (workers racing) leaves the older one without effect. Transactions touching a poll
+//! take that poll's advisory lock first, so the old options they read are the committed
+//! ones.
 
 use super::VotesWritten;
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::poll::PollMessage;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 const UPSERT_POLLS: &str = r"
 WITH polls_in AS (
-    INSERT INTO polls AS p (poll_id, question, closes_at, created_at, shard)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::smallint[])
+    INSERT INTO polls AS p (poll_id, question, closes_at, created_at, shard, min_choices,
+                            max_choices, results, allow_change, voters)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::smallint[],
+                         $10::smallint[], $11::smallint[], $12::text[], $13::bool[], $14::text[])
     ON CONFLICT (poll_id) DO UPDATE
-        SET question = EXCLUDED.question, closes_at = EXCLUDED.closes_at, created_at = EXCLUDED.created_at
+        SET question = EXCLUDED.question, closes_at = EXCLUDED.closes_at, created_at = EXCLUDED.created_at,
+            min_choices = EXCLUDED.min_choices, max_choices = EXCLUDED.max_choices,
+            results = EXCLUDED.results, allow_change = EXCLUDED.allow_change, voters = EXCLUDED.voters
 )
 INSERT INTO poll_options AS o (poll_id, option_id, label, position)
 SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::int[])
@@ -28,18 +39,40 @@ SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::smallint[])
 ON CONFLICT (poll_id) DO UPDATE SET closed_at = coalesce(p.closed_at, EXCLUDED.closed_at)
 ";
 
-const INSERT_VOTES: &str = r"
-WITH ins AS (
-    INSERT INTO votes (vote_id, poll_id, option_id, user_id, seq, voted_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[])
-    ON CONFLICT DO NOTHING
-    RETURNING poll_id, option_id
+/// Serialises writers of the same polls (in one order, so they cannot deadlock).
+const LOCK_POLLS: &str = r"
+SELECT count(pg_advisory_xact_lock(k))
+FROM (SELECT DISTINCT hashtextextended(p, 7061) AS k FROM unnest($1::text[]) AS p ORDER BY 1) AS keys
+";
+
+/// Inputs hold one row per (poll, user): the newest of the batch.
+const UPSERT_VOTES: &str = r"
+WITH input AS (
+    SELECT vote_id, poll_id, user_id, string_to_array(choices, ',') AS option_ids, seq, voted_at
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[])
+        AS t(vote_id, poll_id, user_id, choices, seq, voted_at)
+), previous AS (
+    SELECT v.poll_id, v.user_id, v.option_ids
+    FROM votes v JOIN input i ON v.poll_id = i.poll_id AND v.user_id = i.user_id
+), written AS (
+    INSERT INTO votes AS v (vote_id, poll_id, option_id, option_ids, user_id, seq, voted_at)
+    SELECT vote_id, poll_id, option_ids[1], option_ids, user_id, seq, voted_at FROM input
+    ON CONFLICT (poll_id, user_id) DO UPDATE
+        SET vote_id = EXCLUDED.vote_id, option_id = EXCLUDED.option_id,
+            option_ids = EXCLUDED.option_ids, seq = EXCLUDED.seq, voted_at = EXCLUDED.voted_at
+        WHERE v.seq < EXCLUDED.seq
+    RETURNING poll_id, user_id, option_ids
+), deltas AS (
+    SELECT w.poll_id, unnest(w.option_ids) AS option_id, 1 AS d FROM written w
+    UNION ALL
+    SELECT p.poll_id, unnest(p.option_ids), -1
+    FROM previous p JOIN written w ON w.poll_id = p.poll_id AND w.user_id = p.user_id
 ), counts AS (
     INSERT INTO poll_options AS o (poll_id, option_id, votes)
-    SELECT poll_id, option_id, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    SELECT poll_id, option_id, sum(d) FROM deltas GROUP BY 1, 2 HAVING sum(d) <> 0 ORDER BY 1, 2
     ON CONFLICT (poll_id, option_id) DO UPDATE SET votes = o.votes + EXCLUDED.votes
 )
-SELECT count(*) FROM ins
+SELECT count(*) FROM written
 ";
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -60,10 +93,12 @@ pub async fn store_poll_messages(
 ) -> Result<VotesWritten, StoreError> {
     let (mut p_id, mut p_question, mut p_closes, mut p_created, mut p_shard) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut p_min, mut p_max, mut p_results, mut p_change, mut p_voters) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let (mut o_poll, mut o_id, mut o_label, mut o_pos) = (vec![], vec![], vec![], vec![]);
     let (mut c_id, mut c_at, mut c_shard) = (vec![], vec![], vec![]);
-    let (mut v_id, mut v_poll, mut v_option, mut v_user, mut v_seq, mut v_at) =
-        (Vec::<Uuid>::new(), vec![], vec![], vec![], vec![], vec![]);
+    // The newest vote of each (poll, user) in the batch.
+    let mut newest: HashMap<(&str, &str), &PollMessage> = HashMap::new();
     for m in messages {
         match m {
             PollMessage::Poll {
@@ -72,8 +107,14 @@ pub async fn store_poll_messages(
                 options,
                 closes_at_ms,
                 created_at_ms,
+                settings,
                 ..
             } => {
+                p_min.push(i16::from(settings.min_choices));
+                p_max.push(i16::from(settings.max_choices));
+                p_results.push(settings.results.as_str());
+                p_change.push(settings.allow_change);
+                p_voters.push(settings.voters.as_str());
                 p_id.push(poll_id.as_str());
                 p_question.push(question.as_str());
                 p_closes.push(closes_at_ms.map(at));
@@ -96,21 +137,43 @@ pub async fn store_poll_messages(
                 c_shard.push(shard_of(poll_id));
             }
             PollMessage::Vote {
-                vote_id,
                 poll_id,
-                option_id,
                 user_id,
                 seq,
-                voted_at_ms,
                 ..
             } => {
-                v_id.push(*vote_id);
-                v_poll.push(poll_id.as_str());
-                v_option.push(option_id.as_str());
-                v_user.push(user_id.as_str());
-                v_seq.push(*seq);
-                v_at.push(at(*voted_at_ms));
+                let slot = newest.entry((poll_id, user_id)).or_insert(m);
+                if matches!(slot, PollMessage::Vote { seq: kept, .. } if kept < seq) {
+                    *slot = m;
+                }
             }
+        }
+    }
+    let mut votes: Vec<&PollMessage> = newest.into_values().collect();
+    votes.sort_by_key(|m| match m {
+        PollMessage::Vote {
+            poll_id, user_id, ..
+        } => (poll_id.as_str(), user_id.as_str()),
+        _ => ("", ""),
+    });
+    let (mut v_id, mut v_poll, mut v_user, mut v_choices, mut v_seq, mut v_at) =
+        (Vec::<Uuid>::new(), vec![], vec![], vec![], vec![], vec![]);
+    for m in votes {
+        if let PollMessage::Vote {
+            vote_id,
+            poll_id,
+            user_id,
+            seq,
+            voted_at_ms,
+            ..
+        } = m
+        {
+            v_id.push(*vote_id);
+            v_poll.push(poll_id.as_str());
+            v_user.push(user_id.as_str());
+            v_choices.push(m.choices().join(","));
+            v_seq.push(*seq);
+            v_at.push(at(*voted_at_ms));
         }
     }
     let mut client = pg.get().await.map_err(StoreError::no_connection)?;
@@ -133,6 +196,11 @@ pub async fn store_poll_messages(
                 &o_id,
                 &o_label,
                 &o_pos,
+                &p_min,
+                &p_max,
+                &p_results,
+                &p_change,
+                &p_voters,
             ],
         )
         .await
@@ -150,12 +218,19 @@ pub async fn store_poll_messages(
         inserted += c_id.len() as u64;
     }
     if !v_id.is_empty() {
+        let lock = tx
+            .prepare_cached(LOCK_POLLS)
+            .await
+            .map_err(StoreError::from_pg)?;
+        tx.query_one(&lock, &[&v_poll])
+            .await
+            .map_err(StoreError::from_pg)?;
         let stmt = tx
-            .prepare_cached(INSERT_VOTES)
+            .prepare_cached(UPSERT_VOTES)
             .await
             .map_err(StoreError::from_pg)?;
         let row = tx
-            .query_one(&stmt, &[&v_id, &v_poll, &v_option, &v_user, &v_seq, &v_at])
+            .query_one(&stmt, &[&v_id, &v_poll, &v_user, &v_choices, &v_seq, &v_at])
             .await
             .map_err(StoreError::from_pg)?;
         inserted += u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);

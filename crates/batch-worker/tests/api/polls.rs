@@ -23,15 +23,22 @@ fn poll(id: &str) -> PollMessage {
         ],
         closes_at_ms: None,
         created_at_ms: 1_763_114_400_000,
+        settings: domain::poll::PollSettings::default(),
         queued_at_ms: 1_763_114_400_000,
     }
 }
 
 fn vote(n: u32, poll_id: &str, option: &str, user: &str) -> PollMessage {
+    votes_for(n, poll_id, &[option], user)
+}
+
+/// Vote message `n` (its sequence number too) of `user` choosing `options`.
+fn votes_for(n: u32, poll_id: &str, options: &[&str], user: &str) -> PollMessage {
     PollMessage::Vote {
         vote_id: uuid::Uuid::from_u128(u128::from(n)),
         poll_id: poll_id.into(),
-        option_id: option.into(),
+        option_id: options[0].into(),
+        option_ids: options.iter().map(|o| (*o).to_string()).collect(),
         user_id: user.into(),
         seq: i64::from(n),
         voted_at_ms: 1_763_114_400_000,
@@ -62,11 +69,6 @@ async fn votes_are_counted_once_however_often_they_are_delivered() {
     ];
     store.write(&batch).await.expect("first delivery");
     store.write(&batch).await.expect("redelivery");
-    // A second vote of u1 with another id (it cannot come from Redis, but must not count).
-    store
-        .write(&[vote(3, "p", "o2", "u1")])
-        .await
-        .expect("write");
     assert_eq!(
         counts(&h, "p").await,
         vec![
@@ -74,6 +76,95 @@ async fn votes_are_counted_once_however_often_they_are_delivered() {
             ("o2".into(), Some("b".into()), 1)
         ]
     );
+}
+
+#[tokio::test]
+async fn a_newer_vote_of_a_user_moves_their_count_and_an_older_one_changes_nothing() {
+    let h = Harness::new().await;
+    let store = VoteWork { pg: h.db.pool() };
+    store
+        .write(&[
+            poll("p"),
+            vote(1, "p", "o1", "u1"),
+            vote(2, "p", "o2", "u2"),
+        ])
+        .await
+        .expect("write");
+    // u1 moves to o2; then the first vote is delivered again, late.
+    store
+        .write(&[vote(3, "p", "o2", "u1")])
+        .await
+        .expect("move");
+    store
+        .write(&[vote(1, "p", "o1", "u1")])
+        .await
+        .expect("late replay");
+    assert_eq!(
+        counts(&h, "p").await,
+        vec![
+            ("o1".into(), Some("a".into()), 0),
+            ("o2".into(), Some("b".into()), 2)
+        ]
+    );
+    // Several moves in one batch: only the newest counts.
+    store
+        .write(&[
+            vote(5, "p", "o1", "u2"),
+            votes_for(7, "p", &["o1", "o2"], "u2"),
+            vote(6, "p", "o2", "u2"),
+        ])
+        .await
+        .expect("moves");
+    assert_eq!(
+        counts(&h, "p").await,
+        vec![
+            ("o1".into(), Some("a".into()), 1),
+            ("o2".into(), Some("b".into()), 2)
+        ]
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM votes WHERE poll_id = 'p'")
+            .await,
+        2,
+        "one row per voter"
+    );
+}
+
+#[tokio::test]
+async fn racing_writers_of_a_vote_and_its_move_end_on_the_move() {
+    // Two workers store a user's first vote and its move at the same time: whichever
+    // commits first, the counts end on the move.
+    for round in 0..10 {
+        let h = Harness::new().await;
+        let store = Arc::new(VoteWork { pg: h.db.pool() });
+        store.write(&[poll("p")]).await.expect("poll");
+        let users: Vec<String> = (0..20).map(|u| format!("u{u}")).collect();
+        let (a, b) = (store.clone(), store.clone());
+        let firsts: Vec<PollMessage> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| vote(2 * i as u32 + 1, "p", "o1", u))
+            .collect();
+        let moves: Vec<PollMessage> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| vote(2 * i as u32 + 2, "p", "o2", u))
+            .collect();
+        let (r1, r2) = tokio::join!(
+            tokio::spawn(async move { a.write(&firsts).await.map(|_| ()) }),
+            tokio::spawn(async move { b.write(&moves).await.map(|_| ()) }),
+        );
+        r1.expect("join").expect("firsts");
+        r2.expect("join").expect("moves");
+        assert_eq!(
+            counts(&h, "p").await,
+            vec![
+                ("o1".into(), Some("a".into()), 0),
+                ("o2".into(), Some("b".into()), 20)
+            ],
+            "round {round}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,11 @@ pub fn site_scope(site_id: &str) -> String {
     format!("site:{site_id}")
 }
 
+/// The scope of a poll's streams with its counts shown (an `after_vote` poll's voter).
+pub fn poll_scope(poll_id: &str) -> String {
+    format!("poll:{poll_id}")
+}
+
 /// The scope of a user's notification feed.
 pub fn feed_scope(user_id: &str) -> String {
     format!("feed:{user_id}")

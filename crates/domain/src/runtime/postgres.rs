@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sites_and_enrichment",
         include_str!("../../../../migrations/0003_sites_and_enrichment.sql"),
     ),
+    (
+        4,
+        "poll_settings",
+        include_str!("../../../../migrations/0004_poll_settings.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

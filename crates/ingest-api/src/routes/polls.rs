@@ -11,7 +11,7 @@ use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
-use domain::poll::{self, Ballot, CloseOutcome, VoteOutcome};
+use domain::poll::{self, Ballot, BallotError, CloseOutcome, VoteOutcome, Voters, voter_token};
 use serde_json::json;
 
 /// Longest poll id accepted in a path (ids we create are 36 characters).
@@ -46,6 +46,11 @@ pub async fn post_poll(
     let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
     let now = Utc::now();
     let new_poll = poll::parse_new_poll(&body, now).map_err(ApiError::invalid_body)?;
+    if new_poll.settings.voters == Voters::Signed && state.settings.voter_token_secret.is_empty() {
+        return Err(ApiError::invalid_body(vec![
+            "voters: signed needs VOTER_TOKEN_SECRET set on ingest-api (the secret voter tokens are signed with)".into(),
+        ]));
+    }
     let poll_id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("poll_id", poll_id.as_str());
     let created = poll::create(&mut redis.0.clone(), &state.keys, &poll_id, &new_poll, now)
@@ -62,6 +67,11 @@ pub async fn post_poll(
         "question": new_poll.question,
         "options": new_poll.options,
         "closes_at": new_poll.closes_at,
+        "min_choices": new_poll.settings.min_choices,
+        "max_choices": new_poll.settings.max_choices,
+        "results": new_poll.settings.results,
+        "allow_change": new_poll.settings.allow_change,
+        "voters": new_poll.settings.voters,
     })))
 }
 
@@ -143,11 +153,26 @@ pub async fn post_vote(
         .map_err(|e| ApiError::invalid_body(vec![format!("invalid JSON: {e}")]))?;
     let ballot = poll::check_ballot(
         value.get("option_id"),
+        value.get("option_ids"),
         value.get("user_id"),
-        "option_id",
-        "user_id",
+        ["option_id", "option_ids", "user_id"],
     )
-    .map_err(ApiError::invalid_body)?;
+    .map_err(ballot_error)?;
+    let token = match value.get("voter_token") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t.as_str()),
+        Some(_) => {
+            return Err(ApiError::invalid_body(vec![
+                "voter_token must be a string".into(),
+            ]));
+        }
+    };
+    let proof = voter_token::verify(
+        state.settings.voter_token_secret.expose().as_bytes(),
+        &poll_id,
+        &ballot.user_id,
+        token,
+    );
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -161,16 +186,52 @@ pub async fn post_vote(
         &redis,
         &poll_id,
         &ballot,
+        proof,
         idempotency_key,
         traceparent(&req).as_deref(),
     )
     .await?
     {
-        VoteOutcome::Accepted(body) | VoteOutcome::Replay(body) => Ok(HttpResponse::Accepted()
-            .content_type("application/json")
-            .body(body)),
+        VoteOutcome::Accepted(body) | VoteOutcome::Unchanged(body) | VoteOutcome::Replay(body) => {
+            Ok(HttpResponse::Accepted()
+                .content_type("application/json")
+                .body(with_results_token(&state, &poll_id, body)))
+        }
         VoteOutcome::Duplicate => Err(ApiError::poll(StatusCode::CONFLICT, "duplicate_vote")),
         other => Err(refusal(other)),
+    }
+}
+
+/// The answer to a vote on an `after_vote` poll, with the stream token that opens the
+/// poll's results to this voter's streams (when a stream secret is configured).
+fn with_results_token(state: &AppState, poll_id: &str, body: String) -> String {
+    let secret = state.settings.stream_token_secret.expose();
+    if secret.is_empty() || !body.contains("\"results\":\"after_vote\"") {
+        return body;
+    }
+    let Ok(mut answer) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let exp = Utc::now().timestamp() + RESULTS_TOKEN_TTL_S;
+    answer["results_token"] = json!(domain::stream_token::mint(
+        secret.as_bytes(),
+        &domain::stream_token::poll_scope(poll_id),
+        exp
+    ));
+    answer.to_string()
+}
+
+/// How long a results token opens an `after_vote` poll's streams.
+const RESULTS_TOKEN_TTL_S: i64 = 24 * 3600;
+
+fn ballot_error(e: BallotError) -> ApiError {
+    match e {
+        BallotError::Invalid(details) => ApiError::invalid_body(details),
+        BallotError::Choice(why) => ApiError::coded(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_choice",
+            vec![why],
+        ),
     }
 }
 
@@ -212,9 +273,9 @@ pub async fn post_vote_compat(
     };
     let ballot = poll::check_ballot(
         value.get("optionId"),
+        None,
         value.get("userId"),
-        "optionId",
-        "userId",
+        ["optionId", "optionIds", "userId"],
     );
     let idempotency_key = match value.get("idempotencyKey") {
         None | Some(serde_json::Value::Null) => None,
@@ -233,10 +294,12 @@ pub async fn post_vote_compat(
     let ballot = match ballot {
         Ok(b) if problems.is_empty() => b,
         Ok(_) => return Err(ApiError::invalid_body(problems)),
-        Err(mut more) => {
+        Err(BallotError::Invalid(mut more)) => {
             problems.append(&mut more);
             return Err(ApiError::invalid_body(problems));
         }
+        Err(choice) if problems.is_empty() => return Err(ballot_error(choice)),
+        Err(_) => return Err(ApiError::invalid_body(problems)),
     };
     if !poll_id_fits(&poll_id) {
         return Err(refusal(VoteOutcome::NotFound));
@@ -247,12 +310,13 @@ pub async fn post_vote_compat(
         &redis,
         &poll_id,
         &ballot,
+        voter_token::Proof::Missing,
         idempotency_key,
         traceparent(&req).as_deref(),
     )
     .await?
     {
-        VoteOutcome::Accepted(_) | VoteOutcome::Replay(_) => {
+        VoteOutcome::Accepted(_) | VoteOutcome::Unchanged(_) | VoteOutcome::Replay(_) => {
             Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
         }
         VoteOutcome::Duplicate => Err(ApiError::poll(StatusCode::CONFLICT, "Duplicate vote")),
@@ -297,6 +361,7 @@ async fn cast(
     redis: &WorkerRedis,
     poll_id: &str,
     ballot: &Ballot,
+    proof: voter_token::Proof,
     idempotency_key: Option<&str>,
     traceparent: Option<&str>,
 ) -> Result<VoteOutcome, ApiError> {
@@ -305,6 +370,7 @@ async fn cast(
         &state.keys,
         poll_id,
         ballot,
+        proof,
         idempotency_key,
         Utc::now(),
         traceparent,
@@ -313,7 +379,11 @@ async fn cast(
     .map_err(queue_unavailable)?;
     let label = match &outcome {
         VoteOutcome::Accepted(_) => "accepted",
+        VoteOutcome::Unchanged(_) => "unchanged",
         VoteOutcome::Replay(_) => "replay",
+        VoteOutcome::ChoiceCount(..) => "choice_count",
+        VoteOutcome::Unsigned => "unsigned",
+        VoteOutcome::BadSignature => "bad_signature",
         VoteOutcome::KeyReused => "key_reused",
         VoteOutcome::Duplicate => "duplicate",
         VoteOutcome::NotFound => "not_found",
@@ -344,7 +414,29 @@ fn refusal(outcome: VoteOutcome) -> ApiError {
             ],
             retry_after_s: None,
         },
-        VoteOutcome::Accepted(_) | VoteOutcome::Replay(_) => {
+        VoteOutcome::ChoiceCount(min, max) => ApiError::coded(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "choice_count",
+            vec![if min == max {
+                format!("this poll takes exactly {min} option(s) per vote")
+            } else {
+                format!("this poll takes {min} to {max} options per vote")
+            }],
+        ),
+        VoteOutcome::Unsigned => ApiError::coded(
+            StatusCode::FORBIDDEN,
+            "voter_token_required",
+            vec![
+                "this poll counts only voters the host application signed for: send voter_token"
+                    .into(),
+            ],
+        ),
+        VoteOutcome::BadSignature => ApiError::coded(
+            StatusCode::FORBIDDEN,
+            "voter_token_invalid",
+            vec!["the voter_token is not signed for this poll and user".into()],
+        ),
+        VoteOutcome::Accepted(_) | VoteOutcome::Unchanged(_) | VoteOutcome::Replay(_) => {
             ApiError::Unexpected(anyhow::anyhow!("accepted vote treated as refused"))
         }
     }

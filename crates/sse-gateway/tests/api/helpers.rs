@@ -98,6 +98,7 @@ impl TestGateway {
                 })
                 .collect(),
             closes_at: None,
+            settings: domain::poll::PollSettings::default(),
         };
         assert!(
             domain::poll::create(&mut conn, &self.keys, &id, &poll, chrono::Utc::now())
@@ -116,7 +117,7 @@ impl TestGateway {
         user: &str,
     ) {
         let ballot = Ballot {
-            option_id: option.into(),
+            option_ids: vec![option.into()],
             user_id: user.into(),
         };
         let outcome = domain::poll::vote(
@@ -124,6 +125,7 @@ impl TestGateway {
             &self.keys,
             poll,
             &ballot,
+            domain::poll::voter_token::Proof::Missing,
             None,
             chrono::Utc::now(),
             None,

@@ -200,7 +200,7 @@ async fn a_browser_that_stops_reading_stalls_nobody_and_is_resynchronised_later(
                     .expect("redis");
                 for i in (lane..votes).step_by(4) {
                     let ballot = domain::poll::Ballot {
-                        option_id: "o1".into(),
+                        option_ids: vec!["o1".into()],
                         user_id: format!("u{i}"),
                     };
                     domain::poll::vote(
@@ -208,6 +208,7 @@ async fn a_browser_that_stops_reading_stalls_nobody_and_is_resynchronised_later(
                         &keys,
                         &poll,
                         &ballot,
+                        domain::poll::voter_token::Proof::Missing,
                         None,
                         chrono::Utc::now(),
                         None,
@@ -343,9 +344,12 @@ async fn a_poll_restored_after_redis_lost_it_reaches_open_streams() {
         options: vec![],
         closes_at_ms: None,
         closed: false,
+        settings: domain::poll::PollSettings::default(),
         seq: 7,
         tally: vec![("o1".into(), 7), ("o2".into(), 0)],
-        voters: vec![],
+        voters: (0..7)
+            .map(|u| (format!("u{u}"), "o1".to_string()))
+            .collect(),
     };
     assert!(
         domain::poll::restore(&mut conn, &gw.keys, &restored)

@@ -9,6 +9,7 @@
 -- ARGV[7]  tally, JSON {"option id": votes}
 -- ARGV[8]  pub/sub channel of the poll   ARGV[9]  the poll id as a JSON string
 -- ARGV[10] the poll's new epoch (the restore's time, epoch ms)
+-- ARGV[11..] the poll's settings: field, value, ... (see vote.lua)
 -- Returns  1 when restored, 0 when the poll already exists (nothing done).
 --
 -- The restored state is published with a new epoch: its sequence number may be lower than
@@ -22,10 +23,17 @@ for option, votes in pairs(cjson.decode(ARGV[7])) do
 end
 redis.call('HSET', KEYS[1], 'question', ARGV[1], 'options', ARGV[2], 'closes_at_ms', ARGV[3],
   'closed', ARGV[4], 'seq', ARGV[5], 'total', ARGV[6], 'epoch', ARGV[10])
+local results = 'always'
+for i = 11, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'results' then
+    results = ARGV[i + 1]
+  end
+end
 local closed = 'false'
 if ARGV[4] == '1' then
   closed = 'true'
 end
 redis.call('PUBLISH', ARGV[8], '{"poll_id":' .. ARGV[9] .. ',"epoch":' .. ARGV[10] .. ',"seq":' .. ARGV[5] .. ',"tally":' .. ARGV[7]
-  .. ',"total":' .. ARGV[6] .. ',"closed":' .. closed .. '}')
+  .. ',"total":' .. ARGV[6] .. ',"closed":' .. closed .. ',"results":"' .. results .. '"}')
 return 1
