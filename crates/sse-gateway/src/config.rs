@@ -35,6 +35,12 @@ pub struct GatewaySettings {
     pub stats_token: Secret,
     /// The secret stream tokens are signed with (see `domain::stream_token`).
     pub stream_token_secret: Secret,
+    /// Most topics one multiplexed stream (`/v1/stream`) may carry.
+    pub max_topics_per_stream: usize,
+    /// How often this gateway reports its watchers and announces changed totals.
+    pub presence_interval_ms: u64,
+    /// This gateway's name in presence reports; default: host name and a random suffix.
+    pub gateway_id: Option<String>,
 }
 
 impl Default for GatewaySettings {
@@ -53,6 +59,9 @@ impl Default for GatewaySettings {
             public_stats_url: Default::default(),
             stats_token: Default::default(),
             stream_token_secret: Default::default(),
+            max_topics_per_stream: 20,
+            presence_interval_ms: 2_000,
+            gateway_id: None,
         }
     }
 }
@@ -77,6 +86,11 @@ impl ServiceConfig for Config {
                 gateway.max_connections_per_ip as u64,
             ),
             ("MAX_CLIENT_LAG", gateway.max_client_lag as u64),
+            (
+                "MAX_TOPICS_PER_STREAM",
+                gateway.max_topics_per_stream as u64,
+            ),
+            ("PRESENCE_INTERVAL_MS", gateway.presence_interval_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -109,6 +123,8 @@ mod tests {
             "MAX_CONNECTIONS",
             "MAX_CONNECTIONS_PER_IP",
             "MAX_CLIENT_LAG",
+            "MAX_TOPICS_PER_STREAM",
+            "PRESENCE_INTERVAL_MS",
         ] {
             let err = Config::from_vars(vec![(name.to_string(), "0".to_string())])
                 .err()

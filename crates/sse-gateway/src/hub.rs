@@ -80,11 +80,36 @@ pub struct Update {
     pub position: Position,
     /// The JSON payload, serialised once for every browser.
     pub data: String,
+    /// The payload for browsers that may not see everything (a poll whose settings hide
+    /// its per-option counts from them), when it differs from `data`.
+    pub hidden: Option<String>,
+    /// Not part of the topic's history (a presence count): sent to whoever is connected,
+    /// never replayed, never a position.
+    pub ephemeral: bool,
 }
 
 impl Update {
+    /// An update whose payload is the same for every reader.
+    pub fn new(event: &'static str, position: Position, data: String) -> Self {
+        Self {
+            event,
+            position,
+            data,
+            hidden: None,
+            ephemeral: false,
+        }
+    }
+
     pub fn is_snapshot(&self) -> bool {
         self.event == SNAPSHOT
+    }
+
+    /// The payload for a reader who may (`true`) or may not see everything.
+    pub fn data_for(&self, sees_everything: bool) -> &str {
+        match &self.hidden {
+            Some(hidden) if !sees_everything => hidden,
+            _ => &self.data,
+        }
     }
 
     /// The same state as a snapshot.
@@ -234,6 +259,16 @@ impl Topic {
         )
     }
 
+    /// Streams reading this topic on this gateway right now.
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Sends an ephemeral update (presence) to the topic's readers; not recorded.
+    pub fn announce(&self, update: Arc<Update>) {
+        let _ = self.tx.send(update);
+    }
+
     fn in_use(&self) -> bool {
         self.tx.receiver_count() > 0 || self.latest.receiver_count() > 0
     }
@@ -333,6 +368,11 @@ impl Hub {
     /// The topic of `channel`, if someone is interested in it.
     pub fn existing(&self, channel: &Channel) -> Option<Arc<Topic>> {
         self.topics().get(channel).cloned()
+    }
+
+    /// Every topic of this gateway.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics().values().cloned().collect()
     }
 
     /// Forgets topics nobody reads any more.
@@ -445,11 +485,11 @@ mod tests {
     impl Feed for Numbers {
         fn on_message(&self, payload: &str) -> Option<Offer> {
             let position = Position::parse_event_id(payload)?;
-            Some(Offer::Ready(Update {
-                event: "tally",
+            Some(Offer::Ready(Update::new(
+                "tally",
                 position,
-                data: payload.to_string(),
-            }))
+                payload.to_string(),
+            )))
         }
     }
 
@@ -561,11 +601,7 @@ mod tests {
         let topic = topic(&hub, 0);
         let mut slow = topic.subscribe();
         for seq in 1..=50 {
-            topic.emit(Arc::new(Update {
-                event: "tally",
-                position: at(seq),
-                data: seq.to_string(),
-            }));
+            topic.emit(Arc::new(Update::new("tally", at(seq), seq.to_string())));
         }
         assert!(matches!(
             slow.recv().await,

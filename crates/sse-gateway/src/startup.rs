@@ -3,7 +3,7 @@
 use crate::config::{Config, GatewaySettings};
 use crate::hub::{Hub, HubSettings};
 use crate::limits::ConnectionLimits;
-use crate::routes::{demo, polls, sites, tracker};
+use crate::routes::{demo, polls, sites, stream, tracker};
 use actix_web::dev::Server;
 use actix_web::web;
 use domain::http::Ops;
@@ -77,7 +77,21 @@ impl Application {
                 subscribed.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(collect_garbage(hub, shutdown.clone())),
+            tokio::spawn(collect_garbage(hub.clone(), shutdown.clone())),
+            tokio::spawn(crate::presence::run(
+                hub,
+                redis.clone(),
+                state.keys.clone(),
+                g.gateway_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    )
+                }),
+                Duration::from_millis(g.presence_interval_ms),
+                shutdown.clone(),
+            )),
         ];
 
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
@@ -97,7 +111,7 @@ impl Application {
         let (listener, port) = domain::http::bind(&config.http)?;
         let cors_origins = config.http.cors_origins.clone();
         let server_state = state.clone();
-        let server = domain::http::serve(
+        let server = domain::http::serve_with_on_connect(
             move || {
                 let app = domain::http::app("sse_gateway", Some(&cors_origins))
                     .app_data(server_state.clone())
@@ -108,18 +122,20 @@ impl Application {
                     .service(polls::poll_stream)
                     .service(polls::poll_updates)
                     .service(sites::site_stream)
+                    .service(stream::multi_stream)
                     .service(tracker::tally_js);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,
                     "sse-gateway",
-                    "Live poll tallies and site activity over Server-Sent Events, a long-polling fallback, and the demo page.",
+                    "Live poll tallies and site activity over Server-Sent Events (one topic, or many on one connection), a long-polling fallback, presence counts, the demo page and the tracker.",
                     &[],
                 )
             },
             listener,
             &config.http,
             shutdown,
+            crate::peer::on_connect,
         )?;
         Ok(Self {
             port,

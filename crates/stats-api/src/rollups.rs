@@ -237,16 +237,22 @@ pub struct PollResults {
     pub poll_id: String,
     pub question: String,
     pub options: Vec<OptionVotes>,
+    /// Voters (one vote each; the options of a multi-choice poll sum to more).
     pub total: i64,
     pub closed: bool,
     pub closes_at: Option<DateTime<Utc>>,
+    pub settings: domain::poll::PollSettings,
+    /// Set while the poll's settings hide per-option counts (`votes` is then absent).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OptionVotes {
     pub id: String,
     pub label: String,
-    pub votes: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub votes: Option<i64>,
 }
 
 /// A poll's definition and persisted counts; `None` when PostgreSQL does not know it yet.
@@ -257,13 +263,26 @@ pub async fn poll_results(pool: &Pool, poll_id: &str) -> anyhow::Result<Option<P
     let client = pool.get().await?;
     let Some(poll) = client
         .query_opt(
-            "SELECT question, closes_at, closed_at FROM polls WHERE poll_id = $1 AND question IS NOT NULL",
+            "SELECT question, closes_at, closed_at, min_choices, max_choices, results,
+                    allow_change, voters
+             FROM polls WHERE poll_id = $1 AND question IS NOT NULL",
             &[&poll_id],
         )
         .await?
     else {
         return Ok(None);
     };
+    let (min, max): (i16, i16) = (poll.get(3), poll.get(4));
+    let (results, allow_change, voters): (String, bool, String) =
+        (poll.get(5), poll.get(6), poll.get(7));
+    let settings = domain::poll::PollSettings::from_fields(|field| match field {
+        "min_choices" => Some(min.to_string()),
+        "max_choices" => Some(max.to_string()),
+        "results" => Some(results.clone()),
+        "allow_change" => Some(if allow_change { "1" } else { "0" }.to_string()),
+        "voters" => Some(voters.clone()),
+        _ => None,
+    });
     let options: Vec<OptionVotes> = client
         .query(
             "SELECT option_id, coalesce(label, option_id), votes FROM poll_options
@@ -275,17 +294,38 @@ pub async fn poll_results(pool: &Pool, poll_id: &str) -> anyhow::Result<Option<P
         .map(|o| OptionVotes {
             id: o.get(0),
             label: o.get(1),
-            votes: o.get(2),
+            votes: Some(o.get(2)),
         })
         .collect();
     let closes_at: Option<DateTime<Utc>> = poll.get(1);
     let closed_at: Option<DateTime<Utc>> = poll.get(2);
+    let closed = closed_at.is_some() || closes_at.is_some_and(|t| t <= Utc::now());
+    // One option per voter: the counts sum to the voters. Otherwise count the voters.
+    let total: i64 = if settings.max_choices <= 1 {
+        options.iter().filter_map(|o| o.votes).sum()
+    } else {
+        client
+            .query_one("SELECT count(*) FROM votes WHERE poll_id = $1", &[&poll_id])
+            .await?
+            .get(0)
+    };
+    let hidden = !settings.results_public(closed);
+    let options = if hidden {
+        options
+            .into_iter()
+            .map(|o| OptionVotes { votes: None, ..o })
+            .collect()
+    } else {
+        options
+    };
     Ok(Some(PollResults {
         poll_id: poll_id.to_string(),
         question: poll.get(0),
-        total: options.iter().map(|o| o.votes).sum(),
-        closed: closed_at.is_some() || closes_at.is_some_and(|t| t <= Utc::now()),
+        total,
+        closed,
         closes_at,
+        settings,
+        hidden,
         options,
     }))
 }

@@ -46,6 +46,28 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// The topic's name as clients give it (`poll:ID`, `site:S`).
+    pub fn topic(&self) -> String {
+        match self {
+            Self::Poll(id) => format!("{POLL}{id}"),
+            Self::Site(id) => format!("{SITE}{id}"),
+        }
+    }
+
+    /// The channel of a topic name as clients give it.
+    pub fn from_topic(topic: &str) -> Option<Self> {
+        if let Some(id) = topic.strip_prefix(POLL) {
+            (!id.is_empty()).then(|| Self::Poll(id.to_string()))
+        } else {
+            topic
+                .strip_prefix(SITE)
+                .filter(|id| !id.is_empty())
+                .map(|id| Self::Site(id.to_string()))
+        }
+    }
+}
+
 /// The pattern matching every channel of `keys`' prefix (one subscription per gateway).
 pub fn pattern(keys: &Keys) -> String {
     format!("{}*", base(keys))
@@ -54,6 +76,15 @@ pub fn pattern(keys: &Keys) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_names_round_trip() {
+        for c in [Channel::Poll("p1".into()), Channel::Site("a:b".into())] {
+            assert_eq!(Channel::from_topic(&c.topic()), Some(c));
+        }
+        assert_eq!(Channel::from_topic("feed:u"), None);
+        assert_eq!(Channel::from_topic("poll:"), None);
+    }
 
     #[test]
     fn names_parse_back_to_their_channel() {

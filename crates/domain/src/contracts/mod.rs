@@ -6,6 +6,7 @@ pub mod channel;
 pub mod event;
 pub mod keys;
 pub mod poll;
+pub mod presence;
 pub mod queue;
 pub mod site;
 pub mod site_registry;

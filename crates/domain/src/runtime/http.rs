@@ -329,7 +329,34 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
+    serve_with_on_connect(factory, listener, cfg, shutdown, |_, _| {})
+}
+
+/// [`serve`], running `on_connect` for every new connection (its socket, and the
+/// connection's extensions that requests read with `HttpRequest::conn_data`).
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn serve_with_on_connect<F, I, S, B>(
+    factory: F,
+    listener: TcpListener,
+    cfg: &HttpConfig,
+    shutdown: CancellationToken,
+    on_connect: fn(&dyn std::any::Any, &mut actix_http::Extensions),
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: ServiceFactory<actix_http::Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
     let mut server = HttpServer::new(factory)
+        .on_connect(on_connect)
         .shutdown_timeout(cfg.shutdown_timeout_s)
         .shutdown_signal(shutdown.cancelled_owned());
     if cfg.http_workers > 0 {

@@ -43,26 +43,42 @@ pub fn position_of(state: &PollState) -> Position {
     }
 }
 
+/// A poll's state as an update named `event`, with the total-only payload beside it when
+/// the poll's settings hide its counts from readers who have not voted.
+fn update_of(event: &'static str, state: &PollState, data: String) -> Update {
+    Update {
+        hidden: (!state.results_public())
+            .then(|| serde_json::to_string(&state.without_counts()).unwrap_or_default()),
+        ..Update::new(event, position_of(state), data)
+    }
+}
+
 /// A poll's state as a snapshot.
 pub fn snapshot(state: &PollState) -> Arc<Update> {
-    Arc::new(Update {
-        event: SNAPSHOT,
-        position: position_of(state),
-        data: serde_json::to_string(state).unwrap_or_default(),
-    })
+    Arc::new(update_of(
+        SNAPSHOT,
+        state,
+        serde_json::to_string(state).unwrap_or_default(),
+    ))
 }
 
 impl Feed for PollFeed {
     fn on_message(&self, payload: &str) -> Option<Offer> {
-        let p: PositionOnly = serde_json::from_str(payload).ok()?;
-        Some(Offer::Ready(Update {
-            event: TALLY,
-            position: Position {
-                epoch: p.epoch,
-                seq: p.seq,
-            },
-            data: payload.to_string(),
-        }))
+        // Most polls show their counts to everyone: then only the position is read and the
+        // payload goes out as published.
+        if !payload.contains("\"results\":\"after_") {
+            let p: PositionOnly = serde_json::from_str(payload).ok()?;
+            return Some(Offer::Ready(Update::new(
+                TALLY,
+                Position {
+                    epoch: p.epoch,
+                    seq: p.seq,
+                },
+                payload.to_string(),
+            )));
+        }
+        let state: PollState = serde_json::from_str(payload).ok()?;
+        Some(Offer::Ready(update_of(TALLY, &state, payload.to_string())))
     }
 
     fn resync(&self) -> BoxFuture<'_, Option<Update>> {

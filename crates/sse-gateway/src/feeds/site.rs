@@ -72,11 +72,7 @@ impl Feed for SiteFeed {
                 "page_views_last_5m": aggregate.page_views_last_5m,
                 "top_paths": aggregate.top_paths,
             });
-            Some(Update {
-                event: "activity",
-                position,
-                data: data.to_string(),
-            })
+            Some(Update::new("activity", position, data.to_string()))
         })
     }
 }

@@ -3,20 +3,20 @@
 pub mod demo;
 pub mod polls;
 pub mod sites;
+pub mod stream;
 pub mod tracker;
 
 use crate::error::ApiError;
-use crate::hub::{Position, SNAPSHOT, Topic, Update};
+use crate::hub::Update;
 use crate::limits::{Refusal, Slot};
+use crate::peer::PeerSocket;
+use crate::reader::TopicReader;
 use crate::startup::AppState;
 use actix_web::HttpRequest;
 use actix_web_lab::sse::{self, Sse};
 use domain::shutdown::CancellationToken;
 use futures_util::Stream;
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// Takes a connection place for this client.
 ///
@@ -33,70 +33,61 @@ pub fn acquire(req: &HttpRequest, state: &AppState) -> Result<Slot, ApiError> {
     })
 }
 
-fn to_event(update: &Update, event: &'static str) -> sse::Event {
-    sse::Data::new(update.data.clone())
-        .event(event)
-        .id(update.position.event_id())
+fn to_event(update: &Update, id: String, sees_everything: bool) -> sse::Event {
+    sse::Data::new(update.data_for(sees_everything).to_string())
+        .event(update.event)
+        .id(id)
         .into()
 }
 
+/// Ends when the gateway shuts down or the client is seen to have hung up.
+async fn stream_over(shutdown: CancellationToken, peer: Option<PeerSocket>) {
+    match peer {
+        Some(peer) => tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = peer.closed() => {
+                metrics::counter!("sse_gateway_clients_hung_up_total").increment(1);
+            }
+        },
+        None => shutdown.cancelled().await,
+    }
+}
+
 struct StreamState {
-    initial: VecDeque<Arc<Update>>,
-    rx: broadcast::Receiver<Arc<Update>>,
-    topic: Arc<Topic>,
-    last_sent: Position,
-    shutdown: CancellationToken,
+    reader: TopicReader,
+    over: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     _slot: Slot,
 }
 
-/// A browser's event stream: `initial` first, then every update of `topic` newer than
-/// what was sent (and every snapshot). A browser that fell behind gets the latest state as
-/// a snapshot. Ends on shutdown (the browser reconnects after the `retry:` delay, to
-/// another gateway).
+/// A browser's event stream of one topic (see [`TopicReader`]). Ends on shutdown (the
+/// browser reconnects after the `retry:` delay, to another gateway) and as soon as the
+/// browser hangs up.
 pub fn event_stream(
-    initial: Vec<Arc<Update>>,
-    rx: broadcast::Receiver<Arc<Update>>,
-    topic: Arc<Topic>,
-    last_sent: Position,
+    reader: TopicReader,
     slot: Slot,
+    req: &HttpRequest,
     state: &AppState,
 ) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>> + use<>> {
     let st = StreamState {
-        initial: initial.into(),
-        rx,
-        topic,
-        last_sent,
-        shutdown: state.shutdown.clone(),
+        reader,
+        over: Box::pin(stream_over(
+            state.shutdown.clone(),
+            req.conn_data::<PeerSocket>().cloned(),
+        )),
         _slot: slot,
     };
     let events = futures_util::stream::unfold(st, |mut st| async move {
-        if let Some(u) = st.initial.pop_front() {
-            st.last_sent = u.position;
-            return Some((Ok(to_event(&u, u.event)), st));
-        }
-        loop {
-            let next = tokio::select! {
-                () = st.shutdown.cancelled() => return None,
-                r = st.rx.recv() => r,
-            };
-            match next {
-                Ok(u) if u.is_snapshot() || u.position > st.last_sent => {
-                    st.last_sent = u.position;
-                    metrics::counter!("sse_gateway_events_sent_total").increment(1);
-                    return Some((Ok(to_event(&u, u.event)), st));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    metrics::counter!("sse_gateway_clients_lagged_total").increment(1);
-                    tracing::debug!(missed, "a client fell behind; sending a snapshot");
-                    if let Some(latest) = st.topic.latest() {
-                        st.last_sent = latest.position;
-                        return Some((Ok(to_event(&latest, SNAPSHOT)), st));
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        let update = tokio::select! {
+            () = &mut st.over => return None,
+            u = st.reader.next() => u?,
+        };
+        metrics::counter!("sse_gateway_events_sent_total").increment(1);
+        let event = to_event(
+            &update,
+            st.reader.last_sent.event_id(),
+            st.reader.sees_everything,
+        );
+        Some((Ok(event), st))
     });
     Sse::from_stream(events)
         .with_keep_alive(Duration::from_secs(state.settings.heartbeat_s))

@@ -5,11 +5,39 @@ use super::{acquire, event_stream};
 use crate::error::ApiError;
 use crate::feeds::site::SiteFeed;
 use crate::hub::Position;
+use crate::reader::TopicReader;
 use crate::startup::AppState;
 use actix_web::{HttpRequest, Responder, get, web};
 use domain::channel::Channel;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A browser's reading of a site's live activity (a fresh snapshot first: site positions
+/// are this gateway's own, so there is nothing to resume).
+///
+/// # Errors
+/// 401/403 for a private site without a valid token (see [`authorize`]).
+pub async fn site_reader(
+    state: &AppState,
+    site_id: &str,
+    token: Option<&str>,
+) -> Result<TopicReader, ApiError> {
+    authorize(state, site_id, token).await?;
+    let topic = state.hub.topic(
+        Channel::Site(site_id.to_string()),
+        Duration::from_millis(state.settings.site_coalesce_ms),
+        || {
+            Arc::new(SiteFeed::new(
+                site_id.to_string(),
+                state.keys.clone(),
+                Some(state.redis.clone()),
+            ))
+        },
+    );
+    let rx = topic.subscribe();
+    let first: Vec<_> = topic.render_snapshot().await.into_iter().collect();
+    Ok(TopicReader::new(topic, rx, first, Position::START, true))
+}
 
 /// The stats' read rule for a site's stream.
 async fn authorize(state: &AppState, site_id: &str, token: Option<&str>) -> Result<(), ApiError> {
@@ -71,25 +99,10 @@ pub async fn site_stream(
     state: web::Data<AppState>,
 ) -> Result<impl Responder, ApiError> {
     let site_id = path.into_inner();
-    authorize(&state, &site_id, query.token.as_deref()).await?;
+    let reader = site_reader(&state, &site_id, query.token.as_deref()).await?;
     let slot = acquire(&req, &state)?;
-    let topic = state.hub.topic(
-        Channel::Site(site_id.clone()),
-        Duration::from_millis(state.settings.site_coalesce_ms),
-        || {
-            Arc::new(SiteFeed::new(
-                site_id.clone(),
-                state.keys.clone(),
-                Some(state.redis.clone()),
-            ))
-        },
-    );
-    let rx = topic.subscribe();
-    let first: Vec<_> = topic.render_snapshot().await.into_iter().collect();
     metrics::counter!("sse_gateway_streams_opened_total", "kind" => "site").increment(1);
-    Ok(
-        event_stream(first, rx, topic, Position::START, slot, &state)
-            .customize()
-            .insert_header(("x-accel-buffering", "no")),
-    )
+    Ok(event_stream(reader, slot, &req, &state)
+        .customize()
+        .insert_header(("x-accel-buffering", "no")))
 }

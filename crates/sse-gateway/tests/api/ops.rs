@@ -63,6 +63,7 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/v1/polls/{poll_id}/updates"),
             ("GET", "/v1/sites/{site_id}/stream"),
             ("GET", "/tally.js"),
+            ("GET", "/v1/stream"),
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),

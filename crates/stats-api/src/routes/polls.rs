@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, get, web};
     security(("stats_token" = [])),
     params(("poll_id" = String, Path, description = "The poll")),
     responses(
-        (status = 200, description = "`{poll_id, question, options: [{id, label, votes}], total, closed, closes_at}`"),
+        (status = 200, description = "`{poll_id, question, options: [{id, label, votes}], total, closed, closes_at, settings}`; while the poll's `results` setting hides counts (`after_vote` until closed, `after_close` until closed) the options carry no `votes` and the answer says `hidden: true`. `total` counts voters"),
         (status = 404, description = "Unknown poll (or not persisted yet)"),
         (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
     )
