@@ -4,7 +4,7 @@
 # Sourced, not run.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$ROOT/.tally"
+STATE="${TALLY_STATE_DIR:-$ROOT/.tally}"
 mkdir -p "$STATE/logs" "$STATE/run"
 
 PRIVATE_REDIS_PORT="${TALLY_PRIVATE_REDIS_PORT:-6390}"

@@ -5,6 +5,9 @@
 # environment after that earlier `make up` must be the ones in force. Stops the stack it
 # started. Skipped (with a message) when the stack's ports are taken by something else.
 set -euo pipefail
+# A state folder and key prefix of its own: the developer's tokens, logs and data stay.
+TALLY_STATE_DIR="$(mktemp -d /tmp/tally-up-e2e.XXXXXX)"
+export TALLY_STATE_DIR REDIS_KEY_PREFIX="tally-up-e2e-$$"
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -19,10 +22,12 @@ ensure_postgres postgres
 DB="tally_up_e2e_$$"
 export DATABASE_URL="${DATABASE_URL%/*}/$DB"
 unset ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET
-rm -f "$STATE/tokens.env" "$STATE/run/config.sig"
 cleanup() {
   scripts/down.sh >/dev/null 2>&1 || true
   psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+  redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "$REDIS_KEY_PREFIX:*" \
+    | xargs -r -n 500 redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" del >/dev/null 2>&1 || true
+  rm -rf "$TALLY_STATE_DIR"
 }
 trap cleanup EXIT
 

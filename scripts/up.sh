@@ -47,13 +47,13 @@ stop() { # name
   local pid; pid="$(cat "$STATE/run/$1.pid" 2>/dev/null)" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 150); do running "$1" || break; sleep 0.2; done
-  running "$1" && kill -9 "$pid" 2>/dev/null
+  if running "$1"; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$STATE/run/$1.pid"
 }
 
 # Services started with other tokens or settings than these are restarted.
 SIGNATURE="$(printf '%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" "$STREAM_TOKEN_SECRET" "$TRUSTED_PROXIES" \
-  "$REDIS_URL" "$DATABASE_URL" "$(command -v nginx || true)" | sha256sum | cut -c1-16)"
+  "$REDIS_URL" "${REDIS_KEY_PREFIX:-}" "$DATABASE_URL" "$(command -v nginx || true)" | sha256sum | cut -c1-16)"
 if [ "$(cat "$STATE/run/config.sig" 2>/dev/null)" != "$SIGNATURE" ]; then
   for svc in ingest-api sse-gateway stats-api batch-worker; do
     if running "$svc"; then echo "  restarting $svc (tokens or settings changed)"; stop "$svc"; fi

@@ -111,21 +111,19 @@ fn check_site(
             if site.domains.is_empty() {
                 return Ok(());
             }
-            // The page's own URL says where a browser event comes from; a browser also
-            // sends Origin with cross-origin requests.
-            let host = e
-                .url
-                .as_deref()
-                .and_then(host_of)
-                .or(conn.origin_host.clone());
+            // A browser's Origin cannot be forged by the page's scripts, so it wins; the
+            // page's URL says where an event without one comes from.
+            let host = conn
+                .origin_host
+                .clone()
+                .or_else(|| e.url.as_deref().and_then(host_of));
             match host {
                 Some(host) if !site.allows_host(&host) => reject(
                     "domain_not_allowed",
                     StatusCode::FORBIDDEN,
                     vec![format!(
-                        "events from {host} do not count for site {}: its domains are {}",
-                        site.site_id,
-                        site.domains.join(", ")
+                        "events from {host} do not count for site {}: the host is not one of its domains",
+                        site.site_id
                     )],
                 ),
                 _ => Ok(()),

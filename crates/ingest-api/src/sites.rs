@@ -79,9 +79,13 @@ impl SiteDirectory {
             restored,
             sites,
         });
-        match self.snapshot.write() {
-            Ok(mut s) => *s = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
+        let mut held = self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Two refreshes may race (the periodic one, one after a change): never step back.
+        if held.version.is_none_or(|v| v <= version) {
+            *held = fresh;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! Grafana's Infinity data source sends).
 
 use crate::local_time::SiteClock;
-use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, TimeDelta, Utc};
 
 /// One `from`/`to` value as given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,22 +20,34 @@ pub fn parse_bound(s: &str, name: &str) -> Result<Bound, String> {
         format!("{name} must be a date (YYYY-MM-DD), an RFC 3339 timestamp or epoch milliseconds")
     };
     let s = s.trim();
+    let bound = parse_any(s).ok_or_else(bad)?;
+    // Within the years events can have (0001 to 9999): arithmetic on days and hours then
+    // stays far inside chrono's range.
+    let in_range = match bound {
+        Bound::Day(d) => (1..=9999).contains(&d.year()),
+        Bound::Instant(t) => (1..=9999).contains(&t.year()),
+    };
+    if !in_range {
+        return Err(format!("{name} must be between the years 0001 and 9999"));
+    }
+    Ok(bound)
+}
+
+fn parse_any(s: &str) -> Option<Bound> {
     if !s.is_empty()
         && s.bytes()
             .enumerate()
             .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
     {
-        let ms: i64 = s.parse().map_err(|_| bad())?;
-        return DateTime::from_timestamp_millis(ms)
-            .map(Bound::Instant)
-            .ok_or_else(bad);
+        let ms: i64 = s.parse().ok()?;
+        return DateTime::from_timestamp_millis(ms).map(Bound::Instant);
     }
     if s.len() == 10 {
-        return parse_day(s).map(Bound::Day).ok_or_else(bad);
+        return parse_day(s).map(Bound::Day);
     }
     DateTime::parse_from_rfc3339(s)
+        .ok()
         .map(|t| Bound::Instant(t.with_timezone(&Utc)))
-        .map_err(|_| bad())
 }
 
 /// A strict `YYYY-MM-DD`.
@@ -108,6 +120,20 @@ mod tests {
             ms.start_instant(SiteClock::utc()).to_rfc3339(),
             "2025-11-14T10:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn bounds_past_the_years_events_have_are_refused() {
+        for s in [
+            "-8334601228800000",
+            "8210266876799999",
+            "10000-01-01T00:00:00Z",
+        ] {
+            let e = parse_bound(s, "to").expect_err(s);
+            assert!(e.starts_with("to must be"), "{s}: {e}");
+        }
+        assert!(parse_bound("9999-12-31", "to").is_ok());
+        assert!(parse_bound("0001-01-01", "from").is_ok());
     }
 
     #[test]

@@ -68,13 +68,14 @@ impl Filters {
         self.0.is_empty()
     }
 
-    /// A stable text of the filters, for cache signatures.
+    /// A stable, unambiguous text of the filters, for cache signatures and answers.
     pub fn signature(&self) -> String {
-        self.0
+        let pairs: serde_json::Map<String, serde_json::Value> = self
+            .0
             .iter()
-            .map(|(c, v)| format!("{c}={v}"))
-            .collect::<Vec<_>>()
-            .join("&")
+            .map(|(c, v)| ((*c).to_string(), serde_json::Value::from(v.as_str())))
+            .collect();
+        serde_json::Value::Object(pairs).to_string()
     }
 
     /// ` AND col = $n ...` with parameters numbered from `first`.
@@ -255,7 +256,9 @@ mod tests {
             ("country", "DE"),
         ])
         .expect("valid");
-        assert_eq!(f.signature(), "browser=Firefox&country=DE");
+        assert_eq!(f.signature(), r#"{"browser":"Firefox","country":"DE"}"#);
+        let one = Filters::from_query([("browser", "Firefox&country=DE")]).expect("valid");
+        assert_ne!(one.signature(), f.signature(), "one filter is not two");
         assert_eq!(f.sql(5), " AND browser = $5 AND country = $6");
         assert!(Filters::from_query([("os", "a\0b")]).is_err());
         assert!(

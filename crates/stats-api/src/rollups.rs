@@ -222,11 +222,14 @@ async fn local_daily_visitors(
             ],
         )
         .await?;
-    let (first_local, end_local) = (clock.day_of_hour(from), clock.day_of_hour(to));
+    let (first_local, last_local) = (
+        clock.day_of(from),
+        clock.day_of(to - TimeDelta::microseconds(1)),
+    );
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, NaiveDate>(0), r.get::<_, i64>(1)))
-        .filter(|(d, _)| *d >= first_local && *d < end_local)
+        .filter(|(d, _)| *d >= first_local && *d <= last_local)
         .map(|(d, n)| (clock.day_start(d), n))
         .collect())
 }

@@ -99,11 +99,13 @@ fn device_class(screen_width: Option<u32>) -> Option<&'static str> {
     })
 }
 
+/// At most `max_chars` characters of `s`, without control characters: decoded query
+/// values may hold anything (`%00` included, which PostgreSQL refuses in text).
 fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((end, _)) => s[..end].to_string(),
-        None => s.to_string(),
-    }
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,6 +170,13 @@ mod tests {
         assert_eq!(d.device, None);
         assert_eq!(device_class(Some(800)), Some("tablet"));
         assert_eq!(device_class(Some(1440)), Some("desktop"));
+    }
+
+    #[test]
+    fn decoded_values_lose_their_control_characters() {
+        let d = derived_of(r#""url":"https://example.com/?utm_source=a%00b%0Ac&ref=%00""#);
+        assert_eq!(d.utm_source.as_deref(), Some("abc"));
+        assert_eq!(d.referrer_source.as_deref(), Some("abc"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! | `P:{site:S}:cache` | hash | stats-api cache of site `S`, each value prefixed by the generation it was computed at |
 //! | `P:{site:S}:visitors:M` | HyperLogLog, TTL 10 min | visitors of site `S` seen in minute `M` (live activity) |
 //! | `P:{site:S}:dv:T:D`, `P:{site:S}:hv:T:H` | HyperLogLog | visitors of site `S`, event type `T`, UTC day `D` / UTC hour `H` (see `crate::site::day_sketch`) |
-//! | `P:{site:S}:dvc:T:D` | string with TTL | day `D`'s sketches (day and hours) hold every visitor PostgreSQL has |
+//! | `P:{site:S}:dvc2:T:D` | string with TTL | day `D`'s sketches (day and hours) hold every visitor PostgreSQL has |
 //!
 //! | `P:{sites}:site:S` | hash | site `S` of the registry: `site_id`, `domains` (JSON), `timezone`, `public`, `version`, `created_at_ms`, `updated_at_ms` |
 //! | `P:{sites}:ids` | set | every registered site id |
@@ -125,7 +125,8 @@ impl Keys {
 
     /// Set once [`Keys::site_day_visitors`] holds every visitor PostgreSQL has for that day.
     pub fn site_day_visitors_complete(&self, site_id: &str, event_type: &str, day: &str) -> String {
-        format!("{}:{{site:{site_id}}}:dvc:{event_type}:{day}", self.prefix)
+        // `dvc2`: the marker vouches for the day's hour sketches too, which `dvc` did not.
+        format!("{}:{{site:{site_id}}}:dvc2:{event_type}:{day}", self.prefix)
     }
 }
 

@@ -174,6 +174,10 @@ pub async fn multi_stream(
         .insert_header(("x-accel-buffering", "no")))
 }
 
+/// One reader's next update: its index, the update, the reader's position after it, and
+/// whether the reader sees everything.
+type Next = (usize, std::sync::Arc<Update>, Position, bool);
+
 /// The readers' updates merged into one event stream.
 fn multiplexed(
     topics: Vec<Channel>,
@@ -183,8 +187,7 @@ fn multiplexed(
     state: &AppState,
 ) -> Sse<impl futures_util::Stream<Item = Result<sse::Event, std::convert::Infallible>> + use<>> {
     let positions = vec![Position::START; readers.len()];
-    let mut merged: SelectAll<BoxStream<'static, (usize, std::sync::Arc<Update>, Position, bool)>> =
-        SelectAll::new();
+    let mut merged: SelectAll<BoxStream<'static, Next>> = SelectAll::new();
     for (i, reader) in readers.into_iter().enumerate() {
         merged.push(
             futures_util::stream::unfold(reader, move |mut r| async move {

@@ -225,9 +225,12 @@ pub async fn filled_series(
                 .get()
                 .await
                 .map_err(|e| ApiError::from_db(e.into()))?;
+            // Whole hours, as the rollups count them.
+            let end = crate::local_time::floor_hour(r.to - TimeDelta::microseconds(1))
+                + TimeDelta::hours(1);
             let span = Span {
                 start: Some(crate::local_time::floor_hour(r.from)),
-                end: Some(r.to),
+                end: Some(end),
             };
             filters::check_scannable(&client, &r.site_id, span, state.settings.filter_max_events)
                 .await?;

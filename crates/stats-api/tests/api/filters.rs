@@ -54,6 +54,17 @@ async fn filters_count_only_matching_events_exactly() {
 }
 
 #[tokio::test]
+async fn a_filtered_series_ending_inside_an_hour_is_no_expiry() {
+    let app = spawn_app().await;
+    events_with_browsers(&app).await;
+    let (status, series) = app
+        .get_json("/v1/sites/f/timeseries?metric=views&interval=minute&from=2025-11-14T10:00:00Z&to=2025-11-14T10:05:00Z&browser=Firefox")
+        .await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(series[0]["value"], 1);
+}
+
+#[tokio::test]
 async fn filters_over_too_many_events_or_expired_ones_are_refused() {
     let app = spawn_app_with(|c| c.stats.filter_max_events = 3).await;
     events_with_browsers(&app).await;

@@ -98,6 +98,47 @@ async fn series_by_day_follow_the_local_days_too() {
 }
 
 #[tokio::test]
+async fn the_current_local_day_counts_its_visitors_like_its_views() {
+    let app = spawn_app().await;
+    new_york_site(&app).await;
+    // A range ending inside the 15th (New York), as Grafana's "now" does.
+    for metric in ["views", "visitors"] {
+        let (status, body) = app
+            .get_json(&format!(
+                "/v1/sites/ny/timeseries?metric={metric}&interval=day&from=2025-11-14&to=2025-11-15T16:00:00Z"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let values: Vec<i64> = body
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| p["value"].as_i64().unwrap_or(-1))
+            .collect();
+        assert_eq!(values, vec![1, 1], "{metric}");
+    }
+}
+
+#[tokio::test]
+async fn bounds_past_the_years_events_have_are_a_400_not_a_crash() {
+    let app = spawn_app().await;
+    new_york_site(&app).await;
+    for query in [
+        "/v1/stats?site_id=ny&to=-8334601228800000",
+        "/v1/stats?site_id=ny&from=8210266876799999",
+        "/v1/sites/ny/timeseries?to=-8334601228800000",
+        "/v1/sites/ny/timeseries?interval=day&from=8210266876799999",
+    ] {
+        let (status, body) = app.get_json(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let (status, _) = app
+        .get_json("/v1/sites/ny/timeseries?interval=day&from=9999-12-01&to=9999-12-31")
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn a_public_sites_stats_are_readable_without_the_token_and_a_private_ones_are_not() {
     let app = spawn_app_with(|c| c.stats.stats_token = domain::config::Secret::new("st")).await;
     app.sql(

@@ -8,6 +8,10 @@
 -- ARGV[2]  site id                    ARGV[3]  now, epoch ms
 -- ARGV[4]  domains as a JSON array, or "" to keep them
 -- ARGV[5]  time zone, or ""           ARGV[6]  public "1"/"0", or ""
+-- Versions are the server's clock in microseconds, or one more than the last version when
+-- that is later: they keep rising even after Redis lost its last writes (a crash with
+-- `appendfsync everysec`, a failover), so PostgreSQL never takes a new change for an old
+-- one it already stored.
 -- Returns  {"restoring"} while the mirror is being rebuilt from PostgreSQL (nothing
 --          done), {"exists"} for a create of a known site, {"missing"} for an update or
 --          delete of an unknown one, else {"ok", field, value, ...}: the site's record as
@@ -23,7 +27,11 @@ end
 if op ~= 'create' and not exists then
   return {'missing'}
 end
-local version = redis.call('INCR', KEYS[3])
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local version = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now_us)
+redis.call('SET', KEYS[3], string.format('%.0f', version))
+version = string.format('%.0f', version)
 if op == 'create' then
   redis.call('HSET', KEYS[1], 'site_id', ARGV[2], 'domains', ARGV[4], 'timezone', ARGV[5],
     'public', ARGV[6], 'created_at_ms', ARGV[3])
