@@ -237,3 +237,60 @@ pub async fn spawn_app_behind_proxy(tweak: impl FnOnce(&mut Config)) -> TestApp 
     })
     .await
 }
+
+pub const VOTER_SECRET: &str = "test-voter-secret";
+pub const STREAM_SECRET: &str = "test-stream-secret";
+
+impl TestApp {
+    /// Creates a poll from a full body as the admin; returns its id.
+    pub async fn create_poll_with(&self, body: serde_json::Value) -> String {
+        let res = self
+            .client
+            .post(format!("{}/v1/polls", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 201, "{:?}", res.text().await);
+        let body: serde_json::Value = res.json().await.expect("json");
+        body["poll_id"].as_str().expect("poll_id").to_string()
+    }
+
+    /// Posts a vote body; returns the status and the JSON answer.
+    pub async fn vote_with(
+        &self,
+        poll_id: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .post_json(&format!("/v1/polls/{poll_id}/votes"), &body)
+            .await;
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or_default())
+    }
+}
+
+/// ingest-api with voter and stream token secrets.
+pub async fn spawn_app_with_secrets() -> TestApp {
+    spawn_app_with(|c| {
+        c.ingest.voter_token_secret = domain::config::Secret::new(VOTER_SECRET);
+        c.ingest.stream_token_secret = domain::config::Secret::new(STREAM_SECRET);
+        c.ingest.vote_rate_limit_per_ip_per_s = 0;
+    })
+    .await
+}
+
+impl TestApp {
+    /// Closes a poll as the admin.
+    pub async fn close(&self, poll_id: &str) {
+        let res = self
+            .client
+            .post(format!("{}/v1/polls/{poll_id}/close", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 200);
+    }
+}

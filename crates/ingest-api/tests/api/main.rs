@@ -3,6 +3,7 @@
 mod events;
 mod helpers;
 mod ops;
+mod poll_settings;
 mod polls;
 mod sites;
 mod visitors;

@@ -36,7 +36,23 @@ pub async fn spawn_gateway(tweak: impl FnOnce(&mut Config)) -> TestGateway {
 
 /// Starts a gateway without waiting for its Redis subscription.
 pub async fn spawn_gateway_no_wait(tweak: impl FnOnce(&mut Config)) -> TestGateway {
-    let test_redis = TestRedis::new();
+    spawn_gateway_on(TestRedis::new(), tweak).await
+}
+
+/// A second gateway on the same Redis key prefix as `first` (one deployment, two
+/// processes).
+pub async fn spawn_second_gateway(
+    first: &TestGateway,
+    tweak: impl FnOnce(&mut Config),
+) -> TestGateway {
+    let mut redis = TestRedis::new();
+    redis.config = first.redis.clone();
+    let gateway = spawn_gateway_on(redis, tweak).await;
+    gateway.wait_ready().await;
+    gateway
+}
+
+async fn spawn_gateway_on(test_redis: TestRedis, tweak: impl FnOnce(&mut Config)) -> TestGateway {
     let mut config = Config {
         http: HttpConfig::bound_to("127.0.0.1:0"),
         redis: test_redis.config.clone(),
@@ -82,6 +98,16 @@ impl TestGateway {
 
     /// Creates a poll in Redis as ingest-api would, with the shard markers set.
     pub async fn create_poll(&self, options: &[&str]) -> String {
+        self.create_poll_with(options, domain::poll::PollSettings::default())
+            .await
+    }
+
+    /// The same with `settings`.
+    pub async fn create_poll_with(
+        &self,
+        options: &[&str],
+        settings: domain::poll::PollSettings,
+    ) -> String {
         let mut conn = self.conn().await;
         domain::poll::shard_marker::set_all_restored(&mut conn, &self.keys)
             .await
@@ -98,7 +124,7 @@ impl TestGateway {
                 })
                 .collect(),
             closes_at: None,
-            settings: domain::poll::PollSettings::default(),
+            settings,
         };
         assert!(
             domain::poll::create(&mut conn, &self.keys, &id, &poll, chrono::Utc::now())
@@ -151,6 +177,8 @@ pub struct SseEvent {
     pub id: Option<i64>,
     /// The epoch of its position (0 when the id has none).
     pub epoch: i64,
+    /// The id as sent (a multiplexed stream's carries every topic's position).
+    pub raw_id: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -173,9 +201,14 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str, last_event_id: Option<i64>) -> Self {
+        Self::connect_raw(url, last_event_id.map(|id| id.to_string()).as_deref()).await
+    }
+
+    /// Connects with `Last-Event-ID` exactly as given.
+    pub async fn connect_raw(url: &str, last_event_id: Option<&str>) -> Self {
         let mut req = http_client().get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id.to_string());
+            req = req.header("last-event-id", id);
         }
         let response = req.send().await.expect("connect");
         assert_eq!(response.status(), 200, "stream refused");
@@ -193,13 +226,14 @@ impl SseClient {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut id, mut epoch, mut data) =
-                    (String::from("message"), None, 0, String::new());
+                let (mut event, mut id, mut epoch, mut data, mut raw_id) =
+                    (String::from("message"), None, 0, String::new(), None);
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("event:") {
                         event = v.trim().into();
                     } else if let Some(v) = line.strip_prefix("id:") {
                         let v = v.trim();
+                        raw_id = Some(v.to_string());
                         let (e, s) = v.split_once('.').unwrap_or(("0", v));
                         epoch = e.parse().unwrap_or(0);
                         id = s.parse().ok();
@@ -212,6 +246,7 @@ impl SseClient {
                         event,
                         id,
                         epoch,
+                        raw_id,
                         data: serde_json::from_str(&data).expect("JSON data"),
                     });
                 }

@@ -1,7 +1,9 @@
 //! sse-gateway against real Redis.
 
 mod helpers;
+mod multiplexed;
 mod ops;
 mod polls;
+mod settings;
 mod sites;
 mod tracker;
