@@ -2,6 +2,11 @@ use domain::config::ServiceConfig;
 use sse_gateway::config::Config;
 use sse_gateway::startup::Application;
 
+/// Thousands of streams come and go: mimalloc returns their memory to the system, glibc's
+/// allocator kept it (the e2e test of rounds of streams measures it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = domain::telemetry::init("sse-gateway");

@@ -285,3 +285,238 @@ async fn after_redis_loses_everything_the_tally_continues_and_voters_stay_voters
     );
     wait_persisted(&stack, &poll, 4).await;
 }
+
+#[tokio::test]
+async fn a_hundred_voters_moving_ten_times_end_on_their_last_choices_live_and_in_postgres() {
+    let stack = Stack::new().await;
+    let ingest = stack
+        .start("ingest-api", &[("VOTE_RATE_LIMIT_PER_POLL_PER_S", "0")])
+        .await;
+    let _worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .await;
+    wait_until_restored(&stack).await;
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = client
+        .post(format!("{}/v1/polls", ingest.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"question": "Best?", "options": ["a", "b", "c", "d"], "allow_change": true, "max_choices": 2}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let poll = body["poll_id"].as_str().expect("poll_id").to_string();
+    let url = format!("{}/v1/polls/{poll}/votes", ingest.url());
+    // Users concurrently, each user's own moves in order.
+    let lasts: Vec<Vec<String>> = futures_util::stream::iter(0..100)
+        .map(|u| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let mut choice = Vec::new();
+                for round in 0..10 {
+                    let first = (u * 7 + round * 3) % 4 + 1;
+                    choice = vec![format!("o{first}")];
+                    if round % 3 == 0 {
+                        choice.push(format!("o{}", first % 4 + 1));
+                    }
+                    let r = client
+                        .post(&url)
+                        .json(&json!({"option_ids": choice, "user_id": format!("u{u}")}))
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert_eq!(r.status(), 202);
+                }
+                choice
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let mut expected: HashMap<String, i64> = (1..=4).map(|o| (format!("o{o}"), 0)).collect();
+    for choice in lasts {
+        for o in choice {
+            *expected.entry(o).or_default() += 1;
+        }
+    }
+    assert_eq!(redis_tally(&stack, &poll).await, expected, "live");
+    domain::testing::eventually(Duration::from_secs(60), "PostgreSQL's counts", || async {
+        (pg_tally(&stack, &poll).await == expected).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT count(*) FROM votes WHERE poll_id = '{poll}'"
+            ))
+            .await,
+        100,
+        "one vote per voter"
+    );
+}
+
+/// Reads `stream` into `text` until it holds `count` snapshots (30 s failure bound).
+async fn read_snapshots(stream: &mut reqwest::Response, text: &mut String, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while text.matches("event: snapshot").count() < count {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("events in time")
+            .expect("stream")
+            .expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn a_multiplexed_stream_shows_redis_losing_everything_as_new_epochs_equal_to_postgres() {
+    let private = PrivateRedis::start().await;
+    let stack = Stack::with_redis_url(&private.url).await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .await;
+    let gateway = stack
+        .start("sse-gateway", &[("POLL_COALESCE_MS", "0")])
+        .await;
+    wait_until_restored(&stack).await;
+    let client = reqwest::Client::new();
+    let mut polls = Vec::new();
+    for _ in 0..3 {
+        let (poll, options) = create_poll(&client, &ingest.url(), &["a", "b"]).await;
+        for (i, user) in ["ann", "ben", "cat"].iter().enumerate() {
+            let r = client
+                .post(format!("{}/v1/polls/{poll}/votes", ingest.url()))
+                .json(&json!({"option_id": options[i % 2], "user_id": user}))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(r.status(), 202);
+        }
+        wait_persisted(&stack, &poll, 3).await;
+        polls.push(poll);
+    }
+    let topics: Vec<String> = polls.iter().map(|p| format!("poll:{p}")).collect();
+    let mut stream = client
+        .get(format!(
+            "{}/v1/stream?topics={}",
+            gateway.url(),
+            topics.join(",")
+        ))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    let snapshots_of = |text: &str| -> HashMap<String, serde_json::Value> {
+        text.split("\n\n")
+            .filter(|b| b.contains("event: snapshot"))
+            .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .map(|v| {
+                (
+                    v["topic"].as_str().unwrap_or_default().to_string(),
+                    v["data"].clone(),
+                )
+            })
+            .collect()
+    };
+    read_snapshots(&mut stream, &mut text, 3).await;
+    let before = snapshots_of(&text);
+    assert!(before.values().all(|s| s["epoch"] == 0));
+    text.clear();
+
+    let mut conn = stack.redis.conn().await;
+    let _: () = domain::redis_client::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("FLUSHALL");
+    read_snapshots(&mut stream, &mut text, 3).await;
+    let after = snapshots_of(&text);
+    for (topic, poll) in topics.iter().zip(&polls) {
+        let snapshot = &after[topic];
+        assert_ne!(snapshot["epoch"], 0, "{topic}: the restore is a new epoch");
+        let mut tally: HashMap<String, i64> = HashMap::new();
+        for (o, n) in snapshot["tally"].as_object().expect("tally") {
+            tally.insert(o.clone(), n.as_i64().unwrap_or(-1));
+        }
+        assert_eq!(
+            tally,
+            pg_tally(&stack, poll).await,
+            "{topic}: PostgreSQL's state"
+        );
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn memory_comes_back_when_streams_close_round_after_round() {
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack.start("batch-worker", &[]).await;
+    let gateway = stack
+        .start(
+            "sse-gateway",
+            &[("MAX_CONNECTIONS_PER_IP", "5000"), ("HEARTBEAT_S", "60")],
+        )
+        .await;
+    wait_until_restored(&stack).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let (poll, _) = create_poll(&client, &ingest.url(), &["a", "b"]).await;
+    let url = format!("{}/v1/polls/{poll}/stream", gateway.url());
+    let open_streams = || {
+        let (client, url) = (client.clone(), format!("{}/metrics", gateway.url()));
+        async move {
+            let text = client.get(url).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .find(|l| l.starts_with("sse_gateway_open_streams "))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        }
+    };
+    let mut after = Vec::new();
+    for round in 0..10 {
+        let streams: Vec<reqwest::Response> = futures_util::stream::iter(0..2_000)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let mut r = client.get(&url).send().await.expect("stream");
+                    assert_eq!(r.status(), 200);
+                    r.chunk().await.expect("snapshot");
+                    r
+                }
+            })
+            .buffer_unordered(200)
+            .collect()
+            .await;
+        assert_eq!(open_streams().await, Some(2_000.0), "round {round}");
+        drop(streams);
+        let closed = std::time::Instant::now();
+        domain::testing::eventually(Duration::from_secs(10), "every stream closed", || async {
+            (open_streams().await == Some(0.0)).then_some(())
+        })
+        .await;
+        let took = closed.elapsed();
+        after.push((rss_kib(gateway.pid()), took));
+    }
+    eprintln!("RSS (KiB) and time to 0 open streams after each round: {after:?}");
+    let first = after[0].0 as f64;
+    let last = after[9].0 as f64;
+    assert!(
+        last <= first * 1.2,
+        "RSS after the last round ({last} KiB) is more than 20% above the first ({first} KiB): {after:?}"
+    );
+}

@@ -275,7 +275,7 @@ async fn answer(
     security(("stats_token" = [])),
     params(StatsQuery),
     responses(
-        (status = 200, description = "`{site_id, date, timezone, total_views, unique_users, top_paths: [{path, views}]}`, plus `unique_users_estimated: true` when a multi-day range has more visitor-days than `EXACT_DISTINCT_MAX_ROWS` and the count is a HyperLogLog estimate"),
+        (status = 200, description = "`{site_id, date, timezone, total_views, unique_users, top_paths: [{path, views}], watchers}` (`watchers`: browsers on the site's live stream now, over every gateway), plus `unique_users_estimated: true` when a multi-day range has more visitor-days than `EXACT_DISTINCT_MAX_ROWS` and the count is a HyperLogLog estimate"),
         (status = 400, description = "Missing site_id, invalid parameters, or filters over more than FILTER_MAX_EVENTS events"),
         (status = 401, description = "STATS_TOKEN is set, the site is not public, and the request lacks the token"),
         (status = 422, description = "Filters over a range whose raw events have expired (EVENTS_RETENTION_DAYS)"),
@@ -309,6 +309,13 @@ pub async fn get_stats(
     if !request.filters.is_empty() {
         body["filters"] = json!(request.filters.signature());
     }
+    body["watchers"] = json!(
+        super::polls::watchers(
+            &state,
+            domain::channel::Channel::Site(request.site_id.to_string())
+        )
+        .await
+    );
     Ok(HttpResponse::Ok().json(body))
 }
 
