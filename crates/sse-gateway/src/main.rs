@@ -2,14 +2,17 @@ use domain::config::ServiceConfig;
 use sse_gateway::config::Config;
 use sse_gateway::startup::Application;
 
-/// Thousands of streams come and go: mimalloc returns their memory to the system, glibc's
-/// allocator kept it (the e2e test of rounds of streams measures it).
+/// Thousands of streams come and go: jemalloc's background threads return their memory to
+/// the system, glibc's allocator kept it (the e2e test of rounds of streams measures it).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = domain::telemetry::init("sse-gateway");
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc background purging is off");
+    }
     let config = Config::from_env()?;
     tracing::info!(?config, "starting");
     let app = Application::build(config, domain::shutdown::on_signal()).await?;

@@ -513,10 +513,21 @@ async fn memory_comes_back_when_streams_close_round_after_round() {
         after.push((rss_kib(gateway.pid()), took));
     }
     eprintln!("RSS (KiB) and time to 0 open streams after each round: {after:?}");
-    let first = after[0].0 as f64;
-    let last = after[9].0 as f64;
-    assert!(
-        last <= first * 1.2,
-        "RSS after the last round ({last} KiB) is more than 20% above the first ({first} KiB): {after:?}"
+    // The allocator gives freed memory back in the background (jemalloc's decay, about
+    // 10 s): once it has, the gateway is no larger than after the first round.
+    let first = after[0].0;
+    let settled = std::time::Instant::now();
+    let last = domain::testing::eventually(
+        Duration::from_secs(60),
+        "RSS back within 20% of the first round's",
+        || async {
+            let now = rss_kib(gateway.pid());
+            (now as f64 <= first as f64 * 1.2).then_some(now)
+        },
+    )
+    .await;
+    eprintln!(
+        "RSS {last} KiB, {:?} after the last round (first round: {first} KiB)",
+        settled.elapsed()
     );
 }
