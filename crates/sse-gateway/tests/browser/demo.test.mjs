@@ -41,6 +41,8 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
   page.on("pageerror", (e) => { throw e; });
+  const streams = [];
+  page.on("request", (r) => { if (r.url().includes("/stream")) streams.push(new URL(r.url()).pathname); });
   await page.goto(`${GATEWAY_URL}/?poll=${pollId}`);
   const count = (label) => page.locator("#bars li", { hasText: label }).locator(".count").textContent();
   await page.waitForSelector("#status.live");
@@ -70,6 +72,9 @@ try {
   await page.fill("#site-id", "demo-site");
   await page.click("#site-form button");
   await page.waitForSelector("#site-status.live");
+  // The poll and the site share one multiplexed stream (a tab holds one connection).
+  assert.ok(streams.length > 0 && streams.every((p) => p === "/v1/stream"), `streams opened: ${streams}`);
+  await until("the page's watcher count", async () => Number(await page.textContent("#watchers")) >= 1);
 
   // And on a phone.
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
