@@ -41,6 +41,9 @@ pub struct GatewaySettings {
     pub presence_interval_ms: u64,
     /// This gateway's name in presence reports; default: host name and a random suffix.
     pub gateway_id: Option<String>,
+    /// Notice a browser hanging up at once (costs one more file descriptor per
+    /// connection); off, a closed stream is noticed at its next heartbeat.
+    pub hangup_watch: bool,
 }
 
 impl Default for GatewaySettings {
@@ -62,6 +65,7 @@ impl Default for GatewaySettings {
             max_topics_per_stream: 20,
             presence_interval_ms: 2_000,
             gateway_id: None,
+            hangup_watch: true,
         }
     }
 }

@@ -10,6 +10,15 @@
 //! file descriptor per connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether connections are watched (`HANGUP_WATCH`); set once at start.
+static WATCHING: AtomicBool = AtomicBool::new(true);
+
+/// Turns the watching of new connections on or off.
+pub fn set_watching(on: bool) {
+    WATCHING.store(on, Ordering::Relaxed);
+}
 
 /// The duplicated socket of a connection, in its extensions.
 #[derive(Clone)]
@@ -18,6 +27,9 @@ pub struct PeerSocket(Arc<tokio::net::TcpStream>);
 /// Runs for every new connection (see `domain::http::serve_with_on_connect`).
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use std::os::fd::AsFd;
+    if !WATCHING.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(tcp) = conn.downcast_ref::<tokio::net::TcpStream>() else {
         return;
     };

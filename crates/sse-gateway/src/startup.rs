@@ -45,6 +45,7 @@ impl Application {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
         let redis = domain::redis::connection_manager(&config.redis)?;
         let g = &config.gateway;
+        crate::peer::set_watching(g.hangup_watch);
         if !g.stats_token.is_empty() && g.stream_token_secret.is_empty() {
             tracing::warn!(
                 "STATS_TOKEN is set but STREAM_TOKEN_SECRET is not: only public sites' streams can be opened"
