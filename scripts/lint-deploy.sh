@@ -18,7 +18,7 @@ else
   COMPOSE=(docker-compose)
 fi
 say "compose: ${COMPOSE[*]} config (all profiles)"
-ADMIN_TOKEN=lint STATS_TOKEN=lint STREAM_TOKEN_SECRET=lint "${COMPOSE[@]}" -f docker-compose.yml \
+ADMIN_TOKEN=lint STATS_TOKEN=lint STREAM_TOKEN_SECRET=lint VOTER_TOKEN_SECRET=lint "${COMPOSE[@]}" -f docker-compose.yml \
   --profile grafana --profile prometheus --profile otel config -q
 
 VENV="$STATE/venv"

@@ -21,7 +21,7 @@ done
 ensure_postgres postgres
 DB="tally_up_e2e_$$"
 export DATABASE_URL="${DATABASE_URL%/*}/$DB"
-unset ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET
+unset ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET VOTER_TOKEN_SECRET
 cleanup() {
   scripts/down.sh >/dev/null 2>&1 || true
   psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true

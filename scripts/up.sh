@@ -20,12 +20,14 @@ new_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 ADMIN_TOKEN="${ADMIN_TOKEN:-$(stored ADMIN_TOKEN)}"; ADMIN_TOKEN="${ADMIN_TOKEN:-$(new_token)}"
 STREAM_TOKEN_SECRET="${STREAM_TOKEN_SECRET:-$(stored STREAM_TOKEN_SECRET)}"
 STREAM_TOKEN_SECRET="${STREAM_TOKEN_SECRET:-$(new_token)}"
+VOTER_TOKEN_SECRET="${VOTER_TOKEN_SECRET:-$(stored VOTER_TOKEN_SECRET)}"
+VOTER_TOKEN_SECRET="${VOTER_TOKEN_SECRET:-$(new_token)}"
 STATS_TOKEN="${STATS_TOKEN:-}"
 umask 077
-printf 'ADMIN_TOKEN=%s\nSTREAM_TOKEN_SECRET=%s\n' "$ADMIN_TOKEN" "$STREAM_TOKEN_SECRET" > "$TOKENS"
+printf 'ADMIN_TOKEN=%s\nSTREAM_TOKEN_SECRET=%s\nVOTER_TOKEN_SECRET=%s\n' "$ADMIN_TOKEN" "$STREAM_TOKEN_SECRET" "$VOTER_TOKEN_SECRET" > "$TOKENS"
 umask 022
 # The edge on loopback is the one proxy whose X-Forwarded-For is believed.
-export ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1/32}"
+export ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET VOTER_TOKEN_SECRET TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1/32}"
 
 say "building (release)"
 cargo build --release --bins --quiet
@@ -52,7 +54,7 @@ stop() { # name
 }
 
 # Services started with other tokens or settings than these are restarted.
-SIGNATURE="$(printf '%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" "$STREAM_TOKEN_SECRET" "$TRUSTED_PROXIES" \
+SIGNATURE="$(printf '%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" "$STREAM_TOKEN_SECRET" "$VOTER_TOKEN_SECRET" "$TRUSTED_PROXIES" \
   "$REDIS_URL" "${REDIS_KEY_PREFIX:-}" "$DATABASE_URL" "$(command -v nginx || true)" | sha256sum | cut -c1-16)"
 if [ "$(cat "$STATE/run/config.sig" 2>/dev/null)" != "$SIGNATURE" ]; then
   for svc in ingest-api sse-gateway stats-api batch-worker; do
@@ -118,6 +120,6 @@ Tally is up.
   PostgreSQL    $DATABASE_URL
   ADMIN_TOKEN   $ADMIN_TOKEN
   STATS_TOKEN   $READS
-  STREAM_TOKEN_SECRET is in $TOKENS (signs ?token= for private site streams)
+  STREAM_TOKEN_SECRET and VOTER_TOKEN_SECRET are in $TOKENS (they sign stream tokens and voter tokens)
 Logs: make logs    Stop: make down
 MSG

@@ -76,6 +76,18 @@ pub struct NewPoll {
     pub options: Vec<String>,
     /// RFC 3339, in the future.
     pub closes_at: Option<String>,
+    /// Fewest options a vote names (default 1).
+    pub min_choices: Option<u8>,
+    /// Most options a vote names (default: `min_choices`, or 1); at most the options.
+    pub max_choices: Option<u8>,
+    /// `always` (default), `after_vote` (a voter sees counts in their vote's answer and,
+    /// with its `results_token`, on streams), `after_close` (the total only until closed).
+    pub results: Option<String>,
+    /// A voter may move their vote until the poll closes (default false).
+    pub allow_change: Option<bool>,
+    /// `open` (default: `user_id` trusted) or `signed` (a vote carries `voter_token`,
+    /// needs `VOTER_TOKEN_SECRET`).
+    pub voters: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -93,23 +105,34 @@ pub struct PollCreated {
     pub closes_at: Option<String>,
 }
 
-/// `POST /v1/polls/{poll_id}/votes`.
+/// `POST /v1/polls/{poll_id}/votes`: `option_id`, or `option_ids` for a multi-choice poll.
 #[derive(ToSchema)]
 pub struct Vote {
-    pub option_id: String,
-    /// One vote per user per poll, ever.
+    pub option_id: Option<String>,
+    /// Distinct option ids, between the poll's `min_choices` and `max_choices`.
+    pub option_ids: Option<Vec<String>>,
+    /// One vote per user per poll (moved, not repeated, when the poll allows changes).
     pub user_id: String,
+    /// `voters: signed` polls: `"v1." + base64url(HMAC-SHA256(VOTER_TOKEN_SECRET,
+    /// "v1.voter." + poll_id + "." + user_id))`, minted by the host application.
+    pub voter_token: Option<String>,
 }
 
 /// `202` of a vote: the poll's state after it.
 #[derive(ToSchema)]
 pub struct VoteAccepted {
-    /// `accepted`.
+    /// `accepted`, or `unchanged` (a moved vote that chose what it had).
     pub status: String,
     pub seq: i64,
-    /// Option id → votes.
-    pub tally: std::collections::HashMap<String, i64>,
+    /// Option id → votes; absent while the poll's results are hidden (`after_close`).
+    pub tally: Option<std::collections::HashMap<String, i64>>,
+    /// Voters (one vote each).
     pub total: i64,
+    /// `hidden` (counts withheld until the close) or `after_vote`.
+    pub results: Option<String>,
+    /// `after_vote` polls: a stream token that opens the poll's counts on streams
+    /// (`?token=`), valid 24 h.
+    pub results_token: Option<String>,
 }
 
 /// `POST /api/vote` (the poll design's shape).

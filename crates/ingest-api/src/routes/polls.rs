@@ -123,12 +123,15 @@ pub async fn close_poll(
     ),
     request_body(content = super::docs::Vote, content_type = "application/json"),
     responses(
-        (status = 202, description = "Counted; the poll's state after this vote", body = super::docs::VoteAccepted),
+        (status = 202, description = "Counted (or moved); the poll's state after this vote", body = super::docs::VoteAccepted),
         (status = 400, description = "Invalid body", body = super::docs::PollError),
+        (status = 403, description = "A `voters: signed` poll and no voter token (`voter_token_required`) or one that does not verify (`voter_token_invalid`)", body = super::docs::PollError),
         (status = 404, description = "Unknown poll (`poll_not_found`)", body = super::docs::PollError),
-        (status = 409, description = "This user already voted (`duplicate_vote`)", body = super::docs::PollError),
+        (status = 409, description = "This user already voted and the poll does not allow changes (`duplicate_vote`)", body = super::docs::PollError),
         (status = 410, description = "The poll is closed (`poll_closed`)", body = super::docs::PollError),
-        (status = 422, description = "Unknown option (`unknown_option`), or an Idempotency-Key that answered another user's or option's vote (`idempotency_key_reused`); nothing counted", body = super::docs::PollError),
+        (status = 413, description = "Body over VOTE_BODY_LIMIT_BYTES"),
+        (status = 415, description = "Content-Type is not JSON"),
+        (status = 422, description = "Unknown option (`unknown_option`), an option named twice (`invalid_choice`), too few or too many options (`choice_count`), or an Idempotency-Key that answered another user's or option's vote (`idempotency_key_reused`); nothing counted", body = super::docs::PollError),
         (status = 429, description = "Per-client or per-poll rate exceeded (Retry-After)"),
         (status = 503, description = "Poll state being restored, or Redis unavailable (Retry-After)"),
     )
