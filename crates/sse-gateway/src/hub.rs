@@ -19,6 +19,7 @@
 //!   epoch (a poll restored after Redis lost it) is stated by the source, never inferred
 //!   from a sequence number going backwards.
 
+use bytestring::ByteString;
 use domain::channel::Channel;
 use domain::keys::Keys;
 use futures_util::future::BoxFuture;
@@ -78,11 +79,12 @@ pub struct Update {
     /// The SSE event name: [`SNAPSHOT`], or the feed's own (`tally`, `activity`).
     pub event: &'static str,
     pub position: Position,
-    /// The JSON payload, serialised once for every browser.
-    pub data: String,
+    /// The JSON payload, serialised once for every browser: a shared buffer, so sending
+    /// it to ten thousand browsers copies no payload (only the framing).
+    pub data: ByteString,
     /// The payload for browsers that may not see everything (a poll whose settings hide
     /// its per-option counts from them), when it differs from `data`.
-    pub hidden: Option<String>,
+    pub hidden: Option<ByteString>,
     /// Not part of the topic's history (a presence count): sent to whoever is connected,
     /// never replayed, never a position.
     pub ephemeral: bool,
@@ -94,7 +96,7 @@ impl Update {
         Self {
             event,
             position,
-            data,
+            data: data.into(),
             hidden: None,
             ephemeral: false,
         }
@@ -105,7 +107,7 @@ impl Update {
     }
 
     /// The payload for a reader who may (`true`) or may not see everything.
-    pub fn data_for(&self, sees_everything: bool) -> &str {
+    pub fn data_for(&self, sees_everything: bool) -> &ByteString {
         match &self.hidden {
             Some(hidden) if !sees_everything => hidden,
             _ => &self.data,

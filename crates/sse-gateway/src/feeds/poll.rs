@@ -47,8 +47,11 @@ pub fn position_of(state: &PollState) -> Position {
 /// the poll's settings hide its counts from readers who have not voted.
 fn update_of(event: &'static str, state: &PollState, data: String) -> Update {
     Update {
-        hidden: (!state.results_public())
-            .then(|| serde_json::to_string(&state.without_counts()).unwrap_or_default()),
+        hidden: (!state.results_public()).then(|| {
+            serde_json::to_string(&state.without_counts())
+                .unwrap_or_default()
+                .into()
+        }),
         ..Update::new(event, position_of(state), data)
     }
 }

@@ -34,7 +34,7 @@ pub fn acquire(req: &HttpRequest, state: &AppState) -> Result<Slot, ApiError> {
 }
 
 fn to_event(update: &Update, id: String, sees_everything: bool) -> sse::Event {
-    sse::Data::new(update.data_for(sees_everything).to_string())
+    sse::Data::new(update.data_for(sees_everything).clone())
         .event(update.event)
         .id(id)
         .into()
