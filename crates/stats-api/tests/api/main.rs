@@ -6,6 +6,7 @@ mod grafana;
 mod helpers;
 mod hostile;
 mod openapi;
+mod polls;
 mod stats;
 mod timeseries;
 mod zones;
