@@ -64,11 +64,18 @@ ensure_postgres() {
   DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$dbname}"
   command -v psql >/dev/null && [ -n "$(pg_bindir)" ] || apt_install postgresql postgresql-client
   local host port; host="$(url_host "$DATABASE_URL")"; port="$(url_port "$DATABASE_URL" 5432)"
+  local admin="${DATABASE_URL%/*}/postgres"
   if ! pg_isready -q -h "$host" -p "$port" 2>/dev/null; then
     start_private_postgres
     DATABASE_URL="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/$dbname"
+  elif ! psql "$admin" -tAc "SELECT 1" >/dev/null 2>&1; then
+    # A server that answers but refuses this login (Debian's default peer/password auth):
+    # ours is a private one rather than a dead end.
+    say "PostgreSQL at $host:$port refuses the login of $admin"
+    start_private_postgres
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/$dbname"
   fi
-  local admin="${DATABASE_URL%/*}/postgres"
+  admin="${DATABASE_URL%/*}/postgres"
   local want="${DATABASE_URL##*/}"; want="${want%%\?*}"
   if ! psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$want'" 2>/dev/null | grep -q 1; then
     psql "$admin" -qc "CREATE DATABASE \"$want\"" >/dev/null 2>&1 || true
@@ -77,11 +84,20 @@ ensure_postgres() {
   export DATABASE_URL
 }
 
+# drop_run_databases RUN: the test databases of one make test run (tally_t_RUN_...), no others.
+drop_run_databases() {
+  local run="$1" db
+  [ -n "$run" ] || return 0
+  for db in $(psql "$DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'tally\\_t\\_${run}\\_%'" 2>/dev/null); do
+    psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+}
+
 start_private_postgres() {
   local bin; bin="$(pg_bindir)"
-  local data="$STATE/pg"
+  local data="$STATE/pg" log="$STATE/logs/postgres.log"
   if pg_isready -q -h 127.0.0.1 -p "$PRIVATE_PG_PORT" 2>/dev/null; then return; fi
-  say "no PostgreSQL reachable; starting a private one on port $PRIVATE_PG_PORT"
+  say "starting a private PostgreSQL on port $PRIVATE_PG_PORT"
   # PostgreSQL refuses to run as root: run it as the postgres user, keeping its data where
   # that user can reach it (a root-only home is not).
   local runas=()
@@ -89,19 +105,24 @@ start_private_postgres() {
     id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres
     runas=(runuser -u postgres --)
     if ! runuser -u postgres -- test -x "$STATE"; then
-      data="/var/tmp/tally-pg-$(echo "$ROOT" | md5sum | cut -c1-8)"
+      # One data folder per state folder (the default one keeps its historical name), so a
+      # second state folder (up-e2e, the scripts test) never shares a running server's data.
+      local key="$STATE"; [ "$STATE" = "$ROOT/.tally" ] && key="$ROOT"
+      data="/var/tmp/tally-pg-$(echo "$key" | md5sum | cut -c1-8)"
+      log="$data.log"
       ln -sfn "$data" "$STATE/pg"
+      ln -sfn "$log" "$STATE/logs/postgres.log"
     fi
     mkdir -p "$data"; chown postgres "$data"; chmod 700 "$data"
-    touch "$STATE/logs/postgres.log"; chown postgres "$STATE/logs/postgres.log"
+    touch "$log"; chown postgres "$log"
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     "${runas[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null \
       || die "initdb failed"
   fi
-  "${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$STATE/logs/postgres.log" -w -t 30 \
+  "${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$log" -w -t 30 \
     -o "-p $PRIVATE_PG_PORT -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null \
-    || die "PostgreSQL failed to start (see $STATE/logs/postgres.log)"
+    || die "PostgreSQL failed to start (see $log)"
   echo "$data" > "$STATE/run/postgres.private"
 }
 

@@ -9,10 +9,11 @@ ensure_redis
 ensure_postgres postgres
 say "Redis: $REDIS_URL  PostgreSQL: $DATABASE_URL"
 
-# Databases left by interrupted runs.
-for db in $(psql "$DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'tally\_t\_%'" 2>/dev/null); do
-  psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
-done
+# Every database of this run is named tally_t_<run>_...; a test drops its own when it ends,
+# and whatever a crashed test left is dropped here on exit. Databases of other runs on the
+# same server (another checkout, a CI job beside this one) are never touched.
+export TALLY_TEST_RUN="r$(date +%s)$$"
+trap 'drop_run_databases "$TALLY_TEST_RUN"' EXIT
 
 say "building"
 cargo build --workspace --bins --tests
@@ -20,6 +21,11 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
+fi
+
+# The scripts' own promises (private PostgreSQL fallback, per-run database clean-up).
+if [ "$#" -eq 0 ]; then
+  scripts/scripts-test.sh
 fi
 
 # docker-compose.yml, the Kubernetes manifests and the served OpenAPI documents.

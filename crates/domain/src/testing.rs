@@ -184,13 +184,19 @@ pub struct TestDb {
 
 #[cfg(feature = "postgres")]
 impl TestDb {
-    /// Creates `tally_t_<random>` on the server of `DATABASE_URL` and migrates it.
+    /// Creates `tally_t_<run>_<random>` on the server of `DATABASE_URL` and migrates it.
+    /// `<run>` is `TALLY_TEST_RUN` (set by `make test`), so a run's clean-up drops only its
+    /// own databases and never those of a run beside it on the same server.
     ///
     /// # Panics
     /// When PostgreSQL is unreachable (the test cannot run).
     pub async fn new() -> Self {
         let admin_url = with_database(&database_url(), "postgres");
-        let name = format!("tally_t_{}", random_id());
+        let run = std::env::var("TALLY_TEST_RUN")
+            .ok()
+            .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or_else(|| "adhoc".into());
+        let name = format!("tally_t_{}_{}", run.to_ascii_lowercase(), random_id());
         let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
             .await
             .expect("PostgreSQL is reachable for tests (is it running? see make test)");

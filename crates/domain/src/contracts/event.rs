@@ -120,8 +120,44 @@ pub struct RawEvent<'a> {
     pub screen_width: Option<&'a RawValue>,
     #[serde(borrow)]
     pub automated: Option<&'a RawValue>,
-    #[serde(borrow)]
-    pub events: Option<Vec<RawEvent<'a>>>,
+    /// At most [`MAX_BATCH_EVENTS`] + 1 are parsed: a body of a hundred thousand `{}`
+    /// is refused after the first thousand and one, not held whole in memory.
+    #[serde(borrow, default, deserialize_with = "bounded_batch")]
+    pub events: Option<Batch<'a>>,
+}
+
+/// A batch's events as parsed, and whether there were more than [`MAX_BATCH_EVENTS`].
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    pub events: Vec<RawEvent<'a>>,
+    pub too_many: bool,
+}
+
+fn bounded_batch<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Batch<'a>>, D::Error> {
+    struct BatchVisitor;
+    impl<'de> Visitor<'de> for BatchVisitor {
+        type Value = Option<Batch<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of events")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut batch = Batch::default();
+            while let Some(e) = seq.next_element::<RawEvent<'de>>()? {
+                if batch.events.len() == MAX_BATCH_EVENTS {
+                    batch.too_many = true;
+                    // The rest is skipped without being kept.
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    break;
+                }
+                batch.events.push(e);
+            }
+            Ok(Some(batch))
+        }
+    }
+    d.deserialize_any(BatchVisitor)
 }
 
 /// The message queued for the worker: a validated event, normalised.
@@ -200,7 +236,11 @@ pub fn parse_event_body<'a>(
     let mut errors = Vec::new();
     let received_at_ms = received_at.timestamp_millis();
     let traceparent = traceparent.map(Cow::Borrowed);
-    let Some(batch) = raw.events else {
+    let Some(Batch {
+        events: batch,
+        too_many,
+    }) = raw.events
+    else {
         let event = validate_event(raw, received_at_ms, &traceparent, &mut errors, None);
         return match event {
             Some(e) if errors.is_empty() => Ok(vec![e]),
@@ -212,10 +252,9 @@ pub fn parse_event_body<'a>(
             "events must contain at least one event".into(),
         ]));
     }
-    if batch.len() > MAX_BATCH_EVENTS {
+    if too_many {
         return Err(EventBodyError::Invalid(vec![format!(
-            "events must contain at most {MAX_BATCH_EVENTS} events (got {})",
-            batch.len()
+            "events must contain at most {MAX_BATCH_EVENTS} events"
         )]));
     }
     let mut events = Vec::with_capacity(batch.len());
@@ -659,7 +698,7 @@ mod tests {
         let body = format!(r#"{{"events":[{}]}}"#, vec![one; 1001].join(","));
         assert_eq!(
             invalid(&body),
-            vec!["events must contain at most 1000 events (got 1001)"]
+            vec!["events must contain at most 1000 events"]
         );
         let body = format!(r#"{{"events":[{}]}}"#, vec![one; 1000].join(","));
         assert_eq!(

@@ -322,3 +322,20 @@ async fn an_incoming_traceparent_travels_in_the_queued_message() {
     assert_eq!(res.status(), 202);
     assert_eq!(app.queued_events().await[0]["traceparent"], tp);
 }
+
+#[tokio::test]
+async fn a_batch_of_a_hundred_thousand_empty_events_is_refused_after_the_first_thousand() {
+    let app = spawn_app().await;
+    // Parsing every one would hold 100,000 parsed events (each some hundred bytes) at once.
+    let body = format!(r#"{{"events":[{}]}}"#, vec!["{}"; 100_000].join(","));
+    let res = app
+        .post_raw("/v1/events", "application/json", body.into_bytes())
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(
+        body["details"],
+        json!(["events must contain at most 1000 events"])
+    );
+    assert!(app.queued_events().await.is_empty(), "nothing queued");
+}
