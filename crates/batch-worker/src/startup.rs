@@ -118,9 +118,10 @@ impl Application {
             move || domain::postgres::record_pool_metrics(&pg, "batch_worker")
         });
         let (listener, port) = domain::http::bind(&config.http)?;
+        let body_read_timeout = config.http.body_read_timeout();
         let server = domain::http::serve(
             move || {
-                let app = domain::http::app("batch_worker", None);
+                let app = domain::http::app("batch_worker", None, body_read_timeout);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,

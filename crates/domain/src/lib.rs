@@ -27,7 +27,7 @@ pub use contracts::{
 pub use runtime::postgres;
 pub use runtime::{auth, backoff, config, metrics, net, redis, shutdown, telemetry};
 #[cfg(feature = "actix")]
-pub use runtime::{http, problem};
+pub use runtime::{body_deadline, http, problem};
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -17,6 +17,8 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("body not received in time")]
+    BodyTimeout,
     #[error("rate limited")]
     RateLimited { retry_after_s: u64 },
     #[error("queue over its high-water mark")]
@@ -118,6 +120,11 @@ impl ApiError {
                     format!("the request body must be at most {limit} bytes"),
                 ])
             }
+            Self::BodyTimeout => {
+                analytics(StatusCode::REQUEST_TIMEOUT, "Request Timeout").details(vec![
+                    "the request body did not arrive within BODY_READ_TIMEOUT_MS".into(),
+                ])
+            }
             Self::RateLimited { retry_after_s } => {
                 analytics(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
                     .retry_after(*retry_after_s)
@@ -184,6 +191,7 @@ mod tests {
             (ApiError::MalformedJson(String::new()), 400),
             (ApiError::UnsupportedMediaType(""), 415),
             (ApiError::PayloadTooLarge { limit: 1 }, 413),
+            (ApiError::BodyTimeout, 408),
             (ApiError::RateLimited { retry_after_s: 1 }, 429),
             (ApiError::Overloaded { retry_after_s: 1 }, 503),
             (ApiError::QueueUnavailable(anyhow::anyhow!("x")), 503),

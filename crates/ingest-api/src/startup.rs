@@ -137,12 +137,13 @@ impl Application {
 
         let (listener, port) = domain::http::bind(&config.http)?;
         let cors_origins = config.http.cors_origins.clone();
+        let body_read_timeout = config.http.body_read_timeout();
         let redis_config = config.redis.clone();
         let server = domain::http::serve(
             move || {
                 let worker_redis = domain::redis::connection_manager(&redis_config)
                     .expect("REDIS_URL was validated when the application was built");
-                let app = domain::http::app("ingest_api", Some(&cors_origins))
+                let app = domain::http::app("ingest_api", Some(&cors_origins), body_read_timeout)
                     .app_data(web::Data::new(WorkerRedis(worker_redis)))
                     .app_data(state.clone())
                     .service(events::post_events)

@@ -111,10 +111,11 @@ impl Application {
         });
         let (listener, port) = domain::http::bind(&config.http)?;
         let cors_origins = config.http.cors_origins.clone();
+        let body_read_timeout = config.http.body_read_timeout();
         let server_state = state.clone();
         let server = domain::http::serve_with_on_connect(
             move || {
-                let app = domain::http::app("sse_gateway", Some(&cors_origins))
+                let app = domain::http::app("sse_gateway", Some(&cors_origins), body_read_timeout)
                     .app_data(server_state.clone())
                     .service(demo::index)
                     .service(demo::app_js)

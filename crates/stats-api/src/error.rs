@@ -13,6 +13,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    #[error("body over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("body not received in time")]
+    BodyTimeout,
     /// Well-formed, but not answerable (raw events a filter needs have expired).
     #[error("{0}")]
     Unprocessable(String),
@@ -23,6 +27,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The answer to a JSON body that could not be read or parsed.
+    pub fn from_json_body(err: &actix_web::error::JsonPayloadError, limit: usize) -> Self {
+        use actix_web::error::JsonPayloadError;
+        match err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                Self::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::Payload(e) if domain::body_deadline::is_timed_out(e) => {
+                Self::BodyTimeout
+            }
+            other => Self::BadRequest(format!("invalid JSON body: {other}")),
+        }
+    }
+
     /// A failed read: PostgreSQL (or its pool) being unreachable is a 503, anything else a
     /// 500.
     pub fn from_db(e: anyhow::Error) -> Self {
@@ -48,6 +66,15 @@ impl ApiError {
         match self {
             Self::BadRequest(m) => Problem::message(StatusCode::BAD_REQUEST, m.clone()),
             Self::NotFound(m) => Problem::message(StatusCode::NOT_FOUND, m.clone()),
+            Self::PayloadTooLarge { limit } => {
+                Problem::message(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").details(vec![
+                    format!("the request body must be at most {limit} bytes"),
+                ])
+            }
+            Self::BodyTimeout => Problem::message(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
+                .details(vec![
+                    "the request body did not arrive within BODY_READ_TIMEOUT_MS".into(),
+                ]),
             Self::Unprocessable(m) => Problem::message(StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
             Self::Unauthorized => {
                 Problem::message(StatusCode::UNAUTHORIZED, "Unauthorized").bearer_challenge()

@@ -13,6 +13,9 @@ use domain::shutdown::CancellationToken;
 use std::time::Duration;
 use utoipa_actix_web::scope;
 
+/// The largest Grafana request body read (a query of many targets is a few kilobytes).
+const JSON_BODY_LIMIT: usize = 256 * 1024;
+
 /// Shared by every request.
 pub struct AppState {
     pub keys: Keys,
@@ -57,16 +60,18 @@ impl Application {
         .refreshing(move || domain::postgres::record_pool_metrics(&pool_for_metrics, "stats_api"));
         let (listener, port) = domain::http::bind(&config.http)?;
         let cors_origins = config.http.cors_origins.clone();
+        let body_read_timeout = config.http.body_read_timeout();
         let server = domain::http::serve(
             move || {
-                let app = domain::http::app("stats_api", Some(&cors_origins))
+                let app = domain::http::app("stats_api", Some(&cors_origins), body_read_timeout)
                     .app_data(state.clone())
-                    .app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(
-                        |err, _| {
-                            crate::error::ApiError::BadRequest(format!("invalid JSON body: {err}"))
-                                .into()
-                        },
-                    ))
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(JSON_BODY_LIMIT)
+                            .error_handler(|err, _| {
+                                crate::error::ApiError::from_json_body(&err, JSON_BODY_LIMIT).into()
+                            }),
+                    )
                     .service(
                         scope("/v1")
                             .wrap(from_fn(routes::require_stats_token))

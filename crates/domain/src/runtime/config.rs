@@ -174,6 +174,8 @@ pub struct HttpConfig {
     pub trusted_proxies: String,
     /// Comma-separated origins allowed by CORS; `*` allows any.
     pub cors_origins: String,
+    /// Milliseconds a request's body may take to arrive after its head (then 408).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -184,6 +186,7 @@ impl Default for HttpConfig {
             http_workers: 0,
             trusted_proxies: String::new(),
             cors_origins: "*".into(),
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -209,7 +212,18 @@ impl HttpConfig {
         if !vars.iter().any(|(k, _)| k == "BIND_ADDR") {
             vars.push(("BIND_ADDR".into(), default_bind.into()));
         }
-        from_iter(vars)
+        let http: Self = from_iter(vars)?;
+        if http.body_read_timeout_ms == 0 {
+            return Err(ConfigError(
+                "BODY_READ_TIMEOUT_MS must be at least 1 (milliseconds)".into(),
+            ));
+        }
+        Ok(http)
+    }
+
+    /// How long a request body may take to arrive.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 
@@ -322,5 +336,14 @@ mod tests {
         let cfg = HttpConfig::from_iter_with_default(vars(&[("BIND_ADDR", "127.0.0.1:1")]), "x:1")
             .expect("cfg");
         assert_eq!(cfg.bind_addr, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_zero_body_read_timeout_is_refused_naming_the_variable() {
+        let err = HttpConfig::from_iter_with_default(vars(&[("BODY_READ_TIMEOUT_MS", "0")]), "x:1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("BODY_READ_TIMEOUT_MS"), "{err}");
     }
 }

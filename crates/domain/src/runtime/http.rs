@@ -52,11 +52,12 @@ impl Ops {
 }
 
 /// The application every service starts from: request metrics named `<metrics_prefix>_http_*`,
-/// a span per request when spans are exported, CORS when `cors_origins` is given, and
-/// OpenAPI collection of the routes registered on it.
+/// a span per request when spans are exported, CORS when `cors_origins` is given, a
+/// deadline on reading request bodies, and OpenAPI collection of the routes registered on it.
 pub fn app(
     metrics_prefix: &'static str,
     cors_origins: Option<&str>,
+    body_read_timeout: std::time::Duration,
 ) -> UtoipaApp<
     impl ServiceFactory<
         ServiceRequest,
@@ -73,6 +74,9 @@ pub fn app(
         cors(cors_origins.unwrap_or("")),
     );
     actix_web::App::new()
+        .wrap(actix_web::middleware::from_fn(move |r, n| {
+            crate::body_deadline::limit_body_read(body_read_timeout, r, n)
+        }))
         .wrap(actix_web::middleware::from_fn(refuse_nul_in_url))
         .wrap(actix_web::middleware::from_fn(move |r, n| {
             record_request(names, r, n)

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod backoff;
+#[cfg(feature = "actix")]
+pub mod body_deadline;
 pub mod config;
 #[cfg(feature = "actix")]
 pub mod http;

@@ -97,6 +97,10 @@ impl Problem {
         if self.bearer_challenge {
             res.insert_header((WWW_AUTHENTICATE, "Bearer"));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            res.force_close();
+        }
         res.json(self.body())
     }
 }

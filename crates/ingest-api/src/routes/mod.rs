@@ -129,7 +129,15 @@ pub async fn read_body(
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if domain::body_deadline::is_timed_out(&e) {
+                metrics::counter!("ingest_api_requests_shed_total", "reason" => "body_timeout")
+                    .increment(1);
+                ApiError::BodyTimeout
+            } else {
+                ApiError::MalformedJson(format!("reading the body: {e}"))
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }

@@ -6,4 +6,5 @@ mod ops;
 mod poll_settings;
 mod polls;
 mod sites;
+mod slow_clients;
 mod visitors;
