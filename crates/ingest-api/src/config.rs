@@ -30,6 +30,9 @@ pub struct IngestSettings {
     /// Votes per second one poll accepts (0: unlimited), and its burst.
     pub vote_rate_limit_per_poll_per_s: u32,
     pub vote_rate_limit_per_poll_burst: u32,
+    /// Buckets each rate limiter keeps (client networks, polls) before new keys share one
+    /// overflow bucket.
+    pub limiter_max_keys: usize,
     /// `open`: events for any `site_id` are accepted; `registered`: only for sites of the
     /// registry (404 `unknown_site` otherwise).
     pub sites_mode: SitesMode,
@@ -86,6 +89,7 @@ impl Default for IngestSettings {
             vote_rate_limit_per_ip_burst: 5_000,
             vote_rate_limit_per_poll_per_s: 20_000,
             vote_rate_limit_per_poll_burst: 50_000,
+            limiter_max_keys: 100_000,
             sites_mode: SitesMode::Open,
             sites_refresh_ms: 1_000,
             salt_refresh_ms: 10_000,
@@ -113,6 +117,7 @@ impl ServiceConfig for Config {
             ("VOTE_BODY_LIMIT_BYTES", ingest.vote_body_limit_bytes),
             ("SITES_REFRESH_MS", ingest.sites_refresh_ms as usize),
             ("SALT_REFRESH_MS", ingest.salt_refresh_ms as usize),
+            ("LIMITER_MAX_KEYS", ingest.limiter_max_keys),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

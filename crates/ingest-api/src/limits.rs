@@ -5,23 +5,49 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A token bucket per key (client address, poll id, ...). `None` inside means unlimited.
+///
+/// The table of buckets is bounded: past `max_keys` keys (after forgetting idle ones),
+/// every key shares one overflow bucket of the same quota until there is room again, so a
+/// client inventing keys (addresses of an IPv6 /48, made-up poll ids) can neither grow
+/// memory nor slip past the limit; it costs the keys it shares the overflow with their
+/// own bucket meanwhile (counted in `ingest_api_limiter_overflow_total{limiter}`).
 #[derive(Clone)]
 pub struct KeyedLimiter<K: Hash + Eq + Clone> {
-    inner: Option<Arc<DefaultKeyedRateLimiter<K>>>,
+    inner: Option<Arc<Buckets<K>>>,
 }
 
+struct Buckets<K: Hash + Eq + Clone> {
+    keyed: DefaultKeyedRateLimiter<K>,
+    overflow: governor::DefaultDirectRateLimiter,
+    max_keys: usize,
+    name: &'static str,
+    checks: AtomicU64,
+    full: AtomicBool,
+}
+
+/// How many checks pass between two counts of the table (a count takes every shard's
+/// lock). The table can pass `max_keys` by at most this many keys.
+const COUNT_EVERY: u64 = 256;
+
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    /// `per_second` sustained, `burst` at once; `per_second == 0` disables the limit.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    /// `per_second` sustained, `burst` at once, at most `max_keys` buckets;
+    /// `per_second == 0` disables the limit.
+    pub fn new(name: &'static str, per_second: u32, burst: u32, max_keys: usize) -> Self {
         let inner = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
-            Arc::new(RateLimiter::keyed(
-                Quota::per_second(rate).allow_burst(burst),
-            ))
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            Arc::new(Buckets {
+                keyed: RateLimiter::keyed(quota),
+                overflow: RateLimiter::direct(quota),
+                max_keys,
+                name,
+                checks: AtomicU64::new(0),
+                full: AtomicBool::new(false),
+            })
         });
         Self { inner }
     }
@@ -31,20 +57,46 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// # Errors
     /// The wait until the next request from `key` would be allowed.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
-        let Some(limiter) = &self.inner else {
+        let Some(b) = &self.inner else {
             return Ok(());
         };
-        limiter
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        if b.checks.fetch_add(1, Ordering::Relaxed) % COUNT_EVERY == 0 {
+            b.count();
+        }
+        let checked = if b.full.load(Ordering::Relaxed) {
+            metrics::counter!("ingest_api_limiter_overflow_total", "limiter" => b.name)
+                .increment(1);
+            b.overflow.check()
+        } else {
+            b.keyed.check_key(key)
+        };
+        checked.map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Forgets keys whose buckets are full again, so memory follows active clients only.
     pub fn forget_idle(&self) {
-        if let Some(limiter) = &self.inner {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        if let Some(b) = &self.inner {
+            b.keyed.retain_recent();
+            b.keyed.shrink_to_fit();
+            b.count();
         }
+    }
+
+    /// How many keys have a bucket.
+    pub fn keys(&self) -> usize {
+        self.inner.as_ref().map_or(0, |b| b.keyed.len())
+    }
+}
+
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    fn count(&self) {
+        let mut len = self.keyed.len();
+        if len >= self.max_keys {
+            self.keyed.retain_recent();
+            len = self.keyed.len();
+        }
+        self.full.store(len >= self.max_keys, Ordering::Relaxed);
+        metrics::gauge!("ingest_api_limiter_keys", "limiter" => self.name).set(len as f64);
     }
 }
 
@@ -118,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_limited_with_a_wait() {
-        let limiter = KeyedLimiter::new(1, 3);
+        let limiter = KeyedLimiter::new("t", 1, 3, 100);
         let key = "1.2.3.4".to_string();
         for _ in 0..3 {
             assert_eq!(limiter.check(&key), Ok(()));
@@ -138,8 +190,25 @@ mod tests {
     }
 
     #[test]
+    fn invented_keys_past_the_bound_share_one_bucket_and_grow_nothing() {
+        let limiter = KeyedLimiter::new("t", 1, 1, 50);
+        let allowed = (0..20_000u32).filter(|k| limiter.check(k).is_ok()).count();
+        assert!(
+            limiter.keys() <= 50 + COUNT_EVERY as usize,
+            "{} buckets for a bound of 50",
+            limiter.keys()
+        );
+        // Each key is allowed its one request until the table is found full, then they
+        // all share the overflow's single token.
+        assert!(
+            allowed <= 50 + COUNT_EVERY as usize + 1,
+            "{allowed} of 20,000 invented keys got through"
+        );
+    }
+
+    #[test]
     fn zero_rate_means_unlimited() {
-        let limiter = KeyedLimiter::new(0, 0);
+        let limiter = KeyedLimiter::new("t", 0, 0, 100);
         for _ in 0..10_000 {
             assert_eq!(limiter.check(&1u8), Ok(()));
         }

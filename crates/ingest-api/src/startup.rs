@@ -78,16 +78,22 @@ impl Application {
             keys,
             redis: redis.clone(),
             ip_limiter: KeyedLimiter::new(
+                "client",
                 config.ingest.rate_limit_per_ip_per_s,
                 config.ingest.rate_limit_burst,
+                config.ingest.limiter_max_keys,
             ),
             vote_ip_limiter: KeyedLimiter::new(
+                "vote_client",
                 config.ingest.vote_rate_limit_per_ip_per_s,
                 config.ingest.vote_rate_limit_per_ip_burst,
+                config.ingest.limiter_max_keys,
             ),
             vote_poll_limiter: KeyedLimiter::new(
+                "vote_poll",
                 config.ingest.vote_rate_limit_per_poll_per_s,
                 config.ingest.vote_rate_limit_per_poll_burst,
+                config.ingest.limiter_max_keys,
             ),
             settings: config.ingest.clone(),
             trusted_proxies,

@@ -63,6 +63,22 @@ impl TrustedProxies {
     }
 }
 
+/// The key a client's limits are kept under: an IPv4 address as is, an IPv6 address by its
+/// /64 network. One IPv6 subscriber is usually given a whole /64 (RFC 6177 even suggests a
+/// /48 or /56) and can pick any of its 2^64 addresses, so a limit per address would be no
+/// limit at all. An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`) counts as the IPv4 one.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +119,15 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_network() {
+        let key = |s: &str| limit_key(s.parse().expect("address")).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
     }
 }

@@ -51,7 +51,7 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
 /// 429 with `Retry-After`.
 pub fn client_rate_limit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if let Some(ip) = domain::http::client_ip(req, &state.trusted_proxies)
-        && let Err(wait) = state.ip_limiter.check(&ip)
+        && let Err(wait) = state.ip_limiter.check(&domain::net::limit_key(ip))
     {
         metrics::counter!("ingest_api_requests_shed_total", "reason" => "rate_limited")
             .increment(1);

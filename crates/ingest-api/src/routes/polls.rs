@@ -336,7 +336,7 @@ fn poll_id_fits(poll_id: &str) -> bool {
 /// The per-client vote limit, before anything of the request is read.
 fn client_vote_limit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if let Some(ip) = domain::http::client_ip(req, &state.trusted_proxies)
-        && let Err(wait) = state.vote_ip_limiter.check(&ip)
+        && let Err(wait) = state.vote_ip_limiter.check(&domain::net::limit_key(ip))
     {
         metrics::counter!("ingest_api_requests_shed_total", "reason" => "vote_rate_limited")
             .increment(1);

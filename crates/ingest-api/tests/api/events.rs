@@ -1,4 +1,4 @@
-use crate::helpers::{event, spawn_app, spawn_app_with};
+use crate::helpers::{event, spawn_app, spawn_app_behind_proxy, spawn_app_with};
 use serde_json::json;
 use std::time::Duration;
 
@@ -338,4 +338,37 @@ async fn a_batch_of_a_hundred_thousand_empty_events_is_refused_after_the_first_t
         json!(["events must contain at most 1000 events"])
     );
     assert!(app.queued_events().await.is_empty(), "nothing queued");
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_bucket_per_64_network() {
+    let app = spawn_app_behind_proxy(|c| {
+        c.ingest.rate_limit_per_ip_per_s = 1;
+        c.ingest.rate_limit_burst = 3;
+    })
+    .await;
+    let post = |ip: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/v1/events", app.address))
+                .header("x-forwarded-for", ip)
+                .json(&event("s", "/", "u"))
+                .send()
+                .await
+                .expect("sent")
+                .status()
+        }
+    };
+    // A new address of the same /64 for every request: still one client.
+    let mut statuses = Vec::new();
+    for i in 1..=5 {
+        statuses.push(post(format!("2001:db8:7:9::{i:x}")).await.as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    assert_eq!(
+        post("2001:db8:7:a::1".into()).await,
+        202,
+        "the next /64 is another client"
+    );
 }

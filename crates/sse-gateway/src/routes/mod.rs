@@ -23,7 +23,7 @@ use std::time::Duration;
 /// # Errors
 /// 429 past the per-client cap, 503 when the gateway is full.
 pub fn acquire(req: &HttpRequest, state: &AppState) -> Result<Slot, ApiError> {
-    let ip = domain::http::client_ip(req, &state.trusted_proxies);
+    let ip = domain::http::client_ip(req, &state.trusted_proxies).map(domain::net::limit_key);
     state.limits.acquire(ip).map_err(|r| {
         metrics::counter!("sse_gateway_streams_refused_total").increment(1);
         match r {
