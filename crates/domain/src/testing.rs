@@ -209,6 +209,7 @@ impl TestDb {
             database_url: with_database(&admin_url, &name),
             database_pool_size: 8,
             database_connect_timeout_ms: 3_000,
+            ..PostgresConfig::default()
         };
         let pool = crate::postgres::pool(&config).expect("test pool");
         crate::postgres::migrate(&pool)

@@ -44,6 +44,8 @@ pub struct GatewaySettings {
     /// Notice a browser hanging up at once (costs one more file descriptor per
     /// connection); off, a closed stream is noticed at its next heartbeat.
     pub hangup_watch: bool,
+    /// Milliseconds between PINGs of the Redis subscription (a quiet socket may be dead).
+    pub subscription_ping_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -66,6 +68,7 @@ impl Default for GatewaySettings {
             presence_interval_ms: 2_000,
             gateway_id: None,
             hangup_watch: true,
+            subscription_ping_ms: 5_000,
         }
     }
 }
@@ -95,6 +98,7 @@ impl ServiceConfig for Config {
                 gateway.max_topics_per_stream as u64,
             ),
             ("PRESENCE_INTERVAL_MS", gateway.presence_interval_ms),
+            ("SUBSCRIPTION_PING_MS", gateway.subscription_ping_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -129,6 +133,7 @@ mod tests {
             "MAX_CLIENT_LAG",
             "MAX_TOPICS_PER_STREAM",
             "PRESENCE_INTERVAL_MS",
+            "SUBSCRIPTION_PING_MS",
         ] {
             let err = Config::from_vars(vec![(name.to_string(), "0".to_string())])
                 .err()

@@ -72,7 +72,8 @@ impl Application {
         let subscribed = Arc::new(AtomicBool::new(false));
         let background = vec![
             tokio::spawn(crate::subscriber::run(
-                config.redis.redis_url.clone(),
+                config.redis.clone(),
+                Duration::from_millis(config.gateway.subscription_ping_ms),
                 keys,
                 hub.clone(),
                 subscribed.clone(),

@@ -1,9 +1,15 @@
 //! The gateway's one Redis subscription: a pattern over every Tally channel, feeding the
 //! hub. It reconnects by itself, and after a reconnect has every topic's feed send a fresh
 //! snapshot, so no browser keeps a tally that missed updates while Redis was away.
+//!
+//! A subscription only listens, so a socket whose peer vanished without a FIN (a host
+//! crash, a dropped NAT entry) would look quiet, not dead. The subscription is PINGed every
+//! `SUBSCRIPTION_PING_MS`; an answer missing for `REDIS_TIMEOUT_MS` drops it (readiness
+//! turns red at once) and a new one is made.
 
 use crate::hub::Hub;
 use domain::backoff::Backoff;
+use domain::config::RedisConfig;
 use domain::keys::Keys;
 use domain::shutdown::CancellationToken;
 use futures_util::StreamExt;
@@ -11,9 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Runs the subscription until `shutdown`. `subscribed` says whether it is live now.
+/// Runs the subscription until `shutdown`, PINGing it every `ping_every`. `subscribed`
+/// says whether it is live now.
 pub async fn run(
-    redis_url: String,
+    redis: RedisConfig,
+    ping_every: Duration,
     keys: Keys,
     hub: Arc<Hub>,
     subscribed: Arc<AtomicBool>,
@@ -22,22 +30,31 @@ pub async fn run(
     let pattern = domain::channel::pattern(&keys);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
+    let timeout = Duration::from_millis(redis.redis_timeout_ms);
     while !shutdown.is_cancelled() {
         let connected = async {
-            let client = domain::redis_client::Client::open(redis_url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
-            Ok::<_, domain::redis_client::RedisError>(pubsub)
+            let client = domain::redis::client(&redis)?;
+            let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| anyhow::anyhow!("no connection within REDIS_TIMEOUT_MS"))??;
+            tokio::time::timeout(timeout, pubsub.psubscribe(&pattern))
+                .await
+                .map_err(|_| anyhow::anyhow!("PSUBSCRIBE unanswered within REDIS_TIMEOUT_MS"))??;
+            Ok::<_, anyhow::Error>(pubsub)
         };
         let pubsub = tokio::select! {
             () = shutdown.cancelled() => return,
             r = connected => r,
         };
-        let mut pubsub = match pubsub {
+        let pubsub = match pubsub {
             Ok(p) => p,
             Err(e) => {
                 let pause = backoff.next_pause();
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis subscription failed");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "Redis subscription failed"
+                );
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(pause) => {}
@@ -53,10 +70,22 @@ pub async fn run(
             hub.resync().await;
         }
         first = false;
-        let mut messages = pubsub.on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
+                _ = ping.tick() => {
+                    let answer = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                    if let Err(why) = answer.map_err(|_| "unanswered".to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                        metrics::counter!("sse_gateway_redis_ping_failures_total").increment(1);
+                        tracing::warn!(error = %why, "Redis subscription did not answer PING");
+                        break;
+                    }
+                    continue;
+                }
                 m = messages.next() => m,
             };
             let Some(message) = message else { break };

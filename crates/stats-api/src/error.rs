@@ -41,8 +41,8 @@ impl ApiError {
         }
     }
 
-    /// A failed read: PostgreSQL (or its pool) being unreachable is a 503, anything else a
-    /// 500.
+    /// A failed read: PostgreSQL (or its pool) being unreachable, or a statement cancelled
+    /// by `statement_timeout`, is a 503; anything else a 500.
     pub fn from_db(e: anyhow::Error) -> Self {
         let unreachable = e.chain().any(|cause| {
             cause
@@ -50,7 +50,12 @@ impl ApiError {
                 .is_some()
                 || cause
                     .downcast_ref::<domain::tokio_postgres::Error>()
-                    .is_some_and(|pg| pg.code().is_none() || pg.is_closed())
+                    .is_some_and(|pg| {
+                        pg.code().is_none()
+                            || pg.is_closed()
+                            // statement_timeout: the database is too busy (or locked) now.
+                            || pg.code() == Some(&domain::tokio_postgres::error::SqlState::QUERY_CANCELED)
+                    })
         });
         if unreachable {
             Self::Unavailable(e)

@@ -134,6 +134,9 @@ pub struct PostgresConfig {
     pub database_url: String,
     pub database_pool_size: usize,
     pub database_connect_timeout_ms: u64,
+    /// PostgreSQL's `statement_timeout` for every statement of the service (migrations
+    /// excepted): a runaway query is cancelled rather than holding a connection forever.
+    pub database_statement_timeout_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -142,6 +145,7 @@ impl Default for PostgresConfig {
             database_url: "postgres://postgres@127.0.0.1:5432/tally".into(),
             database_pool_size: 8,
             database_connect_timeout_ms: 3_000,
+            database_statement_timeout_ms: 30_000,
         }
     }
 }

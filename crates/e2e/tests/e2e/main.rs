@@ -2,6 +2,7 @@
 
 mod analytics;
 mod crash;
+mod half_open;
 mod helpers;
 mod metrics;
 mod polls;

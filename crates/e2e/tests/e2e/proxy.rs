@@ -1,5 +1,8 @@
 //! A TCP proxy the test can cut: "PostgreSQL is down" as the worker sees it (connections
 //! reset, new ones refused at once), without stopping the shared server other tests use.
+//! Or freeze: every connection stays open but nothing passes either way, and new ones are
+//! accepted and never answered (a peer gone without a FIN: a host crash, a dropped NAT
+//! entry).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +12,7 @@ use tokio::sync::watch;
 pub struct CuttableProxy {
     pub port: u16,
     up: Arc<AtomicBool>,
+    frozen: watch::Sender<bool>,
     generation: watch::Sender<u64>,
 }
 
@@ -19,7 +23,8 @@ impl CuttableProxy {
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
-        let (up2, gen_tx) = (up.clone(), generation.clone());
+        let (frozen, _) = watch::channel(false);
+        let (up2, gen_tx, frozen_tx) = (up.clone(), generation.clone(), frozen.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
@@ -28,23 +33,46 @@ impl CuttableProxy {
                 }
                 let target = target.clone();
                 let mut cut = gen_tx.subscribe();
+                let mut freeze = frozen_tx.subscribe();
                 tokio::spawn(async move {
+                    if *freeze.borrow_and_update() {
+                        // Accepted, never answered, held until cut.
+                        let _held = inbound;
+                        let _ = cut.changed().await;
+                        return;
+                    }
                     let Ok(outbound) = TcpStream::connect(&target).await else {
                         return;
                     };
                     let (mut a, mut b) = (inbound, outbound);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
-                        _ = cut.changed() => {}
+                        _ = cut.changed() => return,
+                        _ = freeze.wait_for(|f| *f) => {}
                     }
+                    // Frozen: both sockets stay open, nothing more passes.
+                    let _ = cut.changed().await;
+                    drop((a, b));
                 });
             }
         });
         Self {
             port,
             up,
+            frozen,
             generation,
         }
+    }
+
+    /// Stops all traffic on open connections without closing them; new connections are
+    /// accepted and never answered.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// New connections forward again (the frozen ones stay frozen).
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     /// Drops every open connection and refuses new ones.

@@ -86,3 +86,44 @@ async fn a_grafana_body_sent_a_byte_at_a_time_gets_408_at_the_read_deadline() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_query_past_the_statement_timeout_is_cancelled_and_answered_503() {
+    let app = spawn_app_with(|c| c.postgres.database_statement_timeout_ms = 300).await;
+    app.seed_flow("shop").await;
+    let (status, _) = app.get_json("/api/stats?site_id=shop").await;
+    assert_eq!(status, 200);
+    // Another session holds the rollups locked: the stats query waits on the lock until
+    // statement_timeout cancels it (without the timeout it would wait as long as the lock).
+    let (locker, conn) =
+        domain::tokio_postgres::connect(&app.db.config.database_url, domain::tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    tokio::spawn(conn);
+    locker
+        .batch_execute(
+            "BEGIN; LOCK TABLE rollup_hourly, rollup_hourly_paths, events IN ACCESS EXCLUSIVE MODE",
+        )
+        .await
+        .expect("locks");
+    let res = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.client
+            // A question not asked before, so no cached answer serves it.
+            .get(format!(
+                "{}/v1/stats?site_id=shop&event_type=signup",
+                app.address
+            ))
+            .send(),
+    )
+    .await
+    .expect("answered while the lock is held")
+    .expect("sent");
+    let status = res.status();
+    let retry_after = res.headers().contains_key("retry-after");
+    assert_eq!(status, 503, "{}", res.text().await.unwrap_or_default());
+    assert!(retry_after);
+    locker.batch_execute("ROLLBACK").await.expect("unlocks");
+    let (status, _) = app.get_json("/api/stats?site_id=shop").await;
+    assert_eq!(status, 200, "served again once the lock is gone");
+}
