@@ -289,3 +289,52 @@ async fn visitors_go_into_day_sketches_and_a_replayed_batch_adds_them_again() {
     assert_eq!(h.drain(&mut h.worker("w")).await, 0, "nothing stored twice");
     assert_eq!(count(day14).await, 10, "the replay re-adds its visitors");
 }
+
+#[tokio::test]
+async fn a_dead_letter_list_keeps_the_newest_ten_thousand() {
+    let h = Harness::new().await;
+    let dead_key = h.keys().events_queue().dead;
+    let mut conn = h.redis.conn().await;
+    let mut fill = domain::redis_client::pipe();
+    for i in 0..domain::queue::MAX_DEAD_LETTERS {
+        fill.cmd("RPUSH")
+            .arg(&dead_key)
+            .arg(format!("old {i}"))
+            .ignore();
+    }
+    let () = fill.query_async(&mut conn).await.expect("filled");
+    h.push_raw(&["new poison 1", "new poison 2", "new poison 3"])
+        .await;
+    let outcome = h
+        .worker("w1")
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!(outcome.dead_lettered, 3);
+    assert_eq!(
+        h.llen(&dead_key).await,
+        domain::queue::MAX_DEAD_LETTERS as u64,
+        "bounded"
+    );
+    let newest: Vec<String> = domain::redis_client::cmd("LRANGE")
+        .arg(&dead_key)
+        .arg(0)
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .expect("LRANGE");
+    assert!(
+        newest.iter().all(|l| l.contains("new poison")),
+        "{newest:?}"
+    );
+    let oldest_kept: String = domain::redis_client::cmd("LINDEX")
+        .arg(&dead_key)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("LINDEX");
+    assert_eq!(
+        oldest_kept,
+        format!("old {}", domain::queue::MAX_DEAD_LETTERS - 4)
+    );
+}

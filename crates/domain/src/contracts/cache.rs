@@ -11,8 +11,16 @@ use crate::keys::Keys;
 use redis::RedisResult;
 use redis::aio::ConnectionLike;
 
-/// How long a cached answer lives without being read again.
+/// How long a cached answer lives without being written again.
 pub const CACHE_TTL_SECONDS: i64 = 300;
+
+/// The answers one site's cache hash holds at most. Each distinct question (range, limit,
+/// filters) is an entry, and a client can ask a million of them within the TTL: at the
+/// bound the hash is emptied and starts over (a few recomputed answers, no unbounded key).
+pub const MAX_CACHED_ANSWERS_PER_SITE: i64 = 1_000;
+
+static STORE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/cache_store.lua")));
 
 /// Adds "bump the generation of these sites" to a pipeline (the worker sends it with its
 /// acknowledgement).
@@ -71,17 +79,12 @@ pub async fn store<C: ConnectionLike + Send + Sync>(
     generation: u64,
     body: &str,
 ) -> RedisResult<()> {
-    let cache = keys.site_cache(site_id);
-    redis::pipe()
-        .cmd("HSET")
-        .arg(&cache)
+    STORE
+        .key(keys.site_cache(site_id))
         .arg(signature)
         .arg(format!("{generation}|{body}"))
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(&cache)
         .arg(CACHE_TTL_SECONDS)
-        .ignore()
-        .query_async(conn)
+        .arg(MAX_CACHED_ANSWERS_PER_SITE)
+        .invoke_async(conn)
         .await
 }

@@ -20,6 +20,11 @@ use std::time::Duration;
 /// Name (and hash tag) of the analytics events queue.
 pub const EVENTS_QUEUE: &str = "events";
 
+/// The newest dead letters a queue keeps; older ones are dropped (they stay counted in
+/// `batch_worker_dead_lettered_total`, and each was logged when it arrived). A poison
+/// stream of items must not grow Redis until it runs out of memory.
+pub const MAX_DEAD_LETTERS: i64 = 10_000;
+
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 static REQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/requeue.lua")));
 
@@ -290,6 +295,11 @@ impl WorkerQueue {
     pub fn dead_letter_in(&self, pipe: &mut redis::Pipeline, letter: &DeadLetter<'_>) {
         let encoded = serde_json::to_string(letter).unwrap_or_else(|_| letter.item.to_string());
         pipe.cmd("LPUSH").arg(&self.keys.dead).arg(encoded).ignore();
+        pipe.cmd("LTRIM")
+            .arg(&self.keys.dead)
+            .arg(0)
+            .arg(MAX_DEAD_LETTERS - 1)
+            .ignore();
     }
 
     /// Adds the acknowledgement of the claimed batch to `pipe` (see [`WorkerQueue::ack`]).

@@ -127,3 +127,30 @@ async fn a_query_past_the_statement_timeout_is_cancelled_and_answered_503() {
     let (status, _) = app.get_json("/api/stats?site_id=shop").await;
     assert_eq!(status, 200, "served again once the lock is gone");
 }
+
+#[tokio::test]
+async fn a_sites_cache_stays_bounded_however_many_questions_are_asked() {
+    let app = spawn_app().await;
+    app.seed_flow("shop").await;
+    let key = app.redis.keys().site_cache("shop");
+    let mut conn = app.redis.conn().await;
+    let max = domain::cache::MAX_CACHED_ANSWERS_PER_SITE;
+    let mut largest = 0;
+    // Distinct questions: every start day of four years, each a cache entry of its own.
+    let start = chrono::NaiveDate::from_ymd_opt(2022, 1, 1).expect("date");
+    for day in 0..(max + 300) {
+        let from = start + chrono::Duration::days(day);
+        let (status, _) = app
+            .get_json(&format!("/v1/stats?site_id=shop&from={from}&to=2026-12-31"))
+            .await;
+        assert_eq!(status, 200);
+        let len: i64 = domain::redis_client::cmd("HLEN")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("HLEN");
+        largest = largest.max(len);
+    }
+    assert!(largest <= max, "the cache hash reached {largest} entries");
+    assert!(largest >= max / 2, "answers are still cached ({largest})");
+}
