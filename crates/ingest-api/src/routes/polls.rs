@@ -280,6 +280,9 @@ pub async fn post_vote_compat(
         value.get("userId"),
         ["optionId", "optionIds", "userId"],
     );
+    if let Some(why) = compat_timestamp_problem(value.get("timestamp")) {
+        problems.push(why);
+    }
     let idempotency_key = match value.get("idempotencyKey") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(k)) => match poll::check_idempotency_key(k) {
@@ -325,6 +328,26 @@ pub async fn post_vote_compat(
         VoteOutcome::Duplicate => Err(ApiError::poll(StatusCode::CONFLICT, "Duplicate vote")),
         other => Err(refusal(other)),
     }
+}
+
+/// What is wrong with the alias's `timestamp`, if anything. The seed's client sends the
+/// vote's time in milliseconds since the epoch; an ISO 8601 date is taken too. It is
+/// checked, not used: Tally orders votes by its own clock, so a client's clock (or a
+/// forged time) cannot reorder them.
+fn compat_timestamp_problem(timestamp: Option<&serde_json::Value>) -> Option<String> {
+    /// 9999-12-31T23:59:59.999Z, the last millisecond a date string can name.
+    const LAST_MS: f64 = 253_402_300_799_999.0;
+    let fits = match timestamp {
+        None | Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::Number(n)) => {
+            n.as_f64().is_some_and(|ms| (0.0..=LAST_MS).contains(&ms))
+        }
+        Some(serde_json::Value::String(s)) => domain::event::parse_timestamp(s).is_ok(),
+        Some(_) => false,
+    };
+    (!fits).then(|| {
+        "timestamp must be milliseconds since the epoch (0 to 253402300799999) or an ISO 8601 date string".to_string()
+    })
 }
 
 /// Whether `poll_id` could name a poll. Checked before the id keys anything (a limiter

@@ -406,3 +406,55 @@ async fn a_vote_body_is_limited_to_kilobytes() {
     assert_eq!(res.status(), 413);
     assert_eq!(app.tally(&poll).await.values().sum::<i64>(), 0);
 }
+
+#[tokio::test]
+async fn the_compat_alias_checks_its_timestamp() {
+    let app = spawn_app().await;
+    app.mark_restored().await;
+    let (poll, opts) = app.create_poll(&["a", "b"]).await;
+    let vote = |user: &str, timestamp: serde_json::Value| json!({"pollId": poll, "optionId": opts[0], "userId": user, "timestamp": timestamp});
+    for (n, bad) in [
+        json!("garbage"),
+        json!(-1),
+        json!(1e300),
+        json!(true),
+        json!({"ms": 1}),
+        json!("2025-13-40T00:00:00Z"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = app
+            .post_json("/api/vote", &vote(&format!("bad{n}"), bad.clone()))
+            .await;
+        assert_eq!(res.status(), 400, "timestamp {bad}");
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert!(
+            body["details"][0]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("timestamp must be"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.tally(&poll).await.values().sum::<i64>(),
+        0,
+        "none counted"
+    );
+    for (n, good) in [
+        json!(1_763_114_400_000_i64),
+        json!(1_763_114_400_000.5),
+        json!("2025-11-14T10:00:00Z"),
+        serde_json::Value::Null,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = app
+            .post_json("/api/vote", &vote(&format!("good{n}"), good.clone()))
+            .await;
+        assert_eq!(res.status(), 202, "timestamp {good}");
+    }
+    assert_eq!(app.tally(&poll).await.values().sum::<i64>(), 4);
+}
