@@ -1,7 +1,7 @@
 # Tally: see README.md. Everything runs without Docker; scripts/ find or start Redis and
 # PostgreSQL themselves.
 
-.PHONY: up down logs test bench lint fmt e2e clean
+.PHONY: up down logs test bench fuzz lint fmt e2e clean
 
 up:          ## build (release) and start the whole stack, print URLs and tokens
 	@scripts/up.sh
@@ -17,6 +17,9 @@ test:        ## every test, against real Redis and PostgreSQL
 
 bench:       ## throughput and latency; results in bench/results/
 	@scripts/bench.sh
+
+fuzz:        ## the abuse suite: schemathesis on every route, hand-made attacks, no 5xx
+	@scripts/fuzz.sh
 
 lint:        ## formatting, clippy, and the deployment files
 	cargo fmt --all -- --check

@@ -28,6 +28,11 @@ if [ "$#" -eq 0 ]; then
   scripts/scripts-test.sh
 fi
 
+# A short, seeded pass of the abuse suite (make fuzz runs the long one).
+if [ "${SKIP_FUZZ:-0}" != 1 ] && [ "$#" -eq 0 ]; then
+  FUZZ_EXAMPLES=25 FUZZ_SEED=1 FUZZ_SHORT=1 scripts/fuzz.sh
+fi
+
 # docker-compose.yml, the Kubernetes manifests and the served OpenAPI documents.
 if [ "$#" -eq 0 ]; then
   scripts/lint-deploy.sh

@@ -297,6 +297,55 @@ pub fn openapi_operations(
     ops
 }
 
+/// Every documented answer without a body schema (`METHOD path status`), 204 and 304
+/// aside: a client (or a fuzzer's conformance check) cannot rely on a body left undescribed.
+pub fn responses_without_schema(document: &serde_json::Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    let Some(paths) = document["paths"].as_object() else {
+        return vec!["no paths".into()];
+    };
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(responses) = item[method]["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                if status == "204" || status == "304" {
+                    continue;
+                }
+                let described = response["content"].as_object().is_some_and(|c| {
+                    !c.is_empty() && c.values().all(|m| m.get("schema").is_some())
+                });
+                if !described {
+                    missing.push(format!("{} {path} {status}", method.to_ascii_uppercase()));
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// Operations taking a body that do not document each of `statuses`.
+pub fn bodies_missing_statuses(document: &serde_json::Value, statuses: &[&str]) -> Vec<String> {
+    let mut missing = Vec::new();
+    if let Some(paths) = document["paths"].as_object() {
+        for (path, item) in paths {
+            for method in ["post", "put", "patch"] {
+                let op = &item[method];
+                if op.get("requestBody").is_none() {
+                    continue;
+                }
+                for status in statuses {
+                    if op["responses"].get(*status).is_none() {
+                        missing.push(format!("{} {path} {status}", method.to_ascii_uppercase()));
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
 /// `(METHOD, path)` pairs from a compact list.
 pub fn operations(list: &[(&str, &str)]) -> std::collections::BTreeSet<(String, String)> {
     list.iter()

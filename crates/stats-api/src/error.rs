@@ -17,6 +17,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("body not received in time")]
     BodyTimeout,
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
     /// Well-formed, but not answerable (raw events a filter needs have expired).
     #[error("{0}")]
     Unprocessable(String),
@@ -34,6 +36,7 @@ impl ApiError {
             JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
                 Self::PayloadTooLarge { limit }
             }
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
             JsonPayloadError::Payload(e) if domain::body_deadline::is_timed_out(e) => {
                 Self::BodyTimeout
             }
@@ -75,6 +78,10 @@ impl ApiError {
                 Problem::message(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").details(vec![
                     format!("the request body must be at most {limit} bytes"),
                 ])
+            }
+            Self::UnsupportedMediaType => {
+                Problem::message(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+                    .details(vec!["Content-Type must be application/json".into()])
             }
             Self::BodyTimeout => Problem::message(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
                 .details(vec![

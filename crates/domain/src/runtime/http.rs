@@ -148,6 +148,7 @@ where
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
+    crate::runtime::openapi::complete(&mut api);
     let document = web::Data::new(api);
     app.app_data(document)
         .route("/openapi.json", web::get().to(openapi_json))
@@ -157,8 +158,16 @@ async fn openapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse 
     HttpResponse::Ok().json(api.get_ref())
 }
 
+/// `/healthz` and `/readyz`: `ok`, `ready` or `unavailable`, and why when unavailable.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Health {
+    status: String,
+    reason: Option<String>,
+}
+
 /// Liveness: the process answers.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "The process is alive")))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "The process is alive", body = Health)))]
 #[get("/healthz")]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
@@ -168,8 +177,8 @@ async fn healthz() -> HttpResponse {
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, description = "Redis (and PostgreSQL where used) answer"),
-        (status = 503, description = "A dependency is unreachable or shutdown has begun; `reason` says which"),
+        (status = 200, description = "Redis (and PostgreSQL where used) answer", body = Health),
+        (status = 503, description = "A dependency is unreachable or shutdown has begun; `reason` says which", body = Health),
     )
 )]
 #[get("/readyz")]
@@ -186,7 +195,7 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics in the Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics in the Prometheus text format", body = String, content_type = "text/plain")))]
 #[get("/metrics")]
 async fn render_metrics(ops: web::Data<Ops>) -> HttpResponse {
     if let Some(refresh) = &ops.before_render {

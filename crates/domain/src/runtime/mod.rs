@@ -10,6 +10,8 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "actix")]
+pub mod openapi;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "actix")]

@@ -142,9 +142,25 @@ pub struct CompatVote {
     pub pollId: String,
     pub optionId: String,
     pub userId: String,
-    /// Accepted and ignored: the server's clock orders votes.
-    pub timestamp: Option<i64>,
+    /// Milliseconds since the epoch (0 to 253402300799999), or an ISO 8601 date string.
+    /// Checked, not used: the server's clock orders votes.
+    #[schema(value_type = Option<Object>)]
+    pub timestamp: Option<serde_json::Value>,
     pub idempotencyKey: Option<String>,
+}
+
+/// `200` of `POST /v1/polls/{poll_id}/close`.
+#[derive(ToSchema)]
+pub struct PollClosed {
+    pub poll_id: String,
+    /// Always `true`.
+    pub closed: bool,
+}
+
+/// `202` of `POST /api/vote`: `{"status": "accepted"}`.
+#[derive(ToSchema)]
+pub struct CompatAccepted {
+    pub status: String,
 }
 
 /// An error: `{"error": code, "details"?: [...]}`.

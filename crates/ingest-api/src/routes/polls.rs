@@ -17,6 +17,10 @@ use serde_json::json;
 /// Longest poll id accepted in a path (ids we create are 36 characters).
 const MAX_POLL_ID_CHARS: usize = 100;
 
+/// Largest poll definition read: a question and twenty labels of at most a few hundred
+/// characters each fit many times over.
+const POLL_BODY_LIMIT_BYTES: usize = 64 * 1024;
+
 fn queue_unavailable(e: domain::redis_client::RedisError) -> ApiError {
     ApiError::QueueUnavailable(anyhow::Error::new(e).context("poll script"))
 }
@@ -28,8 +32,10 @@ fn queue_unavailable(e: domain::redis_client::RedisError) -> ApiError {
     request_body(content = super::docs::NewPoll, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = super::docs::PollCreated),
+        (status = 413, description = "Body over 64 KiB"),
         (status = 400, description = "Invalid body; every problem listed", body = super::docs::PollError),
         (status = 401, description = "Missing or wrong admin token"),
+        (status = 429, description = "Per-client rate exceeded (Retry-After)"),
         (status = 503, description = "Redis unavailable"),
     )
 )]
@@ -43,7 +49,7 @@ pub async fn post_poll(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     client_rate_limit(&req, &state)?;
-    let body = read_json_body(&req, payload, state.settings.body_limit_bytes).await?;
+    let body = read_json_body(&req, payload, POLL_BODY_LIMIT_BYTES).await?;
     let now = Utc::now();
     let new_poll = poll::parse_new_poll(&body, now).map_err(ApiError::invalid_body)?;
     if new_poll.settings.voters == Voters::Signed && state.settings.voter_token_secret.is_empty() {
@@ -81,8 +87,9 @@ pub async fn post_poll(
     security(("admin_token" = [])),
     params(("poll_id" = String, Path, description = "The poll")),
     responses(
-        (status = 200, description = "Closed (also when it already was)"),
+        (status = 200, description = "Closed (also when it already was)", body = super::docs::PollClosed),
         (status = 401, description = "Missing or wrong admin token"),
+        (status = 429, description = "Per-client rate exceeded (Retry-After)"),
         (status = 404, description = "Unknown poll", body = super::docs::PollError),
         (status = 503, description = "Poll state being restored, or Redis unavailable (Retry-After)"),
     )
@@ -245,12 +252,13 @@ fn ballot_error(e: BallotError) -> ApiError {
     tag = "compatibility",
     request_body(content = super::docs::CompatVote, content_type = "application/json"),
     responses(
-        (status = 202, description = "`{\"status\": \"accepted\"}`"),
-        (status = 409, description = "`{\"error\": \"Duplicate vote\"}`"),
+        (status = 202, description = "`{\"status\": \"accepted\"}`", body = super::docs::CompatAccepted),
+        (status = 409, description = "`{\"error\": \"Duplicate vote\"}`", body = super::docs::PollError),
         (status = 400, description = "Invalid body", body = super::docs::PollError),
         (status = 404, description = "Unknown poll"),
         (status = 410, description = "The poll is closed"),
         (status = 422, description = "Unknown option"),
+        (status = 429, description = "Per-client or per-poll rate exceeded (Retry-After)"),
         (status = 503, description = "Poll state being restored, or Redis unavailable"),
     )
 )]

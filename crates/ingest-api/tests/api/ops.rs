@@ -82,3 +82,17 @@ async fn the_openapi_document_lists_every_route() {
     );
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
 }
+
+#[tokio::test]
+async fn every_documented_answer_has_a_schema_and_writes_list_their_refusals() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    assert_eq!(
+        domain::testing::responses_without_schema(&doc),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        domain::testing::bodies_missing_statuses(&doc, &["400", "408", "413", "415", "429"]),
+        Vec::<String>::new()
+    );
+}

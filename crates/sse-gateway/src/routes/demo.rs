@@ -7,7 +7,7 @@ const INDEX: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const STYLE: &str = include_str!("../../static/style.css");
 
-#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page", content_type = "text/html")))]
+#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page", body = String, content_type = "text/html")))]
 #[get("/")]
 pub async fn index() -> HttpResponse {
     HttpResponse::Ok()
@@ -15,7 +15,7 @@ pub async fn index() -> HttpResponse {
         .body(INDEX)
 }
 
-#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page's script", content_type = "text/javascript")))]
+#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page's script", body = String, content_type = "text/javascript")))]
 #[get("/app.js")]
 pub async fn app_js() -> HttpResponse {
     HttpResponse::Ok()
@@ -23,7 +23,7 @@ pub async fn app_js() -> HttpResponse {
         .body(APP_JS)
 }
 
-#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page's style sheet", content_type = "text/css")))]
+#[utoipa::path(tag = "demo", responses((status = 200, description = "The demo page's style sheet", body = String, content_type = "text/css")))]
 #[get("/style.css")]
 pub async fn style() -> HttpResponse {
     HttpResponse::Ok()
@@ -32,7 +32,7 @@ pub async fn style() -> HttpResponse {
 }
 
 /// Where the page sends votes and reads results (empty: its own origin).
-#[utoipa::path(tag = "demo", responses((status = 200, description = "`{ingest_url, stats_url}`")))]
+#[utoipa::path(tag = "demo", responses((status = 200, description = "`{ingest_url, stats_url}`", body = super::docs::DemoConfig)))]
 #[get("/config.json")]
 pub async fn config(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({

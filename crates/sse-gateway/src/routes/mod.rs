@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource, and the event stream they share.
 
 pub mod demo;
+pub mod docs;
 pub mod polls;
 pub mod sites;
 pub mod stream;

@@ -104,7 +104,7 @@ pub struct StreamQuery {
         StreamQuery,
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `snapshot` then `tally` events; `id` is the poll's position, `seq`, or `epoch.seq` once the poll was restored after Redis lost it (a new epoch comes as a snapshot); keep-alive comments. While the poll's settings hide its counts, events carry the total only and `hidden: true`", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: `snapshot` then `tally` events; `id` is the poll's position, `seq`, or `epoch.seq` once the poll was restored after Redis lost it (a new epoch comes as a snapshot); keep-alive comments. While the poll's settings hide its counts, events carry the total only and `hidden: true`", body = String, content_type = "text/event-stream"),
         (status = 404, description = "Unknown poll"),
         (status = 429, description = "Too many streams from this client"),
         (status = 503, description = "Gateway full, poll being restored, or Redis unavailable"),
@@ -149,9 +149,11 @@ pub struct UpdatesQuery {
     tag = "streams",
     params(("poll_id" = String, Path, description = "The poll"), UpdatesQuery),
     responses(
-        (status = 200, description = "`{seq, tally, total, closed, changed}`; `tally` empty and `hidden: true` while the poll's settings hide its counts"),
+        (status = 200, description = "`{seq, tally, total, closed, changed}`; `tally` empty and `hidden: true` while the poll's settings hide its counts", body = super::docs::PollUpdate),
         (status = 400, description = "since_seq or wait is not a number"),
         (status = 404, description = "Unknown poll"),
+        (status = 429, description = "Too many streams and long polls from this client"),
+        (status = 503, description = "Gateway full, poll being restored, or Redis unavailable"),
     )
 )]
 #[get("/v1/polls/{poll_id}/updates")]

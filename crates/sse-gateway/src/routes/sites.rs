@@ -83,7 +83,7 @@ pub struct StreamQuery {
     tag = "streams",
     params(("site_id" = String, Path, description = "The site"), StreamQuery),
     responses(
-        (status = 200, description = "`text/event-stream`: `snapshot` then `activity` events `{visitors_last_5m, events_per_second, events_last_5m, top_paths}`", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: `snapshot` then `activity` events `{visitors_last_5m, events_per_second, events_last_5m, top_paths}`", body = String, content_type = "text/event-stream"),
         (status = 401, description = "A private site and no token (`token_required`)"),
         (status = 403, description = "The token is malformed, expired or for another stream (`token_refused`)"),
         (status = 429, description = "Too many streams from this client"),

@@ -104,7 +104,7 @@ fn parse_composite_id(id: &str) -> HashMap<Channel, Position> {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume every topic: `topic=position;...` as the last event's id"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: each topic's events (`snapshot`, `tally`, `activity`, `presence`), data `{\"topic\", \"data\"}`, id carrying every topic's position", content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: each topic's events (`snapshot`, `tally`, `activity`, `presence`), data `{\"topic\", \"data\"}`, id carrying every topic's position", body = String, content_type = "text/event-stream"),
         (status = 400, description = "No topic, an unknown kind of topic, or more than MAX_TOPICS_PER_STREAM"),
         (status = 401, description = "A private site and no token (`token_required`)"),
         (status = 403, description = "A token that is malformed, expired or for another stream (`token_refused`)"),

@@ -19,7 +19,7 @@ static GZIPPED: LazyLock<Vec<u8>> = LazyLock::new(|| {
 /// custom events, without cookies.
 #[utoipa::path(
     tag = "tracker",
-    responses((status = 200, description = "The tracker script (gzip when accepted); cached for an hour", content_type = "text/javascript")),
+    responses((status = 200, description = "The tracker script (gzip when accepted); cached for an hour", body = String, content_type = "text/javascript")),
 )]
 #[get("/tally.js")]
 pub async fn tally_js(req: HttpRequest) -> HttpResponse {

@@ -70,3 +70,18 @@ async fn the_openapi_document_lists_every_route() {
         ])
     );
 }
+
+#[tokio::test]
+async fn every_documented_answer_has_a_schema() {
+    let gw = spawn_gateway(|_| {}).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", gw.address))
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        domain::testing::responses_without_schema(&doc),
+        Vec::<String>::new()
+    );
+}

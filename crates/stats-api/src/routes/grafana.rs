@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `GET /grafana`: the data source's "Save & test".
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "The data source is reachable")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "The data source is reachable", body = super::docs::Status), (status = 401, description = "STATS_TOKEN is set and the request lacks it")))]
 #[get("")]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -28,7 +28,7 @@ fn site_payload() -> Value {
 }
 
 /// `POST /grafana/metrics`: what can be charted, and the payload each takes.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Metrics that can be charted, with their payloads")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Metrics that can be charted, with their payloads", body = Vec<super::docs::GrafanaMetric>), (status = 401, description = "STATS_TOKEN is set and the request lacks it")))]
 #[post("/metrics")]
 pub async fn metrics() -> HttpResponse {
     let event_type = json!({"label": "Event type", "name": "event_type", "type": "input", "placeholder": "page_view"});
@@ -51,7 +51,7 @@ pub struct PayloadOptionsRequest {
 ///
 /// # Errors
 /// When PostgreSQL fails.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Choices of a select payload")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), request_body(content = PayloadOptionsRequest, content_type = "application/json"), responses((status = 200, description = "Choices of a select payload", body = Vec<super::docs::LabelValue>), (status = 400, description = "The body is not the JSON this route takes"), (status = 401, description = "STATS_TOKEN is set and the request lacks it"), (status = 503, description = "PostgreSQL unavailable (Retry-After)")))]
 #[post("/metric-payload-options")]
 pub async fn metric_payload_options(
     req: web::Json<PayloadOptionsRequest>,
@@ -126,7 +126,7 @@ fn interval_for(interval_ms: Option<i64>, from: DateTime<Utc>, to: DateTime<Utc>
 ///
 /// # Errors
 /// 400 for an unknown metric or missing payload; 503 when PostgreSQL is down.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Time series and tables of the requested targets")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), request_body(content = QueryRequest, content_type = "application/json"), responses((status = 200, description = "Time series and tables of the requested targets", body = Vec<super::docs::GrafanaResult>), (status = 400, description = "Not the JSON of a query, an unknown metric, a missing payload, or a range out of bounds"), (status = 401, description = "STATS_TOKEN is set and the request lacks it"), (status = 503, description = "PostgreSQL unavailable (Retry-After)")))]
 #[post("/query")]
 pub async fn query(
     req: web::Json<QueryRequest>,
@@ -261,7 +261,7 @@ pub struct VariableRequest {
 ///
 /// # Errors
 /// When PostgreSQL fails.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Values of the sites and polls variables")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), request_body(content = VariableRequest, content_type = "application/json"), responses((status = 200, description = "Values of the sites and polls variables", body = Vec<super::docs::VariableValue>), (status = 400, description = "The body is not the JSON this route takes"), (status = 401, description = "STATS_TOKEN is set and the request lacks it"), (status = 503, description = "PostgreSQL unavailable (Retry-After)")))]
 #[post("/variable")]
 pub async fn variable(
     req: web::Json<VariableRequest>,
@@ -287,7 +287,7 @@ pub async fn variable(
 }
 
 /// `POST /grafana/tag-keys`.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Ad hoc filter keys")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Ad hoc filter keys", body = Vec<super::docs::TagKey>), (status = 401, description = "STATS_TOKEN is set and the request lacks it")))]
 #[post("/tag-keys")]
 pub async fn tag_keys() -> HttpResponse {
     HttpResponse::Ok()
@@ -304,7 +304,7 @@ pub struct TagValuesRequest {
 ///
 /// # Errors
 /// When PostgreSQL fails.
-#[utoipa::path(tag = "grafana", security(("stats_token" = [])), responses((status = 200, description = "Values of an ad hoc filter key")))]
+#[utoipa::path(tag = "grafana", security(("stats_token" = [])), request_body(content = TagValuesRequest, content_type = "application/json"), responses((status = 200, description = "Values of an ad hoc filter key", body = Vec<super::docs::TagValue>), (status = 400, description = "The body is not the JSON this route takes"), (status = 401, description = "STATS_TOKEN is set and the request lacks it"), (status = 503, description = "PostgreSQL unavailable (Retry-After)")))]
 #[post("/tag-values")]
 pub async fn tag_values(
     req: web::Json<TagValuesRequest>,

@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource, and the token check they share.
 
+pub mod docs;
 pub mod grafana;
 pub mod polls;
 pub mod stats;

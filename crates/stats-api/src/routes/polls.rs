@@ -11,9 +11,10 @@ use actix_web::{HttpResponse, get, web};
     security(("stats_token" = [])),
     params(("poll_id" = String, Path, description = "The poll")),
     responses(
-        (status = 200, description = "`{poll_id, question, options: [{id, label, votes}], total, closed, closes_at, settings}`; while the poll's `results` setting hides counts (`after_vote` until closed, `after_close` until closed) the options carry no `votes` and the answer says `hidden: true`. `total` counts voters; `watchers` is how many browsers watch the poll's stream right now, over every gateway"),
+        (status = 200, body = super::docs::PollResults, description = "`{poll_id, question, options: [{id, label, votes}], total, closed, closes_at, settings}`; while the poll's `results` setting hides counts (`after_vote` until closed, `after_close` until closed) the options carry no `votes` and the answer says `hidden: true`. `total` counts voters; `watchers` is how many browsers watch the poll's stream right now, over every gateway"),
         (status = 404, description = "Unknown poll (or not persisted yet)"),
         (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
+        (status = 503, description = "PostgreSQL unavailable (Retry-After)"),
     )
 )]
 #[get("/polls/{poll_id}")]

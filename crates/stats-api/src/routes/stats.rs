@@ -275,7 +275,7 @@ async fn answer(
     security(("stats_token" = [])),
     params(StatsQuery),
     responses(
-        (status = 200, description = "`{site_id, date, timezone, total_views, unique_users, top_paths: [{path, views}], watchers}` (`watchers`: browsers on the site's live stream now, over every gateway), plus `unique_users_estimated: true` when a multi-day range has more visitor-days than `EXACT_DISTINCT_MAX_ROWS` and the count is a HyperLogLog estimate"),
+        (status = 200, body = super::docs::SiteStats, description = "`{site_id, date, timezone, total_views, unique_users, top_paths: [{path, views}], watchers}` (`watchers`: browsers on the site's live stream now, over every gateway), plus `unique_users_estimated: true` when a multi-day range has more visitor-days than `EXACT_DISTINCT_MAX_ROWS` and the count is a HyperLogLog estimate"),
         (status = 400, description = "Missing site_id, invalid parameters, or filters over more than FILTER_MAX_EVENTS events"),
         (status = 401, description = "STATS_TOKEN is set, the site is not public, and the request lacks the token"),
         (status = 422, description = "Filters over a range whose raw events have expired (EVENTS_RETENTION_DAYS)"),
@@ -328,9 +328,10 @@ pub async fn get_stats(
         ("date" = Option<String>, Query, description = "YYYY-MM-DD; all time when absent"),
     ),
     responses(
-        (status = 200, description = "`{site_id, date, total_views, unique_users, top_paths}`"),
+        (status = 200, description = "`{site_id, date, total_views, unique_users, top_paths}`", body = super::docs::CompatStats),
         (status = 400, description = "`site_id query parameter is required` or `Invalid date format. Use YYYY-MM-DD`"),
         (status = 401, description = "STATS_TOKEN is set and the request lacks it"),
+        (status = 503, description = "PostgreSQL unavailable (Retry-After)"),
     )
 )]
 #[get("/stats")]

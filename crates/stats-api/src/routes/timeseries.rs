@@ -275,7 +275,7 @@ pub async fn filled_series(
     security(("stats_token" = [])),
     params(("site_id" = String, Path, description = "The site"), SeriesQuery),
     responses(
-        (status = 200, description = "`[{\"t\": RFC 3339, \"value\": n}]`; days are the site's local days, each `t` its first hour"),
+        (status = 200, description = "`[{\"t\": RFC 3339, \"value\": n}]`; days are the site's local days, each `t` its first hour", body = Vec<super::docs::Point>),
         (status = 400, description = "Invalid metric, interval or range, more than 10000 buckets, or filters over more than FILTER_MAX_EVENTS events"),
         (status = 401, description = "STATS_TOKEN is set, the site is not public, and the request lacks the token"),
         (status = 422, description = "Filters over a range whose raw events have expired"),

@@ -35,3 +35,17 @@ async fn the_openapi_document_lists_every_route() {
         "{params:?}"
     );
 }
+
+#[tokio::test]
+async fn every_documented_answer_has_a_schema_and_bodies_list_their_refusals() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    assert_eq!(
+        domain::testing::responses_without_schema(&doc),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        domain::testing::bodies_missing_statuses(&doc, &["400", "401", "408", "413", "415"]),
+        Vec::<String>::new()
+    );
+}

@@ -1,0 +1,157 @@
+//! Shapes of response bodies, for the OpenAPI document only (the handlers build their JSON
+//! with `json!`, adding fields only when they apply).
+
+#![allow(dead_code)]
+
+use utoipa::ToSchema;
+
+/// A path and its views.
+#[derive(ToSchema)]
+pub struct PathViews {
+    pub path: String,
+    pub views: i64,
+}
+
+/// `200` of `GET /v1/stats`.
+#[derive(ToSchema)]
+pub struct SiteStats {
+    pub site_id: String,
+    /// The day (`YYYY-MM-DD`), `all-time`, or `FROM/TO` for a range (`..` for an open end).
+    pub date: String,
+    pub total_views: i64,
+    pub unique_users: i64,
+    /// Present (true) when `unique_users` is a HyperLogLog estimate.
+    pub unique_users_estimated: Option<bool>,
+    pub top_paths: Vec<PathViews>,
+    /// The range's first and last local day, when `from`/`to` were given.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// When not `page_view`.
+    pub event_type: Option<String>,
+    /// The site's time zone, when not UTC.
+    pub timezone: Option<String>,
+    /// The filters applied, when any.
+    pub filters: Option<String>,
+    /// Browsers on the site's live stream now, over every gateway; null when Redis cannot say.
+    pub watchers: Option<u64>,
+}
+
+/// `200` of `GET /api/stats` (the analytics design's shape).
+#[derive(ToSchema)]
+pub struct CompatStats {
+    pub site_id: String,
+    pub date: String,
+    pub total_views: i64,
+    pub unique_users: i64,
+    pub unique_users_estimated: Option<bool>,
+    pub top_paths: Vec<PathViews>,
+}
+
+/// One point of a time series.
+#[derive(ToSchema)]
+pub struct Point {
+    /// The bucket's start, RFC 3339.
+    pub t: String,
+    pub value: i64,
+}
+
+/// An option of a persisted poll.
+#[derive(ToSchema)]
+pub struct OptionVotes {
+    pub id: String,
+    pub label: String,
+    /// Absent while the poll's settings hide counts.
+    pub votes: Option<i64>,
+}
+
+/// A poll's settings.
+#[derive(ToSchema)]
+pub struct PollSettings {
+    pub min_choices: u8,
+    pub max_choices: u8,
+    /// `always`, `after_vote` or `after_close`.
+    pub results: String,
+    pub allow_change: bool,
+    /// `open` or `signed`.
+    pub voters: String,
+}
+
+/// `200` of `GET /v1/polls/{poll_id}`.
+#[derive(ToSchema)]
+pub struct PollResults {
+    pub poll_id: String,
+    pub question: String,
+    pub options: Vec<OptionVotes>,
+    /// Voters (one vote each).
+    pub total: i64,
+    pub closed: bool,
+    pub closes_at: Option<String>,
+    pub settings: PollSettings,
+    /// Present (true) while the settings hide per-option counts.
+    pub hidden: Option<bool>,
+    /// Browsers watching the poll's streams now; null when Redis cannot say.
+    pub watchers: Option<u64>,
+}
+
+/// `{"status": "ok"}`.
+#[derive(ToSchema)]
+pub struct Status {
+    pub status: String,
+}
+
+/// A chartable metric of the Grafana data source, with the payloads it takes.
+#[derive(ToSchema)]
+pub struct GrafanaMetric {
+    pub label: String,
+    pub value: String,
+    #[schema(value_type = Vec<Object>)]
+    pub payloads: Vec<serde_json::Value>,
+}
+
+/// A choice of a select payload.
+#[derive(ToSchema)]
+pub struct LabelValue {
+    pub label: String,
+    pub value: String,
+}
+
+/// A time series (`{target, refId, datapoints: [[value, ms]]}`) or a table
+/// (`{type: "table", refId, columns, rows}`).
+#[derive(ToSchema)]
+pub struct GrafanaResult {
+    pub target: Option<String>,
+    #[schema(rename = "refId")]
+    pub ref_id: Option<String>,
+    /// Time series: `[value, epoch milliseconds]` pairs.
+    #[schema(value_type = Option<Vec<Vec<f64>>>)]
+    pub datapoints: Option<serde_json::Value>,
+    /// Tables: `table`.
+    #[schema(rename = "type")]
+    pub kind: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub columns: Option<serde_json::Value>,
+    /// Rows of cells (strings and numbers).
+    #[schema(value_type = Option<Vec<Vec<serde_json::Value>>>)]
+    pub rows: Option<serde_json::Value>,
+}
+
+/// A value of a dashboard variable.
+#[derive(ToSchema)]
+pub struct VariableValue {
+    pub __text: String,
+    pub __value: String,
+}
+
+/// An ad hoc filter key.
+#[derive(ToSchema)]
+pub struct TagKey {
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
+/// An ad hoc filter value.
+#[derive(ToSchema)]
+pub struct TagValue {
+    pub text: String,
+}
