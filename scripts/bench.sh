@@ -52,6 +52,21 @@ wait_port() {
   die "port $1 did not come up"
 }
 
+# CPU seconds used so far by processes (user + system), and Redis's own count: what a
+# request costs per core, independent of the client sharing this machine's two cores.
+cpu_s() { python3 -c '
+import os, sys
+tick = os.sysconf("SC_CLK_TCK"); total = 0
+for pid in sys.argv[1:]:
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(f[11]) + int(f[12])) / tick
+    except OSError:
+        pass
+print(total)' "$@"; }
+redis_cpu_s() { redis-cli -h "$RHOST" -p "$RPORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s}'; }
+requests_of() { jq '[.statusCodeDistribution[]] | add' "$1"; }
+
 # ---------------------------------------------------------------- 1. ingest vs LPUSH
 say "ceiling: redis-benchmark LPUSH, $CONNS connections, no pipelining"
 LPUSH_RPS=$(redis-benchmark -h "$RHOST" -p "$RPORT" -c "$CONNS" -n 400000 -t lpush --csv -d 200 \
@@ -65,12 +80,22 @@ REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18080 RUST_LOG=warn ADMIN_TOKEN=b
   VOTE_RATE_LIMIT_PER_IP_PER_S=0 VOTE_RATE_LIMIT_PER_POLL_PER_S=0 \
   "$BIN/ingest-api" > "$WORK/ingest.log" 2>&1 &
 pids+=($!)
-wait_port 18080 "$!"
+INGEST_PID=$!
+wait_port 18080 "$INGEST_PID"
 EVENT='{"site_id":"bench.example","event_type":"page_view","path":"/pricing","user_id":"visitor-1","timestamp":"2025-11-14T10:00:00Z"}'
 oha_run() { oha --no-tui --output-format json -m POST -T application/json -d "$EVENT" "$@" http://127.0.0.1:18080/v1/events; }
 oha_run -c "$CONNS" -z 2s > /dev/null  # warm-up
+C0=$(cpu_s "$INGEST_PID"); R0=$(redis_cpu_s)
 oha_run -c "$CONNS" -z "$DURATION" > "$WORK/ingest-sat.json"
+C1=$(cpu_s "$INGEST_PID"); R1=$(redis_cpu_s)
+N=$(requests_of "$WORK/ingest-sat.json")
+INGEST_PER_CORE=$(awk "BEGIN{print $N / ($C1 - $C0)}"); REDIS_PER_CORE=$(awk "BEGIN{print $N / ($R1 - $R0)}")
 SAT_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-sat.json")
+# The framework's floor on this machine: the same server answering GET /healthz, in the
+# same run, with the same client and connections.
+say "ingest-api: GET /healthz at saturation (the HTTP floor of the same server)"
+oha --no-tui --output-format json -c "$CONNS" -z "$DURATION" http://127.0.0.1:18080/healthz > "$WORK/ingest-healthz.json"
+HEALTHZ_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-healthz.json")
 HALF=$(jq -n "$SAT_RPS / 2 | floor")
 say "ingest-api at half saturation ($HALF req/s)"
 oha_run -c "$CONNS" -q "$HALF" -z "$DURATION" --latency-correction > "$WORK/ingest-half.json"
@@ -100,7 +125,12 @@ new_poll() {
 # oha picks body lines at random, so a few percent of requests repeat a user (409).
 vote_run() { oha --no-tui --output-format json -m POST -T application/json -Z "$WORK/votes.lines" "$@"; }
 say "votes: POST /v1/polls/{id}/votes at saturation, distinct users, $CONNS connections, $DURATION"
-vote_run -c "$CONNS" -z "$DURATION" "http://127.0.0.1:18080/v1/polls/$(new_poll)/votes" > "$WORK/votes-sat.json"
+VOTE_POLL=$(new_poll)
+C0=$(cpu_s "$INGEST_PID"); R0=$(redis_cpu_s)
+vote_run -c "$CONNS" -z "$DURATION" "http://127.0.0.1:18080/v1/polls/$VOTE_POLL/votes" > "$WORK/votes-sat.json"
+C1=$(cpu_s "$INGEST_PID"); R1=$(redis_cpu_s)
+N=$(requests_of "$WORK/votes-sat.json")
+VOTE_PER_CORE=$(awk "BEGIN{print $N / ($C1 - $C0)}"); VOTE_REDIS_PER_CORE=$(awk "BEGIN{print $N / ($R1 - $R0)}")
 VOTE_SAT=$(jq '.summary.requestsPerSec' "$WORK/votes-sat.json")
 VOTE_HALF=$(jq -n "$VOTE_SAT / 2 | floor")
 say "votes at half saturation ($VOTE_HALF req/s)"
@@ -156,20 +186,24 @@ drain() {
   REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19091 RUST_LOG=warn RUN_MIGRATIONS=false WORKER_CONCURRENCY="$lanes" \
     DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" > "$WORK/worker.log" 2>&1 &
   local wpid=$!
+  local pg0; pg0=$(cpu_s $(pgrep -x postgres))
   while :; do
     left=$(redis-cli -h "$RHOST" -p "$RPORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$QUEUE" "$PREFIX:{events}:processing:*")
     [ "$left" = 0 ] && break
     sleep 0.05
   done
   t1=$(date +%s.%N); drain_s=$(awk "BEGIN{print $t1 - $t0}")
+  # PostgreSQL's share: every postgres process now, less what they had used before (the
+  # worker's backends started after, and count whole).
+  local worker_cpu pg_cpu; worker_cpu=$(cpu_s "$wpid"); pg_cpu=$(awk "BEGIN{print $(cpu_s $(pgrep -x postgres)) - $pg0}")
   kill "$wpid"; wait "$wpid" 2>/dev/null || true
   local stored rollup
   stored=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events")
   rollup=$(psql "$DATABASE_URL" -tAc "SELECT sum(events) FROM rollup_hourly")
   [ "$stored" = "$DRAIN_EVENTS" ] && [ "$rollup" = "$DRAIN_EVENTS" ] || die "stored $stored, rollups $rollup, expected $DRAIN_EVENTS"
-  echo "$copy_s $drain_s"
+  echo "$copy_s $drain_s $worker_cpu $pg_cpu"
 }
-read -r LIVE_COPY_S LIVE_S < <(drain live 2)
+read -r LIVE_COPY_S LIVE_S LIVE_WORKER_CPU LIVE_PG_CPU < <(drain live 2)
 read -r _ LIVE1_S < <(drain live 1)
 read -r UNI_COPY_S UNI_S < <(drain uniform 2)
 
@@ -178,6 +212,10 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 jq -n \
   --arg when "$STAMP" --argjson conns "$CONNS" --arg duration "$DURATION" \
   --argjson lpush "$LPUSH_RPS" --argjson sat "$SAT_RPS" --argjson non202 "$NON202" \
+  --argjson healthz "$HEALTHZ_RPS" \
+  --argjson ingest_per_core "$INGEST_PER_CORE" --argjson redis_per_core "$REDIS_PER_CORE" \
+  --argjson vote_per_core "$VOTE_PER_CORE" --argjson vote_redis_per_core "$VOTE_REDIS_PER_CORE" \
+  --argjson live_worker_cpu "$LIVE_WORKER_CPU" --argjson live_pg_cpu "$LIVE_PG_CPU" \
   --argjson tracker "$TRACKER_RPS" --argjson tracker_non202 "$TRACKER_NON202" \
   --argjson tracker_p99 "$(ms '.latencyPercentiles.p99' "$WORK/ingest-tracker.json")" \
   --argjson sat_p50 "$(ms '.latencyPercentiles.p50' "$WORK/ingest-sat.json")" \
@@ -203,17 +241,23 @@ jq -n \
              half_saturation: {requests_per_s: $half_rps, p50_ms: $half_p50, p99_ms: $half_p99},
              redis_lpush_ceiling_requests_per_s: $lpush,
              ratio_to_lpush_ceiling: ($sat / $lpush),
+             healthz_floor_requests_per_s: $healthz,
+             ratio_to_healthz: ($sat / $healthz),
+             per_core: {ingest_api_requests_per_cpu_s: $ingest_per_core, redis_requests_per_cpu_s: $redis_per_core},
              tracker_shaped: {requests_per_s: $tracker, p99_ms: $tracker_p99, non_202: $tracker_non202,
                               ratio_to_plain_events: ($tracker / $sat)}},
     votes: {connections: $conns,
              saturation: {requests_per_s: $vote_sat, accepted_share: $vote_ok, p50_ms: $vote_sat_p50, p99_ms: $vote_sat_p99},
              half_saturation: {requests_per_s: $vote_half_rps, p50_ms: $vote_half_p50, p99_ms: $vote_half_p99},
              redis_evalsha_trivial_ceiling_requests_per_s: $eval,
-             ratio_to_evalsha_ceiling: ($vote_sat / $eval)},
+             ratio_to_evalsha_ceiling: ($vote_sat / $eval),
+             ratio_to_healthz: ($vote_sat / $healthz),
+             per_core: {ingest_api_votes_per_cpu_s: $vote_per_core, redis_votes_per_cpu_s: $vote_redis_per_core}},
     streams: {streams_1000: ($sse1k[0] + {coalesce_ms: 100}), streams_10000: ($sse10k[0] + {coalesce_ms: 100}),
               streams_10000_coalesce_10ms: ($sse10kc10[0] + {coalesce_ms: 10})},
     drain: {events: $events,
-            live: {lanes_2: {seconds: $live_s, events_per_s: ($events / $live_s), ratio_to_copy_ceiling: ($live_copy_s / $live_s)},
+            live: {lanes_2: {seconds: $live_s, events_per_s: ($events / $live_s), ratio_to_copy_ceiling: ($live_copy_s / $live_s),
+                             per_core: {batch_worker_events_per_cpu_s: ($events / $live_worker_cpu), postgres_events_per_cpu_s: ($events / $live_pg_cpu)}},
                    lanes_1: {seconds: $live1_s, events_per_s: ($events / $live1_s), ratio_to_copy_ceiling: ($live_copy_s / $live1_s)},
                    copy_ceiling_seconds: $live_copy_s, copy_ceiling_rows_per_s: ($events / $live_copy_s)},
             uniform: {lanes_2: {seconds: $uni_s, events_per_s: ($events / $uni_s), ratio_to_copy_ceiling: ($uni_copy_s / $uni_s)},
@@ -227,6 +271,9 @@ jq -r '
   "| saturation | \(.ingest.saturation.requests_per_s | floor) req/s (p50 \(.ingest.saturation.p50_ms) ms, p99 \(.ingest.saturation.p99_ms) ms, non-202: \(.ingest.saturation.non_202)) |",
   "| redis-benchmark LPUSH, same connections | \(.ingest.redis_lpush_ceiling_requests_per_s | floor) req/s |",
   "| ingest / LPUSH ceiling | \(.ingest.ratio_to_lpush_ceiling * 100 | round) % |",
+  "| GET /healthz of the same server (the HTTP floor) | \(.ingest.healthz_floor_requests_per_s | floor) req/s |",
+  "| POST /v1/events / GET /healthz | \(.ingest.ratio_to_healthz * 100 | round) % |",
+  "| per core (CPU time of the process itself) | ingest-api \(.ingest.per_core.ingest_api_requests_per_cpu_s | floor) events per CPU-second, Redis \(.ingest.per_core.redis_requests_per_cpu_s | floor) |",
   "| at half saturation (\(.ingest.half_saturation.requests_per_s | floor) req/s) | p50 \(.ingest.half_saturation.p50_ms) ms, p99 \(.ingest.half_saturation.p99_ms) ms |",
   "| tracker-shaped (text/plain, url, referrer, UA parse, bot check, visitor hash) | \(.ingest.tracker_shaped.requests_per_s | floor) req/s (p99 \(.ingest.tracker_shaped.p99_ms) ms, non-202: \(.ingest.tracker_shaped.non_202)) |",
   "| tracker-shaped / plain events | \(.ingest.tracker_shaped.ratio_to_plain_events * 100 | round) % |",
@@ -235,6 +282,8 @@ jq -r '
   "| saturation | \(.votes.saturation.requests_per_s | floor) req/s, \(.votes.saturation.accepted_share * 100 | round) % accepted (p50 \(.votes.saturation.p50_ms) ms, p99 \(.votes.saturation.p99_ms) ms) |",
   "| redis-benchmark EVALSHA of `return 1`, same connections | \(.votes.redis_evalsha_trivial_ceiling_requests_per_s | floor) req/s |",
   "| votes / EVALSHA ceiling | \(.votes.ratio_to_evalsha_ceiling * 100 | round) % |",
+  "| votes / GET /healthz of the same server | \(.votes.ratio_to_healthz * 100 | round) % |",
+  "| per core (CPU time of the process itself) | ingest-api \(.votes.per_core.ingest_api_votes_per_cpu_s | floor) votes per CPU-second, Redis \(.votes.per_core.redis_votes_per_cpu_s | floor) |",
   "| at half saturation (\(.votes.half_saturation.requests_per_s | floor) req/s) | p50 \(.votes.half_saturation.p50_ms) ms, p99 \(.votes.half_saturation.p99_ms) ms |",
   "\n## Live streams: vote-to-browser latency at 1,000 votes/s (one poll)\n",
   "| streams | coalescing | vote to browser | ended on the final state | gateway memory per stream | bare Redis PUBLISH to a subscriber |", "| --- | --- | --- | --- | --- | --- |",
@@ -245,6 +294,7 @@ jq -r '
   "| data | batch-worker | plain COPY of the same rows | worker / COPY |", "| --- | --- | --- | --- |",
   "| live, 2 lanes (default) | \(.drain.live.lanes_2.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "| live, 1 lane | \(.drain.live.lanes_1.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_1.ratio_to_copy_ceiling * 100 | round) % |",
-  "| uniform, 2 lanes | \(.drain.uniform.lanes_2.events_per_s | floor) events/s | \(.drain.uniform.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.uniform.lanes_2.ratio_to_copy_ceiling * 100 | round) % |"
+  "| uniform, 2 lanes | \(.drain.uniform.lanes_2.events_per_s | floor) events/s | \(.drain.uniform.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.uniform.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
+  "\nPer core, live data with 2 lanes (CPU time of each process): batch-worker \(.drain.live.lanes_2.per_core.batch_worker_events_per_cpu_s | floor) events per CPU-second, PostgreSQL \(.drain.live.lanes_2.per_core.postgres_events_per_cpu_s | floor) events per CPU-second (its writes, rollups included)."
 ' "$OUT/latest.json" > "$OUT/latest.md"
 cat "$OUT/latest.md"
