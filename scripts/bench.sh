@@ -182,12 +182,14 @@ drain() {
   local qlen; qlen=$(redis-cli -h "$RHOST" -p "$RPORT" llen "$QUEUE")
   [ "$qlen" = "$DRAIN_EVENTS" ] || die "queued $qlen, expected $DRAIN_EVENTS"
   say "  one batch-worker process draining them, rollups included"
+  port_free 19091
   t0=$(date +%s.%N)
   REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19091 RUST_LOG=warn RUN_MIGRATIONS=false WORKER_CONCURRENCY="$lanes" \
     DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" > "$WORK/worker.log" 2>&1 &
   local wpid=$!
   local pg0; pg0=$(cpu_s $(pgrep -x postgres))
   while :; do
+    kill -0 "$wpid" 2>/dev/null || die "the batch-worker exited before the queue was drained (see $WORK/worker.log)"
     left=$(redis-cli -h "$RHOST" -p "$RPORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$QUEUE" "$PREFIX:{events}:processing:*")
     [ "$left" = 0 ] && break
     sleep 0.05
@@ -204,8 +206,8 @@ drain() {
   echo "$copy_s $drain_s $worker_cpu $pg_cpu"
 }
 read -r LIVE_COPY_S LIVE_S LIVE_WORKER_CPU LIVE_PG_CPU < <(drain live 2)
-read -r _ LIVE1_S < <(drain live 1)
-read -r UNI_COPY_S UNI_S < <(drain uniform 2)
+read -r _ LIVE1_S _ _ < <(drain live 1)
+read -r UNI_COPY_S UNI_S _ _ < <(drain uniform 2)
 
 # ---------------------------------------------------------------- results
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
