@@ -297,6 +297,38 @@ pub fn openapi_operations(
     ops
 }
 
+/// A slow client: connects to `address` (`http://host:port`), sends `head` (a request head
+/// promising a body), then one space of the body every `every` until the server answers
+/// or closes, for at most `bytes` bytes. Returns the answer's head (empty when none came).
+///
+/// # Panics
+/// When the server cannot be reached or the head cannot be sent.
+pub async fn trickle_body(address: &str, head: &str, bytes: usize, every: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    socket.write_all(head.as_bytes()).await.expect("head sent");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    for _ in 0..bytes {
+        tokio::select! {
+            read = socket.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") { break; }
+                }
+            },
+            () = tokio::time::sleep(every) => {
+                if socket.write_all(b" ").await.is_err() { break; }
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Every documented answer without a body schema (`METHOD path status`), 204 and 304
 /// aside: a client (or a fuzzer's conformance check) cannot rely on a body left undescribed.
 pub fn responses_without_schema(document: &serde_json::Value) -> Vec<String> {

@@ -2,36 +2,16 @@
 
 use crate::helpers::{event, spawn_app_with};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// Opens a connection, sends the head of a POST promising `len` bytes, then one byte of the
-/// body every `every` until the server answers or closes, for at most `bytes` bytes;
-/// returns the answer's status line (empty when there was none).
+/// A POST promising `len` bytes, trickled a byte every `every`, for at most `bytes` bytes;
+/// the answer's status line (empty when there was none).
 async fn trickle_body(address: &str, len: usize, bytes: usize, every: Duration) -> String {
     let addr = address.trim_start_matches("http://");
-    let mut socket = TcpStream::connect(addr).await.expect("connects");
     let head = format!(
         "POST /v1/events HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
     );
-    socket.write_all(head.as_bytes()).await.expect("head sent");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    for _ in 0..bytes {
-        tokio::select! {
-            read = socket.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    answer.extend_from_slice(&buf[..n]);
-                    if answer.windows(4).any(|w| w == b"\r\n\r\n") { break; }
-                }
-            },
-            () = tokio::time::sleep(every) => {
-                if socket.write_all(b" ").await.is_err() { break; }
-            }
-        }
-    }
-    String::from_utf8_lossy(&answer)
+    domain::testing::trickle_body(address, &head, bytes, every)
+        .await
         .lines()
         .next()
         .unwrap_or("")

@@ -2,7 +2,6 @@
 
 use crate::helpers::{spawn_app, spawn_app_with};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn a_nul_character_in_any_parameter_is_a_400_not_a_500() {
@@ -54,32 +53,13 @@ async fn a_grafana_body_over_its_limit_is_a_413() {
 #[tokio::test]
 async fn a_grafana_body_sent_a_byte_at_a_time_gets_408_at_the_read_deadline() {
     let app = spawn_app_with(|c| c.http.body_read_timeout_ms = 500).await;
-    let addr = app.address.trim_start_matches("http://").to_string();
-    let mut socket = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connects");
+    let addr = app.address.trim_start_matches("http://");
     let head = format!(
         "POST /grafana/query HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
     );
-    socket.write_all(head.as_bytes()).await.expect("head sent");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
     // One byte each 100 ms, for at most 30 s, until the server answers.
-    for _ in 0..300 {
-        tokio::select! {
-            read = socket.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    answer.extend_from_slice(&buf[..n]);
-                    if answer.windows(4).any(|w| w == b"\r\n\r\n") { break; }
-                }
-            },
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if socket.write_all(b" ").await.is_err() { break; }
-            }
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let answer =
+        domain::testing::trickle_body(&app.address, &head, 300, Duration::from_millis(100)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),
