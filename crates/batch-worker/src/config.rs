@@ -115,7 +115,7 @@ impl ServiceConfig for Config {
         }
         Ok(Self {
             http: vars.http("0.0.0.0:9091")?,
-            redis: vars.get()?,
+            redis: vars.redis()?,
             postgres: vars.get()?,
             worker,
         })

@@ -5,13 +5,13 @@
 
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use std::time::Duration;
 
 /// Every `interval`: restores whatever Redis lost.
 pub async fn run(
-    redis: ConnectionManager,
+    redis: RedisConn,
     pg: Pool,
     keys: Keys,
     worker_id: String,

@@ -11,7 +11,7 @@ use domain::deadpool_postgres::Pool;
 use domain::http::Ops;
 use domain::keys::{Keys, VOTE_SHARDS};
 use domain::queue::WorkerQueue;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::CancellationToken;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ pub struct Application {
     site_lane: Lane<SiteWork>,
     keys: Keys,
     worker_id: String,
-    redis: ConnectionManager,
+    redis: RedisConn,
     pg: Pool,
     config: Config,
     shutdown: CancellationToken,
@@ -38,7 +38,7 @@ impl Application {
     /// When a URL is unusable or the port cannot be bound.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
-        let redis = domain::redis::connection_manager(&config.redis)?;
+        let redis = domain::redis::connection(&config.redis)?;
         // Each lane blocks (BLMOVE, up to about a second) on a connection of its own;
         // claims and acknowledgements share the multiplexed one.
         let blocking = domain::redis::blocking_pool(
@@ -67,7 +67,10 @@ impl Application {
         };
         let mut event_lanes = Vec::new();
         for lane in 0..config.worker.worker_concurrency {
-            let sources = lane_sources(format!("{worker_id}.e{lane}"), vec![keys.events_queue()]);
+            let sources = lane_sources(
+                format!("{worker_id}.e{lane}"),
+                keys.events_queues(config.redis.event_queue_shards),
+            );
             event_lanes.push(Lane::new(
                 sources,
                 events.clone(),

@@ -24,6 +24,15 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The events queue shards the tests run with (`EVENT_QUEUE_SHARDS`, 1 by default; the
+/// cluster configuration of `make test` sets more).
+pub fn event_queue_shards() -> u16 {
+    std::env::var("EVENT_QUEUE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 /// A short random id.
 pub fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
@@ -41,6 +50,7 @@ impl TestRedis {
                 redis_url: redis_url(),
                 redis_key_prefix: format!("tally-test-{}", random_id()),
                 redis_timeout_ms: 2_000,
+                event_queue_shards: event_queue_shards(),
             },
         }
     }
@@ -49,16 +59,21 @@ impl TestRedis {
         crate::keys::Keys::new(self.config.redis_key_prefix.clone())
     }
 
-    /// A plain multiplexed connection for assertions.
+    /// A multiplexed connection for assertions (to the cluster when `REDIS_URL` names one).
     ///
     /// # Panics
     /// When Redis is unreachable (the test cannot run).
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.config.redis_url.as_str())
-            .expect("REDIS_URL parses")
-            .get_multiplexed_async_connection()
+    pub async fn conn(&self) -> crate::redis::RedisConn {
+        let mut conn = crate::redis::connection(&self.config).expect("REDIS_URL parses");
+        crate::redis::ping(&mut conn, Duration::from_secs(5))
             .await
-            .expect("Redis is reachable for tests (is it running? see make test)")
+            .expect("Redis is reachable for tests (is it running? see make test)");
+        conn
+    }
+
+    /// Every shard of the events queue of this test's configuration.
+    pub fn events_queues(&self) -> Vec<crate::keys::QueueKeys> {
+        self.keys().events_queues(self.config.event_queue_shards)
     }
 }
 

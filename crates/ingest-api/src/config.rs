@@ -125,7 +125,7 @@ impl ServiceConfig for Config {
         }
         Ok(Self {
             http: vars.http("0.0.0.0:8080")?,
-            redis: vars.get()?,
+            redis: vars.redis()?,
             ingest,
         })
     }

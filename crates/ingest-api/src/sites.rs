@@ -4,8 +4,8 @@
 //! Another ingest-api process sees a change within one refresh interval.
 
 use domain::keys::Keys;
+use domain::redis::RedisConn;
 use domain::redis_client::RedisResult;
-use domain::redis_client::aio::ConnectionManager;
 use domain::site_registry::{self, Site};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -62,7 +62,7 @@ impl SiteDirectory {
     ///
     /// # Errors
     /// When Redis is unreachable; the copy held so far stays in use.
-    pub async fn refresh(&self, redis: &mut ConnectionManager, keys: &Keys) -> RedisResult<()> {
+    pub async fn refresh(&self, redis: &mut RedisConn, keys: &Keys) -> RedisResult<()> {
         let (version, restored) = site_registry::version(redis, keys).await?;
         let held = self.current();
         if held.version == Some(version) && held.restored == restored {

@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, web};
 use domain::http::Ops;
 use domain::keys::{Keys, QueueKeys};
 use domain::net::TrustedProxies;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,13 +21,15 @@ use tokio::task::JoinHandle;
 /// has its own multiplexed connection, created lazily on that thread so its I/O driver runs
 /// beside the handlers: one shared connection made every request wake another thread
 /// twice, which cost more CPU than the request itself (measured with perf).
-pub struct WorkerRedis(pub ConnectionManager);
+pub struct WorkerRedis(pub RedisConn);
 
 /// Shared by every request.
 pub struct AppState {
     pub keys: Keys,
-    pub events_queue: QueueKeys,
-    pub redis: ConnectionManager,
+    /// The shards of the events queue; [`AppState::next_events_queue`] picks one per push.
+    pub events_queues: Vec<QueueKeys>,
+    pub next_events_queue: std::sync::atomic::AtomicUsize,
+    pub redis: RedisConn,
     pub settings: IngestSettings,
     pub ip_limiter: KeyedLimiter<IpAddr>,
     pub vote_ip_limiter: KeyedLimiter<IpAddr>,
@@ -56,7 +58,7 @@ impl Application {
     /// When the address cannot be bound or a URL or setting is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
-        let redis = domain::redis::connection_manager(&config.redis)?;
+        let redis = domain::redis::connection(&config.redis)?;
         let trusted_proxies =
             TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?;
         let countries = match &config.ingest.geoip_db {
@@ -74,7 +76,8 @@ impl Application {
             "visitor enrichment"
         );
         let state = web::Data::new(AppState {
-            events_queue: keys.events_queue(),
+            events_queues: keys.events_queues(config.redis.event_queue_shards),
+            next_events_queue: std::sync::atomic::AtomicUsize::new(0),
             keys,
             redis: redis.clone(),
             ip_limiter: KeyedLimiter::new(
@@ -147,7 +150,7 @@ impl Application {
         let redis_config = config.redis.clone();
         let server = domain::http::serve(
             move || {
-                let worker_redis = domain::redis::connection_manager(&redis_config)
+                let worker_redis = domain::redis::connection(&redis_config)
                     .expect("REDIS_URL was validated when the application was built");
                 let app = domain::http::app("ingest_api", Some(&cors_origins), body_read_timeout)
                     .app_data(web::Data::new(WorkerRedis(worker_redis)))
@@ -215,7 +218,7 @@ async fn poll_queue_depth(state: web::Data<AppState>, shutdown: CancellationToke
         async move {
             let mut conn = state.redis.clone();
             let ticket = state.queue_depth.poll_ticket();
-            match domain::queue::len(&mut conn, &state.events_queue).await {
+            match domain::queue::total_len(&mut conn, &state.events_queues).await {
                 Ok(len) => {
                     state.queue_depth.poll_result(ticket, len);
                 }

@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use domain::keys::Keys;
+use domain::redis::RedisConn;
 use domain::redis_client::RedisResult;
-use domain::redis_client::aio::ConnectionManager;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::fmt::Write;
@@ -49,7 +49,7 @@ impl Salts {
     /// When Redis is unreachable; the salts held so far stay in use.
     pub async fn refresh(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut RedisConn,
         keys: &Keys,
         now: DateTime<Utc>,
     ) -> RedisResult<()> {

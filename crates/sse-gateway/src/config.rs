@@ -106,7 +106,7 @@ impl ServiceConfig for Config {
         }
         Ok(Self {
             http: vars.http("0.0.0.0:8081")?,
-            redis: vars.get()?,
+            redis: vars.redis()?,
             gateway,
         })
     }

@@ -5,7 +5,7 @@
 use crate::hub::{Hub, Position, Update};
 use domain::channel::Channel;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ struct Known {
 /// Reports and announces presence until `stop`.
 pub async fn run(
     hub: Arc<Hub>,
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: Keys,
     gateway_id: String,
     interval: Duration,
@@ -49,7 +49,7 @@ pub async fn run(
 
 async fn tick(
     hub: &Hub,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     gateway_id: &str,
     interval: Duration,

@@ -9,7 +9,7 @@ use actix_web::web;
 use domain::http::Ops;
 use domain::keys::Keys;
 use domain::net::TrustedProxies;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// Shared by every request.
 pub struct AppState {
     pub keys: Keys,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub hub: Arc<Hub>,
     pub limits: ConnectionLimits,
     pub trusted_proxies: TrustedProxies,
@@ -43,7 +43,7 @@ impl Application {
     /// When the address cannot be bound or a setting is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
-        let redis = domain::redis::connection_manager(&config.redis)?;
+        let redis = domain::redis::connection(&config.redis)?;
         let g = &config.gateway;
         crate::peer::set_watching(g.hangup_watch);
         if !g.stats_token.is_empty() && g.stream_token_secret.is_empty() {

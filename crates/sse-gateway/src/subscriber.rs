@@ -1,5 +1,6 @@
 //! The gateway's one Redis subscription: a pattern over every Tally channel, feeding the
-//! hub. It reconnects by itself, and after a reconnect has every topic's feed send a fresh
+//! hub. On a Redis Cluster it is made on any one node (classic pub/sub is broadcast over
+//! the cluster bus; sharded `SSUBSCRIBE` takes no patterns, see `docs/scaling.md`). It reconnects by itself, and after a reconnect has every topic's feed send a fresh
 //! snapshot, so no browser keeps a tally that missed updates while Redis was away.
 //!
 //! A subscription only listens, so a socket whose peer vanished without a FIN (a host
@@ -31,9 +32,14 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
     let timeout = Duration::from_millis(redis.redis_timeout_ms);
+    // On a cluster, any node carries every classic pub/sub message; a node that is down is
+    // skipped for the next one at the next attempt.
+    let mut attempt = 0usize;
     while !shutdown.is_cancelled() {
         let connected = async {
-            let client = domain::redis::client(&redis)?;
+            let mut nodes = domain::redis::node_clients(&redis)?;
+            let client = nodes.swap_remove(attempt % nodes.len());
+            attempt = attempt.wrapping_add(1);
             let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
                 .await
                 .map_err(|_| anyhow::anyhow!("no connection within REDIS_TIMEOUT_MS"))??;

@@ -52,7 +52,7 @@ impl ServiceConfig for Config {
         }
         Ok(Self {
             http: vars.http("0.0.0.0:8082")?,
-            redis: vars.get()?,
+            redis: vars.redis()?,
             postgres: vars.get()?,
             stats,
         })

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, web};
 use domain::deadpool_postgres::Pool;
 use domain::http::Ops;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::CancellationToken;
 use std::time::Duration;
 use utoipa_actix_web::scope;
@@ -19,7 +19,7 @@ const JSON_BODY_LIMIT: usize = 256 * 1024;
 /// Shared by every request.
 pub struct AppState {
     pub keys: Keys,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub pg: Pool,
     pub settings: StatsSettings,
 }
@@ -36,7 +36,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a URL is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let redis = domain::redis::connection_manager(&config.redis)?;
+        let redis = domain::redis::connection(&config.redis)?;
         let pg = domain::postgres::pool(&config.postgres)?;
         let state = web::Data::new(AppState {
             keys: Keys::new(config.redis.redis_key_prefix.clone()),

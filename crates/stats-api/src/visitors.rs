@@ -16,7 +16,7 @@ use crate::local_time::{ALL_HOURS, Span};
 use crate::startup::AppState;
 use anyhow::Context;
 use chrono::NaiveDate;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::site::day_sketch;
 use domain::tokio_postgres::types::{Date, ToSql};
 use futures_util::TryStreamExt;
@@ -138,7 +138,7 @@ pub async fn distinct_visitors(
 async fn estimate(
     state: &AppState,
     client: &domain::deadpool_postgres::Client,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     site_id: &str,
     event_type: &str,
     span: Span,
@@ -202,7 +202,7 @@ async fn estimate(
 async fn rebuild_day(
     state: &AppState,
     client: &domain::deadpool_postgres::Client,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     site_id: &str,
     event_type: &str,
     day: NaiveDate,
@@ -237,7 +237,7 @@ async fn rebuild_day(
 }
 
 async fn add_chunk(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     state: &AppState,
     site_id: &str,
     event_type: &str,

@@ -3,7 +3,7 @@
 //! on (length, oldest item's age, dead letters).
 
 use domain::queue::WorkerQueue;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 /// is cancelled.
 pub async fn heartbeat(
     lanes: Vec<WorkerQueue>,
-    redis: ConnectionManager,
+    redis: RedisConn,
     ttl: Duration,
     stop: CancellationToken,
 ) {
@@ -37,7 +37,7 @@ pub async fn heartbeat(
 /// queue gauges. `queues` holds one handle per queue (any lane's).
 pub async fn reap_and_measure(
     queues: Vec<WorkerQueue>,
-    redis: ConnectionManager,
+    redis: RedisConn,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -65,11 +65,7 @@ pub async fn reap_and_measure(
     .await;
 }
 
-async fn measure(
-    queue: &WorkerQueue,
-    redis: &mut ConnectionManager,
-    name: String,
-) -> anyhow::Result<()> {
+async fn measure(queue: &WorkerQueue, redis: &mut RedisConn, name: String) -> anyhow::Result<()> {
     let keys = queue.keys();
     let len = domain::queue::len(redis, keys).await?;
     let dead = domain::queue::dead_len(redis, keys).await?;

@@ -15,7 +15,7 @@ pub mod work;
 
 use crate::config::WorkerSettings;
 use domain::queue::{DeadLetter, WorkerQueue};
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::shutdown::CancellationToken;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,9 +75,9 @@ pub struct Lane<W: Work> {
     sources: Vec<WorkerQueue>,
     next_source: usize,
     work: Arc<W>,
-    redis: ConnectionManager,
+    redis: RedisConn,
     /// Dedicated connections for `BLMOVE`, which blocks whatever shares its socket.
-    blocking: domain::deadpool_redis::Pool,
+    blocking: domain::redis::BlockingPool,
     settings: WorkerSettings,
     /// Whether the processing lists may hold items not in memory (start-up, Redis errors).
     must_reload: bool,
@@ -92,8 +92,8 @@ impl<W: Work> Lane<W> {
     pub fn new(
         sources: Vec<WorkerQueue>,
         work: Arc<W>,
-        redis: ConnectionManager,
-        blocking: domain::deadpool_redis::Pool,
+        redis: RedisConn,
+        blocking: domain::redis::BlockingPool,
         settings: WorkerSettings,
     ) -> Self {
         Self {
@@ -225,11 +225,16 @@ impl<W: Work> Lane<W> {
         };
         let mut batch: Vec<Claimed> = Vec::new();
         let mut deadline: Option<Instant> = None;
+        let shards = self.sources.len();
         loop {
-            for (i, source) in self.sources.iter().enumerate() {
+            // Each pass starts at another shard, so a full batch does not always come from
+            // the first ones.
+            let first = self.next_source;
+            for i in (0..shards).map(|k| (first + k) % shards) {
                 if batch.len() >= max {
                     break;
                 }
+                let source = &self.sources[i];
                 let claimed = source.claim(&mut self.redis, max - batch.len()).await?;
                 batch.extend(claimed.into_iter().map(|item| (i, item)));
             }
@@ -249,11 +254,7 @@ impl<W: Work> Lane<W> {
             let source = self.next_source % self.sources.len();
             self.next_source = self.next_source.wrapping_add(1);
             let blocking = async {
-                let mut conn = self
-                    .blocking
-                    .get()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("no Redis connection for BLMOVE: {e}"))?;
+                let mut conn = self.blocking.get().await?;
                 self.sources[source]
                     .claim_one_blocking(&mut conn, wait)
                     .await
@@ -336,9 +337,9 @@ impl<W: Work> Lane<W> {
         }
     }
 
-    /// Dead-letters refused items, adds the work's on-commit side effects and deletes the
-    /// processing lists: one pipeline, in that order (once the lists are gone a crash can
-    /// no longer replay the batch, so its side effects must already be in). Retried until
+    /// Applies the work's on-commit side effects, then dead-letters refused items and
+    /// deletes the processing lists, in that order (once the lists are gone a crash can no
+    /// longer replay the batch, so its side effects must already be in). Retried until
     /// Redis takes it (or shutdown; the batch is then replayed harmlessly by whoever reaps
     /// it).
     async fn acknowledge(
@@ -360,7 +361,26 @@ impl<W: Work> Lane<W> {
             })
             .collect();
         let mut backoff = self.settings.backoff();
+        let mut effects = domain::redis_client::pipe();
+        self.work.on_commit(&mut effects, written);
+        let mut effects_done = effects.is_empty();
         loop {
+            // The side effects first, on their own: on a cluster they are on other slots
+            // than the processing lists, and a pipeline has no order between slots.
+            if !effects_done {
+                match effects.query_async::<()>(&mut self.redis).await {
+                    Ok(()) => effects_done = true,
+                    Err(e) => {
+                        let pause = backoff.next_pause();
+                        tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "applying the batch's side effects failed; will retry");
+                        tokio::select! {
+                            () = shutdown.cancelled() => { self.must_reload = true; return; }
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             let mut pipe = domain::redis_client::pipe();
             for (source, item, reason) in &texts {
                 let source = &self.sources[*source];
@@ -374,7 +394,6 @@ impl<W: Work> Lane<W> {
                     },
                 );
             }
-            self.work.on_commit(&mut pipe, written);
             for source in &self.sources {
                 source.ack_in(&mut pipe);
             }

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::site_registry::{self, Site, marker};
 
 /// How long a restorer may hold the lock before another may take over.
@@ -18,7 +18,7 @@ const LOCK_TTL_MS: u64 = 120_000;
 /// # Errors
 /// When Redis or PostgreSQL fails (the marker stays unset; the next check retries).
 pub async fn restore_if_missing(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     pg: &Pool,
     keys: &Keys,
     worker_id: &str,
@@ -38,7 +38,7 @@ pub async fn restore_if_missing(
     Ok(n)
 }
 
-async fn restore(redis: &mut ConnectionManager, pg: &Pool, keys: &Keys) -> anyhow::Result<usize> {
+async fn restore(redis: &mut RedisConn, pg: &Pool, keys: &Keys) -> anyhow::Result<usize> {
     let client = pg.get().await?;
     let newest: Option<i64> = client
         .query_one("SELECT max(version) FROM sites", &[])

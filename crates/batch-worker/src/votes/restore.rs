@@ -9,7 +9,7 @@
 use domain::deadpool_postgres::Pool;
 use domain::keys::{Keys, VOTE_SHARDS};
 use domain::poll::{PersistedPoll, PollOption, PollSettings, shard_marker};
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use std::collections::HashMap;
 
 /// How long a restorer may hold a shard's lock before another may take over.
@@ -20,7 +20,7 @@ const LOCK_TTL_MS: u64 = 120_000;
 /// # Errors
 /// When Redis or PostgreSQL fails (the marker stays unset; the next check retries).
 pub async fn restore_missing_shards(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     pg: &Pool,
     keys: &Keys,
     worker_id: &str,
@@ -46,7 +46,7 @@ pub async fn restore_missing_shards(
 }
 
 async fn restore_shard(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     pg: &Pool,
     keys: &Keys,
     shard: u16,

@@ -42,7 +42,7 @@ impl Harness {
 
     pub fn worker_with_pg(&self, id: &str, pg: &domain::config::PostgresConfig) -> Lane<EventWork> {
         let keys = self.keys();
-        let redis = domain::redis::connection_manager(&self.redis.config).expect("redis");
+        let redis = domain::redis::connection(&self.redis.config).expect("redis");
         let blocking = domain::redis::blocking_pool(&self.redis.config, 1, Duration::from_secs(2))
             .expect("redis");
         let queue = WorkerQueue::new(keys.events_queue(), id);
@@ -137,7 +137,7 @@ impl Harness {
     /// A lane draining the site registry's queue.
     pub fn site_worker(&self, id: &str) -> Lane<batch_worker::sites::SiteWork> {
         let keys = self.keys();
-        let redis = domain::redis::connection_manager(&self.redis.config).expect("redis");
+        let redis = domain::redis::connection(&self.redis.config).expect("redis");
         let blocking = domain::redis::blocking_pool(&self.redis.config, 1, Duration::from_secs(2))
             .expect("redis");
         Lane::new(

@@ -222,7 +222,7 @@ async fn a_vote_lane_drains_every_shard_queue() {
     let sources = (0..domain::keys::VOTE_SHARDS)
         .map(|s| WorkerQueue::new(keys.vote_queue(s), "v"))
         .collect();
-    let redis = domain::redis::connection_manager(&h.redis.config).expect("redis");
+    let redis = domain::redis::connection(&h.redis.config).expect("redis");
     let blocking =
         domain::redis::blocking_pool(&h.redis.config, 1, Duration::from_secs(2)).expect("redis");
     let mut lane = Lane::new(

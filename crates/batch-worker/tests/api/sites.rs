@@ -135,7 +135,7 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
     .expect("create");
     assert_eq!(blocked, PutOutcome::Restoring);
 
-    let mut redis = domain::redis::connection_manager(&h.redis.config).expect("redis");
+    let mut redis = domain::redis::connection(&h.redis.config).expect("redis");
     let restored =
         batch_worker::sites::restore::restore_if_missing(&mut redis, &h.db.pool(), &keys, "w")
             .await

@@ -92,9 +92,21 @@ impl Keys {
         }
     }
 
-    /// The analytics events queue.
+    /// The analytics events queue (its first shard).
     pub fn events_queue(&self) -> QueueKeys {
         self.queue(crate::queue::EVENTS_QUEUE)
+    }
+
+    /// Every shard of the analytics events queue (`EVENT_QUEUE_SHARDS` of them): shard 0
+    /// is `{events}` (the queue of an unsharded deployment), shard `N` is `{events:N}`, on
+    /// a hash slot of its own.
+    pub fn events_queues(&self, shards: u16) -> Vec<QueueKeys> {
+        (0..shards.max(1))
+            .map(|n| match n {
+                0 => self.events_queue(),
+                n => self.queue(&format!("{}:{n}", crate::queue::EVENTS_QUEUE)),
+            })
+            .collect()
     }
 
     /// Generation counter of a site's cached stats.
@@ -334,6 +346,19 @@ mod tests {
         ]
         .map(|k| hash_tag(&k).to_string());
         assert!(tags.iter().all(|t| t == "sites"), "{tags:?}");
+    }
+
+    #[test]
+    fn events_queue_shards_are_on_different_slots() {
+        let shards = Keys::new("tally").events_queues(4);
+        assert_eq!(shards[0].queue, "tally:{events}:queue");
+        assert_eq!(shards[3].queue, "tally:{events:3}:queue");
+        let slots: std::collections::HashSet<_> = shards
+            .iter()
+            .map(|q| redis::cluster_routing::Slot::for_key(&q.queue))
+            .collect();
+        assert_eq!(slots.len(), 4);
+        assert_eq!(hash_tag(&shards[2].processing("w")), "events:2");
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub async fn len<C: ConnectionLike + Send + Sync>(
     redis::cmd("LLEN").arg(&keys.queue).query_async(conn).await
 }
 
+/// Number of items waiting in all of `shards` (one round trip per shard: on a cluster they
+/// are on different slots).
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn total_len<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    shards: &[QueueKeys],
+) -> RedisResult<u64> {
+    let mut total = 0;
+    for keys in shards {
+        total += len(conn, keys).await?;
+    }
+    Ok(total)
+}
+
 /// The oldest waiting item, if any (to measure how long items wait).
 ///
 /// # Errors

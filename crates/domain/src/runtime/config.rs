@@ -62,6 +62,26 @@ impl Vars {
         from_iter(self.0.clone())
     }
 
+    /// Reads the Redis settings, refusing values no service can run with.
+    ///
+    /// # Errors
+    /// As [`from_iter`], and naming `REDIS_TIMEOUT_MS` or `EVENT_QUEUE_SHARDS` when out of
+    /// range.
+    pub fn redis(&self) -> Result<RedisConfig, ConfigError> {
+        let redis: RedisConfig = self.get()?;
+        if redis.redis_timeout_ms == 0 {
+            return Err(ConfigError(
+                "REDIS_TIMEOUT_MS must be at least 1 (milliseconds)".into(),
+            ));
+        }
+        if !(1..=MAX_EVENT_QUEUE_SHARDS).contains(&redis.event_queue_shards) {
+            return Err(ConfigError(format!(
+                "EVENT_QUEUE_SHARDS must be between 1 and {MAX_EVENT_QUEUE_SHARDS}"
+            )));
+        }
+        Ok(redis)
+    }
+
     /// Reads the HTTP settings, `BIND_ADDR` defaulting to `default_bind`.
     ///
     /// # Errors
@@ -105,7 +125,17 @@ pub struct RedisConfig {
     pub redis_key_prefix: String,
     /// Upper bound on one Redis command, so a dead Redis turns into a quick 503.
     pub redis_timeout_ms: u64,
+    /// Shards of the analytics events queue (`EVENT_QUEUE_SHARDS`), each on its own hash
+    /// slot, so on a cluster ingest and drain spread over the masters. ingest-api pushes
+    /// to every shard in turn; the batch-worker drains all of them. Every service must be
+    /// given the same number (a worker that drains fewer strands what ingest pushed to the
+    /// others).
+    pub event_queue_shards: u16,
 }
+
+/// The most events queue shards (more than masters a cluster is likely to have, times a
+/// few).
+pub const MAX_EVENT_QUEUE_SHARDS: u16 = 64;
 
 impl Default for RedisConfig {
     fn default() -> Self {
@@ -113,6 +143,7 @@ impl Default for RedisConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_key_prefix: "tally".into(),
             redis_timeout_ms: 2_000,
+            event_queue_shards: 1,
         }
     }
 }
@@ -123,6 +154,7 @@ impl fmt::Debug for RedisConfig {
             .field("redis_url", &redact_url(&self.redis_url))
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("event_queue_shards", &self.event_queue_shards)
             .finish()
     }
 }

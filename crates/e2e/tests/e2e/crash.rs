@@ -60,14 +60,7 @@ async fn kill_9_of_workers_mid_drain_loses_nothing_and_stores_nothing_twice() {
         TOTAL
     );
     assert_rollups_match_events(&stack).await;
-    let dead: u64 = {
-        let mut conn = stack.redis.conn().await;
-        domain::redis_client::cmd("LLEN")
-            .arg(stack.redis.keys().events_queue().dead)
-            .query_async(&mut conn)
-            .await
-            .expect("LLEN")
-    };
+    let (_, dead) = stack.queued_and_dead().await;
     assert_eq!(dead, 0, "nothing dead-lettered");
     // The kills hit workers holding batches: survivors had to reap them.
     assert!(

@@ -171,30 +171,55 @@ impl Stack {
         .await;
     }
 
-    /// Items still in Redis: queued, or claimed by some worker and not acknowledged.
+    /// Items still in Redis, in every shard of the events queue: queued, or claimed by
+    /// some worker and not acknowledged.
     pub async fn items_in_redis(&self) -> u64 {
         let mut conn = self.redis.conn().await;
-        let keys = self.redis.keys().events_queue();
-        let pattern = format!("{}:processing:*", keys.queue.trim_end_matches(":queue"));
-        let processing: Vec<String> = domain::redis_client::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .expect("KEYS");
-        let mut total: u64 = domain::redis_client::cmd("LLEN")
-            .arg(&keys.queue)
-            .query_async(&mut conn)
-            .await
-            .expect("LLEN");
-        for key in processing {
+        let mut total = 0;
+        for keys in self.redis.events_queues() {
+            let mut lists: Vec<String> = domain::redis_client::cmd("SMEMBERS")
+                .arg(&keys.workers)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+                .expect("SMEMBERS")
+                .iter()
+                .map(|w| keys.processing(w))
+                .collect();
+            lists.push(keys.queue.clone());
+            for key in lists {
+                let n: u64 = domain::redis_client::cmd("LLEN")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("LLEN");
+                total += n;
+            }
+        }
+        total
+    }
+
+    /// Every item queued in the shards of the events queue, and the dead letters of all of
+    /// them.
+    pub async fn queued_and_dead(&self) -> (Vec<String>, u64) {
+        let mut conn = self.redis.conn().await;
+        let (mut queued, mut dead) = (Vec::new(), 0);
+        for keys in self.redis.events_queues() {
+            let items: Vec<String> = domain::redis_client::cmd("LRANGE")
+                .arg(&keys.queue)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("LRANGE");
+            queued.extend(items);
             let n: u64 = domain::redis_client::cmd("LLEN")
-                .arg(&key)
+                .arg(&keys.dead)
                 .query_async(&mut conn)
                 .await
                 .expect("LLEN");
-            total += n;
+            dead += n;
         }
-        total
+        (queued, dead)
     }
 }
 

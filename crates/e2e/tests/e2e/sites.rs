@@ -108,14 +108,7 @@ async fn a_sites_local_days_move_with_its_zone_and_no_trace_of_the_connection_is
         403
     );
 
-    let mut redis = stack.redis.conn().await;
-    let queued: Vec<String> = domain::redis_client::cmd("LRANGE")
-        .arg(stack.redis.keys().events_queue().queue)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .expect("LRANGE");
+    let (queued, _) = stack.queued_and_dead().await;
     assert_eq!(queued.len(), 2);
     for item in &queued {
         for secret in IPS.iter().copied().chain(["TallyE2E", "X11; Linux"]) {

@@ -123,12 +123,19 @@ async fn enqueue(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Unexpected(e.into()))?;
     let mut conn = redis.0.clone();
-    let len = domain::queue::push(&mut conn, &state.events_queue, &items)
+    // Shards in turn: each push is one LPUSH on one slot, and the shards fill evenly.
+    let shards = &state.events_queues;
+    let shard = state
+        .next_events_queue
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        % shards.len();
+    let len = domain::queue::push(&mut conn, &shards[shard], &items)
         .await
         .map_err(|e| {
             ApiError::QueueUnavailable(anyhow::Error::new(e).context("LPUSH of events"))
         })?;
-    state.queue_depth.pushed(len);
+    // One shard's length stands for every shard's (they fill evenly).
+    state.queue_depth.pushed(len * shards.len() as u64);
     metrics::counter!("ingest_api_events_accepted_total").increment(events.len() as u64);
     Ok(())
 }

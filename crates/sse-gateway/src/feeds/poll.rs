@@ -4,7 +4,7 @@
 use crate::hub::{Feed, Offer, Position, SNAPSHOT, Update};
 use domain::keys::Keys;
 use domain::poll::{PollLookup, PollState};
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -15,11 +15,11 @@ pub const TALLY: &str = "tally";
 pub struct PollFeed {
     poll_id: String,
     keys: Keys,
-    redis: ConnectionManager,
+    redis: RedisConn,
 }
 
 impl PollFeed {
-    pub fn new(poll_id: String, keys: Keys, redis: ConnectionManager) -> Self {
+    pub fn new(poll_id: String, keys: Keys, redis: RedisConn) -> Self {
         Self {
             poll_id,
             keys,

@@ -5,7 +5,7 @@
 
 use crate::hub::{Feed, Offer, Position, Update};
 use domain::keys::Keys;
-use domain::redis_client::aio::ConnectionManager;
+use domain::redis::RedisConn;
 use domain::site::SiteBatchSummary;
 use futures_util::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
@@ -17,11 +17,11 @@ pub struct SiteFeed {
     window: Mutex<SiteWindow>,
     keys: Keys,
     /// Counts recent visitors; without it (unit tests) they read 0.
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConn>,
 }
 
 impl SiteFeed {
-    pub fn new(site_id: String, keys: Keys, redis: Option<ConnectionManager>) -> Self {
+    pub fn new(site_id: String, keys: Keys, redis: Option<RedisConn>) -> Self {
         Self {
             site_id,
             window: Mutex::new(SiteWindow::default()),
