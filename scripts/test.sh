@@ -23,6 +23,23 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
+# The second configuration: the end-to-end tests of events, votes and streams against a
+# Redis Cluster of three masters and three replicas, the events queue in four shards.
+# (Tests that need a Redis of their own to stop or flush keep using theirs.)
+if [ "${SKIP_CLUSTER_TESTS:-0}" != 1 ] && [ "$#" -eq 0 ]; then
+  say "end-to-end tests on a Redis Cluster"
+  CLUSTER_URL="$(scripts/redis-cluster.sh start)"
+  trap 'scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; drop_run_databases "$TALLY_TEST_RUN"' EXIT
+  skip=(a_master_killed silently_dead redis_cut_off redis_loses memory_comes_back)
+  if cargo nextest --version >/dev/null 2>&1; then
+    filter="$(printf 'not test(%s) & ' "${skip[@]}")"
+    REDIS_URL="$CLUSTER_URL" EVENT_QUEUE_SHARDS=4 cargo nextest run -p e2e --no-fail-fast -E "${filter% & }"
+  else
+    REDIS_URL="$CLUSTER_URL" EVENT_QUEUE_SHARDS=4 cargo test -p e2e --no-fail-fast -- $(printf -- '--skip %s ' "${skip[@]}")
+  fi
+  scripts/redis-cluster.sh stop
+fi
+
 # The scripts' own promises (private PostgreSQL fallback, per-run database clean-up).
 if [ "$#" -eq 0 ]; then
   scripts/scripts-test.sh

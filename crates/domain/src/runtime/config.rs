@@ -314,6 +314,25 @@ impl fmt::Debug for Secret {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn event_queue_shards_out_of_range_are_refused_naming_the_variable() {
+        for bad in ["0", "65"] {
+            let e = Vars::new(vars(&[("EVENT_QUEUE_SHARDS", bad)]))
+                .redis()
+                .expect_err("refused");
+            assert!(e.0.contains("EVENT_QUEUE_SHARDS"), "{e}");
+        }
+        let ok = Vars::new(vars(&[("EVENT_QUEUE_SHARDS", "12")]))
+            .redis()
+            .expect("accepted");
+        assert_eq!(ok.event_queue_shards, 12);
+        let e = Vars::new(vars(&[("REDIS_TIMEOUT_MS", "0")]))
+            .redis()
+            .expect_err("refused");
+        assert!(e.0.contains("REDIS_TIMEOUT_MS"), "{e}");
+    }
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -79,6 +79,10 @@ impl Stack {
         vec![
             ("REDIS_URL".into(), self.redis.config.redis_url.clone()),
             (
+                "EVENT_QUEUE_SHARDS".into(),
+                self.redis.config.event_queue_shards.to_string(),
+            ),
+            (
                 "REDIS_KEY_PREFIX".into(),
                 self.redis.config.redis_key_prefix.clone(),
             ),

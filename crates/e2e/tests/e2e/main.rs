@@ -1,6 +1,7 @@
 //! End-to-end tests: real binaries, real Redis and PostgreSQL.
 
 mod analytics;
+mod cluster;
 mod crash;
 mod half_open;
 mod helpers;

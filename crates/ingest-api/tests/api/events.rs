@@ -239,11 +239,13 @@ async fn above_the_high_water_mark_ingest_sheds_with_503_and_recovers() {
     // The worker drains the queue: ingestion resumes without a restart, once the
     // background poll (every 250 ms) sees it. The deadline only bounds a failure.
     let mut conn = app.redis.conn().await;
-    let _: () = domain::redis_client::cmd("DEL")
-        .arg(app.redis.keys().events_queue().queue)
-        .query_async(&mut conn)
-        .await
-        .expect("DEL");
+    for keys in app.redis.events_queues() {
+        let _: () = domain::redis_client::cmd("DEL")
+            .arg(&keys.queue)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
     domain::testing::eventually(Duration::from_secs(30), "ingest accepts again", || async {
         (app.post_json("/v1/events", &event("s", "/", "u"))
             .await

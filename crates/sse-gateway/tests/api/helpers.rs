@@ -78,12 +78,8 @@ async fn spawn_gateway_on(test_redis: TestRedis, tweak: impl FnOnce(&mut Config)
 }
 
 impl TestGateway {
-    pub async fn conn(&self) -> domain::redis_client::aio::MultiplexedConnection {
-        domain::redis_client::Client::open(self.redis.redis_url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis")
+    pub async fn conn(&self) -> domain::redis::RedisConn {
+        domain::redis::connection(&self.redis).expect("REDIS_URL parses")
     }
 
     /// Waits until the gateway's subscription is live (readiness says so).
@@ -137,7 +133,7 @@ impl TestGateway {
     /// Casts a vote as ingest-api would (the script publishes the new state).
     pub async fn vote(
         &self,
-        conn: &mut domain::redis_client::aio::MultiplexedConnection,
+        conn: &mut domain::redis::RedisConn,
         poll: &str,
         option: &str,
         user: &str,

@@ -190,14 +190,9 @@ async fn a_browser_that_stops_reading_stalls_nobody_and_is_resynchronised_later(
     let votes = 20_000;
     let voters: Vec<_> = (0..4)
         .map(|lane| {
-            let (keys, redis_url, poll) =
-                (gw.keys.clone(), gw.redis.redis_url.clone(), poll.clone());
+            let (keys, redis, poll) = (gw.keys.clone(), gw.redis.clone(), poll.clone());
             tokio::spawn(async move {
-                let mut conn = domain::redis_client::Client::open(redis_url)
-                    .expect("url")
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("redis");
+                let mut conn = domain::redis::connection(&redis).expect("REDIS_URL parses");
                 for i in (lane..votes).step_by(4) {
                     let ballot = domain::poll::Ballot {
                         option_ids: vec!["o1".into()],

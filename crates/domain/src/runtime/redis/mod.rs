@@ -208,11 +208,11 @@ mod tests {
     #[test]
     fn a_cluster_url_names_every_seed_node_with_its_credentials() {
         assert_eq!(
-            cluster_node_urls("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001/0").unwrap(),
+            cluster_node_urls("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001/0").expect("parses"),
             vec!["redis://u:p@10.0.0.1:7000/0", "redis://u:p@10.0.0.2:7001/0"]
         );
         assert_eq!(
-            cluster_node_urls("rediss+cluster://a:1, b:2").unwrap(),
+            cluster_node_urls("rediss+cluster://a:1, b:2").expect("parses"),
             vec!["rediss://a:1", "rediss://b:2"]
         );
         assert!(cluster_node_urls("redis+cluster://").is_none());
@@ -225,12 +225,12 @@ mod tests {
             redis_url: "redis+cluster://".into(),
             ..RedisConfig::default()
         };
-        let e = target(&cfg).unwrap_err();
+        let e = target(&cfg).expect_err("refused");
         assert!(format!("{e:#}").contains("REDIS_URL"), "{e:#}");
         let cfg = RedisConfig {
             redis_url: "redis+cluster://127.0.0.1:7000,127.0.0.1:7001".into(),
             ..RedisConfig::default()
         };
-        assert!(matches!(target(&cfg).unwrap(), Target::Cluster(n) if n.len() == 2));
+        assert!(matches!(target(&cfg).expect("parses"), Target::Cluster(n) if n.len() == 2));
     }
 }
