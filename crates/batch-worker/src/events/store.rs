@@ -2,8 +2,9 @@
 //! rollup, in one transaction.
 //!
 //! One transaction, one statement per step: the events are inserted with
-//! `ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, and the rollups of exactly the
-//! returned (newly inserted) events are upserted in a second statement. A replayed batch (a
+//! `ON CONFLICT (event_id, site_id) DO NOTHING RETURNING event_id, site_id`, and the
+//! rollups of exactly the returned (newly inserted) events are upserted in a second
+//! statement. A replayed batch (a
 //! reaped worker's, or one whose acknowledgement was lost) therefore changes nothing: no
 //! event is stored twice and no rollup counts one twice. Rollup rows arrive sorted by key
 //! so concurrent workers lock them in the same order.
@@ -33,8 +34,8 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
     AS t(event_id, site_id, event_type, ts, path, user_id, props, received_at,
          hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign,
          utm_term, utm_content, browser, os, device, country)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+ON CONFLICT (event_id, site_id) DO NOTHING
+RETURNING event_id, site_id
 ";
 
 /// Every rollup of the batch in one statement; inputs are pre-aggregated and sorted
@@ -240,7 +241,10 @@ pub async fn store_events(
         )
         .await
         .map_err(StoreError::from_pg)?;
-    let mut inserted: HashSet<Uuid> = inserted_rows.iter().map(|r| r.get(0)).collect();
+    let mut inserted: HashSet<(Uuid, &str)> = inserted_rows
+        .iter()
+        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, &str>(1)))
+        .collect();
     // Only rows really inserted count, each once (a batch may carry an id twice): a
     // replayed batch adds nothing to the rollups. The day sketches take every visitor of
     // the batch: a replay must re-add what a crash may have kept from them.
@@ -249,7 +253,9 @@ pub async fn store_events(
     let rollups = if all_inserted {
         Rollups::of(with_paths())
     } else {
-        Rollups::of(with_paths().filter(|(e, _)| inserted.remove(&e.event_id)))
+        Rollups::of(
+            with_paths().filter(|(e, _)| inserted.remove(&(e.event_id, e.site_id.as_ref()))),
+        )
     };
     let visitors = if all_inserted {
         VisitorGroups::of(&rollups)

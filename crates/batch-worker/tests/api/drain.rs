@@ -100,6 +100,57 @@ async fn the_same_event_id_twice_is_stored_and_counted_once() {
 }
 
 #[tokio::test]
+async fn one_event_id_on_two_sites_is_two_events_each_counted_once_even_when_replayed() {
+    let h = Harness::new().await;
+    let a = message(&uuid(8), "a", Some("/"), Some("u"), "2025-11-14T10:00:00Z");
+    let b = message(&uuid(8), "b", Some("/"), Some("u"), "2025-11-14T10:00:00Z");
+    h.push(&[a.clone(), b.clone(), a.clone()]).await;
+    let mut worker = h.worker("w1");
+    assert_eq!(h.drain(&mut worker).await, 2);
+    h.push(&[b, a]).await;
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!((outcome.stored, outcome.duplicates), (0, 2));
+
+    for site in ["a", "b"] {
+        assert_eq!(
+            h.count(&format!(
+                "SELECT count(*) FROM events WHERE site_id = '{site}'"
+            ))
+            .await,
+            1,
+            "site {site}"
+        );
+        assert_eq!(
+            h.count(&format!(
+                "SELECT sum(events)::bigint FROM rollup_hourly WHERE site_id = '{site}'"
+            ))
+            .await,
+            1,
+            "site {site}"
+        );
+    }
+    // What a schema distributed by site_id needs: every unique key of every table that
+    // holds site data includes site_id.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+             WHERE i.indisunique \
+             AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'site_id') \
+             AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
+                             AND a.attname = 'site_id' AND a.attnum = ANY(i.indkey))"
+        )
+        .await,
+        0,
+        "a unique key without site_id"
+    );
+}
+
+#[tokio::test]
 async fn batches_are_bounded_by_the_configured_size() {
     let mut h = Harness::new().await;
     h.settings.batch_max_items = 100;

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "poll_settings",
         include_str!("../../../../migrations/0004_poll_settings.sql"),
     ),
+    (
+        5,
+        "events_key_with_site",
+        include_str!("../../../../migrations/0005_events_key_with_site.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
