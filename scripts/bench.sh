@@ -159,9 +159,71 @@ sse_run 10000 100 false > "$WORK/sse-10k.json"
 say "live streams: the same with 10 ms coalescing"
 sse_run 10000 10 false > "$WORK/sse-10k-c10.json"
 
-# ---------------------------------------------------------------- 2. drain vs COPY
+# ---------------------------------------------------------------- 1d. Redis Cluster
+# The same ingest and a drain of its backlog against one Redis and against a three-master
+# cluster with three events queue shards (scripts/redis-cluster.sh), in the same run.
 QUEUE="$PREFIX:{events}:queue"
-redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # what the ingest run queued
+# backlog_drain URL SHARDS: drains what ingest queued under $PREFIX with one worker of two
+# lanes; prints "<events> <seconds>".
+backlog_drain() {
+  local url="$1" shards="$2" queued t0 t1
+  psql "$DATABASE_URL" -q -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null 2>&1
+  DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" migrate > "$WORK/migrate.log" 2>&1
+  queued=$(queue_total "$url" "$shards")
+  port_free 19092
+  t0=$(date +%s.%N)
+  REDIS_URL="$url" EVENT_QUEUE_SHARDS="$shards" REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19092 RUST_LOG=warn \
+    RUN_MIGRATIONS=false WORKER_CONCURRENCY=2 DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" > "$WORK/worker-backlog.log" 2>&1 &
+  local wpid=$!
+  while [ "$(queue_total "$url" "$shards")" != 0 ]; do
+    kill -0 "$wpid" 2>/dev/null || die "the batch-worker exited before the backlog was drained (see $WORK/worker-backlog.log)"
+    sleep 0.05
+  done
+  # The last claimed batch is committed once the processing lists are gone.
+  while [ "$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events")" -lt "$queued" ]; do sleep 0.05; done
+  t1=$(date +%s.%N)
+  kill "$wpid"; wait "$wpid" 2>/dev/null || true
+  echo "$queued $(awk "BEGIN{print $t1 - $t0}")"
+}
+# queue_total URL SHARDS: events queued or claimed in every shard.
+queue_total() {
+  local url="$1" shards="$2" n=0 i key tag
+  for ((i = 0; i < shards; i++)); do
+    if [ "$i" = 0 ]; then tag="events"; else tag="events:$i"; fi
+    if [[ "$url" == *+cluster://* ]]; then
+      n=$((n + $(redis-cli -c -p "$CLUSTER_PORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$PREFIX:{$tag}:queue" "$PREFIX:{$tag}:processing:*")))
+    else
+      n=$((n + $(redis-cli -h "$RHOST" -p "$RPORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$PREFIX:{$tag}:queue" "$PREFIX:{$tag}:processing:*")))
+    fi
+  done
+  echo "$n"
+}
+say "drain of the ingest run's backlog, one Redis"
+read -r SINGLE_BACKLOG SINGLE_BACKLOG_S < <(backlog_drain "$REDIS_URL" 1)
+
+CLUSTER_BASE="${BENCH_CLUSTER_BASE_PORT:-7200}"; CLUSTER_PORT="$CLUSTER_BASE"
+say "Redis Cluster: three masters and three replicas (ports $CLUSTER_BASE-$((CLUSTER_BASE + 5)))"
+CLUSTER_URL="$(scripts/redis-cluster.sh start "$CLUSTER_BASE")"
+trap 'cleanup; scripts/redis-cluster.sh stop "$CLUSTER_BASE" >/dev/null 2>&1 || true' EXIT
+port_free 18081
+REDIS_URL="$CLUSTER_URL" EVENT_QUEUE_SHARDS=3 REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:18081 RUST_LOG=warn ADMIN_TOKEN=bench \
+  RATE_LIMIT_PER_IP_PER_S=1000000000 RATE_LIMIT_BURST=1000000000 EVENT_QUEUE_HIGH_WATER=1000000000 \
+  "$BIN/ingest-api" > "$WORK/ingest-cluster.log" 2>&1 &
+pids+=($!)
+CLUSTER_INGEST_PID=$!
+wait_port 18081 "$CLUSTER_INGEST_PID"
+say "ingest-api on the cluster: POST /v1/events at saturation, $CONNS connections, $DURATION"
+oha --no-tui --output-format json -m POST -T application/json -d "$EVENT" -c "$CONNS" -z 2s http://127.0.0.1:18081/v1/events > /dev/null
+oha --no-tui --output-format json -m POST -T application/json -d "$EVENT" -c "$CONNS" -z "$DURATION" http://127.0.0.1:18081/v1/events > "$WORK/ingest-cluster.json"
+CLUSTER_SAT_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-cluster.json")
+CLUSTER_NON202=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "202") | .value] | add // 0' "$WORK/ingest-cluster.json")
+kill "$CLUSTER_INGEST_PID" 2>/dev/null || true
+say "drain of the cluster ingest run's backlog, three shards"
+read -r CLUSTER_BACKLOG CLUSTER_BACKLOG_S < <(backlog_drain "$CLUSTER_URL" 3)
+scripts/redis-cluster.sh stop "$CLUSTER_BASE"
+
+# ---------------------------------------------------------------- 2. drain vs COPY
+redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # nothing is left; to be sure
 
 # drain PROFILE LANES: prints "<copy seconds> <drain seconds>" for DRAIN_EVENTS events.
 drain() {
@@ -235,6 +297,9 @@ jq -n \
   --slurpfile sse10kc10 "$WORK/sse-10k-c10.json" \
   --argjson events "$DRAIN_EVENTS" --argjson live_s "$LIVE_S" --argjson live1_s "$LIVE1_S" --argjson live_copy_s "$LIVE_COPY_S" \
   --argjson uni_s "$UNI_S" --argjson uni_copy_s "$UNI_COPY_S" \
+  --argjson cluster_sat "$CLUSTER_SAT_RPS" --argjson cluster_non202 "$CLUSTER_NON202" \
+  --argjson single_backlog "$SINGLE_BACKLOG" --argjson single_backlog_s "$SINGLE_BACKLOG_S" \
+  --argjson cluster_backlog "$CLUSTER_BACKLOG" --argjson cluster_backlog_s "$CLUSTER_BACKLOG_S" \
   --arg cpu "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
   '{
     when: $when, machine: $cpu,
@@ -255,6 +320,12 @@ jq -n \
              ratio_to_evalsha_ceiling: ($vote_sat / $eval),
              ratio_to_healthz: ($vote_sat / $healthz),
              per_core: {ingest_api_votes_per_cpu_s: $vote_per_core, redis_votes_per_cpu_s: $vote_redis_per_core}},
+    cluster: {masters: 3, replicas: 3, event_queue_shards: 3,
+              ingest: {requests_per_s: $cluster_sat, non_202: $cluster_non202, single_node_requests_per_s: $sat,
+                       ratio_to_single_node: ($cluster_sat / $sat)},
+              backlog_drain_2_lanes: {single_node: {events: $single_backlog, seconds: $single_backlog_s, events_per_s: ($single_backlog / $single_backlog_s)},
+                                      cluster: {events: $cluster_backlog, seconds: $cluster_backlog_s, events_per_s: ($cluster_backlog / $cluster_backlog_s)},
+                                      ratio_to_single_node: (($cluster_backlog / $cluster_backlog_s) / ($single_backlog / $single_backlog_s))}},
     streams: {streams_1000: ($sse1k[0] + {coalesce_ms: 100}), streams_10000: ($sse10k[0] + {coalesce_ms: 100}),
               streams_10000_coalesce_10ms: ($sse10kc10[0] + {coalesce_ms: 10})},
     drain: {events: $events,
@@ -287,6 +358,10 @@ jq -r '
   "| votes / GET /healthz of the same server | \(.votes.ratio_to_healthz * 100 | round) % |",
   "| per core (CPU time of the process itself) | ingest-api \(.votes.per_core.ingest_api_votes_per_cpu_s | floor) votes per CPU-second, Redis \(.votes.per_core.redis_votes_per_cpu_s | floor) |",
   "| at half saturation (\(.votes.half_saturation.requests_per_s | floor) req/s) | p50 \(.votes.half_saturation.p50_ms) ms, p99 \(.votes.half_saturation.p99_ms) ms |",
+  "\n## Redis Cluster: three masters, three replicas, three events queue shards, same run\n",
+  "| measure | one Redis | cluster | cluster / one Redis |", "| --- | --- | --- | --- |",
+  "| POST /v1/events at saturation | \(.cluster.ingest.single_node_requests_per_s | floor) req/s | \(.cluster.ingest.requests_per_s | floor) req/s (non-202: \(.cluster.ingest.non_202)) | \(.cluster.ingest.ratio_to_single_node * 100 | round) % |",
+  "| drain of the backlog of that run, one worker, 2 lanes | \(.cluster.backlog_drain_2_lanes.single_node.events_per_s | floor) events/s (\(.cluster.backlog_drain_2_lanes.single_node.events) events) | \(.cluster.backlog_drain_2_lanes.cluster.events_per_s | floor) events/s (\(.cluster.backlog_drain_2_lanes.cluster.events) events) | \(.cluster.backlog_drain_2_lanes.ratio_to_single_node * 100 | round) % |",
   "\n## Live streams: vote-to-browser latency at 1,000 votes/s (one poll)\n",
   "| streams | coalescing | vote to browser | ended on the final state | gateway memory per stream | bare Redis PUBLISH to a subscriber |", "| --- | --- | --- | --- | --- | --- |",
   (.streams | to_entries[] | .value | "| \(.streams_open) | \(.coalesce_ms) ms | p50 \(.vote_to_browser.p50_ms * 10 | round / 10) ms, p99 \(.vote_to_browser.p99_ms * 10 | round / 10) ms | \(.streams_with_final_state) | \(.gateway_kib_per_stream * 10 | round / 10) KiB | p50 \(.bare_publish.p50_ms * 100 | round / 100) ms, p99 \(.bare_publish.p99_ms * 100 | round / 100) ms |"),
