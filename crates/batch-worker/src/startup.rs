@@ -57,6 +57,7 @@ impl Application {
         let events = Arc::new(EventWork {
             pg: pg.clone(),
             keys: keys.clone(),
+            partitions: Default::default(),
         });
         let votes = Arc::new(VoteWork { pg: pg.clone() });
         let lane_sources = |id: String, queues: Vec<domain::keys::QueueKeys>| -> Vec<WorkerQueue> {

@@ -1,8 +1,10 @@
 //! Analytics events: stored with their rollups in one transaction ([`store`], [`rollups`]),
 //! then the Redis side effects of what was committed ([`written`]): day visitor sketches,
-//! stats cache generations, live site activity. [`retention`] expires old raw events.
+//! stats cache generations, live site activity. [`partitions`] makes each month's
+//! partition of `events` before its first batch; [`retention`] expires old raw events.
 
 pub mod enrich;
+pub mod partitions;
 pub mod referrers;
 pub mod retention;
 pub mod rollups;
@@ -21,6 +23,8 @@ use written::EventsWritten;
 pub struct EventWork {
     pub pg: Pool,
     pub keys: Keys,
+    /// The months known to have their partition of `events`.
+    pub partitions: partitions::Partitions,
 }
 
 impl Work for EventWork {
@@ -45,7 +49,13 @@ impl Work for EventWork {
             tables = "events, rollups",
             rows = events.len()
         );
-        Box::pin(store::store_events(&self.pg, events).instrument(span))
+        Box::pin(
+            async move {
+                self.partitions.ensure(&self.pg, events).await?;
+                store::store_events(&self.pg, events).await
+            }
+            .instrument(span),
+        )
     }
 
     fn on_commit(&self, pipe: &mut domain::redis_client::Pipeline, written: &EventsWritten) {

@@ -2,7 +2,7 @@
 //! rollup, in one transaction.
 //!
 //! One transaction, one statement per step: the events are inserted with
-//! `ON CONFLICT (event_id, site_id) DO NOTHING RETURNING event_id, site_id`, and the
+//! `ON CONFLICT (event_id, site_id, ts) DO NOTHING RETURNING event_id, site_id, ts`, and the
 //! rollups of exactly the returned (newly inserted) events are upserted in a second
 //! statement. A replayed batch (a
 //! reaped worker's, or one whose acknowledgement was lost) therefore changes nothing: no
@@ -34,8 +34,8 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
     AS t(event_id, site_id, event_type, ts, path, user_id, props, received_at,
          hostname, referrer, referrer_source, utm_source, utm_medium, utm_campaign,
          utm_term, utm_content, browser, os, device, country)
-ON CONFLICT (event_id, site_id) DO NOTHING
-RETURNING event_id, site_id
+ON CONFLICT (event_id, site_id, ts) DO NOTHING
+RETURNING event_id, site_id, ts
 ";
 
 /// Every rollup of the batch in one statement; inputs are pre-aggregated and sorted
@@ -241,9 +241,9 @@ pub async fn store_events(
         )
         .await
         .map_err(StoreError::from_pg)?;
-    let mut inserted: HashSet<(Uuid, &str)> = inserted_rows
+    let mut inserted: HashSet<(Uuid, &str, DateTime<Utc>)> = inserted_rows
         .iter()
-        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, &str>(1)))
+        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, &str>(1), r.get(2)))
         .collect();
     // Only rows really inserted count, each once (a batch may carry an id twice): a
     // replayed batch adds nothing to the rollups. The day sketches take every visitor of
@@ -254,7 +254,7 @@ pub async fn store_events(
         Rollups::of(with_paths())
     } else {
         Rollups::of(
-            with_paths().filter(|(e, _)| inserted.remove(&(e.event_id, e.site_id.as_ref()))),
+            with_paths().filter(|(e, _)| inserted.remove(&(e.event_id, e.site_id.as_ref(), e.ts))),
         )
     };
     let visitors = if all_inserted {

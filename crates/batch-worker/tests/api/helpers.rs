@@ -51,6 +51,7 @@ impl Harness {
             Arc::new(EventWork {
                 pg: domain::postgres::pool(pg).expect("pool"),
                 keys,
+                partitions: Default::default(),
             }),
             redis,
             blocking,

@@ -96,3 +96,101 @@ async fn the_retention_task_expires_events_older_than_the_configured_days() {
         .expect("stops")
         .expect("joins");
 }
+
+async fn tables_named(h: &Harness, name: &str) -> i64 {
+    h.count(&format!(
+        "SELECT count(*) FROM pg_class WHERE relname = '{name}' AND relkind = 'r'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_month_wholly_expired_is_dropped_whole_and_a_month_with_a_late_event_is_kept() {
+    let h = Harness::new().await;
+    let now_ms = Utc::now().timestamp_millis();
+    let mut msgs: Vec<_> = (0..3)
+        .map(|i| {
+            message(
+                &uuid(i),
+                "s",
+                Some("/sep"),
+                Some("u"),
+                "2025-09-10T10:00:00Z",
+            )
+        })
+        .collect();
+    msgs.extend((3..5).map(|i| {
+        message(
+            &uuid(i),
+            "s",
+            Some("/oct"),
+            Some("u"),
+            "2025-10-10T10:00:00Z",
+        )
+    }));
+    // Dated in October, received now: it keeps October's partition alive.
+    let mut late = message(
+        &uuid(5),
+        "s",
+        Some("/late"),
+        Some("u"),
+        "2025-10-20T10:00:00Z",
+    );
+    late["received_at_ms"] = now_ms.into();
+    msgs.push(late);
+    h.push(&msgs).await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 6);
+    assert_eq!(tables_named(&h, "events_202509").await, 1);
+    assert_eq!(tables_named(&h, "events_202510").await, 1);
+    assert_eq!(h.count("SELECT count(*) FROM events_202510").await, 3);
+    let before = rollup_totals(&h).await;
+
+    let cutoff = Utc::now() - TimeDelta::days(30);
+    let expired = retention::expire_events(&h.db.pool(), cutoff, 1_000, &CancellationToken::new())
+        .await
+        .expect("expire");
+    assert_eq!(expired, 5);
+    assert_eq!(tables_named(&h, "events_202509").await, 0, "dropped whole");
+    assert_eq!(
+        tables_named(&h, "events_202510").await,
+        1,
+        "kept for its late event"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE path = '/late'")
+            .await,
+        1
+    );
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(rollup_totals(&h).await, before, "rollups untouched");
+}
+
+#[tokio::test]
+async fn events_dated_outside_the_horizon_share_the_default_partition_and_stay_once_only() {
+    let h = Harness::new().await;
+    let msgs = vec![
+        message(&uuid(1), "s", Some("/"), Some("u"), "1990-01-01T00:00:00Z"),
+        message(&uuid(2), "s", Some("/"), Some("u"), "2999-06-01T00:00:00Z"),
+        message(&uuid(3), "s", Some("/"), Some("u"), "2025-11-14T10:00:00Z"),
+    ];
+    h.push(&msgs).await;
+    let mut worker = h.worker("w");
+    assert_eq!(h.drain(&mut worker).await, 3);
+    assert_eq!(h.count("SELECT count(*) FROM events_default").await, 2);
+    assert_eq!(tables_named(&h, "events_199001").await, 0);
+    assert_eq!(tables_named(&h, "events_299906").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM events_202511").await, 1);
+
+    h.push(&msgs).await;
+    let outcome = worker
+        .run_one_batch(&CancellationToken::new())
+        .await
+        .expect("batch");
+    assert_eq!((outcome.stored, outcome.duplicates), (0, 3));
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        h.count("SELECT sum(events)::bigint FROM rollup_hourly")
+            .await,
+        3
+    );
+}

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "events_key_with_site",
         include_str!("../../../../migrations/0005_events_key_with_site.sql"),
     ),
+    (
+        6,
+        "events_partitioned",
+        include_str!("../../../../migrations/0006_events_partitioned.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
