@@ -35,6 +35,18 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 ensure_redis() {
   REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  # A cluster is used as given, never replaced by a private single server: some seed node
+  # must say the cluster is whole.
+  if [[ "$REDIS_URL" == *+cluster://* ]]; then
+    local seeds="${REDIS_URL#*+cluster://}"; seeds="${seeds##*@}"; seeds="${seeds%%[/?]*}"
+    local seed
+    for seed in ${seeds//,/ }; do
+      if redis-cli -h "${seed%:*}" -p "${seed##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+        export REDIS_URL; return
+      fi
+    done
+    die "no node of the Redis Cluster at $REDIS_URL answers with cluster_state:ok"
+  fi
   if redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
     export REDIS_URL; return
   fi
