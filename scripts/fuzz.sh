@@ -84,7 +84,7 @@ declare -A CASES
 fuzz_service() { # name port token
   local name="$1" port="$2" token="$3" log="$OUT/schemathesis-$1.txt"
   local args=(run "http://127.0.0.1:$port/openapi.json"
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,unsupported_method
     --max-examples "$EXAMPLES" --request-timeout 20 --exclude-path-regex '/stream$' --no-color
     --suppress-health-check all -H "Authorization: Bearer $token")
   [ -z "${FUZZ_SEED:-}" ] || args+=(--seed "$FUZZ_SEED")

@@ -7,7 +7,7 @@ use crate::routes::{events, polls, sites};
 use crate::sites::SiteDirectory;
 use crate::visitor::Salts;
 use actix_web::dev::Server;
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use domain::http::Ops;
 use domain::keys::{Keys, QueueKeys};
 use domain::net::TrustedProxies;
@@ -173,7 +173,6 @@ impl Application {
                     "Tally's write side: analytics events, polls and votes, the site registry.",
                     &["admin_token"],
                 )
-                .default_service(web::to(not_found))
             },
             listener,
             &config.http,
@@ -203,11 +202,6 @@ impl Application {
         }
         Ok(result?)
     }
-}
-
-async fn not_found() -> HttpResponse {
-    domain::problem::Problem::message(actix_web::http::StatusCode::NOT_FOUND, "Not found")
-        .response()
 }
 
 /// Keeps the queue depth fresh when no pushes are happening (for example while the worker

@@ -4,7 +4,7 @@ use crate::config::{Config, StatsSettings};
 use crate::routes::{self, grafana, polls, stats, timeseries};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use domain::deadpool_postgres::Pool;
 use domain::http::Ops;
 use domain::keys::Keys;
@@ -102,7 +102,6 @@ impl Application {
                     "Tally's read side: site stats and time series from rollups, poll results, and the Grafana JSON data source.",
                     &["stats_token"],
                 )
-                .default_service(web::to(not_found))
             },
             listener,
             &config.http,
@@ -122,9 +121,4 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         Ok(self.server.await?)
     }
-}
-
-async fn not_found() -> HttpResponse {
-    domain::problem::Problem::message(actix_web::http::StatusCode::NOT_FOUND, "Not found")
-        .response()
 }

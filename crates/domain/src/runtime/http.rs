@@ -152,6 +152,65 @@ where
     let document = web::Data::new(api);
     app.app_data(document)
         .route("/openapi.json", web::get().to(openapi_json))
+        .default_service(web::to(fallback))
+}
+
+/// What no route took: `405` with `Allow` for a path the service documents under other
+/// methods, `404` for anything else.
+async fn fallback(req: HttpRequest) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let allowed = req
+        .app_data::<web::Data<utoipa::openapi::OpenApi>>()
+        .map(|api| documented_methods(api, req.path()))
+        .unwrap_or_default();
+    if allowed.is_empty() {
+        return crate::problem::Problem::message(StatusCode::NOT_FOUND, "Not found").response();
+    }
+    let allow = allowed.join(", ");
+    let mut answer = crate::problem::Problem::message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed here; allowed: {allow}", req.method()),
+    )
+    .response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        answer
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    answer
+}
+
+/// The methods `api` documents for a request to `path` (`{param}` segments match any one
+/// segment), with `HEAD` beside `GET`; empty when no documented path matches.
+pub fn documented_methods(api: &utoipa::openapi::OpenApi, path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let matches = |template: &str| {
+        let parts: Vec<&str> = template.trim_end_matches('/').split('/').collect();
+        parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| (p.starts_with('{') && p.ends_with('}') && !s.is_empty()) || p == s)
+    };
+    let mut methods = Vec::new();
+    for (template, item) in &api.paths.paths {
+        if !matches(template) {
+            continue;
+        }
+        for (name, op) in [
+            ("GET", &item.get),
+            ("HEAD", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ] {
+            if op.is_some() && !methods.contains(&name) {
+                methods.push(name);
+            }
+        }
+    }
+    methods
 }
 
 async fn openapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {

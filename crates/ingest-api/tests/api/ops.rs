@@ -96,3 +96,41 @@ async fn every_documented_answer_has_a_schema_and_writes_list_their_refusals() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn a_method_the_path_does_not_take_is_405_with_allow_and_an_unknown_path_404() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/v1/events", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 405);
+    assert_eq!(
+        res.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let res = app
+        .client
+        .put(format!("{}/v1/polls/some-poll/votes", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 405, "a path parameter matches any segment");
+    let res = app
+        .client
+        .delete(format!("{}/v1/sites/example.com", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_ne!(res.status(), 405, "DELETE is documented there");
+    assert_eq!(app.get("/v1/nothing-here").await.status(), 404);
+    let res = app
+        .client
+        .post(format!("{}/v1/events/extra", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 404, "one segment too many is another path");
+}
