@@ -92,17 +92,22 @@ async fn one_event_makes_one_trace_across_ingest_queue_worker_and_postgres() {
 
     let spans = domain::testing::eventually(
         Duration::from_secs(30),
-        "spans of both services in the caller's trace",
+        "spans of both services in the caller's trace, the worker's batch and write",
         || {
             let received = received.clone();
             async move {
                 let spans = received.lock().expect("lock").clone();
-                let in_trace = |service: &str| {
-                    spans
-                        .iter()
-                        .any(|(s, t, _)| s.contains(service) && t == trace_id)
+                let in_trace = |service: &str, span: Option<&str>| {
+                    spans.iter().any(|(s, t, n)| {
+                        s.contains(service) && t == trace_id && span.is_none_or(|span| n == span)
+                    })
                 };
-                (in_trace("ingest-api") && in_trace("batch-worker")).then_some(spans)
+                // The batch's span ends (and is exported) after its PostgreSQL child, once
+                // the batch is acknowledged: wait for both rather than the first.
+                (in_trace("ingest-api", None)
+                    && in_trace("batch-worker", Some("store_batch"))
+                    && in_trace("batch-worker", Some("postgres.write")))
+                .then_some(spans)
             }
         },
     )
