@@ -75,6 +75,45 @@ impl TestRedis {
     pub fn events_queues(&self) -> Vec<crate::keys::QueueKeys> {
         self.keys().events_queues(self.config.event_queue_shards)
     }
+
+    /// The messages waiting in every shard of the events queue, oldest first (by when they
+    /// were queued; a shard keeps its own order).
+    ///
+    /// # Panics
+    /// When Redis is unreachable or a message is not JSON.
+    pub async fn queued_events(&self) -> Vec<serde_json::Value> {
+        let mut conn = self.conn().await;
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        for keys in self.events_queues() {
+            let raw: Vec<String> = redis::cmd("LRANGE")
+                .arg(&keys.queue)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("LRANGE");
+            all.extend(raw.iter().rev().map(|s| {
+                serde_json::from_str::<serde_json::Value>(s).expect("queued messages are JSON")
+            }));
+        }
+        all.sort_by_key(|m| m["queued_at_ms"].as_i64().unwrap_or(0));
+        all
+    }
+
+    /// Dead letters in every shard of the events queue.
+    ///
+    /// # Panics
+    /// When Redis is unreachable.
+    pub async fn dead_events(&self) -> u64 {
+        let mut conn = self.conn().await;
+        let mut total = 0;
+        for keys in self.events_queues() {
+            total += crate::queue::dead_len(&mut conn, &keys)
+                .await
+                .expect("LLEN");
+        }
+        total
+    }
 }
 
 impl Default for TestRedis {

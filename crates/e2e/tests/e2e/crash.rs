@@ -60,7 +60,7 @@ async fn kill_9_of_workers_mid_drain_loses_nothing_and_stores_nothing_twice() {
         TOTAL
     );
     assert_rollups_match_events(&stack).await;
-    let (_, dead) = stack.queued_and_dead().await;
+    let dead = stack.redis.dead_events().await;
     assert_eq!(dead, 0, "nothing dead-lettered");
     // The kills hit workers holding batches: survivors had to reap them.
     assert!(

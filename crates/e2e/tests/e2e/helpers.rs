@@ -201,30 +201,6 @@ impl Stack {
         }
         total
     }
-
-    /// Every item queued in the shards of the events queue, and the dead letters of all of
-    /// them.
-    pub async fn queued_and_dead(&self) -> (Vec<String>, u64) {
-        let mut conn = self.redis.conn().await;
-        let (mut queued, mut dead) = (Vec::new(), 0);
-        for keys in self.redis.events_queues() {
-            let items: Vec<String> = domain::redis_client::cmd("LRANGE")
-                .arg(&keys.queue)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .expect("LRANGE");
-            queued.extend(items);
-            let n: u64 = domain::redis_client::cmd("LLEN")
-                .arg(&keys.dead)
-                .query_async(&mut conn)
-                .await
-                .expect("LLEN");
-            dead += n;
-        }
-        (queued, dead)
-    }
 }
 
 impl Drop for Stack {

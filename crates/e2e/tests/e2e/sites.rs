@@ -108,7 +108,13 @@ async fn a_sites_local_days_move_with_its_zone_and_no_trace_of_the_connection_is
         403
     );
 
-    let (queued, _) = stack.queued_and_dead().await;
+    let queued: Vec<String> = stack
+        .redis
+        .queued_events()
+        .await
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     assert_eq!(queued.len(), 2);
     for item in &queued {
         for secret in IPS.iter().copied().chain(["TallyE2E", "X11; Linux"]) {

@@ -83,25 +83,9 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// The messages in every shard of the events queue, oldest first (by the time they
-    /// were queued; a shard keeps its own order).
+    /// The messages in every shard of the events queue, oldest first.
     pub async fn queued_events(&self) -> Vec<serde_json::Value> {
-        let mut conn = self.redis.conn().await;
-        let mut all: Vec<serde_json::Value> = Vec::new();
-        for keys in self.redis.events_queues() {
-            let raw: Vec<String> = domain::redis_client::cmd("LRANGE")
-                .arg(&keys.queue)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .expect("LRANGE");
-            all.extend(raw.iter().rev().map(|s| {
-                serde_json::from_str::<serde_json::Value>(s).expect("queued messages are JSON")
-            }));
-        }
-        all.sort_by_key(|m| m["queued_at_ms"].as_i64().unwrap_or(0));
-        all
+        self.redis.queued_events().await
     }
 }
 

@@ -23,12 +23,6 @@ pub enum RedisConn {
     Cluster(ClusterConnection),
 }
 
-impl RedisConn {
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
-    }
-}
-
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
