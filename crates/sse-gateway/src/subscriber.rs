@@ -1,6 +1,7 @@
 //! The gateway's one Redis subscription: a pattern over every Tally channel, feeding the
 //! hub. On a Redis Cluster it is made on any one node (classic pub/sub is broadcast over
-//! the cluster bus; sharded `SSUBSCRIBE` takes no patterns, see `docs/scaling.md`). It reconnects by itself, and after a reconnect has every topic's feed send a fresh
+//! the cluster bus; sharded `SSUBSCRIBE` takes no patterns, see `docs/scaling.md`). It
+//! reconnects by itself, and after a reconnect has every topic's feed send a fresh
 //! snapshot, so no browser keeps a tally that missed updates while Redis was away.
 //!
 //! A subscription only listens, so a socket whose peer vanished without a FIN (a host

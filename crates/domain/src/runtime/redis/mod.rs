@@ -113,14 +113,6 @@ pub fn target(cfg: &RedisConfig) -> anyhow::Result<Target> {
     }
 }
 
-/// A client for one node: the server of `REDIS_URL`, or the first seed node of a cluster.
-///
-/// # Errors
-/// When `REDIS_URL` does not parse.
-pub fn client(cfg: &RedisConfig) -> anyhow::Result<redis::Client> {
-    Ok(node_clients(cfg)?.swap_remove(0))
-}
-
 /// A client for every node named in `REDIS_URL` (one for a single server). A classic
 /// pub/sub message published on any node of a cluster reaches subscribers on every node,
 /// so a subscriber may use any of them, and moves to the next when one is down.
