@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `P:chan:poll:ID` | the poll scripts (`vote.lua`, `close_poll.lua`, `restore_poll.lua`) | [`crate::poll::PollState`] without question and options |
 //! | `P:chan:site:S` | batch-worker, after each committed batch touching site `S` | [`crate::site::SiteBatchSummary`] |
+//! | `P:chan:feeds:M` | `feed_append.lua`, `feed_read.lua`: new feed items and read marks of the users of feed shard `M` | [`crate::notify::feed::FeedLive`] |
 //!
 //! The gateway holds one pattern subscription ([`pattern`]) and routes each message with
 //! [`Channel::parse`], so a channel name is never taken apart by hand.
@@ -17,10 +18,16 @@ pub enum Channel {
     Poll(String),
     /// A site's per-batch activity summaries.
     Site(String),
+    /// A user's notification feed (a topic; its messages arrive on its shard's channel).
+    Feed(String),
+    /// The channel of a feed shard: the feeds of many users (never a topic).
+    FeedShard(u16),
 }
 
 const POLL: &str = "poll:";
 const SITE: &str = "site:";
+const FEED: &str = "feed:";
+const FEED_SHARD: &str = "feeds:";
 
 fn base(keys: &Keys) -> String {
     format!("{}:chan:", keys.prefix())
@@ -32,6 +39,8 @@ impl Channel {
         match self {
             Self::Poll(id) => format!("{}{POLL}{id}", base(keys)),
             Self::Site(id) => format!("{}{SITE}{id}", base(keys)),
+            Self::Feed(user) => Self::FeedShard(crate::keys::feed_shard(user)).name(keys),
+            Self::FeedShard(shard) => format!("{}{FEED_SHARD}{shard}", base(keys)),
         }
     }
 
@@ -40,6 +49,8 @@ impl Channel {
         let rest = name.strip_prefix(&base(keys))?;
         if let Some(id) = rest.strip_prefix(POLL) {
             Some(Self::Poll(id.to_string()))
+        } else if let Some(shard) = rest.strip_prefix(FEED_SHARD) {
+            shard.parse().ok().map(Self::FeedShard)
         } else {
             rest.strip_prefix(SITE).map(|id| Self::Site(id.to_string()))
         }
@@ -47,11 +58,13 @@ impl Channel {
 }
 
 impl Channel {
-    /// The topic's name as clients give it (`poll:ID`, `site:S`).
+    /// The topic's name as clients give it (`poll:ID`, `site:S`, `feed:U`).
     pub fn topic(&self) -> String {
         match self {
             Self::Poll(id) => format!("{POLL}{id}"),
             Self::Site(id) => format!("{SITE}{id}"),
+            Self::Feed(user) => format!("{FEED}{user}"),
+            Self::FeedShard(shard) => format!("{FEED_SHARD}{shard}"),
         }
     }
 
@@ -59,6 +72,8 @@ impl Channel {
     pub fn from_topic(topic: &str) -> Option<Self> {
         if let Some(id) = topic.strip_prefix(POLL) {
             (!id.is_empty()).then(|| Self::Poll(id.to_string()))
+        } else if let Some(user) = topic.strip_prefix(FEED) {
+            (!user.is_empty()).then(|| Self::Feed(user.to_string()))
         } else {
             topic
                 .strip_prefix(SITE)
@@ -79,10 +94,15 @@ mod tests {
 
     #[test]
     fn topic_names_round_trip() {
-        for c in [Channel::Poll("p1".into()), Channel::Site("a:b".into())] {
+        for c in [
+            Channel::Poll("p1".into()),
+            Channel::Site("a:b".into()),
+            Channel::Feed("u:1".into()),
+        ] {
             assert_eq!(Channel::from_topic(&c.topic()), Some(c));
         }
-        assert_eq!(Channel::from_topic("feed:u"), None);
+        assert_eq!(Channel::from_topic("feeds:1"), None);
+        assert_eq!(Channel::from_topic("user:u"), None);
         assert_eq!(Channel::from_topic("poll:"), None);
     }
 
@@ -94,9 +114,16 @@ mod tests {
             Channel::Site("example.com".into()),
             Channel::Site("a:b:poll:c".into()),
             Channel::Poll(String::new()),
+            Channel::FeedShard(3),
         ] {
             assert_eq!(Channel::parse(&keys, &c.name(&keys)), Some(c));
         }
+        let feed = Channel::Feed("someone".into());
+        assert_eq!(
+            Channel::parse(&keys, &feed.name(&keys)),
+            Some(Channel::FeedShard(crate::keys::feed_shard("someone"))),
+            "a feed's messages arrive on its shard's channel"
+        );
     }
 
     #[test]

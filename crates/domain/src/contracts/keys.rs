@@ -36,6 +36,30 @@
 //! are pushed to share the hash tag `{votes:N}`, so the vote script (check, count, queue,
 //! publish in one step) is a single-slot script on a cluster too.
 //!
+//!
+//! Notifications (see [`crate::notify`]):
+//!
+//! | key | type | meaning |
+//! | --- | --- | --- |
+//! | `P:{notify:N}:queue` (and `processing`, `hb`, `workers`, `dead`) | | accepted notifications of shard `N` waiting to be fanned out |
+//! | `P:{notify:N}:n:ID` | string, TTL 7 days | notification `ID`'s public record (content, channels, audience size) |
+//! | `P:{notify:N}:idem:K` | string, TTL 24 h | the notification accepted with `Idempotency-Key: K` |
+//! | `P:{feed:M}:f:U` | sorted set | user `U`'s newest feed items: notification id scored by the user's sequence number |
+//! | `P:{feed:M}:s:U` | hash | user `U`'s feed state: `epoch`, `seq`, `read_upto`, `unread` |
+//! | `P:{feed:M}:r:U` | set | sequence numbers above `read_upto` that were read one by one |
+//! | `P:{feed:M}:queue` (...) | | read marks waiting for PostgreSQL |
+//! | `P:{deliver:K}:queue` (and `hb`, `workers`, `dead`) | | deliveries of channel `K` (webhook, email, sms) waiting for an attempt |
+//! | `P:{deliver:K}:inflight:W` | hash | the deliveries worker `W` is attempting (claim id -> delivery) |
+//! | `P:{deliver:K}:scheduled` | sorted set | deliveries waiting for a retry (or a free slot of their endpoint), scored by when they are due |
+//! | `P:{deliver:K}:fanned:ID` | string, TTL 7 days | notification `ID`'s deliveries of channel `K` were queued |
+//! | `P:{deliver:K}:backlog` | hash | webhook endpoint id -> deliveries not yet finished |
+//! | `P:{deliver:K}:log:queue` (...) | | attempt records waiting for PostgreSQL |
+//! | `P:{webhooks}:ep:E` | hash | webhook endpoint `E` (url, event types, secret, ...) |
+//! | `P:{webhooks}:ids`, `:version`, `:restored`, `:restoring`, `:queue` | | as for the site registry |
+//! | `P:{webhooks}:rate:E` | string with TTL | the rate limiter of endpoint `E` (its theoretical arrival time) |
+//! | `P:{topics}:subs:T` | hash | topic `T`'s subscribers: user id -> contact JSON |
+//! | `P:{topics}:restored`, `:restoring`, `:queue` | | as for the site registry |
+//!
 //! Pub/sub channel names are built in [`crate::channel`].
 //!
 //! `P` is the configured prefix (`REDIS_KEY_PREFIX`, default `tally`).
@@ -188,12 +212,7 @@ pub const VOTE_SHARDS: u16 = 8;
 
 /// The vote shard of a poll (FNV-1a of its id).
 pub fn vote_shard(poll_id: &str) -> u16 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in poll_id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    u16::try_from(hash % u32::from(VOTE_SHARDS)).unwrap_or(0)
+    u16::try_from(fnv1a(poll_id) % u32::from(VOTE_SHARDS)).unwrap_or(0)
 }
 
 /// The keys of one poll (see the module table).
@@ -255,6 +274,189 @@ impl Keys {
 /// Name (and hash tag) of vote shard `shard`'s queue.
 pub fn vote_queue_name(shard: u16) -> String {
     format!("votes:{shard}")
+}
+
+/// Number of notification shards. Part of the key format.
+pub const NOTIFY_SHARDS: u16 = 8;
+/// Number of feed shards (users' feeds are spread over this many hash tags). Part of the
+/// key format.
+pub const FEED_SHARDS: u16 = 8;
+
+/// FNV-1a, the hash of every shard choice (stable across processes and versions).
+pub fn fnv1a(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in text.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// The feed shard of a user.
+pub fn feed_shard(user_id: &str) -> u16 {
+    u16::try_from(fnv1a(user_id) % u32::from(FEED_SHARDS)).unwrap_or(0)
+}
+
+/// The keys of one user's feed (see the module table).
+#[derive(Clone, Debug)]
+pub struct FeedKeys {
+    pub shard: u16,
+    pub items: String,
+    pub state: String,
+    pub read: String,
+}
+
+/// The keys of one delivery channel's queue (see the module table and
+/// [`crate::notify::delivery_queue`]).
+#[derive(Clone, Debug)]
+pub struct DeliveryKeys {
+    base: String,
+    /// `queue`, `workers`, `dead` and heartbeats, as for any reliable queue.
+    pub queue: QueueKeys,
+    pub scheduled: String,
+    pub backlog: String,
+    /// Attempt records on their way to PostgreSQL (a reliable queue of its own, on the same
+    /// hash tag so recording an attempt is part of the atomic step that finishes it).
+    pub log: QueueKeys,
+}
+
+impl DeliveryKeys {
+    /// The deliveries worker `worker_id` is attempting.
+    pub fn inflight(&self, worker_id: &str) -> String {
+        format!("{}:inflight:{worker_id}", self.base)
+    }
+
+    /// Set once notification `id`'s deliveries of this channel are queued.
+    pub fn fanned(&self, notification_id: &str) -> String {
+        format!("{}:fanned:{notification_id}", self.base)
+    }
+}
+
+impl Keys {
+    /// The queue of notification shard `shard`.
+    pub fn notify_queue(&self, shard: u16) -> QueueKeys {
+        self.queue(&format!("notify:{shard}"))
+    }
+
+    /// Every notification shard's queue.
+    pub fn notify_queues(&self) -> Vec<QueueKeys> {
+        (0..NOTIFY_SHARDS).map(|s| self.notify_queue(s)).collect()
+    }
+
+    /// The public record of a notification of shard `shard`.
+    pub fn notification(&self, shard: u16, notification_id: &str) -> String {
+        format!("{}:{{notify:{shard}}}:n:{notification_id}", self.prefix)
+    }
+
+    /// The notification accepted with an idempotency key (in shard `shard`).
+    pub fn notify_idempotency(&self, shard: u16, key: &str) -> String {
+        format!("{}:{{notify:{shard}}}:idem:{key}", self.prefix)
+    }
+
+    /// The keys of user `user_id`'s feed.
+    pub fn feed(&self, user_id: &str) -> FeedKeys {
+        let shard = feed_shard(user_id);
+        let base = format!("{}:{{feed:{shard}}}", self.prefix);
+        FeedKeys {
+            shard,
+            items: format!("{base}:f:{user_id}"),
+            state: format!("{base}:s:{user_id}"),
+            read: format!("{base}:r:{user_id}"),
+        }
+    }
+
+    /// The queue of feed shard `shard` (read marks for PostgreSQL).
+    pub fn feed_queue(&self, shard: u16) -> QueueKeys {
+        self.queue(&format!("feed:{shard}"))
+    }
+
+    /// Every feed shard's queue.
+    pub fn feed_queues(&self) -> Vec<QueueKeys> {
+        (0..FEED_SHARDS).map(|s| self.feed_queue(s)).collect()
+    }
+
+    /// The keys of the delivery queue of channel `channel` (`webhook`, `email`, `sms`).
+    pub fn delivery(&self, channel: &str) -> DeliveryKeys {
+        let tag = format!("deliver:{channel}");
+        let base = format!("{}:{{{tag}}}", self.prefix);
+        let log_base = format!("{base}:log");
+        DeliveryKeys {
+            queue: self.queue(&tag),
+            scheduled: format!("{base}:scheduled"),
+            backlog: format!("{base}:backlog"),
+            log: QueueKeys {
+                name: format!("{tag}:log"),
+                queue: format!("{log_base}:queue"),
+                workers: format!("{log_base}:workers"),
+                dead: format!("{log_base}:dead"),
+                base: log_base,
+            },
+            base,
+        }
+    }
+
+    fn webhooks_base(&self) -> String {
+        format!("{}:{{webhooks}}", self.prefix)
+    }
+
+    /// Webhook endpoint `endpoint_id`'s record.
+    pub fn endpoint(&self, endpoint_id: &str) -> String {
+        format!("{}:ep:{endpoint_id}", self.webhooks_base())
+    }
+
+    /// The set of webhook endpoint ids.
+    pub fn endpoint_ids(&self) -> String {
+        format!("{}:ids", self.webhooks_base())
+    }
+
+    /// The endpoints registry's change counter.
+    pub fn endpoints_version(&self) -> String {
+        format!("{}:version", self.webhooks_base())
+    }
+
+    /// Set once the endpoints registry has been restored into Redis.
+    pub fn endpoints_restored(&self) -> String {
+        format!("{}:restored", self.webhooks_base())
+    }
+
+    /// The lock of whoever restores the endpoints registry.
+    pub fn endpoints_restoring(&self) -> String {
+        format!("{}:restoring", self.webhooks_base())
+    }
+
+    /// The queue of endpoint changes.
+    pub fn webhooks_queue(&self) -> QueueKeys {
+        self.queue("webhooks")
+    }
+
+    /// The rate limiter of endpoint `endpoint_id`.
+    pub fn endpoint_rate(&self, endpoint_id: &str) -> String {
+        format!("{}:rate:{endpoint_id}", self.webhooks_base())
+    }
+
+    fn topics_base(&self) -> String {
+        format!("{}:{{topics}}", self.prefix)
+    }
+
+    /// Topic `topic`'s subscribers.
+    pub fn topic_subscribers(&self, topic: &str) -> String {
+        format!("{}:subs:{topic}", self.topics_base())
+    }
+
+    /// Set once the topic subscriptions have been restored into Redis.
+    pub fn topics_restored(&self) -> String {
+        format!("{}:restored", self.topics_base())
+    }
+
+    /// The lock of whoever restores the topic subscriptions.
+    pub fn topics_restoring(&self) -> String {
+        format!("{}:restoring", self.topics_base())
+    }
+
+    /// The queue of subscription changes.
+    pub fn topics_queue(&self) -> QueueKeys {
+        self.queue("topics")
+    }
 }
 
 /// The hash tag Redis Cluster would hash for `key`: the text between the first `{` and the
@@ -367,5 +569,36 @@ mod tests {
             Keys::new("a").events_queue().queue,
             Keys::new("b").events_queue().queue
         );
+    }
+
+    #[test]
+    fn a_users_feed_keys_share_a_tag_with_its_shard_queue() {
+        let keys = Keys::new("t");
+        for user in ["u1", "user-42", "x{y}"] {
+            let f = keys.feed(user);
+            let q = keys.feed_queue(f.shard);
+            let tags = [&f.items, &f.state, &f.read, &q.queue].map(|k| hash_tag(k).to_string());
+            assert!(tags.iter().all(|t| *t == tags[0]), "{user}: {tags:?}");
+        }
+    }
+
+    #[test]
+    fn a_delivery_channels_keys_share_one_tag() {
+        let d = Keys::new("t").delivery("webhook");
+        let tags = [
+            d.queue.queue.clone(),
+            d.queue.heartbeat("w"),
+            d.queue.workers.clone(),
+            d.queue.dead.clone(),
+            d.inflight("w"),
+            d.scheduled.clone(),
+            d.backlog.clone(),
+            d.fanned("n"),
+            d.log.queue.clone(),
+            d.log.processing("w"),
+        ]
+        .map(|k| hash_tag(&k).to_string());
+        assert!(tags.iter().all(|t| t == "deliver:webhook"), "{tags:?}");
+        assert_ne!(d.log.queue, d.queue.queue);
     }
 }

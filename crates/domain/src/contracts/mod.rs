@@ -3,8 +3,10 @@
 
 pub mod cache;
 pub mod channel;
+pub mod dead_letters;
 pub mod event;
 pub mod keys;
+pub mod notify;
 pub mod poll;
 pub mod presence;
 pub mod queue;
