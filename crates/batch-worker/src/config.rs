@@ -1,6 +1,8 @@
 //! batch-worker configuration (environment variables).
 
-use domain::config::{ConfigError, HttpConfig, PostgresConfig, RedisConfig, ServiceConfig, Vars};
+use domain::config::{
+    ConfigError, HttpConfig, PostgresConfig, RedisConfig, Secret, ServiceConfig, Vars,
+};
 use serde::Deserialize;
 
 /// Longest retention accepted (a century), so the cutoff is always a valid instant.
@@ -65,6 +67,185 @@ impl Default for WorkerSettings {
     }
 }
 
+/// How notifications are fanned out and delivered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct NotifySettings {
+    /// Notifications fanned out in one batch (each may reach 100,000 users).
+    pub notify_batch_max_items: usize,
+    /// Deliveries attempted at once per channel in this process.
+    pub webhook_concurrency: usize,
+    pub email_concurrency: usize,
+    pub sms_concurrency: usize,
+    /// Deliveries in flight at once to one webhook endpoint from this process; the rest
+    /// wait their turn in the scheduled set, so a slow endpoint never takes every slot.
+    pub webhook_max_in_flight_per_endpoint: usize,
+    /// A webhook attempt succeeds on a 2xx within this long.
+    pub webhook_timeout_ms: u64,
+    /// Webhooks may go to loopback, private or link-local addresses (development only).
+    pub webhook_allow_internal: bool,
+    /// Pauses between attempts (`5s,5m,30m,2h,5h,10h,10h`); after the last, dead-lettered.
+    pub delivery_retry_schedule: String,
+    /// How long a delivery waits when its endpoint is busy or over its rate.
+    pub delivery_park_ms: u64,
+    /// `smtp://host:port` (STARTTLS when offered), `smtps://` (TLS),
+    /// `smtp://user:pass@host:port`; unset: email deliveries fail with "no SMTP server".
+    pub smtp_url: Secret,
+    /// The sender of notification emails.
+    pub email_from: String,
+    pub smtp_timeout_ms: u64,
+    /// The SMS provider's API base URL (Twilio's shape: `POST
+    /// {base}/2010-04-01/Accounts/{sid}/Messages.json`); unset: SMS deliveries fail.
+    pub sms_api_url: String,
+    pub sms_account_sid: String,
+    pub sms_auth_token: Secret,
+    /// The sender number of SMS.
+    pub sms_from: String,
+    pub sms_timeout_ms: u64,
+    /// Vote counts at which a poll emits `poll.votes_reached`.
+    pub poll_vote_thresholds: String,
+    /// A site's visitors in the current hour over this multiple of its usual level for
+    /// that hour emit `site.traffic_spike`...
+    pub traffic_spike_multiple: f64,
+    /// ...when at least this many visitors came (small sites' noise is no spike).
+    pub traffic_spike_min_visitors: i64,
+    /// How often sites are checked for a traffic spike; 0 turns the check off.
+    pub traffic_spike_interval_ms: u64,
+    /// Channels trigger notifications are sent on (endpoints and topic subscribers of the
+    /// event type).
+    pub trigger_channels: String,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            notify_batch_max_items: 100,
+            webhook_concurrency: 512,
+            email_concurrency: 16,
+            sms_concurrency: 32,
+            webhook_max_in_flight_per_endpoint: 32,
+            webhook_timeout_ms: 10_000,
+            webhook_allow_internal: false,
+            delivery_retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
+            delivery_park_ms: 250,
+            smtp_url: Secret::default(),
+            email_from: "Tally <notifications@localhost>".into(),
+            smtp_timeout_ms: 10_000,
+            sms_api_url: String::new(),
+            sms_account_sid: String::new(),
+            sms_auth_token: Secret::default(),
+            sms_from: String::new(),
+            sms_timeout_ms: 10_000,
+            poll_vote_thresholds: "100,1000,10000,100000".into(),
+            traffic_spike_multiple: 3.0,
+            traffic_spike_min_visitors: 20,
+            traffic_spike_interval_ms: 60_000,
+            trigger_channels: "in_app,webhook".into(),
+        }
+    }
+}
+
+impl NotifySettings {
+    /// The retry schedule (checked at start).
+    pub fn retry_schedule(&self) -> domain::notify::delivery::RetrySchedule {
+        domain::notify::delivery::RetrySchedule::parse(&self.delivery_retry_schedule)
+            .unwrap_or_default()
+    }
+
+    /// The vote thresholds, ascending (checked at start).
+    pub fn vote_thresholds(&self) -> Vec<i64> {
+        let mut out: Vec<i64> = self
+            .poll_vote_thresholds
+            .split(',')
+            .filter_map(|t| t.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The channels of trigger notifications (checked at start).
+    pub fn trigger_channels(&self) -> Vec<domain::notify::ChannelKind> {
+        let mut out: Vec<_> = self
+            .trigger_channels
+            .split(',')
+            .filter_map(|c| domain::notify::ChannelKind::parse(c.trim()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("NOTIFY_BATCH_MAX_ITEMS", self.notify_batch_max_items),
+            ("WEBHOOK_CONCURRENCY", self.webhook_concurrency),
+            ("EMAIL_CONCURRENCY", self.email_concurrency),
+            ("SMS_CONCURRENCY", self.sms_concurrency),
+            (
+                "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
+                self.webhook_max_in_flight_per_endpoint,
+            ),
+            ("WEBHOOK_TIMEOUT_MS", self.webhook_timeout_ms as usize),
+            ("DELIVERY_PARK_MS", self.delivery_park_ms as usize),
+            ("SMTP_TIMEOUT_MS", self.smtp_timeout_ms as usize),
+            ("SMS_TIMEOUT_MS", self.sms_timeout_ms as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        domain::notify::delivery::RetrySchedule::parse(&self.delivery_retry_schedule)
+            .map_err(|e| ConfigError(format!("DELIVERY_RETRY_SCHEDULE: {e}")))?;
+        for t in self
+            .poll_vote_thresholds
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            if t.parse::<i64>().map_or(true, |n| n <= 0) {
+                return Err(ConfigError(format!(
+                    "POLL_VOTE_THRESHOLDS: {t:?} is not a positive whole number"
+                )));
+            }
+        }
+        for c in self
+            .trigger_channels
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            if domain::notify::ChannelKind::parse(c).is_none() {
+                return Err(ConfigError(format!(
+                    "TRIGGER_CHANNELS: {c:?} is not a channel (in_app, webhook, email, sms)"
+                )));
+            }
+        }
+        if !(self.traffic_spike_multiple > 1.0) {
+            return Err(ConfigError(
+                "TRAFFIC_SPIKE_MULTIPLE must be more than 1".into(),
+            ));
+        }
+        if !self.smtp_url.is_empty() {
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(self.smtp_url.expose())
+                .map_err(|e| ConfigError(format!("SMTP_URL is not a usable SMTP URL: {e}")))?;
+        }
+        if !self.email_from.is_empty()
+            && self.email_from.parse::<lettre::message::Mailbox>().is_err()
+        {
+            return Err(ConfigError(format!(
+                "EMAIL_FROM: {:?} is not a mailbox (such as Tally <notify@example.com>)",
+                self.email_from
+            )));
+        }
+        if !self.sms_api_url.is_empty() && url::Url::parse(&self.sms_api_url).is_err() {
+            return Err(ConfigError("SMS_API_URL is not a URL".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Everything batch-worker reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -72,6 +253,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
     pub worker: WorkerSettings,
+    pub notify: NotifySettings,
 }
 
 impl ServiceConfig for Config {
@@ -113,11 +295,14 @@ impl ServiceConfig for Config {
         if worker.heartbeat_ttl_ms < 300 {
             return Err(ConfigError("HEARTBEAT_TTL_MS must be at least 300".into()));
         }
+        let notify: NotifySettings = vars.get()?;
+        notify.check()?;
         Ok(Self {
             http: vars.http("0.0.0.0:9091")?,
             redis: vars.redis()?,
             postgres: vars.get()?,
             worker,
+            notify,
         })
     }
 }
@@ -186,6 +371,27 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("EVENTS_RETENTION_DAYS"));
+    }
+
+    #[test]
+    fn notification_settings_are_checked_by_name() {
+        for (var, value) in [
+            ("DELIVERY_RETRY_SCHEDULE", "5 minutes"),
+            ("WEBHOOK_CONCURRENCY", "0"),
+            ("POLL_VOTE_THRESHOLDS", "10,-1"),
+            ("TRIGGER_CHANNELS", "in_app,pigeon"),
+            ("SMTP_URL", "smtp://"),
+            ("EMAIL_FROM", "not a mailbox <"),
+            ("TRAFFIC_SPIKE_MULTIPLE", "1"),
+        ] {
+            let e = Config::from_vars(vars(&[(var, value)]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(var), "{var}={value}: {e}");
+        }
+        let ok = Config::from_vars(vars(&[("POLL_VOTE_THRESHOLDS", "1000, 10,10")])).expect("ok");
+        assert_eq!(ok.notify.vote_thresholds(), vec![10, 1000]);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! back the polls and the registry when Redis lost them.
 
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod lane;
+pub mod notify;
 pub mod restore;
 pub mod sites;
 pub mod startup;

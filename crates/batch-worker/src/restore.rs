@@ -1,5 +1,6 @@
 //! Puts back into Redis what Redis lost (restarted empty, flushed): the site registry
-//! ([`crate::sites::restore`]) and the polls of every vote shard
+//! ([`crate::sites::restore`]), the webhook endpoints and topic subscriptions
+//! ([`crate::notify::restore`]) and the polls of every vote shard
 //! ([`crate::votes::restore`]). Every worker checks periodically; the first to notice
 //! restores, under a lock.
 
@@ -28,6 +29,14 @@ pub async fn run(
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "restoring the site registry into Redis failed; will retry"
+                );
+            }
+            if let Err(e) =
+                crate::notify::restore::restore_if_missing(&mut redis, &pg, &keys, &worker_id).await
+            {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "restoring webhook endpoints or topic subscriptions into Redis failed; will retry"
                 );
             }
             match crate::votes::restore::restore_missing_shards(&mut redis, &pg, &keys, &worker_id)

@@ -2,8 +2,17 @@
 //! duties, and the small HTTP server for health and metrics.
 
 use crate::config::Config;
+use crate::delivery::email::EmailSender;
+use crate::delivery::log::AttemptLogWork;
+use crate::delivery::records::Records;
+use crate::delivery::sms::SmsSender;
+use crate::delivery::webhook::WebhookSender;
+use crate::delivery::{DeliveryLane, LaneSettings};
 use crate::events::EventWork;
 use crate::lane::{Lane, liveness};
+use crate::notify::NotifyWork;
+use crate::notify::admin::AdminWork;
+use crate::notify::directory::EndpointDirectory;
 use crate::sites::SiteWork;
 use crate::votes::VoteWork;
 use actix_web::dev::Server;
@@ -23,6 +32,12 @@ pub struct Application {
     event_lanes: Vec<Lane<EventWork>>,
     vote_lanes: Vec<Lane<VoteWork>>,
     site_lane: Lane<SiteWork>,
+    notify_lane: Lane<NotifyWork>,
+    admin_lane: Lane<AdminWork>,
+    log_lane: Lane<AttemptLogWork>,
+    webhook_lane: DeliveryLane<WebhookSender>,
+    email_lane: DeliveryLane<EmailSender>,
+    sms_lane: DeliveryLane<SmsSender>,
     keys: Keys,
     worker_id: String,
     redis: RedisConn,
@@ -43,7 +58,7 @@ impl Application {
         // claims and acknowledgements share the multiplexed one.
         let blocking = domain::redis::blocking_pool(
             &config.redis,
-            config.worker.worker_concurrency + config.worker.vote_worker_concurrency + 1,
+            config.worker.worker_concurrency + config.worker.vote_worker_concurrency + 4,
             Duration::from_millis(1_000 + config.worker.batch_max_wait_ms),
         )?;
         let pg = domain::postgres::pool(&config.postgres)?;
@@ -104,6 +119,95 @@ impl Application {
             config.worker.clone(),
         );
 
+        let directory = Arc::new(EndpointDirectory::new(keys.clone()));
+        let notify_settings = crate::config::WorkerSettings {
+            batch_max_items: config.notify.notify_batch_max_items,
+            ..config.worker.clone()
+        };
+        let notify_lane = Lane::new(
+            lane_sources(format!("{worker_id}.n0"), keys.notify_queues()),
+            Arc::new(NotifyWork {
+                pg: pg.clone(),
+                redis: redis.clone(),
+                keys: keys.clone(),
+                directory: directory.clone(),
+            }),
+            redis.clone(),
+            blocking.clone(),
+            notify_settings,
+        );
+        let mut admin_queues = vec![keys.webhooks_queue(), keys.topics_queue()];
+        admin_queues.extend(keys.feed_queues());
+        let admin_lane = Lane::new(
+            lane_sources(format!("{worker_id}.a0"), admin_queues),
+            Arc::new(AdminWork { pg: pg.clone() }),
+            redis.clone(),
+            blocking.clone(),
+            config.worker.clone(),
+        );
+        let log_queues = domain::notify::ChannelKind::DELIVERED
+            .iter()
+            .map(|c| keys.delivery(c.as_str()).log)
+            .collect();
+        let log_lane = Lane::new(
+            lane_sources(format!("{worker_id}.l0"), log_queues),
+            Arc::new(AttemptLogWork { pg: pg.clone() }),
+            redis.clone(),
+            blocking.clone(),
+            config.worker.clone(),
+        );
+        let n = &config.notify;
+        let records = Arc::new(Records::new(keys.clone(), redis.clone(), pg.clone()));
+        let lane_settings = |concurrency: usize, timeout_ms: u64| LaneSettings {
+            concurrency,
+            max_in_flight_per_key: n.webhook_max_in_flight_per_endpoint,
+            park: Duration::from_millis(n.delivery_park_ms),
+            schedule: n.retry_schedule(),
+            heartbeat_ttl: Duration::from_millis(config.worker.heartbeat_ttl_ms),
+            reap_interval: Duration::from_millis(config.worker.reap_interval_ms),
+            drain_timeout: Duration::from_millis(timeout_ms + 1_000),
+        };
+        let webhook_lane = DeliveryLane::new(
+            &keys,
+            &worker_id,
+            Arc::new(WebhookSender::new(
+                directory.clone(),
+                redis.clone(),
+                keys.clone(),
+                Duration::from_millis(n.webhook_timeout_ms),
+                n.webhook_allow_internal,
+            )?),
+            records.clone(),
+            redis.clone(),
+            lane_settings(n.webhook_concurrency, n.webhook_timeout_ms),
+        );
+        let email_lane = DeliveryLane::new(
+            &keys,
+            &worker_id,
+            Arc::new(EmailSender::new(
+                n.smtp_url.expose(),
+                &n.email_from,
+                Duration::from_millis(n.smtp_timeout_ms),
+            )?),
+            records.clone(),
+            redis.clone(),
+            lane_settings(n.email_concurrency, n.smtp_timeout_ms),
+        );
+        let sms_lane = DeliveryLane::new(
+            &keys,
+            &worker_id,
+            Arc::new(SmsSender::new(
+                &n.sms_api_url,
+                &n.sms_account_sid,
+                n.sms_auth_token.expose(),
+                &n.sms_from,
+                Duration::from_millis(n.sms_timeout_ms),
+            )?),
+            records,
+            redis.clone(),
+            lane_settings(n.sms_concurrency, n.sms_timeout_ms),
+        );
+
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
         let (check_redis, check_pg) = (redis.clone(), pg.clone());
         let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
@@ -144,6 +248,12 @@ impl Application {
             event_lanes,
             vote_lanes,
             site_lane,
+            notify_lane,
+            admin_lane,
+            log_lane,
+            webhook_lane,
+            email_lane,
+            sms_lane,
             keys,
             worker_id,
             redis,
@@ -167,8 +277,24 @@ impl Application {
             .vote_lanes
             .iter()
             .map(|l| l.sources()[0].worker_id().to_string());
-        let sites = std::iter::once(self.site_lane.sources()[0].worker_id().to_string());
-        events.chain(votes).chain(sites).collect()
+        let others = [
+            &self.site_lane.sources()[0],
+            &self.notify_lane.sources()[0],
+            &self.admin_lane.sources()[0],
+            &self.log_lane.sources()[0],
+        ]
+        .map(|q| q.worker_id().to_string());
+        let deliveries = [
+            self.webhook_lane.worker_id(),
+            self.email_lane.worker_id(),
+            self.sms_lane.worker_id(),
+        ]
+        .map(str::to_string);
+        events
+            .chain(votes)
+            .chain(others)
+            .chain(deliveries)
+            .collect()
     }
 
     /// Drains the queue until shutdown; the batches in progress are stored (or handed
@@ -182,6 +308,12 @@ impl Application {
             event_lanes,
             vote_lanes,
             site_lane,
+            notify_lane,
+            admin_lane,
+            log_lane,
+            webhook_lane,
+            email_lane,
+            sms_lane,
             keys,
             worker_id,
             redis,
@@ -194,7 +326,10 @@ impl Application {
             .iter()
             .flat_map(|l| l.sources().to_vec())
             .chain(vote_lanes.iter().flat_map(|l| l.sources().to_vec()))
-            .chain(site_lane.sources().to_vec());
+            .chain(site_lane.sources().to_vec())
+            .chain(notify_lane.sources().to_vec())
+            .chain(admin_lane.sources().to_vec())
+            .chain(log_lane.sources().to_vec());
         let queues: Vec<WorkerQueue> = lane_queues.collect();
         // One handle per queue for the reaper (every queue has a lane of this process).
         let mut per_queue: Vec<WorkerQueue> = Vec::new();
@@ -249,6 +384,12 @@ impl Application {
                         .map(|lane| tokio::spawn(lane.run(shutdown.clone()))),
                 );
                 runs.push(tokio::spawn(site_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(notify_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(admin_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(log_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(webhook_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(email_lane.run(shutdown.clone())));
+                runs.push(tokio::spawn(sms_lane.run(shutdown.clone())));
                 if let Some((keep, every)) = retention {
                     runs.push(tokio::spawn(crate::events::retention::run(
                         pg.clone(),

@@ -49,8 +49,31 @@ pub struct IngestSettings {
     /// unset: such polls cannot be created.
     pub voter_token_secret: Secret,
     /// The secret of signed stream tokens (shared with sse-gateway): the answer to a vote
-    /// on an `after_vote` poll carries a token that opens its results on streams.
+    /// on an `after_vote` poll carries a token that opens its results on streams, and a
+    /// feed token (scope `feed:<user>`) lets a browser mark its user's feed read.
     pub stream_token_secret: Secret,
+    /// Keys of applications that may send notifications (comma-separated), besides the
+    /// admin token. They administer nothing.
+    pub app_keys: Secret,
+    /// Largest `POST /v1/notifications` body (10,000 recipients with addresses fit).
+    pub notify_body_limit_bytes: usize,
+    /// Webhook endpoints may be on loopback, private or link-local addresses (a
+    /// development stack; never on a server facing the Internet).
+    pub webhook_allow_internal: bool,
+}
+
+impl IngestSettings {
+    /// Whether `authorization` carries the admin token or one of the app keys.
+    pub fn may_send_notifications(&self, authorization: Option<&str>) -> bool {
+        domain::auth::bearer_matches(authorization, &self.admin_token)
+            || self
+                .app_keys
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .any(|k| domain::auth::bearer_matches(authorization, &Secret::new(k)))
+    }
 }
 
 /// Which `site_id`s events may carry.
@@ -97,6 +120,9 @@ impl Default for IngestSettings {
             datacenter_networks_file: None,
             voter_token_secret: Default::default(),
             stream_token_secret: Default::default(),
+            app_keys: Default::default(),
+            notify_body_limit_bytes: 2 * 1024 * 1024,
+            webhook_allow_internal: false,
         }
     }
 }
@@ -115,6 +141,7 @@ impl ServiceConfig for Config {
         for (name, value) in [
             ("BODY_LIMIT_BYTES", ingest.body_limit_bytes),
             ("VOTE_BODY_LIMIT_BYTES", ingest.vote_body_limit_bytes),
+            ("NOTIFY_BODY_LIMIT_BYTES", ingest.notify_body_limit_bytes),
             ("SITES_REFRESH_MS", ingest.sites_refresh_ms as usize),
             ("SALT_REFRESH_MS", ingest.salt_refresh_ms as usize),
             ("LIMITER_MAX_KEYS", ingest.limiter_max_keys),

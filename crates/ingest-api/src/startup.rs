@@ -3,7 +3,7 @@
 use crate::client::{Countries, DataCenters};
 use crate::config::{Config, IngestSettings};
 use crate::limits::{KeyedLimiter, QueueDepth};
-use crate::routes::{events, polls, sites};
+use crate::routes::{events, feed, notifications, polls, sites, topics, webhooks};
 use crate::sites::SiteDirectory;
 use crate::visitor::Salts;
 use actix_web::dev::Server;
@@ -165,12 +165,22 @@ impl Application {
                     .service(sites::list_sites)
                     .service(sites::get_site)
                     .service(sites::patch_site)
-                    .service(sites::delete_site);
+                    .service(sites::delete_site)
+                    .service(notifications::post_notification)
+                    .service(webhooks::post_endpoint)
+                    .service(webhooks::list_endpoints)
+                    .service(webhooks::get_endpoint)
+                    .service(webhooks::patch_endpoint)
+                    .service(webhooks::delete_endpoint)
+                    .service(topics::post_subscribers)
+                    .service(topics::delete_subscriber)
+                    .service(topics::get_topic)
+                    .service(feed::post_feed_read);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,
                     "ingest-api",
-                    "Tally's write side: analytics events, polls and votes, the site registry.",
+                    "Tally's write side: analytics events, polls and votes, the site registry, notifications, webhook endpoints, topic subscriptions and feed read marks.",
                     &["admin_token"],
                 )
             },

@@ -3,6 +3,15 @@
 use crate::config::Secret;
 use subtle::ConstantTimeEq;
 
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 /// Whether an `Authorization` header value carries `Bearer <expected>`.
 ///
 /// The comparison takes the same time wherever the first difference is, so the token
@@ -12,20 +21,10 @@ pub fn bearer_matches(authorization: Option<&str>, expected: &Secret) -> bool {
     if expected.is_empty() {
         return false;
     }
-    let Some(value) = authorization else {
+    let Some(token) = bearer_token(authorization) else {
         return false;
     };
-    let Some(token) = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    token
-        .trim()
-        .as_bytes()
-        .ct_eq(expected.expose().as_bytes())
-        .into()
+    token.as_bytes().ct_eq(expected.expose().as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "events_partitioned",
         include_str!("../../../../migrations/0006_events_partitioned.sql"),
     ),
+    (
+        7,
+        "notifications",
+        include_str!("../../../../migrations/0007_notifications.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -217,3 +217,137 @@ pub struct PollError {
     pub error: String,
     pub details: Option<Vec<String>>,
 }
+
+/// A recipient: a user id, or a user with the addresses email and SMS use.
+#[derive(ToSchema)]
+pub struct RecipientBody {
+    /// 1 to 255 characters.
+    pub user_id: String,
+    pub email: Option<String>,
+    /// E.164 (`+14155550100`).
+    pub phone: Option<String>,
+}
+
+/// `POST /v1/notifications`: `recipients` or `topic`.
+#[derive(ToSchema)]
+pub struct NewNotification {
+    /// 1 to 10,000 user ids or recipient objects (a user named twice counts once).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub recipients: Option<Vec<serde_json::Value>>,
+    /// Every subscriber of this topic when the notification is fanned out.
+    pub topic: Option<String>,
+    /// 1 to 200 characters.
+    pub title: String,
+    /// 1 to 10,000 characters (the feed text, the email's text part, the SMS).
+    pub body: String,
+    /// The email's HTML part (up to 100,000 characters).
+    pub html: Option<String>,
+    /// A JSON object of at most 16 KiB, carried to feeds and webhooks.
+    pub data: Option<serde_json::Value>,
+    /// One or more of `in_app`, `webhook`, `email`, `sms`.
+    pub channels: Vec<String>,
+    /// `low`, `normal` (default) or `high`.
+    pub priority: Option<String>,
+    /// What webhook endpoints subscribe to (default `notification`).
+    pub event_type: Option<String>,
+}
+
+/// `202` of `POST /v1/notifications`.
+#[derive(ToSchema)]
+pub struct NotificationAccepted {
+    pub notification_id: String,
+}
+
+/// `POST /v1/webhooks/endpoints`.
+#[derive(ToSchema)]
+pub struct NewEndpoint {
+    /// `http` or `https`; not on a loopback, private or link-local address (unless the
+    /// operator sets WEBHOOK_ALLOW_INTERNAL).
+    pub url: String,
+    /// Event types it receives (`poll.closed`, a family `poll.*`, or `*`); empty or
+    /// absent: every type.
+    pub event_types: Option<Vec<String>>,
+    /// Most deliveries per second to it (1 to 100,000); absent: no limit.
+    pub rate_limit_per_s: Option<u32>,
+    pub description: Option<String>,
+}
+
+/// `PATCH /v1/webhooks/endpoints/{endpoint_id}`: what changes.
+#[derive(ToSchema)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    /// `null` removes the limit.
+    pub rate_limit_per_s: Option<u32>,
+    pub description: Option<String>,
+    /// `false` re-enables an endpoint disabled by a 410 or by an admin.
+    pub disabled: Option<bool>,
+}
+
+/// A webhook endpoint.
+#[derive(ToSchema)]
+pub struct EndpointBody {
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub rate_limit_per_s: Option<u32>,
+    pub description: String,
+    pub disabled: bool,
+    /// `gone` (it answered 410) or `admin`.
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `201` of `POST /v1/webhooks/endpoints`: the endpoint and its signing secret.
+#[derive(ToSchema)]
+pub struct EndpointCreated {
+    pub endpoint_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub rate_limit_per_s: Option<u32>,
+    pub description: String,
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `whsec_` and base64: the Standard Webhooks signing secret, shown only here.
+    pub secret: String,
+}
+
+/// `GET /v1/webhooks/endpoints`.
+#[derive(ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointBody>,
+}
+
+/// `POST /v1/topics/{topic}/subscribers`.
+#[derive(ToSchema)]
+pub struct SubscribersBody {
+    /// 1 to 10,000 user ids or recipient objects.
+    #[schema(value_type = Vec<Object>)]
+    pub subscribers: Vec<serde_json::Value>,
+}
+
+/// A topic.
+#[derive(ToSchema)]
+pub struct TopicBody {
+    pub topic: String,
+    /// Users whose subscription changed (subscribe only).
+    pub changed: Option<u64>,
+    pub subscribers: u64,
+}
+
+/// `POST /v1/users/{user_id}/feed/read`: exactly one of the three.
+#[derive(ToSchema)]
+pub struct ReadMarkBody {
+    pub ids: Option<Vec<String>>,
+    pub up_to: Option<String>,
+    pub all: Option<bool>,
+}
+
+/// `200` of a read mark.
+#[derive(ToSchema)]
+pub struct ReadMarked {
+    pub marked: i64,
+    pub unread: i64,
+}

@@ -2,8 +2,12 @@
 
 pub mod docs;
 pub mod events;
+pub mod feed;
+pub mod notifications;
 pub mod polls;
 pub mod sites;
+pub mod topics;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::limits::retry_after_secs;

@@ -19,6 +19,7 @@ pub mod delivery_queue;
 pub mod endpoints;
 pub mod feed;
 pub mod model;
+pub mod rate;
 pub mod request;
 pub mod topics;
 pub mod webhook;
