@@ -42,7 +42,7 @@ impl ApiError {
             Self::Unavailable(_) => unavailable("unavailable"),
             Self::TokenRequired => Problem::code(StatusCode::UNAUTHORIZED, "token_required")
                 .details(vec![
-                    "this site is private: open its stream with ?token= (a signed stream token)"
+                    "this stream is private (a private site, a user's feed): open it with ?token= (a signed stream token)"
                         .into(),
                 ]),
             Self::TokenRefused(why) => {

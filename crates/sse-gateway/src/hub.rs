@@ -388,6 +388,11 @@ impl Hub {
         let Some(channel) = Channel::parse(&self.keys, channel_name) else {
             return;
         };
+        if let Channel::FeedShard(_) = channel {
+            // One message for the feeds of many users.
+            crate::feeds::feed::dispatch(self, payload);
+            return;
+        }
         let Some(topic) = self.existing(&channel) else {
             return;
         };

@@ -58,7 +58,12 @@ async fn tick(
     let now_ms = chrono::Utc::now().timestamp_millis();
     // A report stays valid for three intervals: one missed tick does not drop the count.
     let expires_ms = now_ms + 3 * i64::try_from(interval.as_millis()).unwrap_or(i64::MAX / 4);
-    let topics = hub.all();
+    // Presence is a poll's and a site's; a user's feed has one reader, its user.
+    let topics: Vec<_> = hub
+        .all()
+        .into_iter()
+        .filter(|t| !matches!(t.channel, Channel::Feed(_)))
+        .collect();
     let mut watched = Vec::new();
     let mut pipe = domain::redis_client::pipe();
     {

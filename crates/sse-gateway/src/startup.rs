@@ -3,7 +3,7 @@
 use crate::config::{Config, GatewaySettings};
 use crate::hub::{Hub, HubSettings};
 use crate::limits::ConnectionLimits;
-use crate::routes::{demo, polls, sites, stream, tracker};
+use crate::routes::{demo, feed, polls, sites, stream, tracker};
 use actix_web::dev::Server;
 use actix_web::web;
 use domain::http::Ops;
@@ -125,13 +125,14 @@ impl Application {
                     .service(polls::poll_stream)
                     .service(polls::poll_updates)
                     .service(sites::site_stream)
+                    .service(feed::feed_stream)
                     .service(stream::multi_stream)
                     .service(tracker::tally_js);
                 let app = domain::http::with_ops(app, ops.clone());
                 domain::http::with_openapi(
                     app,
                     "sse-gateway",
-                    "Live poll tallies and site activity over Server-Sent Events (one topic, or many on one connection), a long-polling fallback, presence counts, the demo page and the tracker.",
+                    "Live poll tallies, site activity and users' notification feeds over Server-Sent Events (one topic, or many on one connection), a long-polling fallback, presence counts, the demo page and the tracker.",
                     &[],
                 )
             },

@@ -85,7 +85,10 @@ pub async fn run(
             let message = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ping.tick() => {
-                    let answer = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                    // Any answer will do: in subscribed mode a RESP2 server answers PING with
+                    // ["pong", ""], not "PONG" (asking for a string dropped the subscription
+                    // at every PING).
+                    let answer = tokio::time::timeout(timeout, sink.ping::<domain::redis_client::Value>()).await;
                     if let Err(why) = answer.map_err(|_| "unanswered".to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
                         metrics::counter!("sse_gateway_redis_ping_failures_total").increment(1);
                         tracing::warn!(error = %why, "Redis subscription did not answer PING");

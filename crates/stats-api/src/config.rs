@@ -18,6 +18,12 @@ pub struct StatsSettings {
     /// Filtered stats and series count raw events; a range holding more than this many is
     /// refused (400) rather than scanned.
     pub filter_max_events: i64,
+    /// Retrying and purging dead letters (and reading them) need
+    /// `Authorization: Bearer <ADMIN_TOKEN>`; unset: refused.
+    pub admin_token: Secret,
+    /// The secret of feed tokens (shared with sse-gateway and ingest-api): a browser reads
+    /// its user's feed with one instead of the stats token.
+    pub stream_token_secret: Secret,
 }
 
 impl Default for StatsSettings {
@@ -26,6 +32,8 @@ impl Default for StatsSettings {
             stats_token: Default::default(),
             exact_distinct_max_rows: 20_000,
             filter_max_events: 200_000,
+            admin_token: Default::default(),
+            stream_token_secret: Default::default(),
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum ApiError {
     #[error("unauthorized")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -91,6 +93,7 @@ impl ApiError {
             Self::Unauthorized => {
                 Problem::message(StatusCode::UNAUTHORIZED, "Unauthorized").bearer_challenge()
             }
+            Self::Forbidden(m) => Problem::message(StatusCode::FORBIDDEN, m.clone()),
             Self::Unavailable(_) => Problem::message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Database unavailable, retry later",

@@ -1,7 +1,7 @@
 //! Builds the stats-api application from its configuration; tests use it too.
 
 use crate::config::{Config, StatsSettings};
-use crate::routes::{self, grafana, polls, stats, timeseries};
+use crate::routes::{self, dead_letters, feed, grafana, notifications, polls, stats, timeseries};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub redis: RedisConn,
     pub pg: Pool,
     pub settings: StatsSettings,
+    /// The events queue's shards (whose dead letters the dead-letter API reads).
+    pub event_queue_shards: u16,
 }
 
 /// A bound, not yet running, stats-api.
@@ -43,6 +45,7 @@ impl Application {
             redis: redis.clone(),
             pg: pg.clone(),
             settings: config.stats.clone(),
+            event_queue_shards: config.redis.event_queue_shards,
         });
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
         let pool_for_metrics = pg.clone();
@@ -77,7 +80,13 @@ impl Application {
                             .wrap(from_fn(routes::require_stats_token))
                             .service(stats::get_stats)
                             .service(polls::get_poll)
-                            .service(timeseries::get_timeseries),
+                            .service(timeseries::get_timeseries)
+                            .service(notifications::get_notification)
+                            .service(notifications::get_deliveries)
+                            .service(feed::get_feed)
+                            .service(dead_letters::list_dead_letters)
+                            .service(dead_letters::retry_dead_letters)
+                            .service(dead_letters::purge_dead_letters),
                     )
                     .service(
                         scope("/grafana")
@@ -99,8 +108,8 @@ impl Application {
                 domain::http::with_openapi(
                     app,
                     "stats-api",
-                    "Tally's read side: site stats and time series from rollups, poll results, and the Grafana JSON data source.",
-                    &["stats_token"],
+                    "Tally's read side: site stats and time series from rollups, poll results, notification status, users' feeds, dead letters of every queue, and the Grafana JSON data source.",
+                    &["stats_token", "admin_token"],
                 )
             },
             listener,

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod docs;
+pub mod feed;
 pub mod polls;
 pub mod sites;
 pub mod stream;

@@ -30,11 +30,11 @@ const ID_RESERVED: &AsciiSet = &CONTROLS.add(b'%').add(b';').add(b'=').add(b',')
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MultiQuery {
-    /// Comma-separated topics: `poll:<poll_id>`, `site:<site_id>` (a `,` inside an id as
-    /// `%2C`).
+    /// Comma-separated topics: `poll:<poll_id>`, `site:<site_id>`, `feed:<user_id>` (a `,`
+    /// inside an id as `%2C`).
     topics: Option<String>,
     /// Comma-separated stream tokens, for the topics that need one (private sites,
-    /// `after_vote` polls' counts); each opens the topic its scope names.
+    /// `after_vote` polls' counts, every feed); each opens the topic its scope names.
     tokens: Option<String>,
 }
 
@@ -45,7 +45,7 @@ fn parse_topics(list: &str, max: usize) -> Result<Vec<Channel>, ApiError> {
         let name = percent_decode_str(raw.trim()).decode_utf8_lossy();
         let channel = Channel::from_topic(&name).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "unknown topic {name:?}: topics are poll:<poll_id> or site:<site_id>"
+                "unknown topic {name:?}: topics are poll:<poll_id>, site:<site_id> or feed:<user_id>"
             ))
         })?;
         if !topics.contains(&channel) {
@@ -54,7 +54,7 @@ fn parse_topics(list: &str, max: usize) -> Result<Vec<Channel>, ApiError> {
     }
     if topics.is_empty() {
         return Err(ApiError::BadRequest(
-            "topics must name at least one topic (poll:<id>, site:<id>)".into(),
+            "topics must name at least one topic (poll:<id>, site:<id>, feed:<user>)".into(),
         ));
     }
     if topics.len() > max {
@@ -106,7 +106,7 @@ fn parse_composite_id(id: &str) -> HashMap<Channel, Position> {
     responses(
         (status = 200, description = "`text/event-stream`: each topic's events (`snapshot`, `tally`, `activity`, `presence`), data `{\"topic\", \"data\"}`, id carrying every topic's position", body = String, content_type = "text/event-stream"),
         (status = 400, description = "No topic, an unknown kind of topic, or more than MAX_TOPICS_PER_STREAM"),
-        (status = 401, description = "A private site and no token (`token_required`)"),
+        (status = 401, description = "A private site or a feed and no token (`token_required`)"),
         (status = 403, description = "A token that is malformed, expired or for another stream (`token_refused`)"),
         (status = 404, description = "An unknown poll"),
         (status = 429, description = "Too many streams from this client"),
@@ -148,6 +148,21 @@ pub async fn multi_stream(
                     .find(|t| super::polls::token_opens_results(&state, id, Some(t)));
                 super::polls::poll_reader(&state, id, resume_at.get(channel).copied(), token)
                     .await?
+            }
+            Channel::Feed(user) => {
+                let scope = domain::stream_token::feed_scope(user);
+                let secret = state.settings.stream_token_secret.expose().as_bytes();
+                let now = chrono::Utc::now().timestamp();
+                let token = tokens
+                    .iter()
+                    .copied()
+                    .find(|t| domain::stream_token::verify(secret, &scope, t, now).is_ok())
+                    .or(tokens.first().copied());
+                super::feed::feed_reader(&state, user, resume_at.get(channel).copied(), token)
+                    .await?
+            }
+            Channel::FeedShard(_) => {
+                return Err(ApiError::BadRequest("feeds:<shard> is not a topic".into()));
             }
             Channel::Site(id) => {
                 // The first token for this site's scope, or the first one for the refusal.
@@ -263,7 +278,11 @@ mod tests {
             vec![Channel::Poll("a".into()), Channel::Site("b,c".into())]
         );
         assert!(parse_topics("", 5).is_err());
-        assert!(parse_topics("feed:u", 5).is_err());
+        assert!(parse_topics("feeds:1", 5).is_err());
+        assert_eq!(
+            parse_topics("feed:u", 5).expect("a feed"),
+            vec![Channel::Feed("u".into())]
+        );
         assert!(parse_topics("poll:a,poll:b,poll:c", 2).is_err());
     }
 }

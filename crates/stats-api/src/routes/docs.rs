@@ -155,3 +155,142 @@ pub struct TagKey {
 pub struct TagValue {
     pub text: String,
 }
+
+/// One channel of a notification's status.
+#[derive(ToSchema)]
+pub struct ChannelStatus {
+    /// `queued`, `delivering`, `delivered`, `failed` or `dead`.
+    pub state: String,
+    pub completed: i64,
+    pub total: Option<i64>,
+    /// Attempts made on this channel (deliveries only).
+    pub attempts: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    /// Deliveries by state.
+    pub counts: Option<std::collections::HashMap<String, i64>>,
+    /// Recipients the channel could not reach (no address).
+    pub skipped: Option<i64>,
+}
+
+/// `progress` of a notification.
+#[derive(ToSchema)]
+pub struct Progress {
+    pub completed: i64,
+    pub total: Option<i64>,
+}
+
+/// `GET /v1/notifications/{id}`.
+#[derive(ToSchema)]
+pub struct NotificationStatus {
+    pub notification_id: String,
+    pub event_type: String,
+    pub title: String,
+    pub created_at: String,
+    pub topic: Option<String>,
+    pub state: String,
+    pub progress: Progress,
+    /// By channel name.
+    pub channels: std::collections::HashMap<String, ChannelStatus>,
+}
+
+/// One attempt of a delivery.
+#[derive(ToSchema)]
+pub struct AttemptBody {
+    pub attempt: i32,
+    pub started_at: String,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    /// `delivered`, `failed`, `exhausted`, `refused`, `interrupted`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A delivery with its attempts.
+#[derive(ToSchema)]
+pub struct DeliveryBody {
+    /// The `webhook-id` of every attempt.
+    pub delivery_id: String,
+    pub channel: String,
+    pub target: String,
+    pub user_id: Option<String>,
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub attempt_log: Vec<AttemptBody>,
+}
+
+/// `GET /v1/notifications/{id}/deliveries`.
+#[derive(ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryBody>,
+    pub next_cursor: Option<String>,
+}
+
+/// One feed item.
+#[derive(ToSchema)]
+pub struct FeedItem {
+    /// The notification id.
+    pub id: String,
+    pub epoch: i64,
+    pub seq: i64,
+    pub event_type: String,
+    pub title: String,
+    pub body: String,
+    pub data: Option<serde_json::Value>,
+    pub priority: String,
+    pub created_at: String,
+    pub read: bool,
+}
+
+/// `GET /v1/users/{user_id}/feed`.
+#[derive(ToSchema)]
+pub struct FeedPage {
+    pub user_id: String,
+    pub unread: i64,
+    pub items: Vec<FeedItem>,
+    pub next_cursor: Option<String>,
+}
+
+/// One dead letter.
+#[derive(ToSchema)]
+pub struct DeadLetterBody {
+    /// Names it in a retry.
+    pub id: String,
+    pub queue: String,
+    pub reason: Option<String>,
+    pub at: Option<String>,
+    pub worker_id: Option<String>,
+    /// What it carried (JSON when it was JSON).
+    pub item: Option<serde_json::Value>,
+    /// A letter that is not a dead-letter record, as stored.
+    pub raw: Option<String>,
+}
+
+/// `GET /v1/dead-letters`.
+#[derive(ToSchema)]
+pub struct DeadLetterList {
+    pub total: usize,
+    pub dead_letters: Vec<DeadLetterBody>,
+}
+
+/// `POST /v1/dead-letters/retry`: `ids`, or a `queue` (and a `reason` filter).
+#[derive(ToSchema)]
+pub struct RetryBody {
+    pub queue: Option<String>,
+    pub ids: Option<Vec<String>>,
+    pub reason: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Retried {
+    pub retried: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Purged {
+    pub purged: u64,
+}

@@ -1,7 +1,10 @@
 //! HTTP handlers, one module per resource, and the token check they share.
 
+pub mod dead_letters;
 pub mod docs;
+pub mod feed;
 pub mod grafana;
+pub mod notifications;
 pub mod polls;
 pub mod stats;
 pub mod timeseries;
@@ -23,6 +26,10 @@ pub async fn require_stats_token<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
+    // These check their own tokens (a feed token; the admin token).
+    if is_own_auth(req.path()) {
+        return next.call(req).await;
+    }
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         let token = &state.settings.stats_token;
         let header = req
@@ -37,6 +44,31 @@ pub async fn require_stats_token<B: MessageBody>(
         }
     }
     next.call(req).await
+}
+
+/// Routes that check their own tokens: a user's feed (the stats token or the user's feed
+/// token) and the dead letters (the admin token).
+fn is_own_auth(path: &str) -> bool {
+    path.starts_with("/v1/dead-letters")
+        || path
+            .strip_prefix("/v1/users/")
+            .is_some_and(|rest| rest.ends_with("/feed"))
+}
+
+/// Requires `Authorization: Bearer <ADMIN_TOKEN>`.
+///
+/// # Errors
+/// 401 when it is missing or wrong, or no admin token is configured.
+pub fn require_admin(req: &actix_web::HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if domain::auth::bearer_matches(header, &state.settings.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
 }
 
 /// Whether the request reads a site marked public.
