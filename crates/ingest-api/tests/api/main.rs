@@ -2,6 +2,7 @@
 
 mod events;
 mod helpers;
+mod notifications;
 mod ops;
 mod poll_settings;
 mod polls;

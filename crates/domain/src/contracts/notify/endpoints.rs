@@ -12,7 +12,7 @@ use crate::keys::Keys;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -164,15 +164,8 @@ pub fn parse_change(message: &[u8]) -> Result<EndpointChange, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointFields(pub Vec<(&'static str, String)>);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    url: Option<serde_json::Value>,
-    event_types: Option<serde_json::Value>,
-    rate_limit_per_s: Option<serde_json::Value>,
-    description: Option<serde_json::Value>,
-    disabled: Option<serde_json::Value>,
-}
+/// The fields an endpoint body may carry.
+const FIELDS: [&str; 5] = ["url", "event_types", "rate_limit_per_s", "description", "disabled"];
 
 /// Parses `POST /v1/webhooks/endpoints` (`creating`, a `url` required) or a `PATCH`;
 /// every problem is listed. URLs on internal addresses are refused unless
@@ -185,11 +178,17 @@ pub fn parse_fields(
     creating: bool,
     allow_internal: bool,
 ) -> Result<EndpointFields, Vec<String>> {
-    let raw: Raw =
-        serde_json::from_slice(body).map_err(|e| vec![format!("invalid JSON body: {e}")])?;
-    let mut errors = Vec::new();
+    // A map, not a struct: `"rate_limit_per_s": null` (remove the limit) must differ from
+    // leaving the field out.
+    let mut raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| vec![format!("invalid JSON body: {e}")])?;
+    let mut errors: Vec<String> = raw
+        .keys()
+        .filter(|k| !FIELDS.contains(&k.as_str()))
+        .map(|k| format!("unknown field {k:?}: expected one of {}", FIELDS.join(", ")))
+        .collect();
     let mut fields = Vec::new();
-    match raw.url {
+    match raw.remove("url") {
         Some(serde_json::Value::String(u)) => match super::webhook::check_url(&u, allow_internal) {
             Ok(url) => fields.push(("url", url.to_string())),
             Err(e) => errors.push(e),
@@ -197,7 +196,7 @@ pub fn parse_fields(
         None if !creating => {}
         _ => errors.push("url is required and must be a string (an http or https URL)".into()),
     }
-    match raw.event_types {
+    match raw.remove("event_types") {
         None if !creating => {}
         None | Some(serde_json::Value::Null) => fields.push(("event_types", "[]".into())),
         Some(serde_json::Value::Array(items)) if items.len() <= MAX_EVENT_TYPES => {
@@ -225,7 +224,7 @@ pub fn parse_fields(
         )),
         Some(_) => errors.push("event_types must be an array of strings".into()),
     }
-    match raw.rate_limit_per_s {
+    match raw.remove("rate_limit_per_s") {
         None => {}
         Some(serde_json::Value::Null) => fields.push(("rate_limit_per_s", String::new())),
         Some(v) => match v.as_u64().filter(|r| (1..=u64::from(MAX_RATE_LIMIT_PER_S)).contains(r)) {
@@ -235,7 +234,7 @@ pub fn parse_fields(
             )),
         },
     }
-    match raw.description {
+    match raw.remove("description") {
         None => {}
         Some(serde_json::Value::String(d)) if d.chars().count() <= MAX_DESCRIPTION_CHARS => {
             fields.push(("description", d))
@@ -244,7 +243,7 @@ pub fn parse_fields(
             "description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
         )),
     }
-    match raw.disabled {
+    match raw.remove("disabled") {
         None => {}
         Some(serde_json::Value::Bool(d)) => {
             fields.push(("disabled", if d { "1" } else { "0" }.into()));
