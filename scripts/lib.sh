@@ -164,3 +164,16 @@ render_edge_config() {
       -e "s#/tmp/nginx-#$STATE/nginx-#g" \
       "$ROOT/deploy/nginx.conf" > "$1"
 }
+
+# The Python the tests' peers run on: aiosmtpd (a real SMTP server) and the Standard
+# Webhooks reference library (signatures checked independently of our code), in a venv of
+# the project's state folder. Exports TALLY_TEST_PYTHON.
+ensure_test_python() {
+  local venv="$STATE/venv-test"
+  if ! "$venv/bin/python" -c 'import aiosmtpd, standardwebhooks' 2>/dev/null; then
+    say "installing the tests' Python peers (aiosmtpd, standardwebhooks from PyPI)"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd==1.4.6 standardwebhooks==1.3.0
+  fi
+  export TALLY_TEST_PYTHON="$venv/bin/python"
+}

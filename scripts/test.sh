@@ -7,6 +7,7 @@ cd "$ROOT"
 
 ensure_redis
 ensure_postgres postgres
+ensure_test_python
 say "Redis: $REDIS_URL  PostgreSQL: $DATABASE_URL"
 
 # Every database of this run is named tally_t_<run>_...; a test drops its own when it ends,

@@ -33,6 +33,31 @@ pub fn event_queue_shards() -> u16 {
         .unwrap_or(1)
 }
 
+/// The Python that runs the tests' peers (an SMTP server, the Standard Webhooks reference
+/// library): `TALLY_TEST_PYTHON`, which `make test` sets, else the venv it makes.
+///
+/// # Panics
+/// When neither exists (run `make test`, which installs them).
+pub fn test_python() -> std::path::PathBuf {
+    let path = std::env::var("TALLY_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".tally/venv-test/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` (it installs aiosmtpd and standardwebhooks), or set TALLY_TEST_PYTHON",
+        path.display()
+    );
+    path
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| std::path::PathBuf::from("."))
+}
+
 /// A short random id.
 pub fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()

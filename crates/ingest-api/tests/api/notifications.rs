@@ -13,7 +13,9 @@ async fn app() -> TestApp {
     let mut conn = app.redis.conn().await;
     let keys = app.redis.keys();
     for marker in [keys.endpoints_restored(), keys.topics_restored()] {
-        domain::notify::marker::set(&mut conn, &marker).await.expect("marker");
+        domain::notify::marker::set(&mut conn, &marker)
+            .await
+            .expect("marker");
     }
     app
 }
@@ -41,7 +43,11 @@ impl TestApp {
                 .query_async(&mut conn)
                 .await
                 .expect("LRANGE");
-            all.extend(items.iter().map(|i| serde_json::from_str::<Value>(i).expect("json")));
+            all.extend(
+                items
+                    .iter()
+                    .map(|i| serde_json::from_str::<Value>(i).expect("json")),
+            );
         }
         all
     }
@@ -55,7 +61,11 @@ fn notification(recipients: Value) -> Value {
 async fn a_notification_is_recorded_and_queued_once_for_the_fan_out() {
     let app = app().await;
     let res = app
-        .send("/v1/notifications", "app-key-2", &notification(json!(["u1", {"user_id": "u2", "email": "u2@example.com"}])))
+        .send(
+            "/v1/notifications",
+            "app-key-2",
+            &notification(json!(["u1", {"user_id": "u2", "email": "u2@example.com"}])),
+        )
         .await;
     assert_eq!(res.status(), 202);
     let id = res.json::<Value>().await.expect("json")["notification_id"]
@@ -67,11 +77,15 @@ async fn a_notification_is_recorded_and_queued_once_for_the_fan_out() {
     assert_eq!(queued[0]["notification_id"], id.as_str());
     assert_eq!(queued[0]["recipients"][1]["email"], "u2@example.com");
     let uuid: uuid::Uuid = id.parse().expect("uuid");
-    let record = domain::notify::accept::record(&mut app.redis.conn().await, &app.redis.keys(), &uuid)
-        .await
-        .expect("redis")
-        .expect("the record is in Redis");
-    assert_eq!((record.title.as_str(), record.recipients), ("Deployed", Some(2)));
+    let record =
+        domain::notify::accept::record(&mut app.redis.conn().await, &app.redis.keys(), &uuid)
+            .await
+            .expect("redis")
+            .expect("the record is in Redis");
+    assert_eq!(
+        (record.title.as_str(), record.recipients),
+        ("Deployed", Some(2))
+    );
 }
 
 #[tokio::test]
@@ -112,12 +126,30 @@ async fn bad_notifications_get_a_clear_4xx_and_queue_nothing() {
     let app = app().await;
     let too_many: Vec<String> = (0..10_001).map(|i| format!("u{i}")).collect();
     let cases = [
-        (json!({"recipients": ["u"], "title": "t", "body": "b", "channels": ["pigeon"]}), "unknown channel"),
-        (json!({"recipients": [], "title": "t", "body": "b", "channels": ["in_app"]}), "at least one user"),
-        (json!({"recipients": too_many, "title": "t", "body": "b", "channels": ["in_app"]}), "at most 10000"),
-        (json!({"title": "t", "body": "b", "channels": ["in_app"]}), "recipients"),
-        (json!({"recipients": ["u"], "title": "t", "channels": ["in_app"]}), "body is required"),
-        (json!({"recipients": [{"user_id": "u", "phone": "0800"}], "title": "t", "body": "b", "channels": ["sms"]}), "E.164"),
+        (
+            json!({"recipients": ["u"], "title": "t", "body": "b", "channels": ["pigeon"]}),
+            "unknown channel",
+        ),
+        (
+            json!({"recipients": [], "title": "t", "body": "b", "channels": ["in_app"]}),
+            "at least one user",
+        ),
+        (
+            json!({"recipients": too_many, "title": "t", "body": "b", "channels": ["in_app"]}),
+            "at most 10000",
+        ),
+        (
+            json!({"title": "t", "body": "b", "channels": ["in_app"]}),
+            "recipients",
+        ),
+        (
+            json!({"recipients": ["u"], "title": "t", "channels": ["in_app"]}),
+            "body is required",
+        ),
+        (
+            json!({"recipients": [{"user_id": "u", "phone": "0800"}], "title": "t", "body": "b", "channels": ["sms"]}),
+            "E.164",
+        ),
     ];
     for (body, needle) in cases {
         let res = app.send("/v1/notifications", ADMIN_TOKEN, &body).await;
@@ -136,9 +168,14 @@ async fn bad_notifications_get_a_clear_4xx_and_queue_nothing() {
         .await
         .expect("sent");
     assert_eq!(res.status(), 413);
-    let res = app.send("/v1/notifications", "wrong", &notification(json!(["u"]))).await;
+    let res = app
+        .send("/v1/notifications", "wrong", &notification(json!(["u"])))
+        .await;
     assert_eq!(res.status(), 401);
-    assert!(app.queued_notifications().await.is_empty(), "nothing queued");
+    assert!(
+        app.queued_notifications().await.is_empty(),
+        "nothing queued"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +188,9 @@ async fn endpoints_are_created_with_a_secret_shown_once_and_internal_urls_are_re
         ("http://169.254.169.254/latest/meta-data", "link-local"),
         ("http://localhost:8080/", "loopback"),
     ] {
-        let res = app.send("/v1/webhooks/endpoints", ADMIN_TOKEN, &json!({"url": url})).await;
+        let res = app
+            .send("/v1/webhooks/endpoints", ADMIN_TOKEN, &json!({"url": url}))
+            .await;
         assert_eq!(res.status(), 400, "{url}");
         assert!(res.text().await.expect("text").contains(needle), "{url}");
     }
@@ -189,10 +228,18 @@ async fn endpoints_are_created_with_a_secret_shown_once_and_internal_urls_are_re
         .expect("sent");
     assert_eq!(patched.status(), 200);
     let patched: Value = patched.json().await.expect("json");
-    assert_eq!((patched["disabled"].clone(), patched["rate_limit_per_s"].clone()), (json!(true), Value::Null));
+    assert_eq!(
+        (
+            patched["disabled"].clone(),
+            patched["rate_limit_per_s"].clone()
+        ),
+        (json!(true), Value::Null)
+    );
     // The change is queued for PostgreSQL: the create and the patch.
     let mut conn = app.redis.conn().await;
-    let changes = domain::queue::len(&mut conn, &app.redis.keys().webhooks_queue()).await.expect("LLEN");
+    let changes = domain::queue::len(&mut conn, &app.redis.keys().webhooks_queue())
+        .await
+        .expect("LLEN");
     assert_eq!(changes, 2);
     let gone = app
         .client
@@ -210,17 +257,39 @@ async fn endpoints_are_created_with_a_secret_shown_once_and_internal_urls_are_re
         .await
         .expect("sent");
     assert_eq!(missing.status(), 404);
-    let app_key = app.send("/v1/webhooks/endpoints", "app-key-1", &json!({"url": "https://a.example.com/"})).await;
-    assert_eq!(app_key.status(), 401, "app keys send notifications, they do not administer");
+    let app_key = app
+        .send(
+            "/v1/webhooks/endpoints",
+            "app-key-1",
+            &json!({"url": "https://a.example.com/"}),
+        )
+        .await;
+    assert_eq!(
+        app_key.status(),
+        401,
+        "app keys send notifications, they do not administer"
+    );
 }
 
 #[tokio::test]
 async fn endpoint_and_topic_writes_wait_while_their_registry_is_being_restored() {
     let app = spawn_app_with(|_| {}).await;
-    let res = app.send("/v1/webhooks/endpoints", ADMIN_TOKEN, &json!({"url": "https://a.example.com/"})).await;
+    let res = app
+        .send(
+            "/v1/webhooks/endpoints",
+            ADMIN_TOKEN,
+            &json!({"url": "https://a.example.com/"}),
+        )
+        .await;
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
-    let res = app.send("/v1/topics/deploys/subscribers", ADMIN_TOKEN, &json!({"subscribers": ["u1"]})).await;
+    let res = app
+        .send(
+            "/v1/topics/deploys/subscribers",
+            ADMIN_TOKEN,
+            &json!({"subscribers": ["u1"]}),
+        )
+        .await;
     assert_eq!(res.status(), 503);
 }
 
@@ -236,10 +305,17 @@ async fn topic_subscriptions_are_kept_with_addresses_and_counted() {
         .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.expect("json");
-    assert_eq!((body["changed"].clone(), body["subscribers"].clone()), (json!(2), json!(2)));
-    let subs = domain::notify::topics::subscribers(&mut app.redis.conn().await, &app.redis.keys(), "deploys")
-        .await
-        .expect("redis");
+    assert_eq!(
+        (body["changed"].clone(), body["subscribers"].clone()),
+        (json!(2), json!(2))
+    );
+    let subs = domain::notify::topics::subscribers(
+        &mut app.redis.conn().await,
+        &app.redis.keys(),
+        "deploys",
+    )
+    .await
+    .expect("redis");
     let u2 = subs.iter().find(|s| s.user_id == "u2").expect("u2");
     assert_eq!(u2.email.as_deref(), Some("u2@example.com"));
     let res = app
@@ -261,7 +337,13 @@ async fn topic_subscriptions_are_kept_with_addresses_and_counted() {
         .await
         .expect("json");
     assert_eq!(count["subscribers"], 1);
-    let bad = app.send("/v1/topics/no%20spaces/subscribers", ADMIN_TOKEN, &json!({"subscribers": ["u"]})).await;
+    let bad = app
+        .send(
+            "/v1/topics/no%20spaces/subscribers",
+            ADMIN_TOKEN,
+            &json!({"subscribers": ["u"]}),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
 }
 
@@ -289,7 +371,9 @@ async fn read_marks_take_the_users_feed_token_and_keep_the_unread_count_exact() 
             idempotency_key: None,
             traceparent: None,
         };
-        domain::notify::feed::append(&mut conn, &keys, &n.record(), &["u1"], 1).await.expect("append");
+        domain::notify::feed::append(&mut conn, &keys, &n.record(), &["u1"], 1)
+            .await
+            .expect("append");
         ids.push(n.notification_id);
     }
     let exp = chrono::Utc::now().timestamp() + 600;
@@ -299,26 +383,52 @@ async fn read_marks_take_the_users_feed_token_and_keep_the_unread_count_exact() 
         let app = &app;
         async move {
             app.client
-                .post(format!("{}/v1/users/u1/feed/read?token={token}", app.address))
+                .post(format!(
+                    "{}/v1/users/u1/feed/read?token={token}",
+                    app.address
+                ))
                 .json(&body)
                 .send()
                 .await
                 .expect("sent")
         }
     };
-    assert_eq!(mark(other, json!({"all": true})).await.status(), 403, "another user's token");
-    let res = app.post_json("/v1/users/u1/feed/read", &json!({"all": true})).await;
+    assert_eq!(
+        mark(other, json!({"all": true})).await.status(),
+        403,
+        "another user's token"
+    );
+    let res = app
+        .post_json("/v1/users/u1/feed/read", &json!({"all": true}))
+        .await;
     assert_eq!(res.status(), 401, "no token");
     let res = mark(token.clone(), json!({"ids": [ids[1], ids[1]]})).await;
-    assert_eq!(res.json::<Value>().await.expect("json"), json!({"marked": 1, "unread": 2}));
+    assert_eq!(
+        res.json::<Value>().await.expect("json"),
+        json!({"marked": 1, "unread": 2})
+    );
     let res = mark(token.clone(), json!({"up_to": ids[1]})).await;
-    assert_eq!(res.json::<Value>().await.expect("json"), json!({"marked": 1, "unread": 1}), "only the first was still unread");
+    assert_eq!(
+        res.json::<Value>().await.expect("json"),
+        json!({"marked": 1, "unread": 1}),
+        "only the first was still unread"
+    );
     let res = mark(token.clone(), json!({"all": true})).await;
-    assert_eq!(res.json::<Value>().await.expect("json"), json!({"marked": 1, "unread": 0}));
+    assert_eq!(
+        res.json::<Value>().await.expect("json"),
+        json!({"marked": 1, "unread": 0})
+    );
     let res = mark(token, json!({"ids": [], "all": true})).await;
     assert_eq!(res.status(), 400);
-    let state = domain::notify::feed::state(&mut conn, &keys, "u1").await.expect("state");
+    let state = domain::notify::feed::state(&mut conn, &keys, "u1")
+        .await
+        .expect("state");
     assert_eq!((state.seq, state.unread), (3, 0));
-    let queued = domain::queue::len(&mut conn, &keys.feed_queue(keys.feed("u1").shard)).await.expect("LLEN");
-    assert_eq!(queued, 3, "each mark that changed something is queued for PostgreSQL");
+    let queued = domain::queue::len(&mut conn, &keys.feed_queue(keys.feed("u1").shard))
+        .await
+        .expect("LLEN");
+    assert_eq!(
+        queued, 3,
+        "each mark that changed something is queued for PostgreSQL"
+    );
 }

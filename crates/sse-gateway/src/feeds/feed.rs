@@ -46,7 +46,10 @@ pub fn dispatch(hub: &Arc<Hub>, payload: &str) {
                         epoch: u.epoch(),
                         seq: u.seq(),
                     };
-                    hub.offer(&topic, Arc::new(item_update(position, u.unread(), item.get())));
+                    hub.offer(
+                        &topic,
+                        Arc::new(item_update(position, u.unread(), item.get())),
+                    );
                 }
             }
         }

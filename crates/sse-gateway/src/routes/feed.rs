@@ -50,13 +50,15 @@ pub async fn feed_reader(
 ) -> Result<TopicReader, ApiError> {
     domain::notify::request::check_user_id(user_id).map_err(ApiError::BadRequest)?;
     authorize(state, user_id, token)?;
-    let topic = state.hub.topic(Channel::Feed(user_id.to_string()), Duration::ZERO, || {
-        Arc::new(UserFeed::new(
-            user_id.to_string(),
-            state.keys.clone(),
-            state.redis.clone(),
-        ))
-    });
+    let topic = state
+        .hub
+        .topic(Channel::Feed(user_id.to_string()), Duration::ZERO, || {
+            Arc::new(UserFeed::new(
+                user_id.to_string(),
+                state.keys.clone(),
+                state.redis.clone(),
+            ))
+        });
     // Subscribe before reading, so nothing appended in between is missed (duplicates are
     // dropped by position).
     let rx = topic.subscribe();

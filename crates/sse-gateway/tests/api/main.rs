@@ -1,5 +1,6 @@
 //! sse-gateway against real Redis.
 
+mod feed;
 mod helpers;
 mod multiplexed;
 mod ops;

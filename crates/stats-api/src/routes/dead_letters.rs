@@ -204,7 +204,12 @@ pub async fn retry_dead_letters(
             "name the letters: ids (from the list), or a queue (every letter of it, filtered by reason)".into(),
         ));
     }
-    let all = gather(&state, &families(body.queue.as_deref())?, body.reason.as_deref()).await?;
+    let all = gather(
+        &state,
+        &families(body.queue.as_deref())?,
+        body.reason.as_deref(),
+    )
+    .await?;
     let chosen = all
         .into_iter()
         .filter(|(_, _, l)| body.ids.as_ref().is_none_or(|ids| ids.contains(&l.id)));
@@ -222,9 +227,10 @@ async fn take(
     let mut by_queue: Vec<(QueueKeys, Vec<(String, Option<String>)>)> = Vec::new();
     for (family, q, l) in letters {
         let item = retry.then(|| {
-            l.letter
-                .as_ref()
-                .map_or_else(|| l.raw.clone(), |letter| retried_item(family, &letter.item))
+            l.letter.as_ref().map_or_else(
+                || l.raw.clone(),
+                |letter| retried_item(family, &letter.item),
+            )
         });
         match by_queue.iter_mut().find(|(k, _)| k.dead == q.dead) {
             Some((_, list)) => list.push((l.raw, item)),
@@ -302,9 +308,11 @@ pub async fn purge_dead_letters(
         ));
     };
     let all = gather(&state, &families(q.queue.as_deref())?, q.reason.as_deref()).await?;
-    let old = all
-        .into_iter()
-        .filter(|(_, _, l)| l.letter.as_ref().is_some_and(|letter| letter.at_ms < cutoff));
+    let old = all.into_iter().filter(|(_, _, l)| {
+        l.letter
+            .as_ref()
+            .is_some_and(|letter| letter.at_ms < cutoff)
+    });
     let purged = take(&state, old, false).await?;
     metrics::counter!("stats_api_dead_letters_purged_total").increment(purged);
     Ok(HttpResponse::Ok().json(json!({"purged": purged})))
@@ -329,7 +337,8 @@ mod tests {
     fn a_retried_delivery_starts_a_new_series() {
         let mut d = Delivery::new(uuid::Uuid::nil(), ChannelKind::Webhook, "ep", None, 1);
         d.attempt = 8;
-        let again: Delivery = serde_json::from_str(&retried_item("webhook", &d.to_json())).expect("delivery");
+        let again: Delivery =
+            serde_json::from_str(&retried_item("webhook", &d.to_json())).expect("delivery");
         assert_eq!((again.attempt, again.series_start), (8, 8));
         assert_eq!(retried_item("events", "{\"x\":1}"), "{\"x\":1}");
     }

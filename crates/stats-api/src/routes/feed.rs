@@ -24,8 +24,16 @@ pub struct FeedQuery {
 const READ: &str = "(f.read_at IS NOT NULL OR (m.user_id IS NOT NULL
     AND (f.epoch < m.epoch OR (f.epoch = m.epoch AND f.seq <= m.up_to))))";
 
-fn authorize(req: &HttpRequest, state: &AppState, user: &str, token: Option<&str>) -> Result<(), ApiError> {
-    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+fn authorize(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &str,
+    token: Option<&str>,
+) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let stats_token = &state.settings.stats_token;
     if stats_token.is_empty() || domain::auth::bearer_matches(header, stats_token) {
         return Ok(());

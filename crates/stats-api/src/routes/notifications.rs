@@ -177,7 +177,8 @@ pub async fn get_notification(
             states.push(s);
             completed += t.completed();
             total += t.total();
-            let counts: BTreeMap<&str, i64> = t.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+            let counts: BTreeMap<&str, i64> =
+                t.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect();
             json!({
                 "state": s,
                 "completed": t.completed(),
@@ -308,7 +309,10 @@ pub async fn get_deliveries(
         .map_err(|e| ApiError::from_db(e.into()))?;
     if rows.is_empty() && q.cursor.is_none() {
         let exists = client
-            .query_opt("SELECT 1 FROM notifications WHERE notification_id = $1", &[&id])
+            .query_opt(
+                "SELECT 1 FROM notifications WHERE notification_id = $1",
+                &[&id],
+            )
             .await
             .map_err(|e| ApiError::from_db(e.into()))?;
         if exists.is_none() {
@@ -359,6 +363,9 @@ mod tests {
             overall(&[DeliveryState::Delivered, DeliveryState::Queued]),
             DeliveryState::Delivering
         );
-        assert_eq!(overall(&[DeliveryState::Delivered, DeliveryState::Delivered]), DeliveryState::Delivered);
+        assert_eq!(
+            overall(&[DeliveryState::Delivered, DeliveryState::Delivered]),
+            DeliveryState::Delivered
+        );
     }
 }

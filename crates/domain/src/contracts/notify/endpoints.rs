@@ -165,7 +165,13 @@ pub fn parse_change(message: &[u8]) -> Result<EndpointChange, String> {
 pub struct EndpointFields(pub Vec<(&'static str, String)>);
 
 /// The fields an endpoint body may carry.
-const FIELDS: [&str; 5] = ["url", "event_types", "rate_limit_per_s", "description", "disabled"];
+const FIELDS: [&str; 5] = [
+    "url",
+    "event_types",
+    "rate_limit_per_s",
+    "description",
+    "disabled",
+];
 
 /// Parses `POST /v1/webhooks/endpoints` (`creating`, a `url` required) or a `PATCH`;
 /// every problem is listed. URLs on internal addresses are refused unless
@@ -180,8 +186,8 @@ pub fn parse_fields(
 ) -> Result<EndpointFields, Vec<String>> {
     // A map, not a struct: `"rate_limit_per_s": null` (remove the limit) must differ from
     // leaving the field out.
-    let mut raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| vec![format!("invalid JSON body: {e}")])?;
+    let mut raw: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| vec![format!("invalid JSON body: {e}")])?;
     let mut errors: Vec<String> = raw
         .keys()
         .filter(|k| !FIELDS.contains(&k.as_str()))
