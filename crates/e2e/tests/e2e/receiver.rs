@@ -52,7 +52,11 @@ impl Drop for Receiver {
     }
 }
 
-async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+async fn answer(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> HttpResponse {
     let path = req.path().to_string();
     let headers: HashMap<String, String> = req
         .headers()
@@ -79,8 +83,15 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
         }
         Some("gone") => 410,
         Some("hang") => {
+            // Recorded on arrival: its answer never comes in a test's time.
+            shared.received.lock().expect("lock").push(Received {
+                path: path.clone(),
+                headers: headers.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+                status: 0,
+            });
             tokio::time::sleep(Duration::from_secs(60)).await;
-            200
+            return HttpResponse::Ok().finish();
         }
         Some("2010-04-01") => 201,
         _ => 404,
@@ -91,7 +102,8 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
         body: String::from_utf8_lossy(&body).into_owned(),
         status,
     });
-    let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
+    let mut res =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
     if status == 201 {
         return res.json(serde_json::json!({"sid": "SM0001", "status": "queued"}));
     }
@@ -106,17 +118,25 @@ impl Receiver {
             ..Shared::default()
         });
         let data = web::Data::new(shared.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(answer)))
-            .workers(2)
-            .backlog(4096)
-            .max_connections(100_000)
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(answer))
+        })
+        .workers(2)
+        .backlog(4096)
+        .max_connections(100_000)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        Self { port, shared, handle }
+        Self {
+            port,
+            shared,
+            handle,
+        }
     }
 
     /// A URL of this receiver (`path` as in the module table).
@@ -131,7 +151,10 @@ impl Receiver {
 
     /// Requests whose path starts with `prefix`.
     pub fn received_at(&self, prefix: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 
     /// `/down/...` answers 200 from now on.
