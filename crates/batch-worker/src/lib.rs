@@ -16,4 +16,5 @@ pub mod notify;
 pub mod restore;
 pub mod sites;
 pub mod startup;
+pub mod triggers;
 pub mod votes;

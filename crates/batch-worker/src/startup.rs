@@ -38,6 +38,7 @@ pub struct Application {
     webhook_lane: DeliveryLane<WebhookSender>,
     email_lane: DeliveryLane<EmailSender>,
     sms_lane: DeliveryLane<SmsSender>,
+    triggers: Arc<crate::triggers::Triggers>,
     keys: Keys,
     worker_id: String,
     redis: RedisConn,
@@ -74,7 +75,17 @@ impl Application {
             keys: keys.clone(),
             partitions: Default::default(),
         });
-        let votes = Arc::new(VoteWork { pg: pg.clone() });
+        let triggers = Arc::new(crate::triggers::Triggers {
+            redis: redis.clone(),
+            keys: keys.clone(),
+            pg: pg.clone(),
+            channels: config.notify.trigger_channels(),
+            vote_thresholds: config.notify.vote_thresholds(),
+        });
+        let votes = Arc::new(VoteWork {
+            pg: pg.clone(),
+            triggers: Some(triggers.clone()),
+        });
         let lane_sources = |id: String, queues: Vec<domain::keys::QueueKeys>| -> Vec<WorkerQueue> {
             queues
                 .into_iter()
@@ -254,6 +265,7 @@ impl Application {
             webhook_lane,
             email_lane,
             sms_lane,
+            triggers,
             keys,
             worker_id,
             redis,
@@ -314,6 +326,7 @@ impl Application {
             webhook_lane,
             email_lane,
             sms_lane,
+            triggers,
             keys,
             worker_id,
             redis,
@@ -366,6 +379,11 @@ impl Application {
             let run_migrations = config.worker.run_migrations;
             let backoff = config.worker.backoff();
             let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
+            let spike_every = Duration::from_millis(config.notify.traffic_spike_interval_ms);
+            let (spike_multiple, spike_min) = (
+                config.notify.traffic_spike_multiple,
+                config.notify.traffic_spike_min_visitors,
+            );
             let retention = config.worker.events_retention().map(|keep| {
                 let every = Duration::from_millis(config.worker.events_retention_interval_ms);
                 (keep, every)
@@ -390,6 +408,16 @@ impl Application {
                 runs.push(tokio::spawn(webhook_lane.run(shutdown.clone())));
                 runs.push(tokio::spawn(email_lane.run(shutdown.clone())));
                 runs.push(tokio::spawn(sms_lane.run(shutdown.clone())));
+                if spike_every > Duration::ZERO {
+                    runs.push(tokio::spawn(crate::triggers::watch_traffic(
+                        triggers,
+                        worker_id.clone(),
+                        spike_multiple,
+                        spike_min,
+                        spike_every,
+                        shutdown.clone(),
+                    )));
+                }
                 if let Some((keep, every)) = retention {
                     runs.push(tokio::spawn(crate::events::retention::run(
                         pg.clone(),

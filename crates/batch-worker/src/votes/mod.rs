@@ -14,6 +14,8 @@ use tracing::Instrument;
 /// The vote shard queues' work.
 pub struct VoteWork {
     pub pg: Pool,
+    /// Sends `poll.closed` and `poll.votes_reached` after a batch is stored.
+    pub triggers: Option<std::sync::Arc<crate::triggers::Triggers>>,
 }
 
 /// What a stored batch of poll messages changed.
@@ -58,6 +60,17 @@ impl Work for VoteWork {
             tables = "polls, poll_options, votes",
             rows = messages.len()
         );
-        Box::pin(store::store_poll_messages(&self.pg, messages).instrument(span))
+        Box::pin(async move {
+            let written = store::store_poll_messages(&self.pg, messages)
+                .instrument(span)
+                .await?;
+            if let Some(triggers) = &self.triggers {
+                triggers
+                    .after_poll_batch(messages)
+                    .await
+                    .map_err(|e| StoreError::Transient(e.context("sending poll triggers")))?;
+            }
+            Ok(written)
+        })
     }
 }

@@ -61,7 +61,10 @@ async fn counts(h: &Harness, poll_id: &str) -> Vec<(String, Option<String>, i64)
 #[tokio::test]
 async fn votes_are_counted_once_however_often_they_are_delivered() {
     let h = Harness::new().await;
-    let store = VoteWork { pg: h.db.pool() };
+    let store = VoteWork {
+        pg: h.db.pool(),
+        triggers: None,
+    };
     let batch = [
         poll("p"),
         vote(1, "p", "o1", "u1"),
@@ -81,7 +84,10 @@ async fn votes_are_counted_once_however_often_they_are_delivered() {
 #[tokio::test]
 async fn a_newer_vote_of_a_user_moves_their_count_and_an_older_one_changes_nothing() {
     let h = Harness::new().await;
-    let store = VoteWork { pg: h.db.pool() };
+    let store = VoteWork {
+        pg: h.db.pool(),
+        triggers: None,
+    };
     store
         .write(&[
             poll("p"),
@@ -136,7 +142,10 @@ async fn racing_writers_of_a_vote_and_its_move_end_on_the_move() {
     // commits first, the counts end on the move.
     for round in 0..10 {
         let h = Harness::new().await;
-        let store = Arc::new(VoteWork { pg: h.db.pool() });
+        let store = Arc::new(VoteWork {
+            pg: h.db.pool(),
+            triggers: None,
+        });
         store.write(&[poll("p")]).await.expect("poll");
         let users: Vec<String> = (0..20).map(|u| format!("u{u}")).collect();
         let (a, b) = (store.clone(), store.clone());
@@ -170,7 +179,10 @@ async fn racing_writers_of_a_vote_and_its_move_end_on_the_move() {
 #[tokio::test]
 async fn votes_and_closes_that_overtake_the_poll_definition_still_land() {
     let h = Harness::new().await;
-    let store = VoteWork { pg: h.db.pool() };
+    let store = VoteWork {
+        pg: h.db.pool(),
+        triggers: None,
+    };
     store
         .write(&[vote(1, "late", "o2", "u1")])
         .await
@@ -227,7 +239,10 @@ async fn a_vote_lane_drains_every_shard_queue() {
         domain::redis::blocking_pool(&h.redis.config, 1, Duration::from_secs(2)).expect("redis");
     let mut lane = Lane::new(
         sources,
-        Arc::new(VoteWork { pg: h.db.pool() }),
+        Arc::new(VoteWork {
+            pg: h.db.pool(),
+            triggers: None,
+        }),
         redis,
         blocking,
         h.settings.clone(),

@@ -232,6 +232,11 @@ impl PollKeys {
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.base)
     }
+
+    /// The vote counts whose `poll.votes_reached` notification was sent (a set).
+    pub fn thresholds_reached(&self) -> String {
+        format!("{}:reached", self.base)
+    }
 }
 
 impl Keys {
@@ -456,6 +461,11 @@ impl Keys {
     /// The queue of subscription changes.
     pub fn topics_queue(&self) -> QueueKeys {
         self.queue("topics")
+    }
+
+    /// Held by the worker checking sites for traffic spikes this interval.
+    pub fn traffic_check_lock(&self) -> String {
+        format!("{}:{{triggers}}:traffic_check", self.prefix)
     }
 }
 

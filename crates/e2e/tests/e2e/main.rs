@@ -13,3 +13,4 @@ mod proxy;
 mod receiver;
 mod sites;
 mod traces;
+mod triggers;

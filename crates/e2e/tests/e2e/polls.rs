@@ -4,7 +4,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
-async fn create_poll(
+pub async fn create_poll(
     client: &reqwest::Client,
     ingest: &str,
     options: &[&str],
@@ -29,7 +29,7 @@ async fn create_poll(
 }
 
 /// Waits for the worker to mark every vote shard restored (fresh Redis, empty database).
-async fn wait_until_restored(stack: &Stack) {
+pub async fn wait_until_restored(stack: &Stack) {
     domain::testing::eventually(
         Duration::from_secs(20),
         "vote shards marked restored",

@@ -33,6 +33,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
             stats_token: Secret::default(),
             exact_distinct_max_rows: 20_000,
             filter_max_events: 200_000,
+            ..StatsSettings::default()
         },
     };
     config.http.http_workers = 2;

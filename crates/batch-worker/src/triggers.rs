@@ -1,0 +1,278 @@
+//! Notifications the rest of Tally sends by itself, to the webhook endpoints that take
+//! their event type and the users subscribed to the topic of the same name:
+//!
+//! - `poll.closed`, when the worker stores a poll's close (with its final results);
+//! - `poll.votes_reached`, when a poll's voters reach one of `POLL_VOTE_THRESHOLDS`;
+//! - `site.traffic_spike`, when a site's visitors in the current UTC hour pass
+//!   `TRAFFIC_SPIKE_MULTIPLE` times its usual level for that hour (the mean of the same
+//!   hour over the previous seven days), checked every `TRAFFIC_SPIKE_INTERVAL_MS` by one
+//!   worker at a time.
+//!
+//! A trigger's notification id and idempotency key come from its subject
+//! (`poll.closed:<poll>`, `poll.votes_reached:<poll>:<n>`, `site.traffic_spike:<site>:<hour>`),
+//! so a trigger emitted again (a batch replayed after a crash, two workers checking at
+//! once) is one notification. `goal.converted` waits for goals.
+
+use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
+use domain::deadpool_postgres::Pool;
+use domain::keys::Keys;
+use domain::notify::accept::{self, trigger_id};
+use domain::notify::{ChannelKind, Notification, Priority};
+use domain::poll::PollMessage;
+use domain::redis::RedisConn;
+use domain::shutdown::{CancellationToken, every};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// What triggers send and when.
+pub struct Triggers {
+    pub redis: RedisConn,
+    pub keys: Keys,
+    pub pg: Pool,
+    pub channels: Vec<ChannelKind>,
+    pub vote_thresholds: Vec<i64>,
+}
+
+impl Triggers {
+    /// Sends the notification of trigger `subject` (once, however often it is called).
+    async fn emit(
+        &self,
+        event_type: &str,
+        subject: &str,
+        title: String,
+        body: String,
+        data: Value,
+    ) -> anyhow::Result<()> {
+        if self.channels.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp_millis();
+        let n = Notification {
+            notification_id: trigger_id(subject),
+            event_type: event_type.to_string(),
+            title,
+            body,
+            html: None,
+            data,
+            channels: self.channels.clone(),
+            priority: Priority::Normal,
+            recipients: Vec::new(),
+            topic: Some(event_type.to_string()),
+            created_at_ms: now,
+            queued_at_ms: now,
+            idempotency_key: Some(subject.to_string()),
+            traceparent: None,
+        };
+        let outcome = accept::accept(&mut self.redis.clone(), &self.keys, &n, subject).await?;
+        if matches!(outcome, accept::AcceptOutcome::Accepted(_)) {
+            metrics::counter!("batch_worker_triggers_total", "event_type" => event_type.to_string()).increment(1);
+            tracing::info!(event_type, subject, "trigger sent");
+        }
+        Ok(())
+    }
+
+    /// After a batch of poll messages is stored: `poll.closed` for its closes,
+    /// `poll.votes_reached` for thresholds its polls passed.
+    ///
+    /// # Errors
+    /// When Redis or PostgreSQL fails (the batch is retried, and what was sent is not sent
+    /// twice).
+    pub async fn after_poll_batch(&self, messages: &[PollMessage]) -> anyhow::Result<()> {
+        let mut voted: BTreeSet<&str> = BTreeSet::new();
+        for m in messages {
+            match m {
+                PollMessage::Close { poll_id, .. } => self.poll_closed(poll_id).await?,
+                PollMessage::Vote { poll_id, .. } => {
+                    voted.insert(poll_id);
+                }
+                PollMessage::Poll { .. } => {}
+            }
+        }
+        if !self.vote_thresholds.is_empty() {
+            for poll_id in voted {
+                self.votes_reached(poll_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll_closed(&self, poll_id: &str) -> anyhow::Result<()> {
+        let client = self.pg.get().await?;
+        let question: Option<String> = client
+            .query_opt("SELECT question FROM polls WHERE poll_id = $1", &[&poll_id])
+            .await?
+            .and_then(|r| r.get(0));
+        let options = client
+            .query(
+                "SELECT option_id, coalesce(label, option_id), votes FROM poll_options
+                 WHERE poll_id = $1 ORDER BY position NULLS LAST, option_id",
+                &[&poll_id],
+            )
+            .await?;
+        let results: Vec<Value> = options
+            .iter()
+            .map(|r| json!({"id": r.get::<_, String>(0), "label": r.get::<_, String>(1), "votes": r.get::<_, i64>(2)}))
+            .collect();
+        let summary = options
+            .iter()
+            .map(|r| format!("{} {}", r.get::<_, String>(1), r.get::<_, i64>(2)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let question = question.unwrap_or_else(|| poll_id.to_string());
+        self.emit(
+            "poll.closed",
+            &format!("poll.closed:{poll_id}"),
+            format!("Poll closed: {question}"),
+            format!("Final results: {summary}"),
+            json!({"poll_id": poll_id, "question": question, "results": results}),
+        )
+        .await
+    }
+
+    async fn votes_reached(&self, poll_id: &str) -> anyhow::Result<()> {
+        let k = self.keys.poll(poll_id);
+        let mut redis = self.redis.clone();
+        let (total, question): (Option<i64>, Option<String>) = domain::redis_client::cmd("HMGET")
+            .arg(&k.def)
+            .arg("total")
+            .arg("question")
+            .query_async(&mut redis)
+            .await?;
+        let total = total.unwrap_or(0);
+        let passed: Vec<i64> = self
+            .vote_thresholds
+            .iter()
+            .copied()
+            .filter(|t| *t <= total)
+            .collect();
+        if passed.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<bool> = domain::redis_client::cmd("SMISMEMBER")
+            .arg(k.thresholds_reached())
+            .arg(&passed)
+            .query_async(&mut redis)
+            .await?;
+        for (threshold, _) in passed.iter().zip(sent).filter(|(_, sent)| !sent) {
+            let question = question.clone().unwrap_or_else(|| poll_id.to_string());
+            self.emit(
+                "poll.votes_reached",
+                &format!("poll.votes_reached:{poll_id}:{threshold}"),
+                format!("{threshold} votes: {question}"),
+                format!("The poll \"{question}\" has {total} votes."),
+                json!({"poll_id": poll_id, "question": question, "threshold": threshold, "votes": total}),
+            )
+            .await?;
+            // Marked after it is sent: a crash in between sends it again, which its
+            // idempotency key makes the same notification.
+            let _: () = domain::redis_client::cmd("SADD")
+                .arg(k.thresholds_reached())
+                .arg(threshold)
+                .query_async(&mut redis)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks every site active this hour for a traffic spike.
+    ///
+    /// # Errors
+    /// When PostgreSQL or Redis fails.
+    pub async fn check_traffic(
+        &self,
+        multiple: f64,
+        min_visitors: i64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<usize> {
+        let hour = now.duration_trunc(TimeDelta::hours(1))?;
+        let h =
+            i32::try_from(hour.format("%H").to_string().parse::<u32>().unwrap_or(0)).unwrap_or(0);
+        let today = hour.date_naive();
+        let week_ago = today - TimeDelta::days(7);
+        let client = self.pg.get().await?;
+        let rows = client
+            .query(
+                "WITH active AS (
+                     SELECT DISTINCT site_id FROM rollup_hourly
+                     WHERE event_type = 'page_view' AND bucket = $1
+                 ), now_v AS (
+                     SELECT v.site_id, count(*) AS n FROM daily_visitors v JOIN active USING (site_id)
+                     WHERE v.event_type = 'page_view' AND v.day = $2 AND v.hours & (1 << $4) <> 0
+                     GROUP BY v.site_id
+                 ), usual AS (
+                     SELECT v.site_id, count(*) / 7.0 AS n FROM daily_visitors v JOIN active USING (site_id)
+                     WHERE v.event_type = 'page_view' AND v.day >= $3 AND v.day < $2
+                       AND v.hours & (1 << $4) <> 0
+                     GROUP BY v.site_id
+                 )
+                 SELECT now_v.site_id, now_v.n, coalesce(usual.n, 0)::float8
+                 FROM now_v LEFT JOIN usual USING (site_id)",
+                &[&hour, &today, &week_ago, &h],
+            )
+            .await?;
+        let mut spikes = 0;
+        for row in rows {
+            let (site, visitors, usual): (String, i64, f64) = (row.get(0), row.get(1), row.get(2));
+            if visitors < min_visitors || (visitors as f64) <= multiple * usual.max(1.0) {
+                continue;
+            }
+            spikes += 1;
+            let at = hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            self.emit(
+                "site.traffic_spike",
+                &format!("site.traffic_spike:{site}:{}", hour.timestamp()),
+                format!("Traffic spike on {site}"),
+                format!("{visitors} visitors since {at}, against {usual:.1} usually at this hour."),
+                json!({"site_id": site, "hour": at, "visitors": visitors, "usual": usual, "multiple": multiple}),
+            )
+            .await?;
+        }
+        Ok(spikes)
+    }
+}
+
+/// Checks for traffic spikes every `interval` until `stop`; one worker per interval does
+/// it (a lock in Redis), the others skip.
+pub async fn watch_traffic(
+    triggers: std::sync::Arc<Triggers>,
+    worker_id: String,
+    multiple: f64,
+    min_visitors: i64,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    every(interval, stop, || {
+        let (triggers, worker_id) = (triggers.clone(), worker_id.clone());
+        async move {
+            let lock = triggers.keys.traffic_check_lock();
+            let ttl_ms = u64::try_from(interval.as_millis())
+                .unwrap_or(60_000)
+                .max(1_000)
+                - 500;
+            let taken = domain::notify::marker::lock(
+                &mut triggers.redis.clone(),
+                &lock,
+                &worker_id,
+                ttl_ms,
+            )
+            .await;
+            if !matches!(taken, Ok(true)) {
+                return;
+            }
+            metrics::counter!("batch_worker_traffic_checks_total").increment(1);
+            match triggers
+                .check_traffic(multiple, min_visitors, Utc::now())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(spikes = n, "traffic spikes found"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "checking for traffic spikes failed"
+                ),
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,181 @@
+//! Triggers: `poll.closed`, `poll.votes_reached` and `site.traffic_spike`, sent by the
+//! worker to the endpoints and topic subscribers of their event type.
+
+use crate::helpers::{ADMIN_TOKEN, Stack};
+use crate::notify::{Notify, WORKER};
+use crate::polls::{create_poll, wait_until_restored};
+use crate::receiver::Receiver;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The webhooks the receiver got of `event_type`, as JSON.
+fn webhooks_of(receiver: &Receiver, event_type: &str) -> Vec<Value> {
+    receiver
+        .received()
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+        .filter(|b| b["type"] == event_type)
+        .collect()
+}
+
+#[tokio::test]
+async fn closing_a_poll_and_passing_a_vote_count_notify_endpoints_and_subscribers_once() {
+    let stack = Stack::new().await;
+    let (api, ingest, _stats) =
+        Notify::start(&stack, &[("VOTE_RATE_LIMIT_PER_IP_PER_S", "0")]).await;
+    let mut env = WORKER.to_vec();
+    env.push(("POLL_VOTE_THRESHOLDS", "3,1000"));
+    let _worker = stack.start("batch-worker", &env).await;
+    wait_until_restored(&stack).await;
+    let receiver = Receiver::start().await;
+    api.endpoint(&receiver.url("/ok/polls"), &["poll.*"]).await;
+    let subscribed = api
+        .client
+        .post(format!(
+            "{}/v1/topics/poll.closed/subscribers",
+            ingest.url()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"subscribers": ["owner"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(subscribed.status(), 200);
+    let (poll, options) = create_poll(&api.client, &ingest.url(), &["red", "blue"]).await;
+    for (i, user) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let res = api
+            .client
+            .post(format!("{}/v1/polls/{poll}/votes", ingest.url()))
+            .json(&json!({"option_id": options[i % 2], "user_id": user}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 202);
+    }
+    let reached =
+        domain::testing::eventually(Duration::from_secs(20), "poll.votes_reached", || async {
+            let got = webhooks_of(&receiver, "poll.votes_reached");
+            (!got.is_empty()).then_some(got)
+        })
+        .await;
+    assert_eq!(reached[0]["data"]["data"]["threshold"], 3);
+    let closed = api
+        .client
+        .post(format!("{}/v1/polls/{poll}/close", ingest.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(closed.status(), 200);
+    let closed = domain::testing::eventually(Duration::from_secs(20), "poll.closed", || async {
+        let got = webhooks_of(&receiver, "poll.closed");
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let results = &closed[0]["data"]["data"]["results"];
+    assert_eq!(
+        results,
+        &json!([{"id": "o1", "label": "red", "votes": 3}, {"id": "o2", "label": "blue", "votes": 2}])
+    );
+    // The subscriber's feed has it.
+    let item =
+        domain::testing::eventually(Duration::from_secs(20), "the subscriber's feed", || async {
+            let feed: Value = api
+                .client
+                .get(format!("{}/v1/users/owner/feed", api.stats))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            feed["items"]
+                .as_array()
+                .filter(|i| !i.is_empty())
+                .map(|i| i[0].clone())
+        })
+        .await;
+    assert_eq!(item["event_type"], "poll.closed");
+    // Once each, however many batches passed since.
+    assert_eq!(webhooks_of(&receiver, "poll.votes_reached").len(), 1);
+    assert_eq!(webhooks_of(&receiver, "poll.closed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_site_far_above_its_usual_visitors_for_the_hour_sends_one_traffic_spike() {
+    let stack = Stack::new().await;
+    let (api, ingest, _stats) = Notify::start(&stack, &[]).await;
+    let mut env = WORKER.to_vec();
+    env.extend([
+        ("TRAFFIC_SPIKE_INTERVAL_MS", "300"),
+        ("TRAFFIC_SPIKE_MULTIPLE", "3"),
+        ("TRAFFIC_SPIKE_MIN_VISITORS", "10"),
+    ]);
+    let worker = stack.start("batch-worker", &env).await;
+    let receiver = Receiver::start().await;
+    api.endpoint(&receiver.url("/ok/spikes"), &["site.traffic_spike"])
+        .await;
+    // The check looks at the current UTC hour: not in its last seconds.
+    let mut now = chrono::Utc::now();
+    if now.format("%M%S").to_string().as_str() > "5945" {
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        now = chrono::Utc::now();
+    }
+    let mut events = Vec::new();
+    // Two visitors at this hour on each of the last seven days; a quiet neighbour site.
+    for day in 1..=7 {
+        for v in 0..2 {
+            let ts = now - chrono::Duration::days(day);
+            events.push(json!({"site_id": "spiky.example", "event_type": "page_view", "timestamp": ts.to_rfc3339(), "user_id": format!("old-{day}-{v}"), "path": "/"}));
+        }
+    }
+    for v in 0..30 {
+        events.push(json!({"site_id": "spiky.example", "event_type": "page_view", "timestamp": now.to_rfc3339(), "user_id": format!("new-{v}"), "path": "/"}));
+    }
+    for v in 0..30 {
+        events.push(json!({"site_id": "steady.example", "event_type": "page_view", "timestamp": now.to_rfc3339(), "user_id": format!("u-{v}"), "path": "/"}));
+        for day in 1..=7 {
+            let ts = now - chrono::Duration::days(day);
+            events.push(json!({"site_id": "steady.example", "event_type": "page_view", "timestamp": ts.to_rfc3339(), "user_id": format!("u-{v}"), "path": "/"}));
+        }
+    }
+    let res = api
+        .client
+        .post(format!("{}/v1/events", ingest.url()))
+        .json(&json!({"events": events}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 202);
+    let spikes =
+        domain::testing::eventually(Duration::from_secs(30), "a traffic spike", || async {
+            let got = webhooks_of(&receiver, "site.traffic_spike");
+            (!got.is_empty()).then_some(got)
+        })
+        .await;
+    let data = &spikes[0]["data"]["data"];
+    assert_eq!(
+        (data["site_id"].clone(), data["visitors"].clone()),
+        (json!("spiky.example"), json!(30))
+    );
+    assert_eq!(data["usual"], 2.0);
+    // Checked again and again this hour: still one notification, none for the steady site.
+    let checks = || async {
+        let text = reqwest::get(format!("{}/metrics", worker.url()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("batch_worker_traffic_checks_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let seen = checks().await.unwrap_or(0.0);
+    domain::testing::eventually(Duration::from_secs(20), "three more checks", || async {
+        (checks().await? >= seen + 3.0).then_some(())
+    })
+    .await;
+    let all = webhooks_of(&receiver, "site.traffic_spike");
+    assert_eq!(all.len(), 1, "{all:?}");
+}
