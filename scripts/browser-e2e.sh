@@ -40,8 +40,9 @@ trap cleanup EXIT
 INGEST_PORT=$(free_port); GATEWAY_PORT=$(free_port); WORKER_PORT=$(free_port)
 export REDIS_KEY_PREFIX="$PREFIX" RUST_LOG=warn
 DATABASE_URL="$DB_URL" BIND_ADDR="127.0.0.1:$WORKER_PORT" RESTORE_CHECK_INTERVAL_MS=200 "$BIN/batch-worker" > "$LOGS/batch-worker.log" 2>&1 & pids+=($!)
+export STREAM_TOKEN_SECRET="browser-stream-secret"
 BIND_ADDR="127.0.0.1:$INGEST_PORT" ADMIN_TOKEN="$ADMIN" "$BIN/ingest-api" > "$LOGS/ingest-api.log" 2>&1 & pids+=($!)
-BIND_ADDR="127.0.0.1:$GATEWAY_PORT" PUBLIC_INGEST_URL="http://127.0.0.1:$INGEST_PORT" "$BIN/sse-gateway" > "$LOGS/sse-gateway.log" 2>&1 & pids+=($!)
+BIND_ADDR="127.0.0.1:$GATEWAY_PORT" PUBLIC_INGEST_URL="http://127.0.0.1:$INGEST_PORT" DEMO_FEED_USER=demo-user "$BIN/sse-gateway" > "$LOGS/sse-gateway.log" 2>&1 & pids+=($!)
 for port in "$INGEST_PORT" "$GATEWAY_PORT" "$WORKER_PORT"; do
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || die "service on port $port did not become ready (logs in $LOGS)"

@@ -28,6 +28,9 @@ printf 'ADMIN_TOKEN=%s\nSTREAM_TOKEN_SECRET=%s\nVOTER_TOKEN_SECRET=%s\n' "$ADMIN
 umask 022
 # The edge on loopback is the one proxy whose X-Forwarded-For is believed.
 export ADMIN_TOKEN STATS_TOKEN STREAM_TOKEN_SECRET VOTER_TOKEN_SECRET TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1/32}"
+# A development stack on loopback: webhooks may go to local receivers, and the demo page's
+# bell shows the notifications of DEMO_FEED_USER (never set either on a public server).
+export WEBHOOK_ALLOW_INTERNAL="${WEBHOOK_ALLOW_INTERNAL:-true}" DEMO_FEED_USER="${DEMO_FEED_USER-demo-user}"
 
 say "building (release)"
 cargo build --release --bins --quiet
@@ -55,7 +58,8 @@ stop() { # name
 
 # Services started with other tokens or settings than these are restarted.
 SIGNATURE="$(printf '%s\n' "$ADMIN_TOKEN" "$STATS_TOKEN" "$STREAM_TOKEN_SECRET" "$VOTER_TOKEN_SECRET" "$TRUSTED_PROXIES" \
-  "$REDIS_URL" "${REDIS_KEY_PREFIX:-}" "$DATABASE_URL" "$(command -v nginx || true)" | sha256sum | cut -c1-16)"
+  "$REDIS_URL" "${REDIS_KEY_PREFIX:-}" "$DATABASE_URL" "$(command -v nginx || true)" "$WEBHOOK_ALLOW_INTERNAL" "$DEMO_FEED_USER" \
+  "${SMTP_URL:-}" "${SMS_API_URL:-}" | sha256sum | cut -c1-16)"
 if [ "$(cat "$STATE/run/config.sig" 2>/dev/null)" != "$SIGNATURE" ]; then
   for svc in ingest-api sse-gateway stats-api batch-worker; do
     if running "$svc"; then echo "  restarting $svc (tokens or settings changed)"; stop "$svc"; fi
@@ -111,15 +115,16 @@ fi
 cat <<MSG
 
 Tally is up.
-  ingest-api    http://127.0.0.1:8080   (POST /v1/events, /api/event; /v1/sites, /v1/polls admin)
-  sse-gateway   http://127.0.0.1:8081   (demo page: /, tracker: /tally.js)
-  stats-api     http://127.0.0.1:8082   (GET /v1/stats, /api/stats, /v1/sites/{id}/timeseries)
+  ingest-api    http://127.0.0.1:8080   (POST /v1/events, /api/event, /v1/notifications; /v1/sites, /v1/polls, /v1/webhooks/endpoints admin)
+  sse-gateway   http://127.0.0.1:8081   (demo page: /, tracker: /tally.js, feeds: /v1/users/{id}/feed/stream)
+  stats-api     http://127.0.0.1:8082   (GET /v1/stats, /api/stats, /v1/sites/{id}/timeseries, /v1/notifications/{id}, /v1/dead-letters)
   batch-worker  http://127.0.0.1:9091   (/healthz, /readyz, /metrics)
   edge (nginx)  ${EDGE:-not running (nginx could not be installed)}
   Redis         $REDIS_URL
   PostgreSQL    $DATABASE_URL
   ADMIN_TOKEN   $ADMIN_TOKEN
   STATS_TOKEN   $READS
-  STREAM_TOKEN_SECRET and VOTER_TOKEN_SECRET are in $TOKENS (they sign stream tokens and voter tokens)
+  STREAM_TOKEN_SECRET and VOTER_TOKEN_SECRET are in $TOKENS (they sign stream and feed tokens, and voter tokens)
+  Demo bell     notifications to user "${DEMO_FEED_USER:-(off)}" show on the demo page; webhooks may go to local addresses
 Logs: make logs    Stop: make down
 MSG

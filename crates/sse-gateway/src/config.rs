@@ -29,6 +29,10 @@ pub struct GatewaySettings {
     /// (behind the nginx edge). `make up` without nginx sets these.
     pub public_ingest_url: String,
     pub public_stats_url: String,
+    /// The demo page's notification bell shows this user's feed, with a feed token the
+    /// page is handed (a development stack's demo only: anyone who loads the page reads
+    /// that user's feed). Unset: no bell.
+    pub demo_feed_user: String,
     /// Set when stats reads are private (the same `STATS_TOKEN` as stats-api's): a site's
     /// live stream is then open only for public sites or with a signed `?token=`. Unset:
     /// every site stream is open, as the stats are.
@@ -62,6 +66,7 @@ impl Default for GatewaySettings {
             client_retry_ms: 2_000,
             public_ingest_url: Default::default(),
             public_stats_url: Default::default(),
+            demo_feed_user: Default::default(),
             stats_token: Default::default(),
             stream_token_secret: Default::default(),
             max_topics_per_stream: 20,

@@ -5,6 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 let config = { ingest_url: "", stats_url: "" };
+let feed = { items: [], unread: 0 }; // the demo user's notifications (the bell)
 let live = null; // the one EventSource
 let poll = null; // { id, options: [{id, label}], tally, total, seq, settings, hidden }
 let siteId = null;
@@ -79,15 +80,29 @@ function connect() {
   const topics = [];
   if (poll) topics.push(`poll:${encodeURIComponent(poll.id).replace(/,/g, "%2C")}`);
   if (siteId) topics.push(`site:${encodeURIComponent(siteId).replace(/,/g, "%2C")}`);
+  if (config.feed_user) topics.push(`feed:${encodeURIComponent(config.feed_user).replace(/,/g, "%2C")}`);
   if (!topics.length) return;
-  const tokens = resultsToken ? `&tokens=${encodeURIComponent(resultsToken)}` : "";
+  const tokenList = [resultsToken, config.feed_token].filter(Boolean).map(encodeURIComponent);
+  const tokens = tokenList.length ? `&tokens=${tokenList.join(",")}` : "";
   live = new EventSource(`/v1/stream?topics=${topics.join(",")}${tokens}`);
   const route = (replace) => (e) => {
     const { topic, data } = JSON.parse(e.data);
     if (topic.startsWith("poll:") && poll) applyState(data, replace);
     else if (topic.startsWith("site:")) showSite(data);
+    else if (topic.startsWith("feed:") && replace) showFeed(data);
   };
   live.addEventListener("snapshot", route(true));
+  live.addEventListener("notification", (e) => {
+    const { data } = JSON.parse(e.data);
+    feed.items.unshift({ seq: data.seq, notification: data.notification, read: false });
+    feed.unread = data.unread;
+    renderFeed();
+  });
+  live.addEventListener("unread", (e) => {
+    feed.unread = JSON.parse(e.data).data.unread;
+    if (feed.unread === 0) feed.items.forEach((i) => { i.read = true; });
+    renderFeed();
+  });
   live.addEventListener("tally", route(false));
   live.addEventListener("activity", route(false));
   live.addEventListener("presence", (e) => {
@@ -167,6 +182,32 @@ function showSite(a) {
   }));
 }
 
+// The bell: the newest items with the unread ones marked, and the unread count.
+function showFeed(snapshot) {
+  feed = { items: snapshot.items, unread: snapshot.unread };
+  renderFeed();
+}
+
+function renderFeed() {
+  $("bell").hidden = false;
+  $("unread").hidden = feed.unread === 0;
+  $("unread").textContent = feed.unread > 99 ? "99+" : String(feed.unread);
+  $("feed-empty").hidden = feed.items.length > 0;
+  $("feed-items").replaceChildren(...feed.items.slice(0, 50).map((item) => {
+    const li = document.createElement("li");
+    li.className = item.read ? "" : "unread";
+    li.innerHTML = "<strong></strong><span></span>";
+    li.children[0].textContent = item.notification.title || "(expired)";
+    li.children[1].textContent = item.notification.body || "";
+    return li;
+  }));
+}
+
+async function readAll() {
+  const url = `${baseUrl(config.ingest_url)}/v1/users/${encodeURIComponent(config.feed_user)}/feed/read?token=${encodeURIComponent(config.feed_token)}`;
+  await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ all: true }) });
+}
+
 function watchSite(id) {
   $("site").hidden = false;
   siteId = id;
@@ -181,6 +222,12 @@ async function main() {
     if (id) openPoll(id);
   });
   $("create-form").addEventListener("submit", createPoll);
+  $("bell-button").addEventListener("click", () => {
+    const open = $("feed").hidden;
+    $("feed").hidden = !open;
+    $("bell-button").setAttribute("aria-expanded", String(open));
+  });
+  $("read-all").addEventListener("click", readAll);
   $("multi-vote").addEventListener("click", () => {
     const chosen = [...$("bars").querySelectorAll("li")].filter((li) => li.querySelector("input")?.checked);
     vote(chosen.map((li) => li.dataset.option));
@@ -199,6 +246,7 @@ async function main() {
     $("site-id").value = params.get("site");
     watchSite(params.get("site"));
   }
+  if (config.feed_user) connect();
 }
 
 main();

@@ -78,6 +78,16 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),
+            ("POST", "/v1/notifications"),
+            ("POST", "/v1/webhooks/endpoints"),
+            ("GET", "/v1/webhooks/endpoints"),
+            ("GET", "/v1/webhooks/endpoints/{endpoint_id}"),
+            ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"),
+            ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"),
+            ("POST", "/v1/topics/{topic}/subscribers"),
+            ("DELETE", "/v1/topics/{topic}/subscribers/{user_id}"),
+            ("GET", "/v1/topics/{topic}"),
+            ("POST", "/v1/users/{user_id}/feed/read"),
         ])
     );
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());

@@ -139,10 +139,15 @@ pub async fn snapshot(
 ) -> anyhow::Result<(Update, feed::FeedState)> {
     let state = feed::state(redis, keys, user_id).await?;
     let newest = feed::newest(redis, keys, user_id, SNAPSHOT_ITEMS).await?;
+    let seqs: Vec<i64> = newest.iter().map(|(seq, _)| *seq).collect();
+    let read = feed::read_flags(redis, keys, user_id, &seqs, state.read_upto).await?;
     let list: Vec<String> = items(redis, keys, &newest)
         .await?
         .into_iter()
-        .map(|(seq, json)| format!(r#"{{"seq":{seq},"notification":{json}}}"#))
+        .zip(read)
+        .map(|((seq, json), read)| {
+            format!(r#"{{"seq":{seq},"read":{read},"notification":{json}}}"#)
+        })
         .collect();
     let position = Position {
         epoch: state.epoch,

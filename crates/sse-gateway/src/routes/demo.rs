@@ -31,12 +31,28 @@ pub async fn style() -> HttpResponse {
         .body(STYLE)
 }
 
-/// Where the page sends votes and reads results (empty: its own origin).
-#[utoipa::path(tag = "demo", responses((status = 200, description = "`{ingest_url, stats_url}`", body = super::docs::DemoConfig)))]
+/// How long the demo's feed token lasts (the page asks again when it reloads).
+const DEMO_FEED_TOKEN_SECONDS: i64 = 24 * 3600;
+
+/// Where the page sends votes and reads results (empty: its own origin), and the demo
+/// user whose notification feed the bell shows (with a feed token), when configured.
+#[utoipa::path(tag = "demo", responses((status = 200, description = "`{ingest_url, stats_url, feed_user?, feed_token?}`", body = super::docs::DemoConfig)))]
 #[get("/config.json")]
 pub async fn config(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "ingest_url": state.settings.public_ingest_url,
         "stats_url": state.settings.public_stats_url,
-    }))
+    });
+    let user = &state.settings.demo_feed_user;
+    let secret = state.settings.stream_token_secret.expose();
+    if !user.is_empty() && !secret.is_empty() {
+        answer["feed_user"] = user.as_str().into();
+        answer["feed_token"] = domain::stream_token::mint(
+            secret.as_bytes(),
+            &domain::stream_token::feed_scope(user),
+            chrono::Utc::now().timestamp() + DEMO_FEED_TOKEN_SECONDS,
+        )
+        .into();
+    }
+    HttpResponse::Ok().json(answer)
 }

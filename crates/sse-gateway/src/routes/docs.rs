@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 pub struct DemoConfig {
     pub ingest_url: String,
     pub stats_url: String,
+    /// The user whose feed the demo's bell shows (`DEMO_FEED_USER`), and its feed token.
+    pub feed_user: Option<String>,
+    pub feed_token: Option<String>,
 }
 
 /// `GET /v1/polls/{poll_id}/updates`.

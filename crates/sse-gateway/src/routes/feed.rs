@@ -87,7 +87,7 @@ pub struct FeedQuery {
         FeedQuery,
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `snapshot` `{epoch, seq, unread, items: [{seq, notification}]}`, then `notification` `{seq, unread, notification: {id, event_type, title, body, data, priority, created_at}}` with `id` = the item's position, and `unread` `{unread}`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream`: `snapshot` `{epoch, seq, unread, items: [{seq, read, notification}]}`, then `notification` `{seq, unread, notification: {id, event_type, title, body, data, priority, created_at}}` with `id` = the item's position, and `unread` `{unread}`", body = String, content_type = "text/event-stream"),
         (status = 400, description = "Invalid user id"),
         (status = 401, description = "No feed token (`token_required`)"),
         (status = 403, description = "A feed token that is malformed, expired or another user's (`token_refused`)"),

@@ -107,7 +107,8 @@ async fn bad_topic_lists_are_400() {
     for query in [
         "",
         "topics=",
-        "topics=feed:u",
+        "topics=feeds:1",
+        "topics=user:u",
         "topics=poll:a,poll:b,poll:c",
         "topics=nonsense",
     ] {

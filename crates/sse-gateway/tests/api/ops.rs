@@ -67,6 +67,7 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),
+            ("GET", "/v1/users/{user_id}/feed/stream"),
         ])
     );
 }

@@ -76,6 +76,21 @@ try {
   assert.ok(streams.length > 0 && streams.every((p) => p === "/v1/stream"), `streams opened: ${streams}`);
   await until("the page's watcher count", async () => Number(await page.textContent("#watchers")) >= 1);
 
+  // The bell: a notification to the demo user appears live, and "Mark all read" clears it.
+  await page.waitForSelector("#bell:not([hidden])");
+  const sent = await until("the notification accepted", async () => {
+    const r = await post("/v1/notifications", { recipients: ["demo-user"], title: "Deploy finished", body: "v2 is live", channels: ["in_app"] }, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    return r.status === 202 ? r : null;
+  });
+  assert.ok(sent.body.notification_id);
+  await until("the unread count on the bell", async () => (await page.textContent("#unread")) === "1" && await page.isVisible("#unread"));
+  await page.click("#bell-button");
+  assert.match(await page.textContent("#feed-items li.unread"), /Deploy finished/);
+  await page.screenshot({ path: `${ARTIFACTS}/demo-bell.png` });
+  await page.click("#read-all");
+  await until("the bell cleared", async () => !(await page.isVisible("#unread")));
+  assert.equal(await page.locator("#feed-items li.unread").count(), 0);
+
   // And on a phone.
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
   await phone.goto(`${GATEWAY_URL}/?poll=${pollId}`);

@@ -21,6 +21,12 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),
+            ("GET", "/v1/notifications/{notification_id}"),
+            ("GET", "/v1/notifications/{notification_id}/deliveries"),
+            ("GET", "/v1/users/{user_id}/feed"),
+            ("GET", "/v1/dead-letters"),
+            ("POST", "/v1/dead-letters/retry"),
+            ("DELETE", "/v1/dead-letters"),
         ])
     );
     let stats = &doc["paths"]["/v1/stats"]["get"];

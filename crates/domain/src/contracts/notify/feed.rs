@@ -160,6 +160,8 @@ pub struct FeedState {
     pub epoch: i64,
     pub seq: i64,
     pub unread: i64,
+    /// Everything up to this sequence number is read.
+    pub read_upto: i64,
 }
 
 /// The state of `user_id`'s feed.
@@ -171,18 +173,48 @@ pub async fn state<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
     user_id: &str,
 ) -> RedisResult<FeedState> {
-    let (epoch, seq, unread): (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
-        .arg(keys.feed(user_id).state)
-        .arg("epoch")
-        .arg("seq")
-        .arg("unread")
-        .query_async(conn)
-        .await?;
+    let (epoch, seq, unread, read_upto): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
+        redis::cmd("HMGET")
+            .arg(keys.feed(user_id).state)
+            .arg("epoch")
+            .arg("seq")
+            .arg("unread")
+            .arg("read_upto")
+            .query_async(conn)
+            .await?;
     Ok(FeedState {
         epoch: epoch.unwrap_or(0),
         seq: seq.unwrap_or(0),
         unread: unread.unwrap_or(0).max(0),
+        read_upto: read_upto.unwrap_or(0),
     })
+}
+
+/// Whether each of `seqs` of `user_id`'s feed is read (at most `read_upto`, or read one
+/// by one).
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn read_flags<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    user_id: &str,
+    seqs: &[i64],
+    read_upto: i64,
+) -> RedisResult<Vec<bool>> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let one_by_one: Vec<bool> = redis::cmd("SMISMEMBER")
+        .arg(keys.feed(user_id).read)
+        .arg(seqs)
+        .query_async(conn)
+        .await?;
+    Ok(seqs
+        .iter()
+        .zip(one_by_one)
+        .map(|(seq, read)| *seq <= read_upto || read)
+        .collect())
 }
 
 /// Up to `max` items of `user_id`'s feed after sequence number `after`, oldest first:
