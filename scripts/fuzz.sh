@@ -73,10 +73,15 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+NOTIFICATION=$(curl -fsS -X POST "http://127.0.0.1:$INGEST/v1/notifications" -H "authorization: Bearer $ADMIN" \
+  -H 'content-type: application/json' -d '{"recipients":["fuzz-user"],"title":"Fuzz","body":"b","channels":["in_app"]}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["notification_id"])')
 cat > "$OUT/schemathesis.toml" <<TOML
 [parameters]
 poll_id = "$POLL"
 site_id = "fuzz-site"
+notification_id = "$NOTIFICATION"
+user_id = "fuzz-user"
 TOML
 
 FAILED=0

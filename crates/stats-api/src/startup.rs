@@ -68,6 +68,9 @@ impl Application {
             move || {
                 let app = domain::http::app("stats_api", Some(&cors_origins), body_read_timeout)
                     .app_data(state.clone())
+                    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                        crate::error::ApiError::BadRequest(format!("invalid query: {err}")).into()
+                    }))
                     .app_data(
                         web::JsonConfig::default()
                             .limit(JSON_BODY_LIMIT)
