@@ -612,3 +612,59 @@ async fn internal_host_name() -> String {
     }
     panic!("no name of this machine resolves to a loopback address (check /etc/hosts)");
 }
+
+#[tokio::test]
+async fn a_notification_reaches_its_users_open_feed_streams_live() {
+    let stack = Stack::new().await;
+    let (api, _ingest, _stats) = Notify::start(&stack, &[]).await;
+    let _worker = stack.start("batch-worker", WORKER).await;
+    let gateway = stack
+        .start(
+            "sse-gateway",
+            &[("STREAM_TOKEN_SECRET", crate::notify::STREAM_SECRET)],
+        )
+        .await;
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let mut streams = Vec::new();
+    for user in ["ann", "bob"] {
+        let token = domain::stream_token::mint(
+            crate::notify::STREAM_SECRET.as_bytes(),
+            &format!("feed:{user}"),
+            exp,
+        );
+        let mut res = api
+            .client
+            .get(format!(
+                "{}/v1/users/{user}/feed/stream?token={token}",
+                gateway.url()
+            ))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(res.status(), 200);
+        let mut text = String::new();
+        read_until(&mut res, &mut text, "event: snapshot").await;
+        streams.push((res, text));
+    }
+    let id = api
+        .send(&json!({"recipients": ["ann", "bob"], "title": "Lunch", "body": "is ready", "channels": ["in_app"]}))
+        .await;
+    for (res, text) in &mut streams {
+        read_until(res, text, "event: notification").await;
+        assert!(text.contains(&id), "{text}");
+        assert!(text.contains("\"unread\":1"), "{text}");
+    }
+}
+
+/// Reads `stream` into `text` until it contains `needle` (20 s failure bound).
+async fn read_until(stream: &mut reqwest::Response, text: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !text.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in time; got {text}"))
+            .expect("stream")
+            .expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
