@@ -33,9 +33,10 @@ CREATE TABLE feed_items (
     read_at         timestamptz,
     PRIMARY KEY (user_id, notification_id)
 );
+-- The feed's pages, newest first. (No index by notification: a notification's row is
+-- written in the transaction of all its feed items, so the status needs no count; every
+-- index here is paid once per recipient of a fan-out.)
 CREATE INDEX feed_items_by_user ON feed_items (user_id, epoch DESC, seq DESC);
-CREATE INDEX feed_items_unread ON feed_items (user_id) WHERE read_at IS NULL;
-CREATE INDEX feed_items_by_notification ON feed_items (notification_id);
 
 -- "Everything up to here is read" per user: an item is read when its read_at is set or
 -- this mark covers it (an older epoch, or a sequence number at most up_to), so a mark
@@ -66,7 +67,6 @@ CREATE TABLE deliveries (
     updated_at      timestamptz NOT NULL
 );
 CREATE INDEX deliveries_by_notification ON deliveries (notification_id, channel, state);
-CREATE INDEX deliveries_by_target ON deliveries (channel, target, created_at DESC);
 
 CREATE TABLE delivery_attempts (
     delivery_id text        NOT NULL,

@@ -375,3 +375,6 @@ jq -r '
   "\nPer core, live data with 2 lanes (CPU time of each process): batch-worker \(.drain.live.lanes_2.per_core.batch_worker_events_per_cpu_s | floor) events per CPU-second, PostgreSQL \(.drain.live.lanes_2.per_core.postgres_events_per_cpu_s | floor) events per CPU-second (its writes, rollups included)."
 ' "$OUT/latest.json" > "$OUT/latest.md"
 cat "$OUT/latest.md"
+
+# Notifications: webhook deliveries and a 100,000-subscriber fan-out (their own results file).
+"$ROOT/scripts/bench-notify.sh"

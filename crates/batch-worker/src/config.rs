@@ -73,6 +73,9 @@ impl Default for WorkerSettings {
 pub struct NotifySettings {
     /// Notifications fanned out in one batch (each may reach 100,000 users).
     pub notify_batch_max_items: usize,
+    /// Longest a fan-out batch waits to fill after its first notification (short: a
+    /// notification is latency, not bulk).
+    pub notify_batch_max_wait_ms: u64,
     /// Deliveries attempted at once per channel in this process.
     pub webhook_concurrency: usize,
     pub email_concurrency: usize,
@@ -120,6 +123,7 @@ impl Default for NotifySettings {
     fn default() -> Self {
         Self {
             notify_batch_max_items: 100,
+            notify_batch_max_wait_ms: 10,
             webhook_concurrency: 512,
             email_concurrency: 16,
             sms_concurrency: 32,

@@ -133,6 +133,7 @@ impl Application {
         let directory = Arc::new(EndpointDirectory::new(keys.clone()));
         let notify_settings = crate::config::WorkerSettings {
             batch_max_items: config.notify.notify_batch_max_items,
+            batch_max_wait_ms: config.notify.notify_batch_max_wait_ms,
             ..config.worker.clone()
         };
         let notify_lane = Lane::new(

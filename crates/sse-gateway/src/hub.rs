@@ -150,7 +150,7 @@ pub trait Feed: Send + Sync + 'static {
     }
 }
 
-/// Tuning of the hub.
+/// Tuning of the hub (or of one topic).
 #[derive(Debug, Clone)]
 pub struct HubSettings {
     /// Emitted updates kept per topic for `Last-Event-ID` replay.
@@ -361,9 +361,22 @@ impl Hub {
         interval: Duration,
         make_feed: impl FnOnce() -> Arc<dyn Feed>,
     ) -> Arc<Topic> {
+        self.topic_sized(channel, interval, &self.settings.clone(), make_feed)
+    }
+
+    /// [`Hub::topic`] with history and lag capacity of its own: a user's feed topic has
+    /// one reader and replays from Redis, so it keeps far less than a poll's topic shared
+    /// by thousands (each slot of a topic's channel is memory held per topic).
+    pub fn topic_sized(
+        &self,
+        channel: Channel,
+        interval: Duration,
+        settings: &HubSettings,
+        make_feed: impl FnOnce() -> Arc<dyn Feed>,
+    ) -> Arc<Topic> {
         self.topics()
             .entry(channel.clone())
-            .or_insert_with(|| Arc::new(Topic::new(channel, make_feed(), interval, &self.settings)))
+            .or_insert_with(|| Arc::new(Topic::new(channel, make_feed(), interval, settings)))
             .clone()
     }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub keys: Keys,
     pub redis: RedisConn,
     pub hub: Arc<Hub>,
+    /// What users' feed topics read Redis with.
+    pub feed_reads: Arc<crate::feeds::feed::FeedReads>,
     pub limits: ConnectionLimits,
     pub trusted_proxies: TrustedProxies,
     pub settings: GatewaySettings,
@@ -62,6 +64,10 @@ impl Application {
             keys: keys.clone(),
             redis: redis.clone(),
             hub: hub.clone(),
+            feed_reads: Arc::new(crate::feeds::feed::FeedReads {
+                keys: keys.clone(),
+                redis: redis.clone(),
+            }),
             limits: ConnectionLimits::new(g.max_connections, g.max_connections_per_ip),
             trusted_proxies: TrustedProxies::parse(&config.http.trusted_proxies)
                 .map_err(anyhow::Error::msg)?,

@@ -214,8 +214,13 @@ impl<S: Sender> DeliveryLane<S> {
                 }
             }
             let room = self.settings.concurrency.saturating_sub(in_flight.len());
+            // Refill in steps, not one slot at a time: a claim per finished attempt would
+            // make a Redis round trip per delivery the limit.
+            let refill = (self.settings.concurrency / 4).clamp(1, CLAIM_MAX);
             let mut claimed = 0;
-            if draining_since.is_none() && room > 0 {
+            let mut wanted = 0;
+            if draining_since.is_none() && room > 0 && (room >= refill || in_flight.is_empty()) {
+                wanted = room.min(CLAIM_MAX);
                 let items = if leftover.is_empty() {
                     match self.queue.claim(&mut self.redis, room.min(CLAIM_MAX)).await {
                         Ok(items) => items,
@@ -238,10 +243,10 @@ impl<S: Sender> DeliveryLane<S> {
             while let Some(Some(ended)) = in_flight.next().now_or_never() {
                 self.conclude(ended, &mut per_key, &mut finished).await;
             }
-            let queue_drained = claimed < room.min(CLAIM_MAX);
-            if (queue_drained || in_flight.len() >= self.settings.concurrency)
-                && finished.len() < FLUSH_AT
-            {
+            // Claimed all it asked for: there may be more right away. Otherwise wait for an
+            // attempt to end, or a while when the queue is empty.
+            let more_now = wanted > 0 && claimed == wanted;
+            if !more_now && finished.len() < FLUSH_AT {
                 let wait = if finished.is_empty() {
                     IDLE_POLL
                 } else {

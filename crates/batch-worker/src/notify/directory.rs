@@ -22,6 +22,9 @@ struct Copy {
 pub struct EndpointDirectory {
     keys: Keys,
     copy: Mutex<Copy>,
+    /// Held by the one caller refreshing the copy: the others keep reading the copy they
+    /// have (hundreds of deliveries finding it stale at once must not each reload it).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl EndpointDirectory {
@@ -33,6 +36,7 @@ impl EndpointDirectory {
                 checked: None,
                 endpoints: Arc::default(),
             }),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -57,6 +61,19 @@ impl EndpointDirectory {
             }
         }
         let loaded_before = self.lock().version >= 0;
+        let _refreshing = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            // Someone else is refreshing: their copy is as good as ours will be.
+            Err(_) if loaded_before => return Ok(self.lock().endpoints.clone()),
+            Err(_) => self.refreshing.lock().await,
+        };
+        if self
+            .lock()
+            .checked
+            .is_some_and(|t| t.elapsed() < CHECK_EVERY)
+        {
+            return Ok(self.lock().endpoints.clone());
+        }
         match self.refresh(redis).await {
             Ok(()) => {}
             Err(e) if loaded_before => {

@@ -32,15 +32,25 @@ impl NotifyWork {
     /// The Redis half of one notification's fan-out (safe to repeat).
     async fn fan_out(&self, n: &Notification, now_ms: i64) -> anyhow::Result<fanout::FannedOut> {
         let mut redis = self.redis.clone();
+        let started = std::time::Instant::now();
         let users = fanout::audience(&mut redis, &self.keys, n).await?;
+        let resolved = started.elapsed();
         let record = n.record();
         let feed = if n.has(ChannelKind::InApp) {
             fanout::append_to_feeds(&self.redis, &self.keys, &record, &users, now_ms).await?
         } else {
             Vec::new()
         };
+        let appended = started.elapsed();
         let (deliveries, skipped) =
             fanout::deliveries(&mut redis, &self.directory, n, &users, now_ms).await?;
+        tracing::debug!(
+            recipients = users.len(),
+            resolve_ms = resolved.as_millis() as u64,
+            feeds_ms = (appended - resolved).as_millis() as u64,
+            deliveries = deliveries.len(),
+            "fanned out in Redis"
+        );
         Ok(fanout::FannedOut {
             record: Some(record),
             feed,
@@ -88,7 +98,14 @@ impl Work for NotifyWork {
                 tables = "notifications, feed_items, deliveries",
                 rows = items.len()
             );
+            let stored_at = std::time::Instant::now();
             let written = store::store(&self.pg, &pairs).instrument(span).await?;
+            tracing::debug!(
+                feed_items = written.feed_items,
+                deliveries = written.deliveries,
+                ms = stored_at.elapsed().as_millis() as u64,
+                "fan-out stored in PostgreSQL"
+            );
             let mut queued = 0;
             for (n, out) in &pairs {
                 queued += fanout::queue_deliveries(

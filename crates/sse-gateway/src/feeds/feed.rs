@@ -71,20 +71,22 @@ pub fn dispatch(hub: &Arc<Hub>, payload: &str) {
     }
 }
 
+/// What every user's feed reads Redis with (one per gateway, shared: a feed topic exists
+/// per connected user, so what it holds is paid per stream).
+pub struct FeedReads {
+    pub keys: Keys,
+    pub redis: RedisConn,
+}
+
 /// The feed of one user's topic (its messages come through [`dispatch`]).
 pub struct UserFeed {
     user_id: String,
-    keys: Keys,
-    redis: RedisConn,
+    reads: Arc<FeedReads>,
 }
 
 impl UserFeed {
-    pub fn new(user_id: String, keys: Keys, redis: RedisConn) -> Self {
-        Self {
-            user_id,
-            keys,
-            redis,
-        }
+    pub fn new(user_id: String, reads: Arc<FeedReads>) -> Self {
+        Self { user_id, reads }
     }
 }
 
@@ -95,7 +97,8 @@ impl Feed for UserFeed {
 
     fn resync(&self) -> BoxFuture<'_, Option<Update>> {
         Box::pin(async move {
-            match snapshot(&mut self.redis.clone(), &self.keys, &self.user_id).await {
+            let reads = &self.reads;
+            match snapshot(&mut reads.redis.clone(), &reads.keys, &self.user_id).await {
                 Ok((update, _)) => Some(update),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not resynchronise a feed");

@@ -14,6 +14,14 @@ use domain::channel::Channel;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A feed topic's sizes: it replays from Redis, not from its history, and its one reader
+/// gets a snapshot past four updates behind (a user gets a few notifications a second at
+/// most; a burst past that is resent whole).
+const FEED_TOPIC: crate::hub::HubSettings = crate::hub::HubSettings {
+    history: 1,
+    lag_capacity: 4,
+};
+
 /// Checks a feed token for `user_id`.
 ///
 /// # Errors
@@ -50,15 +58,12 @@ pub async fn feed_reader(
 ) -> Result<TopicReader, ApiError> {
     domain::notify::request::check_user_id(user_id).map_err(ApiError::BadRequest)?;
     authorize(state, user_id, token)?;
-    let topic = state
-        .hub
-        .topic(Channel::Feed(user_id.to_string()), Duration::ZERO, || {
-            Arc::new(UserFeed::new(
-                user_id.to_string(),
-                state.keys.clone(),
-                state.redis.clone(),
-            ))
-        });
+    let topic = state.hub.topic_sized(
+        Channel::Feed(user_id.to_string()),
+        Duration::ZERO,
+        &FEED_TOPIC,
+        || Arc::new(UserFeed::new(user_id.to_string(), state.feed_reads.clone())),
+    );
     // Subscribe before reading, so nothing appended in between is missed (duplicates are
     // dropped by position).
     let rx = topic.subscribe();

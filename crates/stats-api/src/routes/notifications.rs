@@ -102,8 +102,7 @@ pub async fn get_notification(
         .map_err(|e| ApiError::from_db(e.into()))?;
     let row = client
         .query_opt(
-            "SELECT event_type, title, created_at, topic, recipients, channels, skipped,
-                    (SELECT count(*) FROM feed_items f WHERE f.notification_id = n.notification_id)
+            "SELECT event_type, title, created_at, topic, recipients, channels, skipped
              FROM notifications n WHERE notification_id = $1",
             &[&id],
         )
@@ -149,7 +148,8 @@ pub async fn get_notification(
         tallies.entry(r.get(0)).or_default().last_error = r.get(1);
     }
     let recipients = i64::from(row.get::<_, i32>(4));
-    let in_feeds: i64 = row.get(7);
+    // The row is written in the transaction of every feed item of the notification.
+    let in_feeds = recipients;
     let mut out = serde_json::Map::new();
     let mut states = Vec::new();
     let (mut completed, mut total) = (0i64, 0i64);

@@ -30,7 +30,9 @@ for i = 6, #ARGV do
     local seq = redis.call('HINCRBY', state, 'seq', 1)
     local unread = redis.call('HINCRBY', state, 'unread', 1)
     redis.call('ZADD', items, seq, ARGV[1])
-    if redis.call('ZCARD', items) > keep then
+    -- A feed holds at most `seq` items: only one that ever got more than `keep` may need
+    -- trimming (most never do, and skip the count).
+    if seq > keep and redis.call('ZCARD', items) > keep then
       -- Items leaving the feed leave the read set too (it stays bounded by the feed).
       local gone = redis.call('ZRANGE', items, 0, -keep - 1, 'WITHSCORES')
       for j = 2, #gone, 2 do
