@@ -226,7 +226,7 @@ impl NotifySettings {
                 )));
             }
         }
-        if !(self.traffic_spike_multiple > 1.0) {
+        if self.traffic_spike_multiple.is_nan() || self.traffic_spike_multiple <= 1.0 {
             return Err(ConfigError(
                 "TRAFFIC_SPIKE_MULTIPLE must be more than 1".into(),
             ));

@@ -72,10 +72,15 @@ impl ApiError {
 
     /// 503 while the worker restores the site registry Redis lost.
     pub fn sites_restoring() -> Self {
+        Self::registry_restoring("the site registry")
+    }
+
+    /// 503 while the worker restores `what` (a registry Redis lost).
+    pub fn registry_restoring(what: &str) -> Self {
         Self::Coded {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "restoring",
-            details: vec!["the site registry is being restored; retry shortly".into()],
+            details: vec![format!("{what} is being restored; retry shortly")],
             retry_after_s: Some(1),
         }
     }

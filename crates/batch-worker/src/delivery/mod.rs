@@ -190,10 +190,11 @@ impl<S: Sender> DeliveryLane<S> {
         let mut draining_since: Option<Instant> = None;
         // Claims of a previous run under this worker id (a restart with WORKER_ID set)
         // are attempted again.
-        let mut leftover = match self.queue.in_flight(&mut self.redis).await {
-            Ok(items) => items,
-            Err(_) => Vec::new(),
-        };
+        let mut leftover = self
+            .queue
+            .in_flight(&mut self.redis)
+            .await
+            .unwrap_or_default();
         loop {
             if shutdown.is_cancelled() && draining_since.is_none() {
                 draining_since = Some(Instant::now());

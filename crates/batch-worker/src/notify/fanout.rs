@@ -47,6 +47,9 @@ pub async fn audience(
     }
 }
 
+/// Users and where the item landed in their feeds.
+type Placed = Vec<(String, FeedPosition)>;
+
 /// Appends the notification to every recipient's feed, by feed shard, in chunks.
 ///
 /// # Errors
@@ -71,8 +74,7 @@ pub async fn append_to_feeds(
         .collect();
     // Boxed futures, not a closure over the stream: a closure here is not general enough
     // over lifetimes for the lane's `Send` future.
-    let mut appends: Vec<BoxFuture<'_, anyhow::Result<Vec<(String, FeedPosition)>>>> =
-        Vec::with_capacity(chunks.len());
+    let mut appends: Vec<BoxFuture<'_, anyhow::Result<Placed>>> = Vec::with_capacity(chunks.len());
     for chunk in chunks {
         let mut redis = redis.clone();
         appends.push(Box::pin(async move {
@@ -84,11 +86,10 @@ pub async fn append_to_feeds(
                 .collect())
         }));
     }
-    let results: Vec<anyhow::Result<Vec<(String, FeedPosition)>>> =
-        futures_util::stream::iter(appends)
-            .buffer_unordered(APPEND_PARALLELISM)
-            .collect()
-            .await;
+    let results: Vec<anyhow::Result<Placed>> = futures_util::stream::iter(appends)
+        .buffer_unordered(APPEND_PARALLELISM)
+        .collect()
+        .await;
     let mut out = Vec::with_capacity(users.len());
     for r in results {
         out.extend(r?);

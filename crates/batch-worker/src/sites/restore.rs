@@ -31,7 +31,7 @@ pub async fn restore_if_missing(
     if result.is_ok() {
         marker::set_restored(redis, keys).await?;
     }
-    marker::unlock(redis, keys).await?;
+    marker::unlock(redis, keys, worker_id).await?;
     let n = result?;
     metrics::counter!("batch_worker_sites_restored_total").increment(n as u64);
     tracing::info!(sites = n, "site registry restored into Redis");

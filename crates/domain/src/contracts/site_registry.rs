@@ -1,7 +1,7 @@
 //! The site registry: which sites exist, their domains, time zone and visibility.
 //!
 //! ingest-api writes the registry (the admin API) with one Lua step each
-//! (`put_site.lua`): the change lands in the Redis mirror, which ingest-api reads, and is
+//! (`put_record.lua`, shared with the webhook endpoints registry): the change lands in the Redis mirror, which ingest-api reads, and is
 //! queued for the batch-worker, which stores it in PostgreSQL, the durable record. Each
 //! change takes the next value of a counter (`version`); PostgreSQL keeps a change only
 //! over an older one, so workers storing changes in any order end on the newest.
@@ -11,7 +11,7 @@
 //! sites it does not know) until a worker has put every site back from PostgreSQL and
 //! raised the counter above every version PostgreSQL holds.
 //!
-//! In Redis a site is a hash of strings (`put_site.lua` writes it without parsing JSON);
+//! In Redis a site is a hash of strings (`put_record.lua` writes it without parsing JSON);
 //! a queued change is the same record as a JSON object of strings plus `deleted`.
 
 use crate::keys::Keys;
@@ -30,9 +30,9 @@ pub const MAX_DOMAINS: usize = 100;
 /// Longest domain name (RFC 1035).
 pub const MAX_DOMAIN_CHARS: usize = 253;
 
-static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/put_site.lua")));
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/put_record.lua")));
 static RESTORE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/restore_site.lua")));
+    LazyLock::new(|| Script::new(include_str!("lua/restore_record.lua")));
 static RAISE_VERSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/raise_site_version.lua")));
 
@@ -141,7 +141,7 @@ pub struct SiteChange {
 /// Reads a queued change back (the worker).
 ///
 /// # Errors
-/// When the message is not a change `put_site.lua` wrote (the worker dead-letters it).
+/// When the message is not a change `put_record.lua` wrote (the worker dead-letters it).
 pub fn parse_change(message: &[u8]) -> Result<SiteChange, String> {
     let record: HashMap<String, String> =
         serde_json::from_slice(message).map_err(|e| format!("not a site change: {e}"))?;
@@ -360,7 +360,8 @@ async fn put<C: ConnectionLike + Send + Sync>(
     patch: &SitePatch,
     now: DateTime<Utc>,
 ) -> RedisResult<PutOutcome> {
-    let reply: Vec<String> = PUT
+    let mut invocation = PUT.prepare_invoke();
+    invocation
         .key(keys.site_record(site_id))
         .key(keys.site_ids())
         .key(keys.sites_version())
@@ -369,22 +370,19 @@ async fn put<C: ConnectionLike + Send + Sync>(
         .arg(op)
         .arg(site_id)
         .arg(now.timestamp_millis())
-        .arg(
-            patch
-                .domains
-                .as_ref()
-                .map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into()))
-                .unwrap_or_default(),
-        )
-        .arg(patch.timezone.clone().unwrap_or_default())
-        .arg(
-            patch
-                .public
-                .map(|p| if p { "1" } else { "0" })
-                .unwrap_or(""),
-        )
-        .invoke_async(conn)
-        .await?;
+        .arg("site_id");
+    if let Some(domains) = &patch.domains {
+        invocation
+            .arg("domains")
+            .arg(serde_json::to_string(domains).unwrap_or_else(|_| "[]".into()));
+    }
+    if let Some(timezone) = &patch.timezone {
+        invocation.arg("timezone").arg(timezone);
+    }
+    if let Some(public) = patch.public {
+        invocation.arg("public").arg(if public { "1" } else { "0" });
+    }
+    let reply: Vec<String> = invocation.invoke_async(conn).await?;
     Ok(match reply.first().map(String::as_str) {
         Some("ok") => {
             let record: HashMap<String, String> = reply[1..]
@@ -392,7 +390,7 @@ async fn put<C: ConnectionLike + Send + Sync>(
                 .map(|kv| (kv[0].clone(), kv[1].clone()))
                 .collect();
             let site = Site::from_record(&record).map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Parse, "put_site.lua", e))
+                redis::RedisError::from((redis::ErrorKind::Parse, "put_record.lua", e))
             })?;
             PutOutcome::Done(site)
         }
@@ -528,8 +526,12 @@ pub async fn restore<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
     site: &Site,
 ) -> RedisResult<bool> {
-    let mut invocation = RESTORE.key(keys.site_record(&site.site_id));
-    invocation.key(keys.site_ids()).key(keys.sites_version());
+    let mut invocation = RESTORE.prepare_invoke();
+    invocation
+        .key(keys.site_record(&site.site_id))
+        .key(keys.site_ids())
+        .key(keys.sites_version())
+        .arg(&site.site_id);
     for (field, value) in site.to_record() {
         invocation.arg(field).arg(value);
     }
@@ -554,9 +556,11 @@ pub async fn raise_version<C: ConnectionLike + Send + Sync>(
         .await
 }
 
-/// The "restored" marker of the mirror and the lock of restoring it.
+/// The "restored" marker of the mirror and the lock of restoring it (the registries'
+/// common markers, [`crate::notify::marker`], on the site registry's keys).
 pub mod marker {
     use super::{ConnectionLike, Keys, RedisResult};
+    use crate::notify::marker as common;
 
     /// Says the mirror holds every site PostgreSQL has.
     ///
@@ -566,11 +570,7 @@ pub mod marker {
         conn: &mut C,
         keys: &Keys,
     ) -> RedisResult<()> {
-        redis::cmd("SET")
-            .arg(keys.sites_restored())
-            .arg("1")
-            .query_async(conn)
-            .await
+        common::set(conn, &keys.sites_restored()).await
     }
 
     /// Takes the restore lock for `owner`; false when someone else holds it.
@@ -583,29 +583,20 @@ pub mod marker {
         owner: &str,
         ttl_ms: u64,
     ) -> RedisResult<bool> {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(keys.sites_restoring())
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(conn)
-            .await?;
-        Ok(taken.is_some())
+        common::lock(conn, &keys.sites_restoring(), owner, ttl_ms).await
     }
 
-    /// Releases the restore lock.
+    /// Releases the restore lock if `owner` still holds it (a restorer whose lock expired
+    /// and was taken over must not release its successor's).
     ///
     /// # Errors
     /// When Redis is unreachable (the lock then expires by itself).
     pub async fn unlock<C: ConnectionLike + Send + Sync>(
         conn: &mut C,
         keys: &Keys,
+        owner: &str,
     ) -> RedisResult<()> {
-        redis::cmd("DEL")
-            .arg(keys.sites_restoring())
-            .query_async(conn)
-            .await
+        common::unlock(conn, &keys.sites_restoring(), owner).await
     }
 }
 

@@ -5,7 +5,6 @@
 use super::{client_rate_limit, read_json_body};
 use crate::error::ApiError;
 use crate::startup::{AppState, WorkerRedis};
-use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use domain::notify::request::{check_topic, check_user_id, parse_recipients};
@@ -36,12 +35,7 @@ fn redis_error(e: domain::redis_client::RedisError) -> ApiError {
 }
 
 fn restoring() -> ApiError {
-    ApiError::Coded {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "restoring",
-        details: vec!["topic subscriptions are being restored; retry shortly".into()],
-        retry_after_s: Some(1),
-    }
+    ApiError::registry_restoring("the topic subscriptions registry")
 }
 
 #[derive(serde::Deserialize)]

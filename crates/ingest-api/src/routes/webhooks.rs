@@ -42,12 +42,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 fn restoring() -> ApiError {
-    ApiError::Coded {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "restoring",
-        details: vec!["the webhook endpoints are being restored; retry shortly".into()],
-        retry_after_s: Some(1),
-    }
+    ApiError::registry_restoring("the webhook endpoints registry")
 }
 
 /// Registers a webhook endpoint (admin). The answer carries its signing secret, shown

@@ -218,13 +218,16 @@ pub async fn retry_dead_letters(
     Ok(HttpResponse::Ok().json(json!({"retried": retried})))
 }
 
+/// A letter's text as stored, and the item to queue again (none: purged).
+type Taken = (String, Option<String>);
+
 /// Takes letters out of their lists, queueing their items again when `retry`.
 async fn take(
     state: &AppState,
     letters: impl Iterator<Item = (&'static str, QueueKeys, Listed)>,
     retry: bool,
 ) -> Result<u64, ApiError> {
-    let mut by_queue: Vec<(QueueKeys, Vec<(String, Option<String>)>)> = Vec::new();
+    let mut by_queue: Vec<(QueueKeys, Vec<Taken>)> = Vec::new();
     for (family, q, l) in letters {
         let item = retry.then(|| {
             l.letter.as_ref().map_or_else(

@@ -2,7 +2,7 @@
 //! takes, its secret and rate limit, and whether it is disabled.
 //!
 //! It works as the site registry does (see [`crate::site_registry`]): ingest-api changes
-//! it with one Lua step each (`put_endpoint.lua`) that also queues the change for
+//! it with one Lua step each (`put_record.lua`) that also queues the change for
 //! PostgreSQL; workers read it from Redis; a Redis that lost it answers "restoring" until
 //! a worker has put every endpoint back from PostgreSQL. A worker disables an endpoint
 //! that answered 410 through the same step.
@@ -16,8 +16,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-static PUT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/put_endpoint.lua")));
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/put_record.lua")));
 static RESTORE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/restore_record.lua")));
 
@@ -150,7 +149,7 @@ pub struct EndpointChange {
 /// Reads a queued change back (the worker).
 ///
 /// # Errors
-/// When the message is not a change `put_endpoint.lua` wrote.
+/// When the message is not a change `put_record.lua` wrote.
 pub fn parse_change(message: &[u8]) -> Result<EndpointChange, String> {
     let record: HashMap<String, String> =
         serde_json::from_slice(message).map_err(|e| format!("not an endpoint change: {e}"))?;
@@ -290,7 +289,8 @@ async fn put<C: ConnectionLike + Send + Sync>(
         .key(&keys.webhooks_queue().queue)
         .arg(op)
         .arg(endpoint_id)
-        .arg(now.timestamp_millis());
+        .arg(now.timestamp_millis())
+        .arg("endpoint_id");
     for (field, value) in &fields.0 {
         invocation.arg(*field).arg(value);
     }
@@ -302,7 +302,7 @@ async fn put<C: ConnectionLike + Send + Sync>(
                 .map(|kv| (kv[0].clone(), kv[1].clone()))
                 .collect();
             PutOutcome::Done(Endpoint::from_record(&record).map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Parse, "put_endpoint.lua", e))
+                redis::RedisError::from((redis::ErrorKind::Parse, "put_record.lua", e))
             })?)
         }
         Some("exists") => PutOutcome::Exists,

@@ -1,21 +1,18 @@
--- Creates, changes or deletes a site in the registry mirror and queues the result for
--- PostgreSQL, atomically.
+-- Creates, changes or deletes a record of a registry (a site, a webhook endpoint) in its
+-- Redis mirror and queues the result for PostgreSQL, atomically.
 --
--- KEYS[1]  the site's hash            KEYS[2]  the set of site ids
+-- KEYS[1]  the record's hash          KEYS[2]  the set of the registry's ids
 -- KEYS[3]  the registry's version     KEYS[4]  the "restored" marker
--- KEYS[5]  the sites queue
--- ARGV[1]  "create", "update" or "delete"
--- ARGV[2]  site id                    ARGV[3]  now, epoch ms
--- ARGV[4]  domains as a JSON array, or "" to keep them
--- ARGV[5]  time zone, or ""           ARGV[6]  public "1"/"0", or ""
+-- KEYS[5]  the registry's queue
+-- ARGV[1]  create | update | delete   ARGV[2]  the record's id   ARGV[3]  now, epoch ms
+-- ARGV[4]  the name of the id field (`site_id`, `endpoint_id`)
+-- ARGV[5..] field, value pairs to set
 -- Versions are the server's clock in microseconds, or one more than the last version when
 -- that is later: they keep rising even after Redis lost its last writes (a crash with
 -- `appendfsync everysec`, a failover), so PostgreSQL never takes a new change for an old
 -- one it already stored.
--- Returns  {"restoring"} while the mirror is being rebuilt from PostgreSQL (nothing
---          done), {"exists"} for a create of a known site, {"missing"} for an update or
---          delete of an unknown one, else {"ok", field, value, ...}: the site's record as
---          stored (for a delete, as it was), which is also the queued message.
+-- Returns  {"restoring"} | {"exists"} | {"missing"} | {"ok", field, value, ...}: the record
+--          as stored (for a delete, as it was), which is also the queued message.
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return {'restoring'}
 end
@@ -30,16 +27,14 @@ end
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local version = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now_us)
-redis.call('SET', KEYS[3], string.format('%.0f', version))
 version = string.format('%.0f', version)
+redis.call('SET', KEYS[3], version)
 if op == 'create' then
-  redis.call('HSET', KEYS[1], 'site_id', ARGV[2], 'domains', ARGV[4], 'timezone', ARGV[5],
-    'public', ARGV[6], 'created_at_ms', ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[4], ARGV[2], 'created_at_ms', ARGV[3])
   redis.call('SADD', KEYS[2], ARGV[2])
-else
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'domains', ARGV[4]) end
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'timezone', ARGV[5]) end
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'public', ARGV[6]) end
+end
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'version', version, 'updated_at_ms', ARGV[3])
 local record = redis.call('HGETALL', KEYS[1])
