@@ -38,8 +38,8 @@ impl ChannelKind {
     }
 }
 
-/// How urgent a notification is (carried to receivers; `high` is attempted first when the
-/// delivery queues are backed up).
+/// How urgent a notification is: carried to feeds and webhooks for the receiver to act on
+/// (deliveries are attempted in the order they were queued, whatever their priority).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
