@@ -81,6 +81,7 @@ impl Application {
             pg: pg.clone(),
             channels: config.notify.trigger_channels(),
             vote_thresholds: config.notify.vote_thresholds(),
+            usual: Default::default(),
         });
         let votes = Arc::new(VoteWork {
             pg: pg.clone(),

@@ -32,9 +32,19 @@ pub struct Triggers {
     pub pg: Pool,
     pub channels: Vec<ChannelKind>,
     pub vote_thresholds: Vec<i64>,
+    /// A site's usual visitors at an hour, by (site, hour): computed once per hour.
+    pub usual: std::sync::Mutex<std::collections::HashMap<(String, i64), f64>>,
 }
 
 impl Triggers {
+    fn usual_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, i64), f64>> {
+        self.usual
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Sends the notification of trigger `subject` (once, however often it is called).
     async fn emit(
         &self,
@@ -191,30 +201,51 @@ impl Triggers {
         let today = hour.date_naive();
         let week_ago = today - TimeDelta::days(7);
         let client = self.pg.get().await?;
-        let rows = client
+        // Visitors this hour of the sites active this hour.
+        let now_rows = client
             .query(
                 "WITH active AS (
                      SELECT DISTINCT site_id FROM rollup_hourly
                      WHERE event_type = 'page_view' AND bucket = $1
-                 ), now_v AS (
-                     SELECT v.site_id, count(*) AS n FROM daily_visitors v JOIN active USING (site_id)
-                     WHERE v.event_type = 'page_view' AND v.day = $2 AND v.hours & (1 << $4) <> 0
-                     GROUP BY v.site_id
-                 ), usual AS (
-                     SELECT v.site_id, count(*) / 7.0 AS n FROM daily_visitors v JOIN active USING (site_id)
-                     WHERE v.event_type = 'page_view' AND v.day >= $3 AND v.day < $2
-                       AND v.hours & (1 << $4) <> 0
-                     GROUP BY v.site_id
                  )
-                 SELECT now_v.site_id, now_v.n, coalesce(usual.n, 0)::float8
-                 FROM now_v LEFT JOIN usual USING (site_id)",
-                &[&hour, &today, &week_ago, &h],
+                 SELECT v.site_id, count(*) FROM daily_visitors v JOIN active USING (site_id)
+                 WHERE v.event_type = 'page_view' AND v.day = $2 AND v.hours & (1 << $3) <> 0
+                 GROUP BY v.site_id HAVING count(*) >= $4",
+                &[&hour, &today, &h, &min_visitors],
             )
             .await?;
+        // The usual level of this hour, only for sites that could spike, and once per site
+        // and hour (the previous week does not change within the hour).
+        let mut rows = Vec::with_capacity(now_rows.len());
+        for row in now_rows {
+            let (site, visitors): (String, i64) = (row.get(0), row.get(1));
+            let cached = self
+                .usual_lock()
+                .get(&(site.clone(), hour.timestamp()))
+                .copied();
+            let usual = match cached {
+                Some(u) => u,
+                None => {
+                    let u: f64 = client
+                        .query_one(
+                            "SELECT (count(*) / 7.0)::float8 FROM daily_visitors
+                             WHERE site_id = $1 AND event_type = 'page_view' AND day >= $2
+                               AND day < $3 AND hours & (1 << $4) <> 0",
+                            &[&site, &week_ago, &today, &h],
+                        )
+                        .await?
+                        .get(0);
+                    let mut cache = self.usual_lock();
+                    cache.retain(|(_, at), _| *at == hour.timestamp());
+                    cache.insert((site.clone(), hour.timestamp()), u);
+                    u
+                }
+            };
+            rows.push((site, visitors, usual));
+        }
         let mut spikes = 0;
-        for row in rows {
-            let (site, visitors, usual): (String, i64, f64) = (row.get(0), row.get(1), row.get(2));
-            if visitors < min_visitors || (visitors as f64) <= multiple * usual.max(1.0) {
+        for (site, visitors, usual) in rows {
+            if (visitors as f64) <= multiple * usual.max(1.0) {
                 continue;
             }
             spikes += 1;
