@@ -85,6 +85,9 @@ CREATE TABLE webhook_endpoints (
     event_types      text[]      NOT NULL,
     rate_limit_per_s integer,
     secret           text        NOT NULL,
+    -- The secret before the last rotation, signing beside the new one until it expires.
+    previous_secret  text,
+    previous_secret_expires_at timestamptz,
     description      text        NOT NULL DEFAULT '',
     disabled         boolean     NOT NULL DEFAULT false,
     disabled_reason  text,

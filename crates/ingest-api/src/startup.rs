@@ -172,6 +172,7 @@ impl Application {
                     .service(webhooks::get_endpoint)
                     .service(webhooks::patch_endpoint)
                     .service(webhooks::delete_endpoint)
+                    .service(webhooks::rotate_secret)
                     .service(topics::post_subscribers)
                     .service(topics::delete_subscriber)
                     .service(topics::get_topic)

@@ -177,12 +177,19 @@ impl Sender for WebhookSender {
                     url.host_str().unwrap_or("")
                 ));
             }
-            let Some(key) = webhook::secret_key(&endpoint.secret) else {
-                return failed("the endpoint's secret is not a whsec_ secret".into());
-            };
-            let timestamp = chrono::Utc::now().timestamp();
+            let now = chrono::Utc::now();
+            let timestamp = now.timestamp();
             let body = notification.webhook_body.clone();
-            let signature = webhook::sign(&key, &delivery.delivery_id, timestamp, &body);
+            // One signature per valid secret (the new one and, after a rotation, the old
+            // one for a while), space-separated as the Standard Webhooks header allows.
+            let mut signatures = Vec::with_capacity(2);
+            for secret in endpoint.signing_secrets(now) {
+                let Some(key) = webhook::secret_key(secret) else {
+                    return failed("the endpoint's secret is not a whsec_ secret".into());
+                };
+                signatures.push(webhook::sign(&key, &delivery.delivery_id, timestamp, &body));
+            }
+            let signature = signatures.join(" ");
             let sent = self
                 .client
                 .post(url)

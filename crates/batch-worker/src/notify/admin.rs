@@ -79,16 +79,21 @@ impl Work for AdminWork {
 
 const UPSERT_ENDPOINTS: &str = r"
 INSERT INTO webhook_endpoints AS w (endpoint_id, url, event_types, rate_limit_per_s, secret,
-    description, disabled, disabled_reason, version, created_at, updated_at, deleted_at)
+    description, disabled, disabled_reason, version, created_at, updated_at, deleted_at,
+    previous_secret, previous_secret_expires_at)
 SELECT id, url, ARRAY(SELECT jsonb_array_elements_text(types::jsonb)), rate, secret, descr,
-       disabled, reason, version, created_at, updated_at, CASE WHEN deleted THEN updated_at END
+       disabled, reason, version, created_at, updated_at, CASE WHEN deleted THEN updated_at END,
+       previous, previous_until
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[],
-            $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::bool[])
+            $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::bool[],
+            $13::text[], $14::timestamptz[])
     AS t(id, url, types, rate, secret, descr, disabled, reason, version, created_at,
-         updated_at, deleted)
+         updated_at, deleted, previous, previous_until)
 ON CONFLICT (endpoint_id) DO UPDATE SET
     url = EXCLUDED.url, event_types = EXCLUDED.event_types,
     rate_limit_per_s = EXCLUDED.rate_limit_per_s, secret = EXCLUDED.secret,
+    previous_secret = EXCLUDED.previous_secret,
+    previous_secret_expires_at = EXCLUDED.previous_secret_expires_at,
     description = EXCLUDED.description, disabled = EXCLUDED.disabled,
     disabled_reason = EXCLUDED.disabled_reason, version = EXCLUDED.version,
     updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at

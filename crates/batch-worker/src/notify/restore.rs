@@ -59,7 +59,8 @@ async fn restore_endpoints(redis: &mut RedisConn, pg: &Pool, keys: &Keys) -> any
     let rows = client
         .query(
             "SELECT endpoint_id, url, event_types, rate_limit_per_s, secret, description,
-                    disabled, disabled_reason, version, created_at, updated_at
+                    disabled, disabled_reason, version, created_at, updated_at,
+                    previous_secret, previous_secret_expires_at
              FROM webhook_endpoints WHERE deleted_at IS NULL",
             &[],
         )
@@ -80,6 +81,8 @@ async fn restore_endpoints(redis: &mut RedisConn, pg: &Pool, keys: &Keys) -> any
             version: row.get(8),
             created_at: row.get::<_, DateTime<Utc>>(9),
             updated_at: row.get::<_, DateTime<Utc>>(10),
+            previous_secret: row.get(11),
+            previous_secret_expires_at: row.get(12),
         };
         if endpoints::restore(redis, keys, &e).await? {
             n += 1;

@@ -112,6 +112,57 @@ async fn a_webhook_failing_three_times_is_delivered_once_on_the_fourth_attempt_w
 }
 
 #[tokio::test]
+async fn after_a_secret_rotation_each_delivery_verifies_with_the_old_secret_and_the_new() {
+    let stack = Stack::new().await;
+    let (api, ingest, _stats) = Notify::start(&stack, &[]).await;
+    let _worker = stack.start("batch-worker", WORKER).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, old) = api.endpoint(&receiver.url("/ok/rotated"), &[]).await;
+    let rotated: Value = api
+        .client
+        .post(format!(
+            "{}/v1/webhooks/endpoints/{endpoint}/rotate-secret",
+            ingest.url()
+        ))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let new = rotated["secret"]
+        .as_str()
+        .expect("a new secret")
+        .to_string();
+    assert_ne!(new, old);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    let id = api.send(&webhook_notification("rotation.test")).await;
+    api.wait_state(&id, "delivered", Duration::from_secs(20))
+        .await;
+    let requests = receiver.received_at("/ok/rotated");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].header("webhook-signature").split(' ').count(),
+        2,
+        "two signatures"
+    );
+    for secret in [&old, &new] {
+        assert_eq!(
+            verify_independently(secret, &requests).await,
+            vec!["ok"],
+            "verifies with {secret}"
+        );
+    }
+    assert_eq!(
+        verify_independently(&domain::notify::webhook::new_secret(), &requests).await[0][..4]
+            .to_string(),
+        "fail",
+        "and not with any other secret"
+    );
+}
+
+#[tokio::test]
 async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     let stack = Stack::new().await;
     let (api, _ingest, _stats) = Notify::start(&stack, &[]).await;

@@ -295,6 +295,8 @@ pub struct EndpointBody {
     pub disabled: bool,
     /// `gone` (it answered 410) or `admin`.
     pub disabled_reason: Option<String>,
+    /// After a secret rotation: until when the old secret still signs beside the new one.
+    pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -310,6 +312,8 @@ pub struct EndpointCreated {
     pub disabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// After a rotation: until when the old secret still signs beside this one.
+    pub previous_secret_expires_at: Option<String>,
     /// `whsec_` and base64: the Standard Webhooks signing secret, shown only here.
     pub secret: String,
 }

@@ -28,6 +28,7 @@ pub fn endpoint_json(e: &Endpoint) -> serde_json::Value {
         "description": e.description,
         "disabled": e.disabled,
         "disabled_reason": e.disabled_reason,
+        "previous_secret_expires_at": e.previous_secret_expires_at,
         "created_at": e.created_at,
         "updated_at": e.updated_at,
     })
@@ -229,6 +230,54 @@ pub async fn delete_endpoint(
             metrics::counter!("ingest_api_endpoint_changes_total", "change" => "delete")
                 .increment(1);
             Ok(HttpResponse::NoContent().finish())
+        }
+        PutOutcome::Missing => Err(not_found(&path)),
+        PutOutcome::Exists | PutOutcome::Restoring => Err(restoring()),
+    }
+}
+
+/// Gives an endpoint a new signing secret (admin), shown once in the answer. The old one
+/// keeps signing beside it for 24 hours (each delivery then carries both signatures), so
+/// receivers move to the new secret without a delivery they cannot verify.
+#[utoipa::path(
+    tag = "webhooks",
+    security(("admin_token" = [])),
+    params(("endpoint_id" = String, Path, description = "The endpoint")),
+    responses(
+        (status = 200, description = "The endpoint with its new `secret`, and until when the old one still signs (`previous_secret_expires_at`)", body = super::docs::EndpointCreated),
+        (status = 401, description = "Missing or wrong admin token", body = super::docs::CodedError),
+        (status = 404, description = "No such endpoint (`endpoint_not_found`)", body = super::docs::CodedError),
+        (status = 429, description = "Over the client's rate (Retry-After)"),
+        (status = 503, description = "Redis unavailable, or the registry being restored (Retry-After)"),
+    )
+)]
+#[post("/v1/webhooks/endpoints/{endpoint_id}/rotate-secret")]
+#[tracing::instrument(name = "rotate_endpoint_secret", skip_all, fields(endpoint_id = %path))]
+pub async fn rotate_secret(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    redis: web::Data<WorkerRedis>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    client_rate_limit(&req, &state)?;
+    let mut conn = redis.0.clone();
+    let Some(endpoint) = endpoints::get(&mut conn, &state.keys, &path)
+        .await
+        .map_err(redis_error)?
+    else {
+        return Err(not_found(&path));
+    };
+    match endpoints::rotate_secret(&mut conn, &state.keys, &endpoint, Utc::now())
+        .await
+        .map_err(redis_error)?
+    {
+        PutOutcome::Done(e) => {
+            metrics::counter!("ingest_api_endpoint_changes_total", "change" => "rotate_secret")
+                .increment(1);
+            let mut answer = endpoint_json(&e);
+            answer["secret"] = e.secret.clone().into();
+            Ok(HttpResponse::Ok().json(answer))
         }
         PutOutcome::Missing => Err(not_found(&path)),
         PutOutcome::Exists | PutOutcome::Restoring => Err(restoring()),

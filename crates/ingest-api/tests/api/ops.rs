@@ -84,6 +84,7 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/v1/webhooks/endpoints/{endpoint_id}"),
             ("PATCH", "/v1/webhooks/endpoints/{endpoint_id}"),
             ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"),
+            ("POST", "/v1/webhooks/endpoints/{endpoint_id}/rotate-secret"),
             ("POST", "/v1/topics/{topic}/subscribers"),
             ("DELETE", "/v1/topics/{topic}/subscribers/{user_id}"),
             ("GET", "/v1/topics/{topic}"),

@@ -38,6 +38,11 @@ pub struct Endpoint {
     pub rate_limit_per_s: Option<u32>,
     #[serde(skip)]
     pub secret: String,
+    /// The secret before the last rotation, still signing beside the new one until
+    /// `previous_secret_expires_at` (receivers move to the new one without a gap).
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub description: String,
     pub disabled: bool,
     /// Why it was disabled (`gone`: it answered 410; `admin`).
@@ -61,6 +66,19 @@ impl Endpoint {
                             && event_type.as_bytes()[family.len()] == b'.'
                     })
             })
+    }
+
+    /// The secrets deliveries are signed with at `now`: the current one, and the one
+    /// before the last rotation while it is still valid.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && now < until
+        {
+            secrets.push(previous);
+        }
+        secrets
     }
 
     /// Reads a record (the Redis hash, or a queued change).
@@ -90,6 +108,14 @@ impl Endpoint {
                 .and_then(|r| r.parse().ok())
                 .filter(|r| *r > 0),
             secret: field("secret")?.clone(),
+            previous_secret: record
+                .get("previous_secret")
+                .filter(|p| !p.is_empty())
+                .cloned(),
+            previous_secret_expires_at: record
+                .get("previous_secret_expires_at_ms")
+                .and_then(|t| t.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_millis),
             description: record.get("description").cloned().unwrap_or_default(),
             disabled: record.get("disabled").is_some_and(|d| d == "1"),
             disabled_reason: record
@@ -120,6 +146,16 @@ impl Endpoint {
                     .unwrap_or_default(),
             ),
             ("secret", self.secret.clone()),
+            (
+                "previous_secret",
+                self.previous_secret.clone().unwrap_or_default(),
+            ),
+            (
+                "previous_secret_expires_at_ms",
+                self.previous_secret_expires_at
+                    .map(|t| t.timestamp_millis().to_string())
+                    .unwrap_or_default(),
+            ),
             ("description", self.description.clone()),
             ("disabled", if self.disabled { "1" } else { "0" }.into()),
             (
@@ -334,6 +370,8 @@ pub async fn create<C: ConnectionLike + Send + Sync>(
         ("description", ""),
         ("disabled", "0"),
         ("disabled_reason", ""),
+        ("previous_secret", ""),
+        ("previous_secret_expires_at_ms", ""),
     ] {
         if !all.0.iter().any(|(f, _)| *f == name) {
             all.0.push((name, default.to_string()));
@@ -373,6 +411,32 @@ pub async fn disable<C: ConnectionLike + Send + Sync>(
         ("disabled_reason", reason.to_string()),
     ]);
     update(conn, keys, endpoint_id, &fields, now).await
+}
+
+/// How long the secret before a rotation keeps signing beside the new one.
+pub const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+/// Gives `endpoint` a new secret; the current one keeps signing beside it for
+/// [`ROTATION_OVERLAP_HOURS`]. Returns the endpoint with its new secret.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn rotate_secret<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    endpoint: &Endpoint,
+    now: DateTime<Utc>,
+) -> RedisResult<PutOutcome> {
+    let until = now + chrono::TimeDelta::hours(ROTATION_OVERLAP_HOURS);
+    let fields = EndpointFields(vec![
+        ("secret", super::webhook::new_secret()),
+        ("previous_secret", endpoint.secret.clone()),
+        (
+            "previous_secret_expires_at_ms",
+            until.timestamp_millis().to_string(),
+        ),
+    ]);
+    update(conn, keys, &endpoint.endpoint_id, &fields, now).await
 }
 
 /// Removes an endpoint (deliveries still queued for it fail).
@@ -500,6 +564,8 @@ mod tests {
             event_types: types.iter().map(|t| (*t).to_string()).collect(),
             rate_limit_per_s: Some(5),
             secret: "whsec_x".into(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
             description: String::new(),
             disabled: false,
             disabled_reason: None,
@@ -521,8 +587,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_it_expires() {
+        let mut e = endpoint(&[]);
+        let now = DateTime::from_timestamp_millis(1_000_000).expect("now");
+        assert_eq!(e.signing_secrets(now), vec!["whsec_x"]);
+        e.previous_secret = Some("whsec_old".into());
+        e.previous_secret_expires_at = Some(now + chrono::TimeDelta::hours(1));
+        assert_eq!(e.signing_secrets(now), vec!["whsec_x", "whsec_old"]);
+        assert_eq!(
+            e.signing_secrets(now + chrono::TimeDelta::hours(2)),
+            vec!["whsec_x"]
+        );
+    }
+
+    #[test]
     fn records_round_trip() {
-        let e = endpoint(&["a.b"]);
+        let mut e = endpoint(&["a.b"]);
+        e.previous_secret = Some("whsec_old".into());
+        e.previous_secret_expires_at = DateTime::from_timestamp_millis(5);
         let record: HashMap<String, String> = e
             .to_record()
             .into_iter()
