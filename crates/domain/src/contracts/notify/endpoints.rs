@@ -302,7 +302,7 @@ pub fn parse_fields(
 /// What a registry write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutOutcome {
-    Done(Endpoint),
+    Done(Box<Endpoint>),
     Restoring,
     Exists,
     Missing,
@@ -337,9 +337,9 @@ async fn put<C: ConnectionLike + Send + Sync>(
                 .chunks_exact(2)
                 .map(|kv| (kv[0].clone(), kv[1].clone()))
                 .collect();
-            PutOutcome::Done(Endpoint::from_record(&record).map_err(|e| {
+            PutOutcome::Done(Box::new(Endpoint::from_record(&record).map_err(|e| {
                 redis::RedisError::from((redis::ErrorKind::Parse, "put_record.lua", e))
-            })?)
+            })?))
         }
         Some("exists") => PutOutcome::Exists,
         Some("missing") => PutOutcome::Missing,
