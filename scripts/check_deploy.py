@@ -122,6 +122,15 @@ for panel in dashboard["panels"]:
         else:
             check(bool(target.get("expr")), f"grafana: panel {panel['title']} has an empty query")
 
+# --- prometheus alerts ---------------------------------------------------------------
+alerts = yaml.safe_load((ROOT / "deploy/prometheus-alerts.yml").read_text())
+prom = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+check("/etc/prometheus/alerts.yml" in prom.get("rule_files", []), "prometheus: the alert rules are not loaded")
+for group in alerts.get("groups", []):
+    for rule in group.get("rules", []):
+        check(rule.get("alert") and rule.get("expr"), f"alerts: a rule of {group.get('name')} has no alert or expr")
+        check("summary" in rule.get("annotations", {}), f"alerts: {rule.get('alert')} has no summary")
+
 # --- nginx ---------------------------------------------------------------------------
 nginx = (ROOT / "deploy/nginx.conf").read_text()
 for upstream in ["ingest-api:8080", "sse-gateway:8081", "stats-api:8082"]:

@@ -31,6 +31,11 @@ fi
 say "kubernetes: deploy/k8s against the schemas (strict)"
 "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn deploy/k8s/*.yaml
 "$VENV/bin/python" scripts/check_deploy.py
+# The alert rules' PromQL, where Prometheus's own checker is installed (Debian: prometheus).
+if command -v promtool >/dev/null; then
+  promtool check rules deploy/prometheus-alerts.yml >/dev/null || die "deploy/prometheus-alerts.yml: promtool refuses the rules"
+  echo "  alert rules: promtool check passed"
+fi
 
 say "nginx: the edge configuration (nginx -t)"
 command -v nginx >/dev/null || apt_install nginx

@@ -51,6 +51,17 @@ impl Partitions {
     /// When PostgreSQL fails (transient: the batch is retried).
     pub async fn ensure(&self, pg: &Pool, events: &[QueuedEvent<'_>]) -> Result<(), StoreError> {
         let now = Utc::now();
+        let outside = events
+            .iter()
+            .filter(|e| !in_horizon(month_of(e.ts), now))
+            .count();
+        if outside > 0 {
+            // Stored in events_default (kept, never dropped by retention's partition
+            // drops): an operator watches this for clients sending wrong clocks. Counted
+            // per write attempt (a retried batch counts again).
+            metrics::counter!("batch_worker_events_outside_partitions_total")
+                .increment(outside as u64);
+        }
         let missing: BTreeSet<NaiveDate> = {
             let known = self
                 .known

@@ -39,7 +39,7 @@ pub async fn restore_missing_shards(
             restored += n;
             tracing::info!(shard, polls = n, "vote shard restored into Redis");
         }
-        shard_marker::unlock(redis, keys, shard).await?;
+        shard_marker::unlock(redis, keys, shard, worker_id).await?;
         result?;
     }
     Ok(restored)

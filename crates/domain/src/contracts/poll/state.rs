@@ -224,7 +224,8 @@ pub mod shard_marker {
         Ok(taken.is_some())
     }
 
-    /// Gives the restore lock of shard `shard` back.
+    /// Gives the restore lock of shard `shard` back, if `owner` still holds it (a restorer
+    /// whose lock expired and was taken over must not release its successor's).
     ///
     /// # Errors
     /// When Redis is unreachable (the lock then expires by itself).
@@ -232,10 +233,8 @@ pub mod shard_marker {
         conn: &mut C,
         keys: &Keys,
         shard: u16,
+        owner: &str,
     ) -> RedisResult<()> {
-        redis::cmd("DEL")
-            .arg(keys.vote_shard_restoring(shard))
-            .query_async(conn)
-            .await
+        crate::notify::marker::unlock(conn, &keys.vote_shard_restoring(shard), owner).await
     }
 }
