@@ -281,7 +281,7 @@ pub async fn watch_traffic(
                 .unwrap_or(60_000)
                 .max(1_000)
                 - 500;
-            let taken = domain::notify::marker::lock(
+            let taken = domain::registry::marker::lock(
                 &mut triggers.redis.clone(),
                 &lock,
                 &worker_id,

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
 use domain::notify::endpoints::{self, Endpoint};
-use domain::notify::{Recipient, marker, topics};
+use domain::notify::{Recipient, topics};
 use domain::redis::RedisConn;
+use domain::registry::marker;
 use std::collections::BTreeMap;
 
 /// How long a restorer may hold the lock before another may take over.

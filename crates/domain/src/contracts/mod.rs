@@ -10,6 +10,7 @@ pub mod notify;
 pub mod poll;
 pub mod presence;
 pub mod queue;
+pub mod registry;
 pub mod site;
 pub mod site_registry;
 pub mod stream_token;

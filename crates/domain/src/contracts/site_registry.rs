@@ -454,13 +454,9 @@ pub async fn get<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
     site_id: &str,
 ) -> RedisResult<Option<Site>> {
-    let record: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.site_record(site_id))
-        .query_async(conn)
-        .await?;
-    if record.is_empty() {
+    let Some(record) = crate::registry::record(conn, &keys.site_record(site_id)).await? else {
         return Ok(None);
-    }
+    };
     Site::from_record(&record)
         .map(Some)
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "site record", e)))
@@ -475,14 +471,7 @@ pub async fn version<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &Keys,
 ) -> RedisResult<(i64, bool)> {
-    let (version, restored): (Option<i64>, bool) = redis::pipe()
-        .cmd("GET")
-        .arg(keys.sites_version())
-        .cmd("EXISTS")
-        .arg(keys.sites_restored())
-        .query_async(conn)
-        .await?;
-    Ok((version.unwrap_or(0), restored))
+    crate::registry::version(conn, &keys.sites_version(), &keys.sites_restored()).await
 }
 
 /// Every site of the mirror, with the version read before them (so a change made while
@@ -495,22 +484,13 @@ pub async fn all<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
 ) -> RedisResult<(i64, bool, Vec<Site>)> {
     let (version, restored) = version(conn, keys).await?;
-    let ids: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys.site_ids())
-        .query_async(conn)
-        .await?;
-    let mut sites = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HGETALL").arg(keys.site_record(id));
-        }
-        let records: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-        for record in records.iter().filter(|r| !r.is_empty()) {
-            match Site::from_record(record) {
-                Ok(site) => sites.push(site),
-                Err(e) => tracing::warn!(error = e, "skipping a malformed site record"),
-            }
+    let records =
+        crate::registry::records(conn, &keys.site_ids(), |id| keys.site_record(id)).await?;
+    let mut sites = Vec::with_capacity(records.len());
+    for record in &records {
+        match Site::from_record(record) {
+            Ok(site) => sites.push(site),
+            Err(e) => tracing::warn!(error = e, "skipping a malformed site record"),
         }
     }
     Ok((version, restored, sites))
@@ -557,10 +537,10 @@ pub async fn raise_version<C: ConnectionLike + Send + Sync>(
 }
 
 /// The "restored" marker of the mirror and the lock of restoring it (the registries'
-/// common markers, [`crate::notify::marker`], on the site registry's keys).
+/// common markers, [`crate::registry::marker`], on the site registry's keys).
 pub mod marker {
     use super::{ConnectionLike, Keys, RedisResult};
-    use crate::notify::marker as common;
+    use crate::registry::marker as common;
 
     /// Says the mirror holds every site PostgreSQL has.
     ///

@@ -13,7 +13,7 @@ async fn app() -> TestApp {
     let mut conn = app.redis.conn().await;
     let keys = app.redis.keys();
     for marker in [keys.endpoints_restored(), keys.topics_restored()] {
-        domain::notify::marker::set(&mut conn, &marker)
+        domain::registry::marker::set(&mut conn, &marker)
             .await
             .expect("marker");
     }

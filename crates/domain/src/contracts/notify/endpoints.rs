@@ -469,13 +469,9 @@ pub async fn get<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
     endpoint_id: &str,
 ) -> RedisResult<Option<Endpoint>> {
-    let record: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.endpoint(endpoint_id))
-        .query_async(conn)
-        .await?;
-    if record.is_empty() {
+    let Some(record) = crate::registry::record(conn, &keys.endpoint(endpoint_id)).await? else {
         return Ok(None);
-    }
+    };
     Endpoint::from_record(&record)
         .map(Some)
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "endpoint record", e)))
@@ -490,14 +486,7 @@ pub async fn version<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &Keys,
 ) -> RedisResult<(i64, bool)> {
-    let (version, restored): (Option<i64>, bool) = redis::pipe()
-        .cmd("GET")
-        .arg(keys.endpoints_version())
-        .cmd("EXISTS")
-        .arg(keys.endpoints_restored())
-        .query_async(conn)
-        .await?;
-    Ok((version.unwrap_or(0), restored))
+    crate::registry::version(conn, &keys.endpoints_version(), &keys.endpoints_restored()).await
 }
 
 /// Every endpoint, with the version read before them. Malformed records are skipped.
@@ -509,22 +498,13 @@ pub async fn all<C: ConnectionLike + Send + Sync>(
     keys: &Keys,
 ) -> RedisResult<(i64, Vec<Endpoint>)> {
     let (version, _) = version(conn, keys).await?;
-    let ids: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys.endpoint_ids())
-        .query_async(conn)
-        .await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HGETALL").arg(keys.endpoint(id));
-        }
-        let records: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-        for record in records.iter().filter(|r| !r.is_empty()) {
-            match Endpoint::from_record(record) {
-                Ok(e) => out.push(e),
-                Err(e) => tracing::warn!(error = e, "skipping a malformed endpoint record"),
-            }
+    let records =
+        crate::registry::records(conn, &keys.endpoint_ids(), |id| keys.endpoint(id)).await?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in &records {
+        match Endpoint::from_record(record) {
+            Ok(e) => out.push(e),
+            Err(e) => tracing::warn!(error = e, "skipping a malformed endpoint record"),
         }
     }
     Ok((version, out))

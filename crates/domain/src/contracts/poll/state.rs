@@ -235,6 +235,6 @@ pub mod shard_marker {
         shard: u16,
         owner: &str,
     ) -> RedisResult<()> {
-        crate::notify::marker::unlock(conn, &keys.vote_shard_restoring(shard), owner).await
+        crate::registry::marker::unlock(conn, &keys.vote_shard_restoring(shard), owner).await
     }
 }
