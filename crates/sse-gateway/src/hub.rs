@@ -361,7 +361,7 @@ impl Hub {
         interval: Duration,
         make_feed: impl FnOnce() -> Arc<dyn Feed>,
     ) -> Arc<Topic> {
-        self.topic_sized(channel, interval, &self.settings.clone(), make_feed)
+        self.topic_sized(channel, interval, &self.settings, make_feed)
     }
 
     /// [`Hub::topic`] with history and lag capacity of its own: a user's feed topic has

@@ -51,28 +51,30 @@ impl Partitions {
     /// When PostgreSQL fails (transient: the batch is retried).
     pub async fn ensure(&self, pg: &Pool, events: &[QueuedEvent<'_>]) -> Result<(), StoreError> {
         let now = Utc::now();
-        let outside = events
-            .iter()
-            .filter(|e| !in_horizon(month_of(e.ts), now))
-            .count();
-        if outside > 0 {
-            // Stored in events_default (kept, never dropped by retention's partition
-            // drops): an operator watches this for clients sending wrong clocks. Counted
-            // per write attempt (a retried batch counts again).
-            metrics::counter!("batch_worker_events_outside_partitions_total")
-                .increment(outside as u64);
-        }
+        // One pass: the months that need a partition, and how many events fall outside the
+        // horizon (they go to events_default, kept and never dropped with a partition: an
+        // operator watches the count for clients with wrong clocks; counted per write
+        // attempt, so a retried batch counts again).
+        let mut outside = 0u64;
         let missing: BTreeSet<NaiveDate> = {
             let known = self
                 .known
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            events
-                .iter()
-                .map(|e| month_of(e.ts))
-                .filter(|m| !known.contains(m) && in_horizon(*m, now))
-                .collect()
+            let mut missing = BTreeSet::new();
+            for e in events {
+                let month = month_of(e.ts);
+                if !in_horizon(month, now) {
+                    outside += 1;
+                } else if !known.contains(&month) {
+                    missing.insert(month);
+                }
+            }
+            missing
         };
+        if outside > 0 {
+            metrics::counter!("batch_worker_events_outside_partitions_total").increment(outside);
+        }
         if missing.is_empty() {
             return Ok(());
         }

@@ -8,9 +8,9 @@ use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, post, web};
+use domain::notify::Notification;
 use domain::notify::accept::{self, AcceptOutcome};
 use domain::notify::request::parse_notification;
-use domain::notify::{Notification, Recipient};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -94,7 +94,7 @@ pub async fn post_notification(
             tracing::Span::current().record("notification_id", tracing::field::display(id));
             metrics::counter!("ingest_api_notifications_accepted_total").increment(1);
             metrics::counter!("ingest_api_notification_recipients_total")
-                .increment(recipients(&notification.recipients));
+                .increment(notification.recipients.len() as u64);
             Ok(HttpResponse::Accepted().json(json!({ "notification_id": id })))
         }
         AcceptOutcome::Replay(id) => Ok(HttpResponse::Accepted()
@@ -106,10 +106,6 @@ pub async fn post_notification(
             vec!["this Idempotency-Key answered a different request; use a new key".into()],
         )),
     }
-}
-
-fn recipients(list: &[Recipient]) -> u64 {
-    list.len() as u64
 }
 
 fn hex(bytes: &[u8]) -> String {
