@@ -21,7 +21,7 @@ pub mod runtime;
 
 pub use contracts::{
     cache, channel, dead_letters, event, keys, notify, poll, presence, queue, registry, site,
-    site_registry, stream_token, visitor_salt,
+    site_registry, stream_token, visitor_salt, visits,
 };
 #[cfg(feature = "postgres")]
 pub use runtime::postgres;

@@ -1,7 +1,8 @@
 //! Analytics events: stored with their rollups in one transaction ([`store`], [`rollups`]),
 //! then the Redis side effects of what was committed ([`written`]): day visitor sketches,
 //! stats cache generations, live site activity. [`partitions`] makes each month's
-//! partition of `events` before its first batch; [`retention`] expires old raw events.
+//! partition of `events` before its first batch; [`retention`] expires old raw events;
+//! [`visits`] keeps the visits of the events in their transaction.
 
 pub mod enrich;
 pub mod partitions;
@@ -9,6 +10,7 @@ pub mod referrers;
 pub mod retention;
 pub mod rollups;
 pub mod store;
+pub mod visits;
 pub mod written;
 
 use crate::lane::{StoreError, Work};

@@ -11,6 +11,7 @@
 
 use super::enrich::{Derived, derive};
 use super::rollups::Rollups;
+use super::visits::{self, Visit, VisitAttrs, VisitEvent};
 use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour};
 use crate::lane::StoreError;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -213,6 +214,14 @@ pub async fn store_events(
         .await
         .map_err(StoreError::from_pg)?;
     let tx = client.transaction().await.map_err(StoreError::from_pg)?;
+    // Before the insert: a worker replaying this batch would otherwise wait on our new
+    // rows while holding the locks we wait for.
+    let visitor_pairs: HashSet<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| Some((e.site_id.as_ref(), e.user_id.as_deref()?)))
+        .collect();
+    let (lock_sites, lock_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
+    visits::store::lock_visitors(&tx, &lock_sites, &lock_visitors).await?;
     let inserted_rows = tx
         .query(
             &insert,
@@ -246,22 +255,30 @@ pub async fn store_events(
         .map(|r| (r.get::<_, Uuid>(0), r.get::<_, &str>(1), r.get(2)))
         .collect();
     // Only rows really inserted count, each once (a batch may carry an id twice): a
-    // replayed batch adds nothing to the rollups. The day sketches take every visitor of
-    // the batch: a replay must re-add what a crash may have kept from them.
+    // replayed batch adds nothing to the rollups or visits. The day sketches take every
+    // visitor of the batch: a replay must re-add what a crash may have kept from them.
     let all_inserted = inserted.len() == events.len();
-    let with_paths = || events.iter().zip(paths.iter().copied());
-    let rollups = if all_inserted {
-        Rollups::of(with_paths())
+    let fresh: Vec<usize> = if all_inserted {
+        (0..n).collect()
     } else {
-        Rollups::of(
-            with_paths().filter(|(e, _)| inserted.remove(&(e.event_id, e.site_id.as_ref(), e.ts))),
-        )
+        (0..n)
+            .filter(|&i| {
+                let e = &events[i];
+                inserted.remove(&(e.event_id, e.site_id.as_ref(), e.ts))
+            })
+            .collect()
     };
+    let rollups = Rollups::of(fresh.iter().map(|&i| (&events[i], paths[i])));
     let visitors = if all_inserted {
         VisitorGroups::of(&rollups)
     } else {
-        VisitorGroups::of(&Rollups::of(with_paths()))
+        VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
+    let fresh_visits: Vec<Visit> = fresh
+        .iter()
+        .filter_map(|&i| visit_of_event(&events[i], &derived[i]))
+        .collect();
+    visits::store::store_visits(&tx, fresh_visits).await?;
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())
         .await
@@ -291,6 +308,33 @@ pub async fn store_events(
             })
             .collect(),
     })
+}
+
+/// A newly stored event as a visit of its own; `None` without a visitor.
+fn visit_of_event<'a>(e: &'a QueuedEvent<'_>, d: &'a Derived<'_>) -> Option<Visit> {
+    let owned = |s: &Option<String>| s.clone();
+    Some(Visit::of_event(VisitEvent {
+        site_id: &e.site_id,
+        visitor: e.user_id.as_deref()?,
+        event_id: e.event_id,
+        ts: e.ts,
+        is_pageview: e.event_type == "page_view",
+        path: d.path.as_deref(),
+        attrs: VisitAttrs {
+            hostname: owned(&d.hostname),
+            referrer: owned(&d.referrer),
+            source: owned(&d.referrer_source),
+            utm_source: owned(&d.utm_source),
+            utm_medium: owned(&d.utm_medium),
+            utm_campaign: owned(&d.utm_campaign),
+            utm_term: owned(&d.utm_term),
+            utm_content: owned(&d.utm_content),
+            device: d.device.map(str::to_string),
+            browser: e.browser.as_deref().map(str::to_string),
+            os: e.os.as_deref().map(str::to_string),
+            country: e.country.as_deref().map(str::to_string),
+        },
+    }))
 }
 
 /// The derived fields of a batch as the column arrays `INSERT_EVENTS` takes.

@@ -1,5 +1,6 @@
 //! The contracts between services: Redis keys, queue messages, Lua scripts, pub/sub
-//! channels and payloads, with the functions both sides of each contract call.
+//! channels and payloads, with the functions both sides of each contract call; and the
+//! numbering of the visit rollups the worker writes and stats-api reads.
 
 pub mod cache;
 pub mod channel;
@@ -15,3 +16,4 @@ pub mod site;
 pub mod site_registry;
 pub mod stream_token;
 pub mod visitor_salt;
+pub mod visits;

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "notifications",
         include_str!("../../../../migrations/0007_notifications.sql"),
     ),
+    (
+        8,
+        "visits",
+        include_str!("../../../../migrations/0008_visits.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

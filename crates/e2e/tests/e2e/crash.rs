@@ -1,4 +1,6 @@
-use crate::helpers::{Service, Stack, assert_rollups_match_events, post_events};
+use crate::helpers::{
+    Service, Stack, assert_rollups_match_events, assert_visits_match_events, post_events,
+};
 use std::time::Duration;
 
 const TOTAL: i64 = 100_000;
@@ -60,6 +62,7 @@ async fn kill_9_of_workers_mid_drain_loses_nothing_and_stores_nothing_twice() {
         TOTAL
     );
     assert_rollups_match_events(&stack).await;
+    assert_visits_match_events(&stack).await;
     let dead = stack.redis.dead_events().await;
     assert_eq!(dead, 0, "nothing dead-lettered");
     // The kills hit workers holding batches: survivors had to reap them.

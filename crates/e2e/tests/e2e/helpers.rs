@@ -311,3 +311,78 @@ pub async fn assert_rollups_match_events(stack: &Stack) {
         );
     }
 }
+
+/// Visits from the raw events, by a gaps-and-islands pass written here independently of
+/// the worker: a visitor's events with gaps under 30 minutes, ties by event id.
+const VISITS_FROM_EVENTS: &str = "
+WITH marked AS (
+    SELECT *, CASE WHEN ts - lag(ts) OVER w < interval '30 minutes' THEN 0 ELSE 1 END AS starts
+    FROM events WHERE user_id IS NOT NULL
+    WINDOW w AS (PARTITION BY site_id, user_id ORDER BY ts, event_id)
+), numbered AS (
+    SELECT *, sum(starts) OVER (PARTITION BY site_id, user_id ORDER BY ts, event_id) AS visit_no
+    FROM marked
+)
+SELECT site_id, user_id AS visitor, min(ts) AS started_at, max(ts) AS ended_at,
+       count(*)::int AS events, count(*) FILTER (WHERE event_type = 'page_view')::int AS pageviews,
+       (array_agg(path ORDER BY ts, event_id) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1] AS entry_page,
+       (array_agg(path ORDER BY ts DESC, event_id DESC) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1] AS exit_page,
+       (array_agg(referrer_source ORDER BY ts, event_id))[1] AS source,
+       (array_agg(device ORDER BY ts, event_id))[1] AS device
+FROM numbered GROUP BY site_id, user_id, visit_no";
+
+/// Asserts that the stored visits are exactly those of the raw events, and that every
+/// visit rollup checked sums to what the visits say.
+pub async fn assert_visits_match_events(stack: &Stack) {
+    let stored = "SELECT site_id, visitor, started_at, ended_at, events, pageviews, entry_page, \
+                  exit_page, source, device FROM visits";
+    let differing = stack
+        .count(&format!(
+            "SELECT count(*) FROM ((({stored}) EXCEPT ALL ({VISITS_FROM_EVENTS})) \
+             UNION ALL (({VISITS_FROM_EVENTS}) EXCEPT ALL ({stored}))) d"
+        ))
+        .await;
+    assert_eq!(
+        differing, 0,
+        "stored visits differ from the raw events' visits"
+    );
+    let visits = stack.count("SELECT count(*) FROM visits").await;
+    assert!(visits > 0, "no visits to compare");
+    assert_eq!(
+        visits,
+        stack
+            .count(&format!("SELECT count(*) FROM ({VISITS_FROM_EVENTS}) v"))
+            .await
+    );
+    // dimension number -> the visits column it breaks down (NULL: every visit).
+    for (dimension, column) in [
+        (0, "NULL::text"),
+        (1, "entry_page"),
+        (2, "exit_page"),
+        (3, "source"),
+        (10, "device"),
+    ] {
+        let from_rollup = format!(
+            "SELECT site_id, bucket, value, sum(visits)::bigint, sum(bounces)::bigint, \
+                    sum(pageviews)::bigint, sum(events)::bigint, sum(duration_ms)::bigint \
+             FROM rollup_visits WHERE dimension = {dimension} \
+             GROUP BY 1, 2, 3 HAVING sum(visits) <> 0"
+        );
+        let from_visits = format!(
+            "SELECT site_id, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+                    {column}, count(*), count(*) FILTER (WHERE pageviews = 1), sum(pageviews), \
+                    sum(events), sum(floor(extract(epoch FROM ended_at - started_at) * 1000))::bigint \
+             FROM visits GROUP BY 1, 2, 3"
+        );
+        let differing = stack
+            .count(&format!(
+                "SELECT count(*) FROM (({from_rollup} EXCEPT ALL {from_visits}) \
+                 UNION ALL ({from_visits} EXCEPT ALL {from_rollup})) d"
+            ))
+            .await;
+        assert_eq!(
+            differing, 0,
+            "rollup_visits of dimension {dimension} disagrees with visits"
+        );
+    }
+}

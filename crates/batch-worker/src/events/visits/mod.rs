@@ -1,0 +1,353 @@
+//! Visits, kept with the events in one transaction ([`store`]).
+//!
+//! A visit is a summary of one visitor's events on one site with gaps under
+//! [`VISIT_GAP`]. Summaries merge (first and last event, sums, the entry and exit page
+//! views), and merging is associative and commutative: so a batch's new events, as
+//! one-event visits, merged with the stored visits they come within the gap of, give
+//! exactly the visits a gaps-and-islands pass over every event would, in whatever order
+//! the events arrived. A late event joins the visit it falls in, bridges two into one, or
+//! starts one of its own between them. Stored visits are disjoint and maximal, and sorted
+//! by start they are sorted by end too, which is what bounds the lookup in [`store`].
+//!
+//! Ties (two events at the same instant) are broken by event id, as the ground truth in
+//! the tests and migration 0008 do.
+
+pub mod store;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use domain::visits::{VISIT_GAP, VisitDimension};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// A page view marking a visit's entry or exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageMark {
+    pub at: DateTime<Utc>,
+    pub event_id: Uuid,
+    pub page: String,
+}
+
+/// What a visit takes from its first event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VisitAttrs {
+    pub hostname: Option<String>,
+    pub referrer: Option<String>,
+    pub source: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_term: Option<String>,
+    pub utm_content: Option<String>,
+    pub device: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub country: Option<String>,
+}
+
+/// One visit: a row of `visits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    pub site_id: String,
+    pub visitor: String,
+    pub started_at: DateTime<Utc>,
+    pub first_event_id: Uuid,
+    pub ended_at: DateTime<Utc>,
+    pub events: i32,
+    pub pageviews: i32,
+    pub entry: Option<PageMark>,
+    pub exit: Option<PageMark>,
+    pub attrs: VisitAttrs,
+}
+
+/// One new event, as a visit of its own.
+pub struct VisitEvent<'a> {
+    pub site_id: &'a str,
+    pub visitor: &'a str,
+    pub event_id: Uuid,
+    pub ts: DateTime<Utc>,
+    pub is_pageview: bool,
+    pub path: Option<&'a str>,
+    pub attrs: VisitAttrs,
+}
+
+impl Visit {
+    pub fn of_event(e: VisitEvent<'_>) -> Self {
+        let page = e.path.filter(|_| e.is_pageview).map(|p| PageMark {
+            at: e.ts,
+            event_id: e.event_id,
+            page: p.to_string(),
+        });
+        Self {
+            site_id: e.site_id.to_string(),
+            visitor: e.visitor.to_string(),
+            started_at: e.ts,
+            first_event_id: e.event_id,
+            ended_at: e.ts,
+            events: 1,
+            pageviews: i32::from(e.is_pageview),
+            entry: page.clone(),
+            exit: page,
+            attrs: e.attrs,
+        }
+    }
+
+    /// The primary key of its row.
+    pub fn key(&self) -> VisitKey {
+        (self.site_id.clone(), self.visitor.clone(), self.started_at)
+    }
+
+    /// Adds `other`'s events to this visit.
+    fn absorb(&mut self, other: Self) {
+        if (other.started_at, other.first_event_id) < (self.started_at, self.first_event_id) {
+            self.started_at = other.started_at;
+            self.first_event_id = other.first_event_id;
+            self.attrs = other.attrs;
+        }
+        self.ended_at = self.ended_at.max(other.ended_at);
+        self.events += other.events;
+        self.pageviews += other.pageviews;
+        self.entry = earliest(self.entry.take(), other.entry, |a, b| {
+            (a.at, a.event_id) <= (b.at, b.event_id)
+        });
+        self.exit = earliest(self.exit.take(), other.exit, |a, b| {
+            (a.at, a.event_id) >= (b.at, b.event_id)
+        });
+    }
+
+    pub fn is_bounce(&self) -> bool {
+        self.pageviews == 1
+    }
+
+    pub fn duration_ms(&self) -> i64 {
+        (self.ended_at - self.started_at).num_milliseconds()
+    }
+
+    /// The UTC hour its rollup rows are counted in: that of its start.
+    pub fn bucket(&self) -> DateTime<Utc> {
+        self.started_at
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(self.started_at)
+    }
+
+    /// Its value for dimension `d`.
+    pub fn value(&self, d: VisitDimension) -> Option<&str> {
+        let a = &self.attrs;
+        match d {
+            VisitDimension::All => None,
+            VisitDimension::EntryPage => self.entry.as_ref().map(|m| m.page.as_str()),
+            VisitDimension::ExitPage => self.exit.as_ref().map(|m| m.page.as_str()),
+            VisitDimension::Source => a.source.as_deref(),
+            VisitDimension::Referrer => a.referrer.as_deref(),
+            VisitDimension::UtmSource => a.utm_source.as_deref(),
+            VisitDimension::UtmMedium => a.utm_medium.as_deref(),
+            VisitDimension::UtmCampaign => a.utm_campaign.as_deref(),
+            VisitDimension::UtmTerm => a.utm_term.as_deref(),
+            VisitDimension::UtmContent => a.utm_content.as_deref(),
+            VisitDimension::Device => a.device.as_deref(),
+            VisitDimension::Browser => a.browser.as_deref(),
+            VisitDimension::Os => a.os.as_deref(),
+            VisitDimension::Country => a.country.as_deref(),
+        }
+    }
+}
+
+/// `(site_id, visitor, started_at)`.
+pub type VisitKey = (String, String, DateTime<Utc>);
+
+fn earliest(
+    a: Option<PageMark>,
+    b: Option<PageMark>,
+    first: impl Fn(&PageMark, &PageMark) -> bool,
+) -> Option<PageMark> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if first(&a, &b) { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Merges visits of one site and visitor into disjoint, maximal visits, sorted by start.
+pub fn merge(mut visits: Vec<Visit>) -> Vec<Visit> {
+    visits.sort_by(|a, b| (a.started_at, a.first_event_id).cmp(&(b.started_at, b.first_event_id)));
+    let mut merged: Vec<Visit> = Vec::with_capacity(visits.len());
+    for v in visits {
+        match merged.last_mut() {
+            Some(last) if v.started_at - last.ended_at < VISIT_GAP => last.absorb(v),
+            _ => merged.push(v),
+        }
+    }
+    merged
+}
+
+/// What one visit adds to (or, replaced, takes from) a `rollup_visits` row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupDelta {
+    pub visits: i64,
+    pub bounces: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub duration_ms: i64,
+}
+
+impl RollupDelta {
+    fn add(&mut self, v: &Visit, sign: i64) {
+        self.visits += sign;
+        self.bounces += sign * i64::from(v.is_bounce());
+        self.pageviews += sign * i64::from(v.pageviews);
+        self.events += sign * i64::from(v.events);
+        self.duration_ms += sign * v.duration_ms();
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `(site, dimension, bucket, value)`.
+pub type RollupKey<'a> = (&'a str, i16, DateTime<Utc>, Option<&'a str>);
+
+/// The rollup rows that replacing `old` visits with `new` ones moves, sorted by key (so
+/// concurrent writers lock rows in one order), unchanged rows left out.
+pub fn rollup_deltas<'a>(old: &'a [Visit], new: &'a [Visit]) -> Vec<(RollupKey<'a>, RollupDelta)> {
+    let mut deltas: HashMap<RollupKey<'a>, RollupDelta> = HashMap::new();
+    for (visits, sign) in [(old, -1), (new, 1)] {
+        for v in visits {
+            let bucket = v.bucket();
+            for d in VisitDimension::EVERY {
+                deltas
+                    .entry((&v.site_id, d.id(), bucket, v.value(d)))
+                    .or_default()
+                    .add(v, sign);
+            }
+        }
+    }
+    let mut rows: Vec<_> = deltas.into_iter().filter(|(_, d)| !d.is_zero()).collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_763_100_000 + minute * 60, 0).expect("valid")
+    }
+
+    fn event(minute: i64, id: u128, page: Option<&str>) -> Visit {
+        Visit::of_event(VisitEvent {
+            site_id: "s",
+            visitor: "v",
+            event_id: Uuid::from_u128(id),
+            ts: at(minute),
+            is_pageview: page.is_some(),
+            path: page,
+            attrs: VisitAttrs {
+                source: Some(format!("source-{id}")),
+                ..VisitAttrs::default()
+            },
+        })
+    }
+
+    fn summary(v: &Visit) -> (i64, i64, i32, i32, Option<&str>, Option<&str>, Option<&str>) {
+        (
+            (v.started_at - at(0)).num_minutes(),
+            (v.ended_at - at(0)).num_minutes(),
+            v.events,
+            v.pageviews,
+            v.value(VisitDimension::EntryPage),
+            v.value(VisitDimension::ExitPage),
+            v.value(VisitDimension::Source),
+        )
+    }
+
+    #[test]
+    fn gaps_under_thirty_minutes_make_one_visit_and_thirty_split() {
+        let visits = merge(vec![
+            event(0, 1, Some("/a")),
+            event(29, 2, None),
+            event(58, 3, Some("/b")),
+            event(88, 4, Some("/c")),
+        ]);
+        let got: Vec<_> = visits.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 58, 3, 2, Some("/a"), Some("/b"), Some("source-1")),
+                (88, 88, 1, 1, Some("/c"), Some("/c"), Some("source-4")),
+            ]
+        );
+        assert!(!visits[0].is_bounce());
+        assert!(visits[1].is_bounce());
+        assert_eq!(visits[0].duration_ms(), 58 * 60_000);
+    }
+
+    #[test]
+    fn any_arrival_order_gives_the_same_visits() {
+        let events = [
+            event(0, 1, Some("/a")),
+            event(10, 2, Some("/b")),
+            event(50, 3, Some("/c")),
+            event(25, 4, None),
+            event(100, 5, Some("/d")),
+            event(10, 0, Some("/tie")),
+        ];
+        let all_at_once = merge(events.to_vec());
+        // One at a time, each merged into what was stored before (as the worker does), in
+        // reverse order and in an interleaved order.
+        for order in [[5, 4, 3, 2, 1, 0], [3, 0, 5, 1, 4, 2]] {
+            let mut stored: Vec<Visit> = vec![];
+            for i in order {
+                stored.push(events[i].clone());
+                stored = merge(stored);
+            }
+            assert_eq!(stored, all_at_once, "order {order:?}");
+        }
+        let got: Vec<_> = all_at_once.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 50, 5, 4, Some("/a"), Some("/c"), Some("source-1")),
+                (100, 100, 1, 1, Some("/d"), Some("/d"), Some("source-5")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_event_bridges_two_visits_and_the_rollups_move_by_the_difference() {
+        let before = merge(vec![event(0, 1, Some("/a")), event(40, 2, Some("/b"))]);
+        assert_eq!(before.len(), 2);
+        let after = merge(
+            before
+                .iter()
+                .cloned()
+                .chain([event(20, 3, Some("/c"))])
+                .collect(),
+        );
+        assert_eq!(after.len(), 1);
+        let deltas = rollup_deltas(&before, &after);
+        let all: Vec<_> = deltas
+            .iter()
+            .filter(|(k, _)| k.1 == VisitDimension::All.id())
+            .map(|(_, d)| *d)
+            .collect();
+        // Both visits started in the same hour: one visit fewer, two bounces fewer, one
+        // page view and 40 minutes more.
+        assert_eq!(
+            all,
+            vec![RollupDelta {
+                visits: -1,
+                bounces: -2,
+                pageviews: 1,
+                events: 1,
+                duration_ms: 40 * 60_000,
+            }]
+        );
+        let exit: Vec<_> = deltas
+            .iter()
+            .filter(|(k, _)| k.1 == VisitDimension::ExitPage.id())
+            .map(|(k, d)| (k.3, d.visits))
+            .collect();
+        // /b exits the merged visit as it did its own: still one visit, no longer a bounce.
+        assert_eq!(exit, vec![(Some("/a"), -1), (Some("/b"), 0)]);
+    }
+}

@@ -1,0 +1,123 @@
+//! Visits: the rule that groups a visitor's events, and the dimensions of the
+//! `rollup_visits` table, numbered once here for the batch-worker that writes them and
+//! stats-api that reads them (and migration 0008, which backfilled them by these numbers).
+
+use chrono::TimeDelta;
+
+/// Consecutive events of a visitor this far apart or more belong to different visits.
+pub const VISIT_GAP: TimeDelta = TimeDelta::minutes(30);
+
+/// A visit attribute the query API breaks down and filters by. Each visit counts once
+/// under each dimension, with its value (or none), and once under [`VisitDimension::All`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VisitDimension {
+    /// Every visit (value none): the totals.
+    All,
+    EntryPage,
+    ExitPage,
+    Source,
+    Referrer,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+    UtmTerm,
+    UtmContent,
+    Device,
+    Browser,
+    Os,
+    Country,
+}
+
+impl VisitDimension {
+    /// Every dimension a visit is counted under, `All` first.
+    pub const EVERY: [Self; 14] = [
+        Self::All,
+        Self::EntryPage,
+        Self::ExitPage,
+        Self::Source,
+        Self::Referrer,
+        Self::UtmSource,
+        Self::UtmMedium,
+        Self::UtmCampaign,
+        Self::UtmTerm,
+        Self::UtmContent,
+        Self::Device,
+        Self::Browser,
+        Self::Os,
+        Self::Country,
+    ];
+
+    /// `rollup_visits.dimension` (fixed forever: stored rows carry it).
+    pub const fn id(self) -> i16 {
+        match self {
+            Self::All => 0,
+            Self::EntryPage => 1,
+            Self::ExitPage => 2,
+            Self::Source => 3,
+            Self::Referrer => 4,
+            Self::UtmSource => 5,
+            Self::UtmMedium => 6,
+            Self::UtmCampaign => 7,
+            Self::UtmTerm => 8,
+            Self::UtmContent => 9,
+            Self::Device => 10,
+            Self::Browser => 11,
+            Self::Os => 12,
+            Self::Country => 13,
+        }
+    }
+
+    /// Its name in the query API (Plausible's), `None` for `All`.
+    pub const fn api_name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::All => return None,
+            Self::EntryPage => "visit:entry_page",
+            Self::ExitPage => "visit:exit_page",
+            Self::Source => "visit:source",
+            Self::Referrer => "visit:referrer",
+            Self::UtmSource => "visit:utm_source",
+            Self::UtmMedium => "visit:utm_medium",
+            Self::UtmCampaign => "visit:utm_campaign",
+            Self::UtmTerm => "visit:utm_term",
+            Self::UtmContent => "visit:utm_content",
+            Self::Device => "visit:device",
+            Self::Browser => "visit:browser",
+            Self::Os => "visit:os",
+            Self::Country => "visit:country",
+        })
+    }
+
+    /// The `visits` column holding it, `None` for `All`.
+    pub const fn column(self) -> Option<&'static str> {
+        match self.api_name() {
+            Some(name) => Some(name.split_at(6).1),
+            None => None,
+        }
+    }
+
+    /// The dimension the query API names `name`.
+    pub fn from_api_name(name: &str) -> Option<Self> {
+        Self::EVERY.into_iter().find(|d| d.api_name() == Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_names_round_trip() {
+        let mut ids: Vec<i16> = VisitDimension::EVERY.iter().map(|d| d.id()).collect();
+        ids.dedup();
+        assert_eq!(ids, (0..14).collect::<Vec<i16>>());
+        for d in &VisitDimension::EVERY[1..] {
+            assert_eq!(
+                VisitDimension::from_api_name(d.api_name().expect("named")),
+                Some(*d)
+            );
+        }
+        assert_eq!(VisitDimension::Source.column(), Some("source"));
+        assert_eq!(VisitDimension::EntryPage.column(), Some("entry_page"));
+        assert_eq!(VisitDimension::All.column(), None);
+    }
+}

@@ -1,0 +1,109 @@
+-- Visits and their rollups, kept by the batch-worker in the transaction that inserts the
+-- events (see crates/batch-worker/src/events/visits).
+--
+-- A visit is one visitor's events (`events.user_id`, the visitor id) on one site with no
+-- gap of 30 minutes or more between consecutive events. Events arriving late or out of
+-- order are merged into the visits they touch, so the stored visits are always exactly
+-- the ones a gaps-and-islands pass over the raw events would give. Writers of the same
+-- visitor serialise on an advisory lock.
+CREATE TABLE visits (
+    site_id         text        NOT NULL,
+    visitor         text        NOT NULL,
+    started_at      timestamptz NOT NULL,
+    ended_at        timestamptz NOT NULL,
+    -- The first event (by time, then event id): the visit's source, device and so on.
+    first_event_id  uuid        NOT NULL,
+    events          integer     NOT NULL,
+    pageviews       integer     NOT NULL,
+    -- First and last page view with a path (by time, then event id).
+    entry_at        timestamptz,
+    entry_event_id  uuid,
+    entry_page      text,
+    exit_at         timestamptz,
+    exit_event_id   uuid,
+    exit_page       text,
+    hostname        text,
+    referrer        text,
+    source          text,
+    utm_source      text,
+    utm_medium      text,
+    utm_campaign    text,
+    utm_term        text,
+    utm_content     text,
+    device          text,
+    browser         text,
+    os              text,
+    country         text,
+    PRIMARY KEY (site_id, visitor, started_at)
+);
+
+-- Visits by the query API's ranges and filters, newest data of a site together.
+CREATE INDEX visits_site_started ON visits (site_id, started_at);
+
+-- Per site, UTC hour of the visit's start, visit dimension and value: what the query API
+-- sums. `dimension` numbers are domain::visits::VisitDimension (0: every visit). `value_key`
+-- is a UUIDv5 of the value (values can be longer than a btree entry); the nil uuid when the
+-- visit has no value for it. Changing a visit moves its counts: minus the old visit, plus
+-- the new one, in the same statement.
+CREATE TABLE rollup_visits (
+    site_id     text        NOT NULL,
+    dimension   smallint    NOT NULL,
+    bucket      timestamptz NOT NULL,
+    value_key   uuid        NOT NULL,
+    value       text,
+    visits      bigint      NOT NULL,
+    bounces     bigint      NOT NULL,
+    pageviews   bigint      NOT NULL,
+    events      bigint      NOT NULL,
+    duration_ms bigint      NOT NULL,
+    PRIMARY KEY (site_id, dimension, bucket, value_key)
+) WITH (fillfactor = 70);
+
+-- Visits of the events stored before this migration, by the same rule (the worker keeps
+-- them from here on).
+INSERT INTO visits
+SELECT site_id, user_id, min(ts), max(ts),
+       (array_agg(event_id ORDER BY ts, event_id))[1],
+       count(*), count(*) FILTER (WHERE event_type = 'page_view'),
+       (array_agg(ts ORDER BY ts, event_id) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(event_id ORDER BY ts, event_id) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(path ORDER BY ts, event_id) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(ts ORDER BY ts DESC, event_id DESC) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(event_id ORDER BY ts DESC, event_id DESC) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(path ORDER BY ts DESC, event_id DESC) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1],
+       (array_agg(hostname ORDER BY ts, event_id))[1],
+       (array_agg(referrer ORDER BY ts, event_id))[1],
+       (array_agg(referrer_source ORDER BY ts, event_id))[1],
+       (array_agg(utm_source ORDER BY ts, event_id))[1],
+       (array_agg(utm_medium ORDER BY ts, event_id))[1],
+       (array_agg(utm_campaign ORDER BY ts, event_id))[1],
+       (array_agg(utm_term ORDER BY ts, event_id))[1],
+       (array_agg(utm_content ORDER BY ts, event_id))[1],
+       (array_agg(device ORDER BY ts, event_id))[1],
+       (array_agg(browser ORDER BY ts, event_id))[1],
+       (array_agg(os ORDER BY ts, event_id))[1],
+       (array_agg(country ORDER BY ts, event_id))[1]
+FROM (
+    SELECT *, sum(starts) OVER (PARTITION BY site_id, user_id ORDER BY ts, event_id) AS visit_no
+    FROM (
+        SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY site_id, user_id ORDER BY ts, event_id)
+                            < interval '30 minutes' THEN 0 ELSE 1 END AS starts
+        FROM events WHERE user_id IS NOT NULL
+    ) marked
+) numbered
+GROUP BY site_id, user_id, visit_no;
+
+-- Their rollups, by the rule the worker follows (domain::visits::VisitDimension numbers;
+-- a bounce is a visit of exactly one page view).
+INSERT INTO rollup_visits (site_id, dimension, bucket, value_key, value, visits, bounces,
+                           pageviews, events, duration_ms)
+SELECT site_id, dimension, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       coalesce(md5(value)::uuid, '00000000-0000-0000-0000-000000000000'), value,
+       count(*), count(*) FILTER (WHERE pageviews = 1), sum(pageviews), sum(events),
+       sum(floor(extract(epoch FROM ended_at - started_at) * 1000))::bigint
+FROM visits, LATERAL (VALUES
+    (0, NULL), (1, entry_page), (2, exit_page), (3, source), (4, referrer),
+    (5, utm_source), (6, utm_medium), (7, utm_campaign), (8, utm_term), (9, utm_content),
+    (10, device), (11, browser), (12, os), (13, country)
+) AS d(dimension, value)
+GROUP BY 1, 2, 3, 4, 5;
