@@ -1,7 +1,9 @@
 //! Builds the stats-api application from its configuration; tests use it too.
 
 use crate::config::{Config, StatsSettings};
-use crate::routes::{self, dead_letters, feed, grafana, notifications, polls, stats, timeseries};
+use crate::routes::{
+    self, dead_letters, feed, grafana, notifications, polls, query, stats, timeseries,
+};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -103,6 +105,11 @@ impl Application {
                             .service(grafana::tag_values),
                     )
                     .service(
+                        scope("/v2")
+                            .wrap(from_fn(routes::require_stats_token))
+                            .service(query::post_query),
+                    )
+                    .service(
                         scope("/api")
                             .wrap(from_fn(routes::require_stats_token))
                             .service(stats::get_stats_compat),
@@ -111,7 +118,7 @@ impl Application {
                 domain::http::with_openapi(
                     app,
                     "stats-api",
-                    "Tally's read side: site stats and time series from rollups, poll results, notification status, users' feeds, dead letters of every queue, and the Grafana JSON data source.",
+                    "Tally's read side: site stats and time series from rollups, the query API (Plausible Stats API v2 shapes) over visits and rollups, poll results, notification status, users' feeds, dead letters of every queue, and the Grafana JSON data source.",
                     &["stats_token", "admin_token"],
                 )
             },

@@ -314,7 +314,7 @@ pub async fn assert_rollups_match_events(stack: &Stack) {
 
 /// Visits from the raw events, by a gaps-and-islands pass written here independently of
 /// the worker: a visitor's events with gaps under 30 minutes, ties by event id.
-const VISITS_FROM_EVENTS: &str = "
+pub const VISITS_FROM_EVENTS: &str = "
 WITH marked AS (
     SELECT *, CASE WHEN ts - lag(ts) OVER w < interval '30 minutes' THEN 0 ELSE 1 END AS starts
     FROM events WHERE user_id IS NOT NULL
@@ -328,14 +328,15 @@ SELECT site_id, user_id AS visitor, min(ts) AS started_at, max(ts) AS ended_at,
        (array_agg(path ORDER BY ts, event_id) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1] AS entry_page,
        (array_agg(path ORDER BY ts DESC, event_id DESC) FILTER (WHERE event_type = 'page_view' AND path IS NOT NULL))[1] AS exit_page,
        (array_agg(referrer_source ORDER BY ts, event_id))[1] AS source,
-       (array_agg(device ORDER BY ts, event_id))[1] AS device
+       (array_agg(device ORDER BY ts, event_id))[1] AS device,
+       (array_agg(utm_source ORDER BY ts, event_id))[1] AS utm_source
 FROM numbered GROUP BY site_id, user_id, visit_no";
 
 /// Asserts that the stored visits are exactly those of the raw events, and that every
 /// visit rollup checked sums to what the visits say.
 pub async fn assert_visits_match_events(stack: &Stack) {
     let stored = "SELECT site_id, visitor, started_at, ended_at, events, pageviews, entry_page, \
-                  exit_page, source, device FROM visits";
+                  exit_page, source, device, utm_source FROM visits";
     let differing = stack
         .count(&format!(
             "SELECT count(*) FROM ((({stored}) EXCEPT ALL ({VISITS_FROM_EVENTS})) \

@@ -10,6 +10,7 @@ mod notifications;
 mod notify;
 mod polls;
 mod proxy;
+mod query;
 mod receiver;
 mod sites;
 mod traces;

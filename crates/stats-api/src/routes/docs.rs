@@ -294,3 +294,24 @@ pub struct Retried {
 pub struct Purged {
     pub purged: u64,
 }
+
+/// One row of a `POST /v2/query` answer.
+#[derive(ToSchema)]
+pub struct QueryRow {
+    /// In the order of the query's `metrics` (numbers).
+    pub metrics: Vec<f64>,
+    /// In the order of the query's `dimensions`.
+    pub dimensions: Vec<String>,
+}
+
+/// `200` of `POST /v2/query`.
+#[derive(ToSchema)]
+pub struct QueryAnswer {
+    pub results: Vec<QueryRow>,
+    /// `total_rows` and `time_labels` when `include` asked for them.
+    #[schema(value_type = Object)]
+    pub meta: serde_json::Value,
+    /// The query as understood: `date_range` resolved to the site's local start and end.
+    #[schema(value_type = Object)]
+    pub query: serde_json::Value,
+}

@@ -6,6 +6,7 @@ pub mod feed;
 pub mod grafana;
 pub mod notifications;
 pub mod polls;
+pub mod query;
 pub mod stats;
 pub mod timeseries;
 

@@ -27,6 +27,7 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/v1/dead-letters"),
             ("POST", "/v1/dead-letters/retry"),
             ("DELETE", "/v1/dead-letters"),
+            ("POST", "/v2/query"),
         ])
     );
     let stats = &doc["paths"]["/v1/stats"]["get"];

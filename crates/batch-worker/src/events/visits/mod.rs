@@ -167,7 +167,7 @@ fn earliest(
 
 /// Merges visits of one site and visitor into disjoint, maximal visits, sorted by start.
 pub fn merge(mut visits: Vec<Visit>) -> Vec<Visit> {
-    visits.sort_by(|a, b| (a.started_at, a.first_event_id).cmp(&(b.started_at, b.first_event_id)));
+    visits.sort_by_key(|a| (a.started_at, a.first_event_id));
     let mut merged: Vec<Visit> = Vec::with_capacity(visits.len());
     for v in visits {
         match merged.last_mut() {

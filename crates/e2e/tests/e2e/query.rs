@@ -1,0 +1,495 @@
+//! `POST /v2/query` against ground truth computed here from the raw events: visits by a
+//! gaps-and-islands pass in SQL over `events` (never the worker's `visits`), then plain
+//! aggregates. Also late events joining and bridging visits, and bad queries.
+
+use crate::helpers::{ADMIN_TOKEN, Service, Stack, VISITS_FROM_EVENTS, assert_visits_match_events};
+use domain::testing::eventually;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A fixed-seed generator (PCG-style LCG), so the data set is the same on every run.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+const SITES: [(&str, &str); 3] = [
+    ("q-utc", "UTC"),
+    ("q-berlin", "Europe/Berlin"),
+    ("q-nyc", "America/New_York"),
+];
+
+/// Visitors with one to four visits each over ten days of June 2025: a referrer or UTM
+/// tag on the first page of a visit, one to six pages minutes apart, sometimes a custom
+/// event, phones, tablets and desktops. Returns the events.
+fn generate(visitors: usize, seed: u64) -> Vec<Value> {
+    let mut rng = Seeded(seed);
+    let referrers = [
+        None,
+        Some("https://www.google.com/search?q=tally"),
+        Some("https://news.ycombinator.com/item?id=1"),
+        Some("https://twitter.com/someone/status/1"),
+        Some("https://blog.example.org/post"),
+    ];
+    let widths = [375, 800, 1440];
+    let base = chrono::DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").expect("valid");
+    let mut events = Vec::new();
+    for v in 0..visitors {
+        let (site, _) = SITES[v % SITES.len()];
+        let width = widths[rng.below(3) as usize];
+        let mut t = base + chrono::TimeDelta::seconds(rng.below(10 * 86_400) as i64);
+        for _ in 0..=rng.below(4) {
+            let referrer = referrers[rng.below(referrers.len() as u64) as usize];
+            let utm = if rng.below(5) == 0 {
+                "?utm_source=newsletter"
+            } else {
+                ""
+            };
+            for page in 0..=rng.below(6) {
+                let mut e = json!({
+                    "site_id": site,
+                    "event_type": "page_view",
+                    "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "url": format!("https://{site}.example/p{}{}", rng.below(12), if page == 0 { utm } else { "" }),
+                    "screen_width": width,
+                    "user_id": format!("visitor-{v}"),
+                });
+                if page == 0
+                    && let Some(r) = referrer
+                {
+                    e["referrer"] = json!(r);
+                }
+                events.push(e);
+                t += chrono::TimeDelta::milliseconds(rng.below(20 * 60_000) as i64 + 1);
+            }
+            if rng.below(4) == 0 {
+                events.push(json!({
+                    "site_id": site,
+                    "event_type": "signup",
+                    "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "user_id": format!("visitor-{v}"),
+                }));
+            }
+            t += chrono::TimeDelta::minutes(30 + rng.below(600) as i64);
+        }
+    }
+    events
+}
+
+/// A browser's User-Agent: page views without one are dropped as bots.
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+async fn post_all(ingest: &str, events: &[Value]) {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::builder()
+        .user_agent(BROWSER)
+        .build()
+        .expect("client");
+    futures_util::stream::iter(events.chunks(1000))
+        .for_each_concurrent(4, |chunk| {
+            let client = client.clone();
+            async move {
+                loop {
+                    let res = client
+                        .post(format!("{ingest}/v1/events"))
+                        .json(&json!({ "events": chunk }))
+                        .send()
+                        .await
+                        .expect("ingest reachable");
+                    match res.status().as_u16() {
+                        202 => return,
+                        429 | 503 => tokio::time::sleep(Duration::from_millis(50)).await,
+                        s => panic!(
+                            "ingest answered {s}: {}",
+                            res.text().await.unwrap_or_default()
+                        ),
+                    }
+                }
+            }
+        })
+        .await;
+}
+
+async fn query(stats: &Service, body: &Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/v2/query", stats.url()))
+        .json(body)
+        .send()
+        .await
+        .expect("stats-api reachable");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The answer's rows as dimension values → metrics.
+fn rows(answer: &Value) -> BTreeMap<Vec<String>, Vec<f64>> {
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            let dims = r["dimensions"]
+                .as_array()
+                .expect("dimensions")
+                .iter()
+                .map(|d| d.as_str().expect("text").to_string())
+                .collect();
+            let metrics = r["metrics"]
+                .as_array()
+                .expect("metrics")
+                .iter()
+                .map(|m| m.as_f64().expect("number"))
+                .collect();
+            (dims, metrics)
+        })
+        .collect()
+}
+
+/// Ground truth: `[visitors, visits, pageviews, bounce_rate, visit_duration, percentage]`
+/// per value of `column` (a SQL expression over the raw events' visits) for visits of
+/// `site` starting on local days `first..=last` and matching `condition`, from
+/// `truth_visits` (the raw events' visits by the test's SQL).
+async fn truth(
+    stack: &Stack,
+    site: &str,
+    zone: &str,
+    (first, last): (&str, &str),
+    column: &str,
+    condition: &str,
+) -> BTreeMap<Vec<String>, Vec<f64>> {
+    let sql = format!(
+        "WITH f AS (
+             SELECT * FROM truth_visits WHERE site_id = $1 AND {condition}
+                AND (started_at AT TIME ZONE $2)::date BETWEEN $3::text::date AND $4::text::date)
+         SELECT {column}, count(DISTINCT visitor)::float8, count(*)::float8, sum(pageviews)::float8,
+                round(100.0 * count(*) FILTER (WHERE pageviews = 1) / count(*))::float8,
+                round(avg(extract(epoch FROM ended_at - started_at)))::float8,
+                round(100.0 * count(DISTINCT visitor) / (SELECT count(DISTINCT visitor) FROM f), 1)::float8
+         FROM f GROUP BY 1"
+    );
+    let client = stack.db.pool().get().await.expect("pg");
+    client
+        .query(&sql, &[&site, &zone, &first, &last])
+        .await
+        .expect("ground truth")
+        .iter()
+        .map(|r| {
+            (
+                vec![r.get::<_, String>(0)],
+                (1..=6).map(|i| r.get(i)).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_query_api_matches_ground_truth_from_the_raw_events() {
+    // 110,000 visitors make a little over a million events (TALLY_QUERY_VISITORS makes a
+    // smaller set while developing).
+    let chosen: Option<usize> = std::env::var("TALLY_QUERY_VISITORS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let visitors = chosen.unwrap_or(110_000);
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .await;
+    let stats = stack.start("stats-api", &[]).await;
+    let client = reqwest::Client::new();
+    for (site, zone) in SITES {
+        eventually(Duration::from_secs(30), "the site registered", || async {
+            let res = client
+                .post(format!("{}/v1/sites", ingest.url()))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"site_id": site, "domains": [format!("{site}.example")], "timezone": zone}))
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 201).then_some(())
+        })
+        .await;
+    }
+    let events = generate(visitors, 20_251_205);
+    assert!(
+        chosen.is_some() || events.len() >= 1_000_000,
+        "{} events",
+        events.len()
+    );
+    post_all(&ingest.url(), &events).await;
+    stack
+        .wait_all_stored(
+            events.len() as i64,
+            Duration::from_secs(600),
+            "every event stored",
+        )
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the sites in PostgreSQL",
+        || async { (stack.count("SELECT count(*) FROM sites").await == 3).then_some(()) },
+    )
+    .await;
+    assert_visits_match_events(&stack).await;
+    // The raw events' visits, computed once by the test's own SQL.
+    let client_pg = stack.db.pool().get().await.expect("pg");
+    client_pg
+        .execute(
+            &format!("CREATE TABLE truth_visits AS {VISITS_FROM_EVENTS}"),
+            &[],
+        )
+        .await
+        .expect("truth_visits");
+
+    let range = ("2025-06-02", "2025-06-09");
+    let metrics = json!([
+        "visitors",
+        "visits",
+        "pageviews",
+        "bounce_rate",
+        "visit_duration",
+        "percentage"
+    ]);
+    let breakdowns = [
+        ("visit:source", "coalesce(source, 'Direct / None')"),
+        ("visit:device", "coalesce(device, '(none)')"),
+        ("visit:entry_page", "coalesce(entry_page, '(none)')"),
+        ("visit:exit_page", "coalesce(exit_page, '(none)')"),
+        ("visit:utm_source", "coalesce(utm_source, '(none)')"),
+        (
+            "time:day",
+            "to_char(started_at AT TIME ZONE $2, 'YYYY-MM-DD')",
+        ),
+    ];
+    for (site, zone) in SITES {
+        for (dimension, column) in breakdowns {
+            let (status, answer) = query(
+                &stats,
+                &json!({"site_id": site, "metrics": metrics, "date_range": [range.0, range.1],
+                        "dimensions": [dimension]}),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let expected = truth(&stack, site, zone, range, column, "true").await;
+            assert!(
+                expected.len() > 1,
+                "{site} {dimension}: too little data to compare"
+            );
+            assert_eq!(rows(&answer), expected, "{site} by {dimension}");
+        }
+        // Filtered: one device's visits by source, and everything but one source.
+        for (filter, condition) in [
+            (
+                json!(["is", "visit:device", ["mobile"]]),
+                "device = 'mobile'",
+            ),
+            (
+                json!(["not", ["is", "visit:source", ["Google"]]]),
+                "coalesce(source, 'Direct / None') <> 'Google'",
+            ),
+            (
+                json!([
+                    "or",
+                    [
+                        ["contains", "visit:entry_page", ["p1"]],
+                        ["is", "visit:device", ["tablet"]]
+                    ]
+                ]),
+                "(entry_page LIKE '%p1%' OR device = 'tablet')",
+            ),
+        ] {
+            let (status, answer) = query(
+                &stats,
+                &json!({"site_id": site, "metrics": metrics, "date_range": [range.0, range.1],
+                        "dimensions": ["visit:source"], "filters": [filter]}),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let expected = truth(
+                &stack,
+                site,
+                zone,
+                range,
+                "coalesce(source, 'Direct / None')",
+                condition,
+            )
+            .await;
+            assert_eq!(rows(&answer), expected, "{site} filtered by {filter}");
+        }
+    }
+    // Page views per page come from the path rollups: against a count of raw page views.
+    let (status, answer) = query(
+        &stats,
+        &json!({"site_id": "q-utc", "metrics": ["pageviews"], "date_range": [range.0, range.1],
+                "dimensions": ["event:page"], "include": {"total_rows": true}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let expected: BTreeMap<Vec<String>, Vec<f64>> = client_pg
+        .query(
+            "SELECT path, count(*)::float8 FROM events WHERE site_id = 'q-utc' AND event_type = 'page_view'
+               AND path IS NOT NULL AND ts >= '2025-06-02T00:00:00Z' AND ts < '2025-06-10T00:00:00Z'
+             GROUP BY 1",
+            &[],
+        )
+        .await
+        .expect("pages")
+        .iter()
+        .map(|r| (vec![r.get::<_, String>(0)], vec![r.get(1)]))
+        .collect();
+    assert_eq!(rows(&answer), expected);
+    assert_eq!(answer["meta"]["total_rows"], json!(expected.len()));
+}
+
+#[tokio::test]
+async fn late_events_join_bridge_and_start_visits() {
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .await;
+    let stats = stack.start("stats-api", &[]).await;
+    let mut posted = 0;
+    let mut send = async |minute: i64, page: &str| {
+        let ts = chrono::DateTime::parse_from_rfc3339("2025-06-01T10:00:00Z").expect("valid")
+            + chrono::TimeDelta::minutes(minute);
+        let event = json!({"site_id": "late", "event_type": "page_view", "timestamp": ts.to_rfc3339(),
+                           "path": page, "user_id": "v"});
+        post_all(&ingest.url(), &[event]).await;
+        posted += 1;
+        stack
+            .wait_all_stored(posted, Duration::from_secs(30), "the event stored")
+            .await;
+    };
+    let visits = async || {
+        let (status, answer) = query(
+            &stats,
+            &json!({"site_id": "late", "date_range": ["2025-06-01", "2025-06-01"],
+                    "metrics": ["visits", "pageviews", "bounce_rate", "visit_duration"],
+                    "dimensions": ["visit:entry_page", "visit:exit_page"]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        rows(&answer)
+    };
+    let row = |entry: &str, exit: &str, m: [f64; 4]| {
+        (vec![entry.to_string(), exit.to_string()], m.to_vec())
+    };
+
+    send(0, "/a").await;
+    send(40, "/b").await;
+    assert_eq!(
+        visits().await,
+        BTreeMap::from([
+            row("/a", "/a", [1.0, 1.0, 100.0, 0.0]),
+            row("/b", "/b", [1.0, 1.0, 100.0, 0.0])
+        ])
+    );
+    // Arriving late, 20 minutes in: it bridges the two into one 40-minute visit.
+    send(20, "/c").await;
+    assert_eq!(
+        visits().await,
+        BTreeMap::from([row("/a", "/b", [1.0, 3.0, 0.0, 2400.0])])
+    );
+    // An hour before the first: a visit of its own.
+    send(-60, "/d").await;
+    // 29 minutes before the first: it joins, and becomes the entry page.
+    send(-29, "/e").await;
+    assert_eq!(
+        visits().await,
+        BTreeMap::from([
+            row("/d", "/d", [1.0, 1.0, 100.0, 0.0]),
+            row("/e", "/b", [1.0, 4.0, 0.0, 69.0 * 60.0])
+        ])
+    );
+    let (status, answer) = query(
+        &stats,
+        &json!({"site_id": "late", "metrics": ["visits", "visitors"], "date_range": "all"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["results"]),
+        (200, &json!([{"metrics": [2, 1], "dimensions": []}]))
+    );
+    assert_visits_match_events(&stack).await;
+}
+
+#[tokio::test]
+async fn bad_queries_get_400_naming_the_problem() {
+    let stack = Stack::new().await;
+    let stats = stack.start("stats-api", &[]).await;
+    let base = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d"});
+    let with = |key: &str, value: Value| {
+        let mut q = base.clone();
+        q[key] = value;
+        q
+    };
+    let many: Vec<String> = (0..10_000).map(|i| format!("v{i}")).collect();
+    let cases = [
+        (with("metrics", json!(["visitors", "revenue"])), "revenue"),
+        (with("dimensions", json!(["visit:planet"])), "visit:planet"),
+        (
+            with("filters", json!([["resembles", "visit:source", ["x"]]])),
+            "resembles",
+        ),
+        (
+            with("date_range", json!(["2025-02-01", "2025-01-01"])),
+            "reversed",
+        ),
+        (
+            with("date_range", json!(["2000-01-01", "2025-01-01"])),
+            "at most",
+        ),
+        (with("date_range", json!("fortnight")), "fortnight"),
+        (
+            with("filters", json!([["is", "visit:source", many]])),
+            "10000 values",
+        ),
+        (
+            with(
+                "filters",
+                json!([["matches", "visit:source", ["(unclosed"]]]),
+            ),
+            "regular expression",
+        ),
+        (
+            with("dimensions", json!(["event:page", "visit:source"])),
+            "cannot be combined",
+        ),
+        (with("metrics", json!(["conversion_rate"])), "goals"),
+        (
+            with("order_by", json!([["bounce_rate", "desc"]])),
+            "bounce_rate",
+        ),
+        (with("pagination", json!({"limit": 0})), "limit"),
+        (with("colour", json!("blue")), "colour"),
+        (with("site_id", json!("a\u{0}b")), "NUL"),
+        (
+            with("filters", json!([["is", "visit:os", ["\u{0}"]]])),
+            "NUL",
+        ),
+    ];
+    for (body, needle) in cases {
+        let (status, answer) = query(&stats, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer.to_string();
+        assert!(
+            message.contains(needle),
+            "{body}: {message} does not name {needle:?}"
+        );
+    }
+    let (status, answer) = query(&stats, &base).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["results"],
+        json!([{"metrics": [0], "dimensions": []}])
+    );
+}

@@ -1,0 +1,300 @@
+//! `POST /v2/query`: Plausible's Stats API v2, answered from what the worker keeps.
+//!
+//! [`request`] validates the body, [`range`] turns `date_range` into the site's local
+//! days, [`sql`] builds one statement over the table the dimensions need; the answer is
+//! cached in Redis until the worker commits something new for the site.
+
+pub mod range;
+pub mod request;
+pub mod sql;
+
+use crate::error::ApiError;
+use crate::local_time::SiteClock;
+use crate::startup::AppState;
+use chrono::{Datelike, Days, Months, TimeDelta, Utc};
+use domain::tokio_postgres::error::SqlState;
+use domain::tokio_postgres::types::ToSql;
+use range::DayRange;
+use request::{Dimension, Filter, Metric, QueryRequest, TimeGrain};
+use serde_json::{Value, json};
+use sql::{Shape, Source};
+
+/// Offsets past this are refused (deep pages of a breakdown are not what the API is for).
+const MAX_OFFSET: i64 = 1_000_000;
+
+/// The answer to `req`.
+///
+/// # Errors
+/// 400 naming what is wrong with the query; 503 when PostgreSQL is unavailable.
+pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiError> {
+    let bad = ApiError::BadRequest;
+    if req.site_id.is_empty() || req.site_id.chars().count() > domain::event::MAX_SITE_ID_CHARS {
+        return Err(bad("site_id must be 1..255 characters".into()));
+    }
+    if req.site_id.contains('\0') {
+        return Err(bad("site_id holds a NUL character".into()));
+    }
+    let (metrics, dimensions, order) = request::parse_lists(&req).map_err(bad)?;
+    let mut clauses = 0;
+    let filters = req
+        .filters
+        .iter()
+        .map(|f| request::parse_filter(f, &mut clauses))
+        .collect::<Result<Vec<Filter>, _>>()
+        .map_err(bad)?;
+    let source = source_of(&req, &metrics, &dimensions, &filters).map_err(bad)?;
+    let (limit, offset) = (req.pagination.limit, req.pagination.offset);
+    if !(1..=request::MAX_LIMIT).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(bad(format!(
+            "pagination: limit is 1..{}, offset 0..{MAX_OFFSET}",
+            request::MAX_LIMIT
+        )));
+    }
+    let grain = dimensions.iter().find_map(|d| match d {
+        Dimension::Time(g) => Some(*g),
+        _ => None,
+    });
+    if req.include.time_labels && grain.is_none() {
+        return Err(bad("include.time_labels needs a time dimension".into()));
+    }
+    let settings = crate::sites::settings(&state.pg, &req.site_id)
+        .await
+        .map_err(ApiError::from_db)?;
+    let clock = settings.clock;
+    let first_visit = if req.date_range == json!("all") {
+        first_visit(state, &req.site_id).await?
+    } else {
+        None
+    };
+    let range = range::resolve(&req.date_range, clock, Utc::now(), first_visit).map_err(bad)?;
+    let echo = json!({
+        "site_id": req.site_id,
+        "metrics": req.metrics,
+        "date_range": [range.start.with_timezone(&clock.tz).to_rfc3339(),
+                       (range.end - TimeDelta::seconds(1)).with_timezone(&clock.tz).to_rfc3339()],
+        "dimensions": req.dimensions,
+        "filters": req.filters,
+        "order_by": req.order_by,
+        "include": req.include,
+        "pagination": req.pagination,
+    });
+    let signature = format!("v2query:{echo}");
+    let shape = Shape {
+        source,
+        metrics: &metrics,
+        dimensions: &dimensions,
+        filters: &filters,
+        order: &order,
+        limit,
+        offset,
+    };
+    let site_id = req.site_id.clone();
+    crate::cache::cached(state, &site_id, &signature, async {
+        let (results, total_rows) = rows(state, &shape, &req.site_id, range, clock).await?;
+        let mut meta = serde_json::Map::new();
+        if req.include.total_rows {
+            meta.insert("total_rows".into(), json!(total_rows));
+        }
+        if let (true, Some(grain)) = (req.include.time_labels, grain) {
+            meta.insert(
+                "time_labels".into(),
+                json!(time_labels(range, grain, clock)),
+            );
+        }
+        Ok(json!({"results": results, "meta": meta, "query": echo}))
+    })
+    .await
+}
+
+/// Which table answers the query, or what makes it unanswerable.
+fn source_of(
+    req: &QueryRequest,
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+    filters: &[Filter],
+) -> Result<Source, String> {
+    let source = if dimensions.contains(&Dimension::Page) {
+        Source::Pages
+    } else if dimensions.contains(&Dimension::Name) {
+        Source::Names
+    } else {
+        Source::Visits
+    };
+    let label = |s: Source| match s {
+        Source::Pages => "event:page",
+        Source::Names => "event:name",
+        Source::Visits => "visit dimensions",
+    };
+    for (d, name) in dimensions.iter().zip(&req.dimensions) {
+        let fits = match d {
+            Dimension::Time(_) => true,
+            Dimension::Visit(_) => source == Source::Visits,
+            Dimension::Page => source == Source::Pages,
+            Dimension::Name => source == Source::Names,
+        };
+        if !fits {
+            return Err(format!(
+                "dimension {name} cannot be combined with {} in this version",
+                label(source)
+            ));
+        }
+    }
+    for (m, name) in metrics.iter().zip(&req.metrics) {
+        if !sql::supports(source, *m) {
+            return Err(format!(
+                "metric {name} is not available with {} in this version (pageviews and events are)",
+                label(source)
+            ));
+        }
+    }
+    let mut read = Vec::new();
+    filters.iter().for_each(|f| f.dimensions(&mut read));
+    if let Some(d) = read.iter().find(|d| !sql::filterable(source, **d)) {
+        return Err(format!(
+            "a filter on {} cannot be combined with {} in this version",
+            dimension_name(*d),
+            label(source)
+        ));
+    }
+    Ok(source)
+}
+
+fn dimension_name(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Visit(v) => v.api_name().unwrap_or("visit"),
+        Dimension::Page => "event:page",
+        Dimension::Name => "event:name",
+        Dimension::Time(_) => "time",
+    }
+}
+
+async fn first_visit(
+    state: &AppState,
+    site_id: &str,
+) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+    let client = state
+        .pg
+        .get()
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    let row = client
+        .query_one(
+            "SELECT min(started_at) FROM visits WHERE site_id = $1",
+            &[&site_id],
+        )
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    Ok(row.get(0))
+}
+
+/// The result rows, and how many there are before pagination.
+async fn rows(
+    state: &AppState,
+    shape: &Shape<'_>,
+    site_id: &str,
+    range: DayRange,
+    clock: SiteClock,
+) -> Result<(Vec<Value>, i64), ApiError> {
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        Box::new(site_id.to_string()),
+        Box::new(range.start),
+        Box::new(range.end),
+        Box::new(clock.tz.name().to_string()),
+    ];
+    let st = sql::build(shape, params);
+    let client = state
+        .pg
+        .get()
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    let mut patterns = Vec::new();
+    shape.filters.iter().for_each(|f| f.patterns(&mut patterns));
+    if !patterns.is_empty() {
+        // Compiled once here, so a bad one is refused even where no row would test it.
+        client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[]) AS p WHERE '' ~ p",
+                &[&patterns],
+            )
+            .await
+            .map_err(regex_or_db)?;
+    }
+    let params: Vec<&(dyn ToSql + Sync)> = st
+        .params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let found = client.query(&st.sql, &params).await.map_err(regex_or_db)?;
+    let nd = shape.dimensions.len();
+    let total = found
+        .first()
+        .map_or(0, |r| r.get::<_, i64>(nd + shape.metrics.len()));
+    let results = found
+        .iter()
+        .map(|r| {
+            let dimensions: Vec<String> = (0..nd).map(|i| r.get(i)).collect();
+            let metrics: Vec<Value> = shape
+                .metrics
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let v: f64 = r.get(nd + i);
+                    match m {
+                        Metric::ViewsPerVisit | Metric::Percentage => json!(v),
+                        #[allow(clippy::cast_possible_truncation)]
+                        _ => json!(v.round() as i64),
+                    }
+                })
+                .collect();
+            json!({"metrics": metrics, "dimensions": dimensions})
+        })
+        .collect();
+    Ok((results, total))
+}
+
+fn regex_or_db(e: domain::tokio_postgres::Error) -> ApiError {
+    if e.code() == Some(&SqlState::INVALID_REGULAR_EXPRESSION) {
+        ApiError::BadRequest(format!(
+            "a matches filter holds an invalid regular expression: {}",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string())
+        ))
+    } else {
+        ApiError::from_db(e.into())
+    }
+}
+
+/// Every bucket of `grain` in the range, labelled as the time dimension's values are.
+fn time_labels(range: DayRange, grain: TimeGrain, clock: SiteClock) -> Vec<String> {
+    let mut labels = Vec::new();
+    match grain {
+        TimeGrain::Hour => {
+            let mut h = range.start;
+            while h < range.end {
+                let local = (h + TimeDelta::minutes(30)).with_timezone(&clock.tz);
+                labels.push(local.format("%Y-%m-%d %H:00:00").to_string());
+                h += TimeDelta::hours(1);
+            }
+        }
+        TimeGrain::Day | TimeGrain::Week | TimeGrain::Month => {
+            let mut d = match grain {
+                TimeGrain::Day => Some(range.first),
+                TimeGrain::Week => range.first.checked_sub_days(Days::new(u64::from(
+                    range.first.weekday().num_days_from_monday(),
+                ))),
+                _ => range.first.with_day(1),
+            };
+            while let Some(day) = d.filter(|day| *day <= range.last) {
+                labels.push(day.format("%Y-%m-%d").to_string());
+                d = match grain {
+                    TimeGrain::Day => day.checked_add_days(Days::new(1)),
+                    TimeGrain::Week => day.checked_add_days(Days::new(7)),
+                    _ => day.checked_add_months(Months::new(1)),
+                };
+            }
+        }
+    }
+    // A zone's repeated hour (autumn) labels two UTC hours alike; the rows merge too.
+    labels.dedup();
+    labels
+}

@@ -1,0 +1,296 @@
+//! One SQL statement per query, over the table its dimensions need:
+//!
+//! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
+//!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
+//!   per visit rather than per event; `visitors` is a distinct count of those rows.
+//! - `rollup_hourly_paths` for `event:page` (page views and events per path).
+//! - `rollup_hourly` for `event:name` (events per name).
+//!
+//! Values come in as parameters, never as SQL text; names (columns, grains) only from
+//! the fixed lists below.
+
+use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
+use domain::tokio_postgres::types::ToSql;
+use domain::visits::VisitDimension;
+
+/// The table a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Visits,
+    Pages,
+    Names,
+}
+
+impl Source {
+    /// The column holding the time of a row.
+    fn time_column(self) -> &'static str {
+        match self {
+            Self::Visits => "started_at",
+            Self::Pages | Self::Names => "bucket",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Self::Visits => "visits",
+            Self::Pages => "rollup_hourly_paths",
+            Self::Names => "rollup_hourly",
+        }
+    }
+}
+
+/// What a visit without a value for `d` shows (Plausible's labels).
+pub fn none_label(d: VisitDimension) -> &'static str {
+    if d == VisitDimension::Source {
+        "Direct / None"
+    } else {
+        "(none)"
+    }
+}
+
+/// A statement and its parameters (`$1` site, `$2`/`$3` the UTC range, `$4` time zone).
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Statement {
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+}
+
+fn dimension_expr(source: Source, d: Dimension) -> String {
+    match d {
+        Dimension::Visit(v) => {
+            let column = v.column().unwrap_or("NULL");
+            format!("coalesce({column}, '{}')", none_label(v))
+        }
+        Dimension::Page => "path".into(),
+        Dimension::Name => "event_type".into(),
+        Dimension::Time(grain) => {
+            // The local time of the row's UTC hour's midpoint (see local_time).
+            let t = source.time_column();
+            let local = format!(
+                "((date_trunc('hour', {t} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '30 minutes') AT TIME ZONE $4"
+            );
+            let (unit, format) = match grain {
+                TimeGrain::Hour => ("hour", "YYYY-MM-DD HH24:00:00"),
+                TimeGrain::Day => ("day", "YYYY-MM-DD"),
+                TimeGrain::Week => ("week", "YYYY-MM-DD"),
+                TimeGrain::Month => ("month", "YYYY-MM-DD"),
+            };
+            format!("to_char(date_trunc('{unit}', {local}), '{format}')")
+        }
+    }
+}
+
+fn metric_expr(source: Source, m: Metric) -> &'static str {
+    match (source, m) {
+        (Source::Visits, Metric::Visitors) => "count(DISTINCT visitor)::float8",
+        (Source::Visits, Metric::Visits) => "count(*)::float8",
+        (Source::Visits, Metric::Pageviews) => "coalesce(sum(pageviews), 0)::float8",
+        (Source::Visits, Metric::Events) => "coalesce(sum(events), 0)::float8",
+        (Source::Visits, Metric::ViewsPerVisit) => {
+            "coalesce(round(sum(pageviews)::numeric / nullif(count(*), 0), 2), 0)::float8"
+        }
+        (Source::Visits, Metric::BounceRate) => {
+            "coalesce(round(100.0 * count(*) FILTER (WHERE pageviews = 1) / nullif(count(*), 0)), 0)::float8"
+        }
+        (Source::Visits, Metric::VisitDuration) => {
+            "coalesce(round(avg(extract(epoch FROM ended_at - started_at))), 0)::float8"
+        }
+        (Source::Visits, Metric::Percentage) => {
+            "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 1), 0)::float8"
+        }
+        (Source::Pages, Metric::Pageviews) => {
+            "coalesce(sum(views) FILTER (WHERE event_type = 'page_view'), 0)::float8"
+        }
+        (Source::Pages, _) => "coalesce(sum(views), 0)::float8",
+        (Source::Names, _) => "coalesce(sum(events), 0)::float8",
+    }
+}
+
+/// The metrics each source can answer.
+pub fn supports(source: Source, m: Metric) -> bool {
+    match source {
+        Source::Visits => true,
+        Source::Pages => matches!(m, Metric::Pageviews | Metric::Events),
+        Source::Names => m == Metric::Events,
+    }
+}
+
+/// The dimensions a source's filters may read.
+pub fn filterable(source: Source, d: Dimension) -> bool {
+    match source {
+        Source::Visits => matches!(d, Dimension::Visit(_)),
+        Source::Pages => d == Dimension::Page,
+        Source::Names => d == Dimension::Name,
+    }
+}
+
+fn like_pattern(value: &str) -> String {
+    let mut p = String::with_capacity(value.len() + 2);
+    p.push('%');
+    for c in value.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
+    match f {
+        Filter::Leaf {
+            operator,
+            dimension,
+            values,
+        } => {
+            let expr = dimension_expr(source, *dimension);
+            let (test, negate) = match operator {
+                Operator::Is | Operator::IsNot => {
+                    let p = st.bind(values.clone());
+                    (
+                        format!("{expr} = ANY({p}::text[])"),
+                        *operator == Operator::IsNot,
+                    )
+                }
+                Operator::Contains | Operator::ContainsNot => {
+                    let p = st.bind(values.iter().map(|v| like_pattern(v)).collect::<Vec<_>>());
+                    (
+                        format!("{expr} LIKE ANY({p}::text[])"),
+                        *operator == Operator::ContainsNot,
+                    )
+                }
+                Operator::Matches | Operator::MatchesNot => {
+                    let p = st.bind(values.clone());
+                    (
+                        format!("{expr} ~ ANY({p}::text[])"),
+                        *operator == Operator::MatchesNot,
+                    )
+                }
+            };
+            if negate {
+                format!("NOT ({test})")
+            } else {
+                test
+            }
+        }
+        Filter::And(fs) | Filter::Or(fs) => {
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let parts: Vec<String> = fs.iter().map(|f| filter_sql(st, source, f)).collect();
+            format!("({})", parts.join(joiner))
+        }
+        Filter::Not(inner) => format!("NOT ({})", filter_sql(st, source, inner)),
+    }
+}
+
+/// What the statement is built from.
+pub struct Shape<'a> {
+    pub source: Source,
+    pub metrics: &'a [Metric],
+    pub dimensions: &'a [Dimension],
+    pub filters: &'a [Filter],
+    pub order: &'a [(OrderKey, bool)],
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The statement answering `shape`. Its rows: the dimensions as text, then the metrics
+/// as float8, then the number of rows before pagination.
+pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Statement {
+    let mut st = Statement {
+        sql: String::new(),
+        params,
+    };
+    let source = shape.source;
+    let t = source.time_column();
+    // $4 (the zone) is typed here because only time dimensions read it.
+    let mut conditions = vec![format!(
+        "site_id = $1 AND {t} >= $2 AND {t} < $3 AND $4::text IS NOT NULL"
+    )];
+    for f in shape.filters {
+        conditions.push(filter_sql(&mut st, source, f));
+    }
+    let filtered = format!(
+        "SELECT * FROM {} WHERE {}",
+        source.table(),
+        conditions.join(" AND ")
+    );
+    let dims: Vec<String> = shape
+        .dimensions
+        .iter()
+        .map(|d| dimension_expr(source, *d))
+        .collect();
+    let metrics: Vec<&str> = shape
+        .metrics
+        .iter()
+        .map(|m| metric_expr(source, *m))
+        .collect();
+    let select: Vec<String> = dims
+        .iter()
+        .cloned()
+        .chain(metrics.iter().map(|m| (*m).to_string()))
+        .chain(["count(*) OVER ()".to_string()])
+        .collect();
+    let group_by = if dims.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " GROUP BY {}",
+            (1..=dims.len())
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut order: Vec<String> = shape
+        .order
+        .iter()
+        .map(|(key, desc)| {
+            let position = match key {
+                OrderKey::Dimension(i) => i + 1,
+                OrderKey::Metric(i) => dims.len() + i + 1,
+            };
+            format!("{position} {}", if *desc { "DESC" } else { "ASC" })
+        })
+        .collect();
+    if shape.order.is_empty() {
+        if let Some(i) = shape
+            .dimensions
+            .iter()
+            .position(|d| matches!(d, Dimension::Time(_)))
+        {
+            order.push(format!("{} ASC", i + 1));
+        } else if !dims.is_empty() {
+            order.push(format!("{} DESC", dims.len() + 1));
+        }
+    }
+    order.extend((1..=dims.len()).map(|i| format!("{i} ASC")));
+    let order_by = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
+    let limit = st.bind(shape.limit);
+    let offset = st.bind(shape.offset);
+    st.sql = format!(
+        "WITH base AS ({filtered}), total AS (SELECT count(DISTINCT {visitor}) AS n FROM base) \
+         SELECT {} FROM base{group_by}{order_by} LIMIT {limit} OFFSET {offset}",
+        select.join(", "),
+        visitor = if source == Source::Visits {
+            "visitor"
+        } else {
+            "1"
+        },
+    );
+    st
+}
