@@ -1,4 +1,4 @@
--- Visits and their rollups, kept by the batch-worker in the transaction that inserts the
+-- Visits, kept by the batch-worker in the transaction that inserts the
 -- events (see crates/batch-worker/src/events/visits).
 --
 -- A visit is one visitor's events (`events.user_id`, the visitor id) on one site with no
@@ -40,25 +40,6 @@ CREATE TABLE visits (
 -- Visits by the query API's ranges and filters, newest data of a site together.
 CREATE INDEX visits_site_started ON visits (site_id, started_at);
 
--- Per site, UTC hour of the visit's start, visit dimension and value: what the query API
--- sums. `dimension` numbers are domain::visits::VisitDimension (0: every visit). `value_key`
--- is a UUIDv5 of the value (values can be longer than a btree entry); the nil uuid when the
--- visit has no value for it. Changing a visit moves its counts: minus the old visit, plus
--- the new one, in the same statement.
-CREATE TABLE rollup_visits (
-    site_id     text        NOT NULL,
-    dimension   smallint    NOT NULL,
-    bucket      timestamptz NOT NULL,
-    value_key   uuid        NOT NULL,
-    value       text,
-    visits      bigint      NOT NULL,
-    bounces     bigint      NOT NULL,
-    pageviews   bigint      NOT NULL,
-    events      bigint      NOT NULL,
-    duration_ms bigint      NOT NULL,
-    PRIMARY KEY (site_id, dimension, bucket, value_key)
-) WITH (fillfactor = 70);
-
 -- Visits of the events stored before this migration, by the same rule (the worker keeps
 -- them from here on).
 INSERT INTO visits
@@ -93,17 +74,3 @@ FROM (
 ) numbered
 GROUP BY site_id, user_id, visit_no;
 
--- Their rollups, by the rule the worker follows (domain::visits::VisitDimension numbers;
--- a bounce is a visit of exactly one page view).
-INSERT INTO rollup_visits (site_id, dimension, bucket, value_key, value, visits, bounces,
-                           pageviews, events, duration_ms)
-SELECT site_id, dimension, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       coalesce(md5(value)::uuid, '00000000-0000-0000-0000-000000000000'), value,
-       count(*), count(*) FILTER (WHERE pageviews = 1), sum(pageviews), sum(events),
-       sum(floor(extract(epoch FROM ended_at - started_at) * 1000))::bigint
-FROM visits, LATERAL (VALUES
-    (0, NULL), (1, entry_page), (2, exit_page), (3, source), (4, referrer),
-    (5, utm_source), (6, utm_medium), (7, utm_campaign), (8, utm_term), (9, utm_content),
-    (10, device), (11, browser), (12, os), (13, country)
-) AS d(dimension, value)
-GROUP BY 1, 2, 3, 4, 5;

@@ -1,14 +1,13 @@
-//! Visits: the rule that groups a visitor's events, and the dimensions of the
-//! `rollup_visits` table, numbered once here for the batch-worker that writes them and
-//! stats-api that reads them (and migration 0008, which backfilled them by these numbers).
+//! Visits: the rule that groups a visitor's events, and the visit dimensions the
+//! batch-worker stores (`visits` columns) and stats-api's query API reads, named once.
 
 use chrono::TimeDelta;
 
 /// Consecutive events of a visitor this far apart or more belong to different visits.
 pub const VISIT_GAP: TimeDelta = TimeDelta::minutes(30);
 
-/// A visit attribute the query API breaks down and filters by. Each visit counts once
-/// under each dimension, with its value (or none), and once under [`VisitDimension::All`].
+/// A visit attribute the query API breaks down and filters by; `All` stands for the
+/// totals (no attribute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum VisitDimension {
     /// Every visit (value none): the totals.
@@ -46,26 +45,6 @@ impl VisitDimension {
         Self::Os,
         Self::Country,
     ];
-
-    /// `rollup_visits.dimension` (fixed forever: stored rows carry it).
-    pub const fn id(self) -> i16 {
-        match self {
-            Self::All => 0,
-            Self::EntryPage => 1,
-            Self::ExitPage => 2,
-            Self::Source => 3,
-            Self::Referrer => 4,
-            Self::UtmSource => 5,
-            Self::UtmMedium => 6,
-            Self::UtmCampaign => 7,
-            Self::UtmTerm => 8,
-            Self::UtmContent => 9,
-            Self::Device => 10,
-            Self::Browser => 11,
-            Self::Os => 12,
-            Self::Country => 13,
-        }
-    }
 
     /// Its name in the query API (Plausible's), `None` for `All`.
     pub const fn api_name(self) -> Option<&'static str> {
@@ -106,10 +85,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_distinct_and_names_round_trip() {
-        let mut ids: Vec<i16> = VisitDimension::EVERY.iter().map(|d| d.id()).collect();
-        ids.dedup();
-        assert_eq!(ids, (0..14).collect::<Vec<i16>>());
+    fn names_round_trip() {
         for d in &VisitDimension::EVERY[1..] {
             assert_eq!(
                 VisitDimension::from_api_name(d.api_name().expect("named")),

@@ -1,12 +1,12 @@
 //! The visits of a batch's new events, written in the events' transaction: lock the
 //! batch's visitors, read the stored visits within the gap of the new events, merge, and
-//! write the merged visits and the rollup rows they move in one statement.
+//! write the merged visits (deleting those merged away) in one statement.
 //!
 //! Writers of the same visitor serialise on an advisory lock taken before the events are
 //! inserted (in one sorted order, so two workers cannot deadlock); the read that follows
 //! sees what the previous holder committed.
 
-use super::{Visit, VisitKey, merge, rollup_deltas};
+use super::{Visit, VisitKey, merge};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Transaction;
@@ -66,17 +66,7 @@ WITH gone AS (
         utm_content = EXCLUDED.utm_content, device = EXCLUDED.device,
         browser = EXCLUDED.browser, os = EXCLUDED.os, country = EXCLUDED.country
 )
-INSERT INTO rollup_visits AS r (site_id, dimension, bucket, value_key, value, visits, bounces,
-                                pageviews, events, duration_ms)
-SELECT site_id, dimension, bucket, coalesce(md5(value)::uuid, '00000000-0000-0000-0000-000000000000'),
-       value, visits, bounces, pageviews, events, duration_ms
-FROM unnest($29::text[], $30::smallint[], $31::timestamptz[], $32::text[], $33::bigint[],
-            $34::bigint[], $35::bigint[], $36::bigint[], $37::bigint[])
-    AS t(site_id, dimension, bucket, value, visits, bounces, pageviews, events, duration_ms)
-ON CONFLICT (site_id, dimension, bucket, value_key) DO UPDATE SET
-    visits = r.visits + EXCLUDED.visits, bounces = r.bounces + EXCLUDED.bounces,
-    pageviews = r.pageviews + EXCLUDED.pageviews, events = r.events + EXCLUDED.events,
-    duration_ms = r.duration_ms + EXCLUDED.duration_ms
+SELECT 1
 ";
 
 /// Locks the visitors of `pairs` (site, visitor) until the transaction ends.
@@ -102,7 +92,7 @@ pub async fn lock_visitors(
 }
 
 /// Merges `fresh` (one-event visits of newly inserted events) into the stored visits and
-/// writes the result with its rollups. The visitors must be locked.
+/// writes the result. The visitors must be locked.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
@@ -129,9 +119,8 @@ pub async fn store_visits(tx: &Transaction<'_>, fresh: Vec<Visit>) -> Result<(),
     let merged: Vec<Visit> = per_visitor.into_values().flat_map(merge).collect();
     let kept: HashSet<VisitKey> = merged.iter().map(Visit::key).collect();
     let gone: Vec<&Visit> = stored.iter().filter(|v| !kept.contains(&v.key())).collect();
-    let deltas = rollup_deltas(&stored, &merged);
 
-    let mut args: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::with_capacity(37);
+    let mut args: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::with_capacity(28);
     args.push(Box::new(
         gone.iter().map(|v| v.site_id.as_str()).collect::<Vec<_>>(),
     ));
@@ -142,36 +131,6 @@ pub async fn store_visits(tx: &Transaction<'_>, fresh: Vec<Visit>) -> Result<(),
         gone.iter().map(|v| v.started_at).collect::<Vec<_>>(),
     ));
     visit_columns(&merged, &mut args);
-    args.push(Box::new(
-        deltas.iter().map(|(k, _)| k.0).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(k, _)| k.1).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(k, _)| k.2).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(k, _)| k.3).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(_, d)| d.visits).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(_, d)| d.bounces).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(_, d)| d.pageviews).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas.iter().map(|(_, d)| d.events).collect::<Vec<_>>(),
-    ));
-    args.push(Box::new(
-        deltas
-            .iter()
-            .map(|(_, d)| d.duration_ms)
-            .collect::<Vec<_>>(),
-    ));
     let write = tx
         .prepare_cached(WRITE_VISITS)
         .await
