@@ -3,7 +3,7 @@
 use crate::config::{Config, GatewaySettings};
 use crate::hub::{Hub, HubSettings};
 use crate::limits::ConnectionLimits;
-use crate::routes::{demo, feed, polls, sites, stream, tracker};
+use crate::routes::{dashboard, demo, feed, polls, sites, stream, tracker};
 use actix_web::dev::Server;
 use actix_web::web;
 use domain::http::Ops;
@@ -125,6 +125,9 @@ impl Application {
                 let app = domain::http::app("sse_gateway", Some(&cors_origins), body_read_timeout)
                     .app_data(server_state.clone())
                     .service(demo::index)
+                    .service(dashboard::page)
+                    .service(dashboard::script)
+                    .service(dashboard::style)
                     .service(demo::app_js)
                     .service(demo::style)
                     .service(demo::config)

@@ -347,6 +347,30 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
         .collect();
     assert_eq!(rows(&answer), expected);
     assert_eq!(answer["meta"]["total_rows"], json!(expected.len()));
+    // Filtered by a visit dimension: the page views of visits from Google.
+    let (status, answer) = query(
+        &stats,
+        &json!({"site_id": "q-utc", "metrics": ["pageviews"], "date_range": [range.0, range.1],
+                "dimensions": ["event:page"], "filters": [["is", "visit:source", ["Google"]]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let expected: BTreeMap<Vec<String>, Vec<f64>> = client_pg
+        .query(
+            "SELECT e.path, count(*)::float8 FROM events e JOIN truth_visits t
+               ON t.site_id = e.site_id AND t.visitor = e.user_id AND e.ts BETWEEN t.started_at AND t.ended_at
+             WHERE e.site_id = 'q-utc' AND e.event_type = 'page_view' AND e.path IS NOT NULL
+               AND t.source = 'Google' AND e.ts >= '2025-06-02T00:00:00Z' AND e.ts < '2025-06-10T00:00:00Z'
+             GROUP BY 1",
+            &[],
+        )
+        .await
+        .expect("pages of Google visits")
+        .iter()
+        .map(|r| (vec![r.get::<_, String>(0)], vec![r.get(1)]))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(rows(&answer), expected);
 }
 
 #[tokio::test]

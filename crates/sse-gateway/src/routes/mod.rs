@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource, and the event stream they share.
 
+pub mod dashboard;
 pub mod demo;
 pub mod docs;
 pub mod feed;

@@ -11,6 +11,9 @@ async fn operational_routes_and_the_demo_page_answer() {
         "/app.js",
         "/style.css",
         "/config.json",
+        "/dashboard/example.com",
+        "/dashboard.js",
+        "/dashboard.css",
     ] {
         let res = reqwest::get(format!("{}{path}", gw.address))
             .await
@@ -59,6 +62,9 @@ async fn the_openapi_document_lists_every_route() {
             ("GET", "/app.js"),
             ("GET", "/style.css"),
             ("GET", "/config.json"),
+            ("GET", "/dashboard/{site_id}"),
+            ("GET", "/dashboard.js"),
+            ("GET", "/dashboard.css"),
             ("GET", "/v1/polls/{poll_id}/stream"),
             ("GET", "/v1/polls/{poll_id}/updates"),
             ("GET", "/v1/sites/{site_id}/stream"),

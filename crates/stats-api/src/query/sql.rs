@@ -3,7 +3,9 @@
 //! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
-//! - `rollup_hourly_paths` for `event:page` (page views and events per path).
+//! - `rollup_hourly_paths` for `event:page` (page views and events per path); filtered by
+//!   visit dimensions, the range's raw page events joined to their visits (bounded by the
+//!   range and `statement_timeout`, like the filters of `/v1/stats`).
 //! - `rollup_hourly` for `event:name` (events per name).
 //!
 //! Values come in as parameters, never as SQL text; names (columns, grains) only from
@@ -65,7 +67,9 @@ fn dimension_expr(source: Source, d: Dimension) -> String {
     match d {
         Dimension::Visit(v) => {
             let column = v.column().unwrap_or("NULL");
-            format!("coalesce({column}, '{}')", none_label(v))
+            // Qualified: in the join of events to visits both have most of these columns.
+            let table = if source == Source::Visits { "" } else { "v." };
+            format!("coalesce({table}{column}, '{}')", none_label(v))
         }
         Dimension::Page => "path".into(),
         Dimension::Name => "event_type".into(),
@@ -125,7 +129,7 @@ pub fn supports(source: Source, m: Metric) -> bool {
 pub fn filterable(source: Source, d: Dimension) -> bool {
     match source {
         Source::Visits => matches!(d, Dimension::Visit(_)),
-        Source::Pages => d == Dimension::Page,
+        Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
         Source::Names => d == Dimension::Name,
     }
 }
@@ -213,18 +217,38 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     };
     let source = shape.source;
     let t = source.time_column();
+    let mut read = Vec::new();
+    shape.filters.iter().for_each(|f| f.dimensions(&mut read));
+    let joined = source == Source::Pages && read.iter().any(|d| matches!(d, Dimension::Visit(_)));
+    let (site, time) = if joined {
+        ("e.site_id", "e.ts")
+    } else {
+        ("site_id", t)
+    };
     // $4 (the zone) is typed here because only time dimensions read it.
     let mut conditions = vec![format!(
-        "site_id = $1 AND {t} >= $2 AND {t} < $3 AND $4::text IS NOT NULL"
+        "{site} = $1 AND {time} >= $2 AND {time} < $3 AND $4::text IS NOT NULL"
     )];
     for f in shape.filters {
         conditions.push(filter_sql(&mut st, source, f));
     }
-    let filtered = format!(
-        "SELECT * FROM {} WHERE {}",
-        source.table(),
-        conditions.join(" AND ")
-    );
+    let filtered = if joined {
+        // Each page event of the range with the visit it belongs to, shaped like a row of
+        // the path rollup (one view each).
+        format!(
+            "SELECT e.site_id, e.event_type, e.ts AS bucket, e.path, 1::bigint AS views \
+             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
+                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
+             WHERE e.path IS NOT NULL AND {}",
+            conditions.join(" AND ")
+        )
+    } else {
+        format!(
+            "SELECT * FROM {} WHERE {}",
+            source.table(),
+            conditions.join(" AND ")
+        )
+    };
     let dims: Vec<String> = shape
         .dimensions
         .iter()

@@ -81,7 +81,7 @@ async fn targets_public_site(req: &ServiceRequest, state: &AppState) -> Result<b
                 .decode_utf8_lossy()
                 .into_owned()
         })
-    } else if path == "/v1/stats" || path == "/api/stats" {
+    } else if matches!(path, "/v1/stats" | "/api/stats" | "/v2/query") {
         web::Query::<SiteParam>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.into_inner().site_id)
@@ -97,9 +97,11 @@ async fn targets_public_site(req: &ServiceRequest, state: &AppState) -> Result<b
     Ok(settings.public)
 }
 
-#[derive(serde::Deserialize)]
-struct SiteParam {
-    site_id: Option<String>,
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiteParam {
+    /// A public site's stats are readable without `STATS_TOKEN` when it is named here.
+    pub site_id: Option<String>,
 }
 
 /// A required, non-empty `site_id`.

@@ -174,4 +174,16 @@ async fn a_public_sites_stats_are_readable_without_the_token_and_a_private_ones_
         .await
         .expect("sent");
     assert_eq!(with_token.status(), 200);
+
+    // The query API: the URL names the public site, and the body must ask about it.
+    let query = |url_site: &str, body_site: &str| {
+        app.client
+            .post(format!("{}/v2/query?site_id={url_site}", app.address))
+            .json(&serde_json::json!({"site_id": body_site, "metrics": ["visits"], "date_range": "7d"}))
+            .send()
+    };
+    assert_eq!(query("pub", "pub").await.expect("sent").status(), 200);
+    assert_eq!(query("priv", "priv").await.expect("sent").status(), 401);
+    let smuggled = query("pub", "priv").await.expect("sent");
+    assert_eq!(smuggled.status(), 400, "a public site in the URL cannot read a private one");
 }
