@@ -112,7 +112,7 @@ check(listed == set(docs) - {"kustomization.yaml"}, f"k8s: kustomization lists {
 provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/tally.yaml").read_text())
 uids = {d["uid"] for d in provisioned["datasources"]}
 dashboard = json.loads((ROOT / "deploy/grafana/dashboards/tally.json").read_text())
-served = {"views", "visitors", "events", "top_paths", "poll_results"}
+served = {"views", "visitors", "events", "top_paths", "breakdown", "poll_results"}
 check(dashboard.get("panels"), "grafana: dashboard has no panels")
 for panel in dashboard["panels"]:
     check(panel["datasource"]["uid"] in uids, f"grafana: panel {panel['title']} uses an unprovisioned data source")

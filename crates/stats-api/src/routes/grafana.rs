@@ -2,7 +2,9 @@
 //!
 //! Metrics: `views`, `visitors`, `events` (time series of a site; payload `site_id`,
 //! optional `event_type`), `top_paths` (table of a site over the range; payload `site_id`,
-//! optional `limit`) and `poll_results` (table; payload `poll_id`). Variables: `sites`,
+//! optional `limit`), `breakdown` (table of visit metrics by a visit dimension over the
+//! range's local days; payload `site_id`, `dimension`, optional `limit`) and
+//! `poll_results` (table; payload `poll_id`). Variables: `sites`,
 //! `polls`. Tag keys `site_id` and `poll_id`. The interval follows Grafana's `intervalMs`:
 //! per minute up to one minute, per hour up to a day, else per day.
 
@@ -37,6 +39,7 @@ pub async fn metrics() -> HttpResponse {
         {"label": "Visitors", "value": "visitors", "payloads": [site_payload(), event_type]},
         {"label": "Events", "value": "events", "payloads": [site_payload(), event_type]},
         {"label": "Top paths (table)", "value": "top_paths", "payloads": [site_payload(), {"label": "Limit", "name": "limit", "type": "input", "placeholder": "10"}]},
+        {"label": "Visits by a dimension (table)", "value": "breakdown", "payloads": [site_payload(), {"label": "Dimension", "name": "dimension", "type": "select", "placeholder": "visit:source"}, {"label": "Limit", "name": "limit", "type": "input", "placeholder": "10"}]},
         {"label": "Poll results (table)", "value": "poll_results", "payloads": [{"label": "Poll", "name": "poll_id", "type": "select", "placeholder": "poll id"}]},
     ]))
 }
@@ -58,6 +61,11 @@ pub async fn metric_payload_options(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let options: Vec<Value> = match req.name.as_str() {
+        "dimension" => domain::visits::VisitDimension::EVERY
+            .iter()
+            .filter_map(|d| d.api_name())
+            .map(|name| json!({"label": name, "value": name}))
+            .collect(),
         "site_id" => rollups::sites(&state.pg, 1000)
             .await
             .map_err(ApiError::from_db)?
@@ -244,10 +252,68 @@ pub async fn query(
                     "rows": rows,
                 }));
             }
+            "breakdown" => {
+                let site = need_site()?;
+                let dimension = text(&t.payload, "dimension").unwrap_or("visit:source");
+                let limit = text(&t.payload, "limit")
+                    .and_then(|l| l.parse::<i64>().ok())
+                    .unwrap_or(10)
+                    .clamp(1, 1000);
+                out.push(
+                    breakdown(&state, &site, dimension, limit, &range, t.ref_id.as_ref()).await?,
+                );
+            }
             other => return Err(ApiError::BadRequest(format!("unknown metric {other:?}"))),
         }
     }
     Ok(HttpResponse::Ok().json(out))
+}
+
+/// Visit metrics by one dimension over the local days the range touches, through the
+/// query API (a table: the dimension's values, visitors, visits, bounce rate, duration).
+async fn breakdown(
+    state: &AppState,
+    site: &str,
+    dimension: &str,
+    limit: i64,
+    range: &Range,
+    ref_id: Option<&String>,
+) -> Result<Value, ApiError> {
+    let clock = crate::sites::settings(&state.pg, site)
+        .await
+        .map_err(ApiError::from_db)?
+        .clock;
+    let first = clock.day_of(range.from);
+    let last = clock
+        .day_of(range.to - TimeDelta::microseconds(1))
+        .max(first);
+    let names = ["visitors", "visits", "bounce_rate", "visit_duration"];
+    let request = crate::query::request::QueryRequest {
+        site_id: site.to_string(),
+        metrics: names.iter().map(|m| (*m).to_string()).collect(),
+        date_range: json!([first.to_string(), last.to_string()]),
+        dimensions: vec![dimension.to_string()],
+        filters: vec![],
+        order_by: vec![],
+        include: crate::query::request::Include::default(),
+        pagination: crate::query::request::Pagination { limit, offset: 0 },
+    };
+    let answer = crate::query::answer(state, request).await?;
+    let rows: Vec<Value> = answer["results"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let mut row = vec![r["dimensions"][0].clone()];
+                    row.extend(r["metrics"].as_array().cloned().unwrap_or_default());
+                    Value::Array(row)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut columns = vec![json!({"text": dimension, "type": "string"})];
+    columns.extend(names.iter().map(|m| json!({"text": m, "type": "number"})));
+    Ok(json!({"type": "table", "refId": ref_id, "columns": columns, "rows": rows}))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -311,6 +377,11 @@ pub async fn tag_values(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let values: Vec<Value> = match req.key.as_str() {
+        "dimension" => domain::visits::VisitDimension::EVERY
+            .iter()
+            .filter_map(|d| d.api_name())
+            .map(|name| json!({"label": name, "value": name}))
+            .collect(),
         "site_id" => rollups::sites(&state.pg, 1000)
             .await
             .map_err(ApiError::from_db)?

@@ -76,6 +76,46 @@ async fn grafana_table_queries_return_top_paths_and_poll_results() {
 }
 
 #[tokio::test]
+async fn a_breakdown_table_gives_visit_metrics_by_a_dimension() {
+    let app = spawn_app().await;
+    // Three visits: two from Google (one a bounce of one page, one of 3 pages over 120 s),
+    // one direct.
+    app.sql(
+        "INSERT INTO visits (site_id, visitor, started_at, ended_at, first_event_id, events, pageviews, source)
+         VALUES ('g', 'a', '2025-11-14T10:00:00Z', '2025-11-14T10:00:00Z', gen_random_uuid(), 1, 1, 'Google'),
+                ('g', 'b', '2025-11-14T11:00:00Z', '2025-11-14T11:02:00Z', gen_random_uuid(), 3, 3, 'Google'),
+                ('g', 'c', '2025-11-14T12:00:00Z', '2025-11-14T12:00:00Z', gen_random_uuid(), 1, 1, NULL),
+                ('g', 'd', '2025-11-16T12:00:00Z', '2025-11-16T12:00:00Z', gen_random_uuid(), 1, 1, NULL);",
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        "/grafana/query",
+        json!({
+            "range": {"from": "2025-11-14T00:00:00Z", "to": "2025-11-15T00:00:00Z"},
+            "targets": [{"refId": "A", "target": "breakdown", "payload": {"site_id": "g", "dimension": "visit:source"}}]
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["columns"][0]["text"], "visit:source");
+    assert_eq!(
+        body[0]["rows"],
+        json!([["Google", 2, 2, 50, 60], ["Direct / None", 1, 1, 100, 0]])
+    );
+    let (status, body) = post(
+        &app,
+        "/grafana/query",
+        json!({
+            "range": {"from": "2025-11-14T00:00:00Z", "to": "2025-11-15T00:00:00Z"},
+            "targets": [{"refId": "A", "target": "breakdown", "payload": {"site_id": "g", "dimension": "visit:galaxy"}}]
+        }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
 async fn the_rest_of_the_protocol_answers() {
     let app = spawn_app().await;
     app.seed_flow("site-a").await;
@@ -89,7 +129,14 @@ async fn the_rest_of_the_protocol_answers() {
         .collect();
     assert_eq!(
         names,
-        ["views", "visitors", "events", "top_paths", "poll_results"]
+        [
+            "views",
+            "visitors",
+            "events",
+            "top_paths",
+            "breakdown",
+            "poll_results"
+        ]
     );
     let (_, options) = post(
         &app,

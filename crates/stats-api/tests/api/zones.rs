@@ -185,5 +185,9 @@ async fn a_public_sites_stats_are_readable_without_the_token_and_a_private_ones_
     assert_eq!(query("pub", "pub").await.expect("sent").status(), 200);
     assert_eq!(query("priv", "priv").await.expect("sent").status(), 401);
     let smuggled = query("pub", "priv").await.expect("sent");
-    assert_eq!(smuggled.status(), 400, "a public site in the URL cannot read a private one");
+    assert_eq!(
+        smuggled.status(),
+        400,
+        "a public site in the URL cannot read a private one"
+    );
 }
