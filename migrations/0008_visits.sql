@@ -37,8 +37,11 @@ CREATE TABLE visits (
     PRIMARY KEY (site_id, visitor, started_at)
 );
 
--- Visits by the query API's ranges and filters, newest data of a site together.
-CREATE INDEX visits_site_started ON visits (site_id, started_at);
+-- The query API reads a site's visits by time. A block-range index: visits arrive in
+-- time order, so it is tiny, and it never tempts the planner away from the primary key
+-- for the worker's per-visitor lookups (a btree on (site_id, started_at) did, on fresh
+-- statistics, and made each lookup scan the whole site's hour: 1,000 times slower).
+CREATE INDEX visits_started ON visits USING brin (started_at);
 
 -- Visits of the events stored before this migration, by the same rule (the worker keeps
 -- them from here on).

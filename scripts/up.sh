@@ -116,8 +116,8 @@ cat <<MSG
 
 Tally is up.
   ingest-api    http://127.0.0.1:8080   (POST /v1/events, /api/event, /v1/notifications; /v1/sites, /v1/polls, /v1/webhooks/endpoints admin)
-  sse-gateway   http://127.0.0.1:8081   (demo page: /, tracker: /tally.js, feeds: /v1/users/{id}/feed/stream)
-  stats-api     http://127.0.0.1:8082   (GET /v1/stats, /api/stats, /v1/sites/{id}/timeseries, /v1/notifications/{id}, /v1/dead-letters)
+  sse-gateway   http://127.0.0.1:8081   (demo page: /, dashboard: /dashboard/{site_id}, tracker: /tally.js, feeds: /v1/users/{id}/feed/stream)
+  stats-api     http://127.0.0.1:8082   (POST /v2/query, GET /v1/stats, /api/stats, /v1/sites/{id}/timeseries, /v1/notifications/{id}, /v1/dead-letters)
   batch-worker  http://127.0.0.1:9091   (/healthz, /readyz, /metrics)
   edge (nginx)  ${EDGE:-not running (nginx could not be installed)}
   Redis         $REDIS_URL

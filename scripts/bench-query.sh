@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The query API part of make bench (also runs alone): the dashboard's queries against a
+# site of BENCH_QUERY_EVENTS events (default 10,000,000) over 90 days, uncached (the
+# site's cache generation bumped before each request) and cached, beside the floor of the
+# same server (GET /healthz) in the same run.
+#
+# The data is written straight into what the worker keeps (visits and the path rollup),
+# shaped as a drain of that many events would leave them (about 3.2 events per visit):
+# draining ten million events through the worker here would take longer than the whole
+# benchmark and measure the drain, which the main bench already does.
+# Results: bench/results/query-<timestamp>.json and bench/results/query-latest.md.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+EVENTS="${BENCH_QUERY_EVENTS:-10000000}"
+RUNS="${BENCH_QUERY_RUNS:-30}"
+OUT="$ROOT/bench/results"; mkdir -p "$OUT"
+WORK="$STATE/bench-query"; mkdir -p "$WORK"
+
+ensure_redis
+[ -z "${DATABASE_URL:-}" ] || DATABASE_URL="${DATABASE_URL%/*}/tally_bench"
+ensure_postgres tally_bench
+case "$DATABASE_URL" in */tally_bench|*/tally_bench\?*) ;; *) die "refusing to benchmark against $DATABASE_URL" ;; esac
+say "building (release)"
+cargo build --release --bins --quiet
+BIN="$(cargo_bin_dir release)"
+PREFIX="tally-bench-query"
+RHOST="$(url_host "$REDIS_URL")"; RPORT="$(url_port "$REDIS_URL" 6379)"
+port_free() { ! curl -s -o /dev/null "http://127.0.0.1:$1/healthz" || die "port $1 is already in use; stop what listens there"; }
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h "$RHOST" -p "$RPORT" del >/dev/null
+}
+trap cleanup EXIT
+cleanup
+
+psql "$DATABASE_URL" -q -o /dev/null -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
+DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" migrate > "$WORK/migrate.log" 2>&1 || die "migrations failed"
+
+VISITS=$((EVENTS * 10 / 32))
+say "writing $VISITS visits ($EVENTS events) of one site over 90 days, and its path rollup"
+t0=$(date +%s)
+psql "$DATABASE_URL" -q -o /dev/null <<SQL
+INSERT INTO sites (site_id, timezone, version, created_at, updated_at)
+VALUES ('big.example', 'Europe/Berlin', 1, now(), now());
+-- Visitors come back (a third of visits are returns); sources, devices, countries and
+-- pages skewed as real traffic is.
+INSERT INTO visits (site_id, visitor, started_at, ended_at, first_event_id, events, pageviews,
+                    entry_at, entry_event_id, entry_page, exit_at, exit_event_id, exit_page,
+                    hostname, referrer, source, utm_source, device, browser, os, country)
+SELECT 'big.example', 'v' || (i % ($VISITS * 2 / 3)),
+       t, t + (pv - 1) * interval '47 seconds', gen_random_uuid(), pv + (i % 4 = 0)::int, pv,
+       t, gen_random_uuid(), '/p' || (floor(power(random(), 3) * 500))::int,
+       t + (pv - 1) * interval '47 seconds', gen_random_uuid(), '/p' || (floor(power(random(), 3) * 500))::int,
+       'big.example', NULL,
+       (ARRAY[NULL, NULL, 'Google', 'Google', 'Hacker News', 'Twitter', 'blog.example.org', 'DuckDuckGo', 'Reddit'])[1 + (i % 9)],
+       CASE WHEN i % 7 = 0 THEN 'newsletter' END,
+       (ARRAY['desktop', 'mobile', 'mobile', 'tablet'])[1 + (i % 4)],
+       (ARRAY['Chrome', 'Safari', 'Firefox', 'Edge', 'Chrome'])[1 + (i % 5)],
+       (ARRAY['Windows', 'iOS', 'Android', 'macOS', 'Linux'])[1 + (i % 5)],
+       (ARRAY['US', 'DE', 'FR', 'GB', 'IN', 'BR', 'JP', 'NL', 'ES', 'IT'])[1 + (floor(power(random(), 2) * 10))::int]
+FROM (SELECT i, pv, now() - interval '90 days' + (i::float8 / $VISITS) * interval '90 days' AS t
+      FROM (SELECT i, 1 + (floor(power(random(), 2) * 6))::int AS pv FROM generate_series(1, $VISITS) AS i) s) g;
+INSERT INTO rollup_hourly_paths (site_id, event_type, bucket, path_key, path, views)
+SELECT 'big.example', 'page_view', h, md5('/p' || p)::uuid, '/p' || p, 1 + (($EVENTS / 1080000.0) * 500.0 / (p + 1))::bigint
+FROM generate_series(date_trunc('hour', now() - interval '90 days'), now(), interval '1 hour') AS h,
+     generate_series(0, 499) AS p;
+VACUUM ANALYZE visits;
+VACUUM ANALYZE rollup_hourly_paths;
+SQL
+say "  written in $(( $(date +%s) - t0 )) s"
+
+port_free 19082
+REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19082 RUST_LOG=warn DATABASE_URL="$DATABASE_URL" \
+  "$BIN/stats-api" > "$WORK/stats-api.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS http://127.0.0.1:19082/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+
+say "the dashboard's queries, $RUNS times each, uncached and cached"
+python3 - "$RUNS" "$RHOST" "$RPORT" "$PREFIX" > "$WORK/result.json" <<'PY'
+import http.client, json, socket, statistics, sys, time
+runs, rhost, rport, prefix = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def redis(*args):
+    s = socket.create_connection((rhost, rport))
+    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)).encode())
+    s.recv(1024); s.close()
+conn = http.client.HTTPConnection("127.0.0.1", 19082)
+def post(body):
+    conn.request("POST", "/v2/query", json.dumps(body), {"content-type": "application/json"})
+    r = conn.getresponse(); data = r.read()
+    assert r.status == 200, data
+def get(path):
+    conn.request("GET", path); r = conn.getresponse(); r.read()
+base = {"site_id": "big.example", "date_range": "91d"}
+queries = {
+    "totals": {"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]},
+    "visitors per day": {"metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": True}},
+    "top sources": {"metrics": ["visitors"], "dimensions": ["visit:source"], "pagination": {"limit": 9}},
+    "top pages": {"metrics": ["pageviews"], "dimensions": ["event:page"], "pagination": {"limit": 9}},
+    "entry pages": {"metrics": ["visitors"], "dimensions": ["visit:entry_page"], "pagination": {"limit": 9}},
+    "countries": {"metrics": ["visitors"], "dimensions": ["visit:country"], "pagination": {"limit": 9}},
+    "devices": {"metrics": ["visitors"], "dimensions": ["visit:device"], "pagination": {"limit": 9}},
+    "sources, filtered by device": {"metrics": ["visitors"], "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]},
+}
+def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+out = {"queries": {}}
+for name, q in queries.items():
+    body = {**base, **q}
+    uncached = []
+    for _ in range(runs):
+        redis("INCR", prefix + ":{site:big.example}:gen")
+        t = time.perf_counter(); post(body); uncached.append((time.perf_counter() - t) * 1000)
+    cached = []
+    for _ in range(runs * 5):
+        t = time.perf_counter(); post(body); cached.append((time.perf_counter() - t) * 1000)
+    out["queries"][name] = {"uncached_p50_ms": round(pct(uncached, 50), 2), "uncached_p99_ms": round(pct(uncached, 99), 2),
+                            "cached_p50_ms": round(pct(cached, 50), 3), "cached_p99_ms": round(pct(cached, 99), 3)}
+floor = []
+for _ in range(runs * 5):
+    t = time.perf_counter(); get("/healthz"); floor.append((time.perf_counter() - t) * 1000)
+out["healthz_p50_ms"] = round(pct(floor, 50), 3); out["healthz_p99_ms"] = round(pct(floor, 99), 3)
+print(json.dumps(out))
+PY
+grep -q '"uncached_p50_ms"' "$WORK/result.json" || die "the query benchmark failed (see $WORK)"
+GEN_KEY_OK=$(redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*gen*" | head -1)
+[ -n "$GEN_KEY_OK" ] || say "warning: no generation key was seen; the uncached runs may have hit the cache"
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+jq --argjson events "$EVENTS" --argjson visits "$VISITS" --arg at "$STAMP" \
+  '. + {at: $at, events: $events, visits: $visits, days: 90}' "$WORK/result.json" > "$OUT/query-$STAMP.json"
+cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
+{
+  echo "# Query API benchmark $STAMP"
+  echo
+  echo "One site, $EVENTS events ($VISITS visits) over 90 days, Europe/Berlin; \`date_range: 91d\`; one stats-api (release), one connection; uncached: the site's cache generation bumped before each request. Same run: \`GET /healthz\` of the same server p50 $(jq .healthz_p50_ms "$WORK/result.json") ms."
+  echo
+  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 |"
+  echo "| --- | --- | --- | --- | --- |"
+  jq -r '.queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms |"' "$WORK/result.json"
+} > "$OUT/query-latest.md"
+cat "$OUT/query-latest.md"
