@@ -5,7 +5,12 @@
 -- gap of 30 minutes or more between consecutive events. Events arriving late or out of
 -- order are merged into the visits they touch, so the stored visits are always exactly
 -- the ones a gaps-and-islands pass over the raw events would give. Writers of the same
--- visitor serialise on an advisory lock.
+-- visitor serialise on a row of visit_locks. Retention leaves visits in place when it expires
+-- raw events (they are the rollup visit metrics are read from).
+--
+-- Upgrading: the backfill below covers the events stored when it runs; stop the workers
+-- of the previous version first (`make up` restarts them all), or events they commit
+-- after it stay out of visits.
 CREATE TABLE visits (
     site_id         text        NOT NULL,
     visitor         text        NOT NULL,
@@ -35,13 +40,25 @@ CREATE TABLE visits (
     os              text,
     country         text,
     PRIMARY KEY (site_id, visitor, started_at)
+) WITH (fillfactor = 80);  -- room for a visit's next event to update it in place (HOT)
+
+-- Writers of the same visitor serialise on a row here (see the worker's visits store): a
+-- transaction inserts one row per visitor it will touch, in one order, and deletes them
+-- before it commits, so a second writer of the same visitor waits on the unique key
+-- until the first has committed. Row locks, not advisory locks: those fill PostgreSQL's
+-- shared lock table (6,400 entries by default) when a batch holds thousands of visitors.
+-- Unlogged: nothing here outlives a transaction.
+CREATE UNLOGGED TABLE visit_locks (
+    site_id text NOT NULL,
+    visitor text NOT NULL,
+    PRIMARY KEY (site_id, visitor)
 );
 
 -- The query API reads a site's visits by time. A block-range index: visits arrive in
 -- time order, so it is tiny, and it never tempts the planner away from the primary key
 -- for the worker's per-visitor lookups (a btree on (site_id, started_at) did, on fresh
 -- statistics, and made each lookup scan the whole site's hour: 1,000 times slower).
-CREATE INDEX visits_started ON visits USING brin (started_at);
+CREATE INDEX visits_started ON visits USING brin (started_at) WITH (autosummarize = on);
 
 -- Visits of the events stored before this migration, by the same rule (the worker keeps
 -- them from here on).

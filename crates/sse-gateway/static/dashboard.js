@@ -38,7 +38,7 @@ function range() {
 }
 
 function filters() {
-  return params.getAll("f").map((f) => {
+  return params.getAll("f").filter((f) => f.includes("|")).map((f) => {
     const at = f.indexOf("|");
     return ["is", f.slice(0, at), [f.slice(at + 1)]];
   });
@@ -148,8 +148,12 @@ function renderPanel(panel, answer) {
       item.tabIndex = 0;
       item.onclick = item.onkeydown = (e) => {
         if (e.type === "keydown" && e.key !== "Enter") return;
+        // One value per dimension: a second click on the same panel replaces the first.
         setState((p) => {
-          if (!p.getAll("f").includes(`${panel.dimension}|${value}`)) p.append("f", `${panel.dimension}|${value}`);
+          const keep = p.getAll("f").filter((f) => !f.startsWith(`${panel.dimension}|`));
+          p.delete("f");
+          keep.forEach((f) => p.append("f", f));
+          p.append("f", `${panel.dimension}|${value}`);
         });
       };
     }

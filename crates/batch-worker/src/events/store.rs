@@ -220,8 +220,8 @@ pub async fn store_events(
         .iter()
         .filter_map(|e| Some((e.site_id.as_ref(), e.user_id.as_deref()?)))
         .collect();
-    let (lock_sites, lock_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
-    visits::store::lock_visitors(&tx, &lock_sites, &lock_visitors).await?;
+    let (locked_sites, locked_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
+    visits::store::lock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let inserted_rows = tx
         .query(
             &insert,
@@ -279,6 +279,7 @@ pub async fn store_events(
         .filter_map(|&i| visit_of_event(&events[i], &derived[i]))
         .collect();
     visits::store::store_visits(&tx, fresh_visits).await?;
+    visits::store::unlock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())
         .await
@@ -288,26 +289,44 @@ pub async fn store_events(
         visitor_days: visitors.days,
         visitor_hours: visitors.hours,
         inserted: rollups.per_site.values().map(|a| a.events).sum(),
-        sites: rollups
-            .per_site
-            .iter()
-            .map(|(site, a)| {
-                let mut paths: Vec<(String, u64)> = a
-                    .paths
-                    .iter()
-                    .map(|(p, n)| ((*p).to_string(), *n))
-                    .collect();
-                paths.sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-                paths.truncate(10);
-                let batch = SiteBatch {
-                    events: a.events,
-                    page_views: a.page_views,
-                    paths,
-                };
-                ((*site).to_string(), batch)
-            })
-            .collect(),
+        sites: sites_written(&rollups, events, all_inserted),
     })
+}
+
+/// The sites whose stats a batch changed, with their live activity. A batch that was
+/// partly stored before (a replay, or a chunk an earlier attempt committed) counts only
+/// what is new, but every site in it is listed: the commit that stored the rest may not
+/// have reached Redis, and their cached answers must not outlive it.
+fn sites_written(
+    rollups: &Rollups<'_>,
+    events: &[QueuedEvent<'_>],
+    all_inserted: bool,
+) -> HashMap<String, SiteBatch> {
+    let mut sites: HashMap<String, SiteBatch> = rollups
+        .per_site
+        .iter()
+        .map(|(site, a)| {
+            let mut paths: Vec<(String, u64)> = a
+                .paths
+                .iter()
+                .map(|(p, n)| ((*p).to_string(), *n))
+                .collect();
+            paths.sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+            paths.truncate(10);
+            let batch = SiteBatch {
+                events: a.events,
+                page_views: a.page_views,
+                paths,
+            };
+            ((*site).to_string(), batch)
+        })
+        .collect();
+    if !all_inserted {
+        for e in events {
+            sites.entry(e.site_id.to_string()).or_default();
+        }
+    }
+    sites
 }
 
 /// A newly stored event as a visit of its own; `None` without a visitor.

@@ -69,6 +69,9 @@ impl Outcome for EventsWritten {
                     None => into.paths.push((path, n)),
                 }
             }
+            into.paths
+                .sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+            into.paths.truncate(10);
         }
     }
 }

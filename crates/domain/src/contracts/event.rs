@@ -448,19 +448,25 @@ fn check_text<'a>(
     ok.then_some(s)
 }
 
-/// Parses an RFC 3339 timestamp (ISO 8601 with a zone) into UTC.
+/// Parses an RFC 3339 timestamp (ISO 8601 with a zone) into UTC, to the microsecond.
 ///
 /// # Errors
 /// A client-facing message when `s` is not such a timestamp.
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     match DateTime::parse_from_rfc3339(s) {
-        Ok(ts) => Ok(ts.with_timezone(&Utc)),
+        Ok(ts) => Ok(to_micros(ts.with_timezone(&Utc))),
         Err(_) if looks_zoneless(s) => Err(
             "timestamp must include a time zone offset or Z (RFC 3339, e.g. 2025-11-14T10:00:00Z)"
                 .into(),
         ),
         Err(_) => Err("timestamp must be a valid ISO 8601 date string".into()),
     }
+}
+
+/// `t` cut to whole microseconds, PostgreSQL's precision: what the worker compares and
+/// orders (visits, the rows a statement reports inserted) must be exactly what is stored.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 fn looks_zoneless(s: &str) -> bool {
@@ -527,7 +533,9 @@ impl QueuedEvent<'_> {
 /// # Errors
 /// When the message is not a valid queued event (the worker dead-letters it).
 pub fn parse_queued_event(message: &[u8]) -> Result<QueuedEvent<'_>, serde_json::Error> {
-    let e: QueuedEvent = serde_json::from_slice(message)?;
+    let mut e: QueuedEvent = serde_json::from_slice(message)?;
+    // Messages queued before ingest cut timestamps to microseconds may hold nanoseconds.
+    e.ts = to_micros(e.ts);
     if e.v != QUEUED_EVENT_VERSION {
         return Err(de::Error::custom(format!(
             "unsupported message version {}",
@@ -540,6 +548,12 @@ pub fn parse_queued_event(message: &[u8]) -> Result<QueuedEvent<'_>, serde_json:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_kept_to_the_microsecond() {
+        let t = parse_timestamp("2025-11-14T10:00:00.123456789Z").expect("valid");
+        assert_eq!(t.timestamp_subsec_nanos(), 123_456_000);
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2025-11-14T12:00:00Z")

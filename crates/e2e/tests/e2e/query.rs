@@ -305,6 +305,11 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 ]),
                 "(entry_page LIKE '%p1%' OR device = 'tablet')",
             ),
+            (
+                json!(["contains", "visit:source", ["GOOGLE", "news"], {"case_sensitive": false}]),
+                "(lower(coalesce(source, 'Direct / None')) LIKE '%google%' \
+                 OR lower(coalesce(source, 'Direct / None')) LIKE '%news%')",
+            ),
         ] {
             let (status, answer) = query(
                 &stats,
@@ -510,6 +515,21 @@ async fn bad_queries_get_400_naming_the_problem() {
         ),
         (with("pagination", json!({"limit": 0})), "limit"),
         (with("colour", json!("blue")), "colour"),
+        (
+            with("dimensions", json!(["time:day", "time:hour"])),
+            "one time dimension",
+        ),
+        (
+            with(
+                "filters",
+                json!([["is", "visit:os", ["Linux"], {"loud": true}]]),
+            ),
+            "modifier",
+        ),
+        (
+            with("date_range", json!(["-5000-1-1", "2025-01-01"])),
+            "date_range[0]",
+        ),
         (with("site_id", json!("a\u{0}b")), "NUL"),
         (
             with("filters", json!([["is", "visit:os", ["\u{0}"]]])),

@@ -70,8 +70,8 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
     let echo = json!({
         "site_id": req.site_id,
         "metrics": req.metrics,
-        "date_range": [range.start.with_timezone(&clock.tz).to_rfc3339(),
-                       (range.end - TimeDelta::seconds(1)).with_timezone(&clock.tz).to_rfc3339()],
+        "date_range": [local_time_of(clock, range.first, 0, 0, 0),
+                       local_time_of(clock, range.last, 23, 59, 59)],
         "dimensions": req.dimensions,
         "filters": req.filters,
         "order_by": req.order_by,
@@ -104,6 +104,24 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         Ok(json!({"results": results, "meta": meta, "query": echo}))
     })
     .await
+}
+
+/// `day` at `h:m:s` on the site's clock, RFC 3339 with its offset (the earliest, where the
+/// clock repeats; the first instant after, where it skips).
+fn local_time_of(clock: SiteClock, day: chrono::NaiveDate, h: u32, m: u32, s: u32) -> String {
+    use chrono::TimeZone;
+    let naive = day.and_hms_opt(h, m, s).unwrap_or_default();
+    clock
+        .tz
+        .from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            clock
+                .tz
+                .from_local_datetime(&(naive + TimeDelta::hours(1)))
+                .earliest()
+        })
+        .map_or_else(|| format!("{naive}"), |t| t.to_rfc3339())
 }
 
 /// Which table answers the query, or what makes it unanswerable.
@@ -226,9 +244,20 @@ async fn rows(
         .collect();
     let found = client.query(&st.sql, &params).await.map_err(regex_or_db)?;
     let nd = shape.dimensions.len();
-    let total = found
+    let mut total = found
         .first()
         .map_or(0, |r| r.get::<_, i64>(nd + shape.metrics.len()));
+    if found.is_empty() && shape.offset > 0 {
+        // Paged past the end: the count of rows comes from the first page.
+        let first = Shape {
+            offset: 0,
+            limit: 1,
+            ..*shape
+        };
+        total = Box::pin(rows(state, &first, site_id, range, clock))
+            .await?
+            .1;
+    }
     let results = found
         .iter()
         .map(|r| {

@@ -47,17 +47,18 @@ pub fn resolve(
                 (first, today)
             }
             "all" => {
-                let first = first_visit.map_or(today, |t| clock.day_of(t)).min(today);
-                (first, today)
+                // At most the longest range: one stray event dated in year 1 must not make
+                // "all" unanswerable.
+                let earliest = back(MAX_RANGE_DAYS.unsigned_abs() - 1);
+                let first = first_visit.map_or(today, |t| clock.day_of(t));
+                (first.clamp(earliest, today), today)
             }
             other => return Err(format!("unknown date_range {other:?}")),
         },
         Value::Array(a) if a.len() == 2 => {
             let day = |i: usize| {
                 a[i].as_str()
-                    .and_then(|s| {
-                        NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok()
-                    })
+                    .and_then(strict_day)
                     .ok_or_else(|| format!("date_range[{i}] is not a date (YYYY-MM-DD): {}", a[i]))
             };
             (day(0)?, day(1)?)
@@ -84,6 +85,17 @@ pub fn resolve(
         start: span.start.unwrap_or(now),
         end: span.end.unwrap_or(now),
     })
+}
+
+/// `YYYY-MM-DD` exactly (a longer timestamp's date part), year 1 to 9999.
+fn strict_day(s: &str) -> Option<NaiveDate> {
+    let d = s.get(..10)?.as_bytes();
+    let shape = d.iter().enumerate().all(|(i, b)| match i {
+        4 | 7 => *b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    let day = NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok()?;
+    (shape && day.year() >= 1).then_some(day)
 }
 
 #[cfg(test)]
@@ -136,5 +148,15 @@ mod tests {
         let err =
             resolve(&json!(["2026-13-01", "2026-01-01"]), utc, now(), None).expect_err("refused");
         assert!(err.contains("date_range[0]"), "{err}");
+        for odd in ["-5000-1-1", "2026-1-01", "0000-01-01"] {
+            let err = resolve(&json!([odd, "2026-01-01"]), utc, now(), None).expect_err("refused");
+            assert!(err.contains("date_range[0]"), "{odd}: {err}");
+        }
+        // One event from year 1 leaves "all" at the longest range allowed.
+        let ancient = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        let all = resolve(&json!("all"), utc, now(), Some(ancient)).expect("answerable");
+        assert_eq!((all.last - all.first).num_days() + 1, MAX_RANGE_DAYS);
     }
 }

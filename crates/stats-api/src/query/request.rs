@@ -173,6 +173,8 @@ pub enum Filter {
         operator: Operator,
         dimension: Dimension,
         values: Vec<String>,
+        /// Plausible's `{"case_sensitive": false}` modifier (default true).
+        case_sensitive: bool,
     },
     And(Vec<Filter>),
     Or(Vec<Filter>),
@@ -283,11 +285,29 @@ pub fn parse_filter(v: &Value, clauses: &mut usize) -> Result<Filter, String> {
                     None => Err(format!("filter values on {name} must be strings, not {v}")),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let case_sensitive = match parts.get(3) {
+                None => true,
+                Some(Value::Object(m)) => match (m.len(), m.get("case_sensitive")) {
+                    (1, Some(Value::Bool(b))) => *b,
+                    _ => {
+                        return Err(format!(
+                            "the only filter modifier is {{\"case_sensitive\": true|false}}, not {}",
+                            parts[3]
+                        ));
+                    }
+                },
+                Some(other) => {
+                    return Err(format!(
+                        "a filter's fourth element is an object of modifiers, not {other}"
+                    ));
+                }
+            };
             // Patterns are PostgreSQL regular expressions: one it refuses is a 400 then.
             Ok(Filter::Leaf {
                 operator,
                 dimension,
                 values,
+                case_sensitive,
             })
         }
         _ => Err(format!("malformed filter {v}")),
@@ -323,6 +343,14 @@ pub fn parse_lists(req: &QueryRequest) -> Result<Lists, String> {
         if dimensions[..i].contains(d) {
             return Err(format!("dimension {} is listed twice", req.dimensions[i]));
         }
+    }
+    if dimensions
+        .iter()
+        .filter(|d| matches!(d, Dimension::Time(_)))
+        .count()
+        > 1
+    {
+        return Err("at most one time dimension".into());
     }
     if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
         return Err("metric percentage needs a dimension".into());

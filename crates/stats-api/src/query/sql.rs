@@ -153,11 +153,24 @@ fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
             operator,
             dimension,
             values,
+            case_sensitive,
         } => {
-            let expr = dimension_expr(source, *dimension);
+            let raw = dimension_expr(source, *dimension);
+            // Case-insensitive: both sides lowered (patterns match with ~* instead: lowering
+            // one would change its escapes).
+            let (expr, values) = if *case_sensitive
+                || matches!(operator, Operator::Matches | Operator::MatchesNot)
+            {
+                (raw, values.clone())
+            } else {
+                (
+                    format!("lower({raw})"),
+                    values.iter().map(|v| v.to_lowercase()).collect(),
+                )
+            };
             let (test, negate) = match operator {
                 Operator::Is | Operator::IsNot => {
-                    let p = st.bind(values.clone());
+                    let p = st.bind(values);
                     (
                         format!("{expr} = ANY({p}::text[])"),
                         *operator == Operator::IsNot,
@@ -171,9 +184,10 @@ fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
                     )
                 }
                 Operator::Matches | Operator::MatchesNot => {
-                    let p = st.bind(values.clone());
+                    let p = st.bind(values);
+                    let op = if *case_sensitive { "~" } else { "~*" };
                     (
-                        format!("{expr} ~ ANY({p}::text[])"),
+                        format!("{expr} {op} ANY({p}::text[])"),
                         *operator == Operator::MatchesNot,
                     )
                 }

@@ -2,9 +2,10 @@
 //! batch's visitors, read the stored visits within the gap of the new events, merge, and
 //! write the merged visits (deleting those merged away) in one statement.
 //!
-//! Writers of the same visitor serialise on an advisory lock taken before the events are
+//! Writers of the same visitor serialise on a row lock taken before the events are
 //! inserted (in one sorted order, so two workers cannot deadlock); the read that follows
-//! sees what the previous holder committed.
+//! sees what the previous holder committed. Row locks live in the rows, so a batch may
+//! lock as many visitors as it holds (advisory locks would fill the shared lock table).
 
 use super::{Visit, VisitKey, merge};
 use crate::lane::StoreError;
@@ -16,10 +17,19 @@ use domain::visits::VISIT_GAP;
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
+/// Takes each visitor's row of `visit_locks`, in one order (so two writers cannot
+/// deadlock): a writer of the same visitor waits here, on the key, until this transaction
+/// ends. [`UNLOCK_VISITORS`] deletes the rows again before the commit; a deleted row stays
+/// locked until then.
 const LOCK_VISITORS: &str = r"
-SELECT count(pg_advisory_xact_lock(k))
-FROM (SELECT DISTINCT hashtextextended(s || chr(1) || v, 8117) AS k
-      FROM unnest($1::text[], $2::text[]) AS t(s, v) ORDER BY 1) AS keys
+INSERT INTO visit_locks AS l (site_id, visitor)
+SELECT s, v FROM unnest($1::text[], $2::text[]) AS t(s, v) ORDER BY s, v
+ON CONFLICT (site_id, visitor) DO UPDATE SET site_id = EXCLUDED.site_id
+";
+
+const UNLOCK_VISITORS: &str = r"
+DELETE FROM visit_locks l USING unnest($1::text[], $2::text[]) AS t(s, v)
+WHERE l.site_id = t.s AND l.visitor = t.v
 ";
 
 /// Stored visits within the gap of `[lo, hi]` (lo and hi already widened by the gap):
@@ -69,7 +79,8 @@ WITH gone AS (
 SELECT 1
 ";
 
-/// Locks the visitors of `pairs` (site, visitor) until the transaction ends.
+/// Locks the visitors `sites[i]`/`visitors[i]` (distinct pairs) until the transaction
+/// ends.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
@@ -78,14 +89,35 @@ pub async fn lock_visitors(
     sites: &[&str],
     visitors: &[&str],
 ) -> Result<(), StoreError> {
+    run_on_visitors(tx, LOCK_VISITORS, sites, visitors).await
+}
+
+/// Deletes the lock rows of [`lock_visitors`] (they stay locked until the commit).
+///
+/// # Errors
+/// [`StoreError`] when PostgreSQL fails.
+pub async fn unlock_visitors(
+    tx: &Transaction<'_>,
+    sites: &[&str],
+    visitors: &[&str],
+) -> Result<(), StoreError> {
+    run_on_visitors(tx, UNLOCK_VISITORS, sites, visitors).await
+}
+
+async fn run_on_visitors(
+    tx: &Transaction<'_>,
+    statement: &str,
+    sites: &[&str],
+    visitors: &[&str],
+) -> Result<(), StoreError> {
     if sites.is_empty() {
         return Ok(());
     }
-    let lock = tx
-        .prepare_cached(LOCK_VISITORS)
+    let prepared = tx
+        .prepare_cached(statement)
         .await
         .map_err(StoreError::from_pg)?;
-    tx.execute(&lock, &[&sites, &visitors])
+    tx.execute(&prepared, &[&sites, &visitors])
         .await
         .map_err(StoreError::from_pg)?;
     Ok(())
