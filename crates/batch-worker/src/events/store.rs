@@ -214,14 +214,6 @@ pub async fn store_events(
         .await
         .map_err(StoreError::from_pg)?;
     let tx = client.transaction().await.map_err(StoreError::from_pg)?;
-    // Before the insert: a worker replaying this batch would otherwise wait on our new
-    // rows while holding the locks we wait for.
-    let visitor_pairs: HashSet<(&str, &str)> = events
-        .iter()
-        .filter_map(|e| Some((e.site_id.as_ref(), e.user_id.as_deref()?)))
-        .collect();
-    let (locked_sites, locked_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
-    visits::store::lock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let inserted_rows = tx
         .query(
             &insert,
@@ -278,7 +270,16 @@ pub async fn store_events(
         .iter()
         .filter_map(|&i| visit_of_event(&events[i], &derived[i]))
         .collect();
-    visits::store::store_visits(&tx, fresh_visits).await?;
+    // Locked after the insert, so other lanes wait on a visitor only for our visits and
+    // rollups, not our insert. No deadlock with a worker replaying this batch: one that
+    // waits on our new rows in its insert holds no visitor locks yet.
+    let visitor_pairs: HashSet<(&str, &str)> = fresh_visits
+        .iter()
+        .map(|v| (v.site_id.as_str(), v.visitor.as_str()))
+        .collect();
+    let (locked_sites, locked_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
+    visits::store::lock_visitors(&tx, &locked_sites, &locked_visitors).await?;
+    visits::store::store_visits(&tx, &fresh_visits).await?;
     visits::store::unlock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())

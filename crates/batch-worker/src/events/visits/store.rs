@@ -128,12 +128,12 @@ async fn run_on_visitors(
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
-pub async fn store_visits(tx: &Transaction<'_>, fresh: Vec<Visit>) -> Result<(), StoreError> {
+pub async fn store_visits(tx: &Transaction<'_>, fresh: &[Visit]) -> Result<(), StoreError> {
     if fresh.is_empty() {
         return Ok(());
     }
     let mut per_visitor: BTreeMap<(String, String), Vec<Visit>> = BTreeMap::new();
-    for v in fresh {
+    for v in fresh.iter().cloned() {
         per_visitor
             .entry((v.site_id.clone(), v.visitor.clone()))
             .or_default()
