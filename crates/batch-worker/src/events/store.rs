@@ -12,7 +12,7 @@
 use super::enrich::{Derived, derive};
 use super::rollups::Rollups;
 use super::visits::{self, Visit, VisitAttrs, VisitEvent};
-use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour};
+use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour, keep_top_paths};
 use crate::lane::StoreError;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::deadpool_postgres::Pool;
@@ -312,8 +312,7 @@ fn sites_written(
                 .iter()
                 .map(|(p, n)| ((*p).to_string(), *n))
                 .collect();
-            paths.sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-            paths.truncate(10);
+            keep_top_paths(&mut paths);
             let batch = SiteBatch {
                 events: a.events,
                 page_views: a.page_views,

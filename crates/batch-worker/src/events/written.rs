@@ -50,6 +50,15 @@ pub struct SiteBatch {
     pub paths: Vec<(String, u64)>,
 }
 
+/// Paths a site's summary carries: the most viewed first, then by path.
+pub const TOP_PATHS: usize = 10;
+
+/// Cuts `paths` to the [`TOP_PATHS`] most viewed, most first.
+pub fn keep_top_paths(paths: &mut Vec<(String, u64)>) {
+    paths.sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    paths.truncate(TOP_PATHS);
+}
+
 impl Outcome for EventsWritten {
     fn inserted(&self) -> u64 {
         self.inserted
@@ -69,9 +78,7 @@ impl Outcome for EventsWritten {
                     None => into.paths.push((path, n)),
                 }
             }
-            into.paths
-                .sort_unstable_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-            into.paths.truncate(10);
+            keep_top_paths(&mut into.paths);
         }
     }
 }

@@ -153,6 +153,20 @@ fn rows(answer: &Value) -> BTreeMap<Vec<String>, Vec<f64>> {
         .collect()
 }
 
+/// Ground truth rows of `(path, views)` as the answer's rows.
+async fn views_per_path(
+    client: &domain::deadpool_postgres::Object,
+    sql: &str,
+) -> BTreeMap<Vec<String>, Vec<f64>> {
+    client
+        .query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| (vec![r.get::<_, String>(0)], vec![r.get(1)]))
+        .collect()
+}
+
 /// Ground truth: `[visitors, visits, pageviews, bounce_rate, visit_duration, percentage]`
 /// per value of `column` (a SQL expression over the raw events' visits) for visits of
 /// `site` starting on local days `first..=last` and matching `condition`, from
@@ -338,18 +352,9 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    let expected: BTreeMap<Vec<String>, Vec<f64>> = client_pg
-        .query(
-            "SELECT path, count(*)::float8 FROM events WHERE site_id = 'q-utc' AND event_type = 'page_view'
+    let expected = views_per_path(&client_pg, "SELECT path, count(*)::float8 FROM events WHERE site_id = 'q-utc' AND event_type = 'page_view'
                AND path IS NOT NULL AND ts >= '2025-06-02T00:00:00Z' AND ts < '2025-06-10T00:00:00Z'
-             GROUP BY 1",
-            &[],
-        )
-        .await
-        .expect("pages")
-        .iter()
-        .map(|r| (vec![r.get::<_, String>(0)], vec![r.get(1)]))
-        .collect();
+             GROUP BY 1").await;
     assert_eq!(rows(&answer), expected);
     assert_eq!(answer["meta"]["total_rows"], json!(expected.len()));
     // Filtered by a visit dimension: the page views of visits from Google.
@@ -360,20 +365,11 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    let expected: BTreeMap<Vec<String>, Vec<f64>> = client_pg
-        .query(
-            "SELECT e.path, count(*)::float8 FROM events e JOIN truth_visits t
+    let expected = views_per_path(&client_pg, "SELECT e.path, count(*)::float8 FROM events e JOIN truth_visits t
                ON t.site_id = e.site_id AND t.visitor = e.user_id AND e.ts BETWEEN t.started_at AND t.ended_at
              WHERE e.site_id = 'q-utc' AND e.event_type = 'page_view' AND e.path IS NOT NULL
                AND t.source = 'Google' AND e.ts >= '2025-06-02T00:00:00Z' AND e.ts < '2025-06-10T00:00:00Z'
-             GROUP BY 1",
-            &[],
-        )
-        .await
-        .expect("pages of Google visits")
-        .iter()
-        .map(|r| (vec![r.get::<_, String>(0)], vec![r.get(1)]))
-        .collect();
+             GROUP BY 1").await;
     assert!(!expected.is_empty());
     assert_eq!(rows(&answer), expected);
 }
