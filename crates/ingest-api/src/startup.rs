@@ -3,7 +3,7 @@
 use crate::client::{Countries, DataCenters};
 use crate::config::{Config, IngestSettings};
 use crate::limits::{KeyedLimiter, QueueDepth};
-use crate::routes::{events, feed, notifications, polls, sites, topics, webhooks};
+use crate::routes::{events, feed, goals, notifications, polls, sites, topics, webhooks};
 use crate::sites::SiteDirectory;
 use crate::visitor::Salts;
 use actix_web::dev::Server;
@@ -166,6 +166,11 @@ impl Application {
                     .service(sites::get_site)
                     .service(sites::patch_site)
                     .service(sites::delete_site)
+                    .service(goals::post_goal)
+                    .service(goals::list_goals)
+                    .service(goals::delete_goal)
+                    .service(goals::post_funnel)
+                    .service(goals::delete_funnel)
                     .service(notifications::post_notification)
                     .service(webhooks::post_endpoint)
                     .service(webhooks::list_endpoints)

@@ -337,7 +337,7 @@ fn visit_of_event<'a>(e: &'a QueuedEvent<'_>, d: &'a Derived<'_>) -> Option<Visi
         visitor: e.user_id.as_deref()?,
         event_id: e.event_id,
         ts: e.ts,
-        is_pageview: e.event_type == "page_view",
+        is_pageview: e.event_type == domain::event::PAGE_VIEW,
         path: d.path.as_deref(),
         attrs: VisitAttrs {
             hostname: owned(&d.hostname),

@@ -46,7 +46,8 @@ async fn restore(redis: &mut RedisConn, pg: &Pool, keys: &Keys) -> anyhow::Resul
         .get(0);
     let rows = client
         .query(
-            "SELECT site_id, domains, timezone, public, version, created_at, updated_at
+            "SELECT site_id, domains, timezone, public, version, created_at, updated_at,
+                    goals::text, funnels::text
              FROM sites WHERE deleted_at IS NULL",
             &[],
         )
@@ -58,6 +59,8 @@ async fn restore(redis: &mut RedisConn, pg: &Pool, keys: &Keys) -> anyhow::Resul
             domains: row.get(1),
             timezone: row.get(2),
             public: row.get(3),
+            goals: serde_json::from_str(row.get(7))?,
+            funnels: serde_json::from_str(row.get(8))?,
             version: row.get(4),
             created_at: row.get::<_, DateTime<Utc>>(5),
             updated_at: row.get::<_, DateTime<Utc>>(6),

@@ -11,14 +11,18 @@ use domain::site_registry::SiteChange;
 use std::collections::HashMap;
 
 const UPSERT_SITES: &str = r"
-INSERT INTO sites AS s (site_id, domains, timezone, public, version, created_at, updated_at, deleted_at)
+INSERT INTO sites AS s (site_id, domains, timezone, public, version, created_at, updated_at,
+                        deleted_at, goals, funnels)
 SELECT site_id, ARRAY(SELECT jsonb_array_elements_text(domains::jsonb)), timezone, public,
-       version, created_at, updated_at, CASE WHEN deleted THEN updated_at END
+       version, created_at, updated_at, CASE WHEN deleted THEN updated_at END,
+       goals::jsonb, funnels::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[], $6::timestamptz[],
-            $7::timestamptz[], $8::bool[])
-    AS t(site_id, domains, timezone, public, version, created_at, updated_at, deleted)
+            $7::timestamptz[], $8::bool[], $9::text[], $10::text[])
+    AS t(site_id, domains, timezone, public, version, created_at, updated_at, deleted, goals,
+         funnels)
 ON CONFLICT (site_id) DO UPDATE SET
     domains = EXCLUDED.domains, timezone = EXCLUDED.timezone, public = EXCLUDED.public,
+    goals = EXCLUDED.goals, funnels = EXCLUDED.funnels,
     version = EXCLUDED.version, created_at = EXCLUDED.created_at,
     updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at
 WHERE s.version < EXCLUDED.version
@@ -54,6 +58,15 @@ pub async fn store_site_changes(
     let created: Vec<DateTime<Utc>> = rows.iter().map(|c| c.site.created_at).collect();
     let updated: Vec<DateTime<Utc>> = rows.iter().map(|c| c.site.updated_at).collect();
     let deleted: Vec<bool> = rows.iter().map(|c| c.deleted).collect();
+    let json = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|_| "[]".into());
+    let goals: Vec<String> = rows
+        .iter()
+        .map(|c| json(serde_json::to_string(&c.site.goals)))
+        .collect();
+    let funnels: Vec<String> = rows
+        .iter()
+        .map(|c| json(serde_json::to_string(&c.site.funnels)))
+        .collect();
     let client = pg.get().await.map_err(StoreError::no_connection)?;
     let stmt = client
         .prepare_cached(UPSERT_SITES)
@@ -63,7 +76,8 @@ pub async fn store_site_changes(
         .query(
             &stmt,
             &[
-                &ids, &domains, &zones, &public, &versions, &created, &updated, &deleted,
+                &ids, &domains, &zones, &public, &versions, &created, &updated, &deleted, &goals,
+                &funnels,
             ],
         )
         .await

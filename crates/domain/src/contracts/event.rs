@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 /// Most events in one request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
+/// The event type of a page view (the tracker's, and what visits count as pages).
+pub const PAGE_VIEW: &str = "page_view";
 /// Largest `props` object, in bytes of JSON as sent.
 pub const MAX_PROPS_BYTES: usize = 4096;
 pub const MAX_SITE_ID_CHARS: usize = 255;

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod channel;
 pub mod dead_letters;
 pub mod event;
+pub mod goals;
 pub mod keys;
 pub mod notify;
 pub mod poll;

@@ -14,6 +14,7 @@
 //! In Redis a site is a hash of strings (`put_record.lua` writes it without parsing JSON);
 //! a queued change is the same record as a JSON object of strings plus `deleted`.
 
+use crate::goals::{Funnel, Goal};
 use crate::keys::Keys;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionLike;
@@ -47,6 +48,9 @@ pub struct Site {
     pub timezone: String,
     /// Stats and the live stream readable without a token.
     pub public: bool,
+    /// What counts as a conversion (see [`crate::goals`]).
+    pub goals: Vec<Goal>,
+    pub funnels: Vec<Funnel>,
     /// The registry version of the last change.
     #[serde(skip)]
     pub version: i64,
@@ -100,6 +104,8 @@ impl Site {
             domains,
             timezone: field("timezone")?.clone(),
             public: field("public")? == "1",
+            goals: crate::goals::list_field(record, "goals")?,
+            funnels: crate::goals::list_field(record, "funnels")?,
             version: field("version")?
                 .parse()
                 .map_err(|_| "site record with a bad version".to_string())?,
@@ -118,6 +124,14 @@ impl Site {
             ),
             ("timezone", self.timezone.clone()),
             ("public", if self.public { "1" } else { "0" }.to_string()),
+            (
+                "goals",
+                serde_json::to_string(&self.goals).unwrap_or_else(|_| "[]".into()),
+            ),
+            (
+                "funnels",
+                serde_json::to_string(&self.funnels).unwrap_or_else(|_| "[]".into()),
+            ),
             ("version", self.version.to_string()),
             (
                 "created_at_ms",
@@ -590,6 +604,8 @@ mod tests {
             domains: domains.iter().map(|d| (*d).to_string()).collect(),
             timezone: "UTC".into(),
             public: false,
+            goals: Vec::new(),
+            funnels: Vec::new(),
             version: 1,
             created_at: DateTime::from_timestamp_millis(0).expect("epoch"),
             updated_at: DateTime::from_timestamp_millis(0).expect("epoch"),

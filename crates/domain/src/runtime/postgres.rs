@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visits",
         include_str!("../../../../migrations/0008_visits.sql"),
     ),
+    (
+        9,
+        "goals_and_funnels",
+        include_str!("../../../../migrations/0009_goals_and_funnels.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

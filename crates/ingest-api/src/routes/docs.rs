@@ -201,8 +201,66 @@ pub struct SiteBody {
     pub domains: Vec<String>,
     pub timezone: String,
     pub public: bool,
+    /// How many goals and funnels the site has (`GET /v1/sites/{site_id}/goals` lists them).
+    pub goals: usize,
+    pub funnels: usize,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// `POST /v1/sites/{site_id}/goals`: exactly one of `event_name` and `page_path`.
+#[derive(ToSchema)]
+pub struct NewGoal {
+    /// A custom event's name (1 to 120 characters; not `page_view`).
+    pub event_name: Option<String>,
+    /// A page path pattern starting with `/`: `*` matches within one path segment, `**`
+    /// across segments (`/blog/**`).
+    pub page_path: Option<String>,
+    /// How answers name the goal (`event:goal`); default the event name, or
+    /// `Visit <page_path>`. Unique within the site.
+    pub display_name: Option<String>,
+}
+
+/// A goal.
+#[derive(ToSchema)]
+pub struct GoalBody {
+    pub goal_id: String,
+    /// `event` or `page`.
+    pub goal_type: String,
+    pub display_name: String,
+    pub event_name: Option<String>,
+    pub page_path: Option<String>,
+}
+
+/// `POST /v1/sites/{site_id}/funnels`.
+#[derive(ToSchema)]
+pub struct NewFunnel {
+    /// 1 to 120 characters, unique within the site.
+    pub name: String,
+    /// 2 to 8 of the site's goals, by `goal_id` or `display_name`, in order.
+    pub steps: Vec<String>,
+}
+
+/// A funnel step.
+#[derive(ToSchema)]
+pub struct FunnelStep {
+    pub goal_id: String,
+    pub display_name: String,
+}
+
+/// A funnel.
+#[derive(ToSchema)]
+pub struct FunnelBody {
+    pub funnel_id: String,
+    pub name: String,
+    pub steps: Vec<FunnelStep>,
+}
+
+/// `GET /v1/sites/{site_id}/goals`.
+#[derive(ToSchema)]
+pub struct GoalList {
+    pub goals: Vec<GoalBody>,
+    pub funnels: Vec<FunnelBody>,
 }
 
 /// `GET /v1/sites`.

@@ -3,6 +3,7 @@
 pub mod docs;
 pub mod events;
 pub mod feed;
+pub mod goals;
 pub mod notifications;
 pub mod polls;
 pub mod sites;

@@ -16,9 +16,9 @@ use domain::site_registry::{self, PutOutcome, Site};
 use serde_json::json;
 
 /// Sites' admin bodies are small.
-const SITE_BODY_LIMIT_BYTES: usize = 64 * 1024;
+pub(super) const SITE_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-fn redis_error(e: domain::redis_client::RedisError) -> ApiError {
+pub(super) fn redis_error(e: domain::redis_client::RedisError) -> ApiError {
     ApiError::QueueUnavailable(anyhow::Error::new(e).context("site registry"))
 }
 
@@ -28,12 +28,14 @@ fn site_json(site: &Site) -> serde_json::Value {
         "domains": site.domains,
         "timezone": site.timezone,
         "public": site.public,
+        "goals": site.goals.len(),
+        "funnels": site.funnels.len(),
         "created_at": site.created_at,
         "updated_at": site.updated_at,
     })
 }
 
-fn not_found(site_id: &str) -> ApiError {
+pub(super) fn not_found(site_id: &str) -> ApiError {
     ApiError::coded(
         StatusCode::NOT_FOUND,
         "site_not_found",
@@ -41,7 +43,7 @@ fn not_found(site_id: &str) -> ApiError {
     )
 }
 
-async fn after_change(state: &AppState, redis: &WorkerRedis, what: &'static str) {
+pub(super) async fn after_change(state: &AppState, redis: &WorkerRedis, what: &'static str) {
     metrics::counter!("ingest_api_site_changes_total", "change" => what).increment(1);
     if let Err(e) = state.sites.refresh(&mut redis.0.clone(), &state.keys).await {
         tracing::warn!(error = %e, "could not reload the site registry after a change");

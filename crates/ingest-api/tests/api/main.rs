@@ -1,6 +1,7 @@
 //! ingest-api against real Redis: one binary, one module per resource.
 
 mod events;
+mod goals;
 mod helpers;
 mod notifications;
 mod ops;
