@@ -2,7 +2,7 @@
 
 use crate::config::{Config, StatsSettings};
 use crate::routes::{
-    self, dead_letters, feed, grafana, notifications, polls, query, stats, timeseries,
+    self, dead_letters, feed, funnels, grafana, notifications, polls, query, stats, timeseries,
 };
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -89,6 +89,8 @@ impl Application {
                             .service(notifications::get_notification)
                             .service(notifications::get_deliveries)
                             .service(feed::get_feed)
+                            .service(funnels::list_funnels)
+                            .service(funnels::get_funnel)
                             .service(dead_letters::list_dead_letters)
                             .service(dead_letters::retry_dead_letters)
                             .service(dead_letters::purge_dead_letters),

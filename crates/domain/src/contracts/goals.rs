@@ -73,6 +73,25 @@ pub struct Funnel {
     pub steps: Vec<String>,
 }
 
+impl Funnel {
+    /// The funnel as the APIs show it: each step's goal id with its display name (null
+    /// for a goal gone from `goals`).
+    pub fn to_json(&self, goals: &[Goal]) -> serde_json::Value {
+        let steps: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .map(|id| {
+                let name = goals
+                    .iter()
+                    .find(|g| g.goal_id == *id)
+                    .map(|g| &g.display_name);
+                serde_json::json!({"goal_id": id, "display_name": name})
+            })
+            .collect();
+        serde_json::json!({"funnel_id": self.funnel_id, "name": self.name, "steps": steps})
+    }
+}
+
 /// A page path pattern as an anchored regular expression (PostgreSQL's, also valid for
 /// most engines): `**` any characters, `*` any but `/`, everything else literal.
 pub fn path_pattern_regex(pattern: &str) -> String {

@@ -87,7 +87,7 @@ fn generate(visitors: usize, seed: u64) -> Vec<Value> {
 /// A browser's User-Agent: page views without one are dropped as bots.
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
-async fn post_all(ingest: &str, events: &[Value]) {
+pub(crate) async fn post_all(ingest: &str, events: &[Value]) {
     use futures_util::StreamExt;
     let client = reqwest::Client::builder()
         .user_agent(BROWSER)
@@ -118,7 +118,7 @@ async fn post_all(ingest: &str, events: &[Value]) {
         .await;
 }
 
-async fn query(stats: &Service, body: &Value) -> (u16, Value) {
+pub(crate) async fn query(stats: &Service, body: &Value) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(format!("{}/v2/query", stats.url()))
         .json(body)
@@ -130,7 +130,7 @@ async fn query(stats: &Service, body: &Value) -> (u16, Value) {
 }
 
 /// The answer's rows as dimension values → metrics.
-fn rows(answer: &Value) -> BTreeMap<Vec<String>, Vec<f64>> {
+pub(crate) fn rows(answer: &Value) -> BTreeMap<Vec<String>, Vec<f64>> {
     answer["results"]
         .as_array()
         .expect("results")
@@ -504,7 +504,7 @@ async fn bad_queries_get_400_naming_the_problem() {
             with("dimensions", json!(["event:page", "visit:source"])),
             "cannot be combined",
         ),
-        (with("metrics", json!(["conversion_rate"])), "goals"),
+        (with("metrics", json!(["conversion_rate"])), "event:goal"),
         (
             with("order_by", json!([["bounce_rate", "desc"]])),
             "bounce_rate",

@@ -13,7 +13,7 @@ use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::Utc;
-use domain::goals::{self, EditOutcome, Funnel, Goal};
+use domain::goals::{self, EditOutcome, Goal};
 use domain::site_registry::{self, Site};
 use serde_json::{Value, json};
 
@@ -25,22 +25,6 @@ fn goal_json(goal: &Goal) -> Value {
         "event_name": goal.event_name,
         "page_path": goal.page_path,
     })
-}
-
-/// A funnel with its steps' goals spelled out.
-pub fn funnel_json(funnel: &Funnel, goals: &[Goal]) -> Value {
-    let steps: Vec<Value> = funnel
-        .steps
-        .iter()
-        .map(|id| {
-            let name = goals
-                .iter()
-                .find(|g| g.goal_id == *id)
-                .map(|g| &g.display_name);
-            json!({"goal_id": id, "display_name": name})
-        })
-        .collect();
-    json!({"funnel_id": funnel.funnel_id, "name": funnel.name, "steps": steps})
 }
 
 fn coded(status: StatusCode, code: &'static str, detail: String) -> ApiError {
@@ -169,7 +153,7 @@ pub async fn list_goals(
     let funnels: Vec<Value> = site
         .funnels
         .iter()
-        .map(|f| funnel_json(f, &site.goals))
+        .map(|f| f.to_json(&site.goals))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"goals": goals, "funnels": funnels})))
 }
@@ -265,7 +249,7 @@ pub async fn post_funnel(
     {
         EditOutcome::Done(site) => {
             after_change(&state, &redis, "funnel_create").await;
-            Ok(HttpResponse::Created().json(funnel_json(&funnel, &site.goals)))
+            Ok(HttpResponse::Created().json(funnel.to_json(&site.goals)))
         }
         other => Err(refused(other, &path, "funnel", &funnel.name)),
     }

@@ -4,6 +4,8 @@
 //! days, [`sql`] builds one statement over the table the dimensions need; the answer is
 //! cached in Redis until the worker commits something new for the site.
 
+pub mod funnel;
+pub mod goals;
 pub mod range;
 pub mod request;
 pub mod sql;
@@ -42,7 +44,15 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         .map(|f| request::parse_filter(f, &mut clauses))
         .collect::<Result<Vec<Filter>, _>>()
         .map_err(bad)?;
-    let source = source_of(&req, &metrics, &dimensions, &filters).map_err(bad)?;
+    let (goal_filters, filters) = goals::split_goal_filters(filters).map_err(bad)?;
+    let by_goal = dimensions.contains(&Dimension::Goal);
+    let goal_filtered = !goal_filters.is_empty() && !by_goal;
+    if metrics.contains(&Metric::ConversionRate) && !by_goal && !goal_filtered {
+        return Err(bad(
+            "metric conversion_rate needs an event:goal dimension or filter".into(),
+        ));
+    }
+    let source = source_of(&req, &metrics, &dimensions, &filters, goal_filtered).map_err(bad)?;
     let (limit, offset) = (req.pagination.limit, req.pagination.offset);
     if !(1..=request::MAX_LIMIT).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
         return Err(bad(format!(
@@ -61,6 +71,15 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         .await
         .map_err(ApiError::from_db)?;
     let clock = settings.clock;
+    let goal_set = if by_goal || goal_filtered {
+        let (site_goals, _) = crate::sites::goals(&state.pg, &req.site_id)
+            .await
+            .map_err(ApiError::from_db)?;
+        let chosen = goals::select(&site_goals, &goal_filters).map_err(bad)?;
+        Some(goals::GoalSet::of(chosen))
+    } else {
+        None
+    };
     let first_visit = if req.date_range == json!("all") {
         first_visit(state, &req.site_id).await?
     } else {
@@ -87,6 +106,7 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         order: &order,
         limit,
         offset,
+        goals: goal_set.as_ref(),
     };
     let site_id = req.site_id.clone();
     crate::cache::cached(state, &site_id, &signature, async {
@@ -108,7 +128,13 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
 
 /// `day` at `h:m:s` on the site's clock, RFC 3339 with its offset (the earliest, where the
 /// clock repeats; the first instant after, where it skips).
-fn local_time_of(clock: SiteClock, day: chrono::NaiveDate, h: u32, m: u32, s: u32) -> String {
+pub(crate) fn local_time_of(
+    clock: SiteClock,
+    day: chrono::NaiveDate,
+    h: u32,
+    m: u32,
+    s: u32,
+) -> String {
     use chrono::TimeZone;
     let naive = day.and_hms_opt(h, m, s).unwrap_or_default();
     clock
@@ -130,8 +156,11 @@ fn source_of(
     metrics: &[Metric],
     dimensions: &[Dimension],
     filters: &[Filter],
+    goal_filtered: bool,
 ) -> Result<Source, String> {
-    let source = if dimensions.contains(&Dimension::Page) {
+    let source = if dimensions.contains(&Dimension::Goal) {
+        Source::Goals
+    } else if dimensions.contains(&Dimension::Page) {
         Source::Pages
     } else if dimensions.contains(&Dimension::Name) {
         Source::Names
@@ -142,11 +171,13 @@ fn source_of(
         Source::Pages => "event:page",
         Source::Names => "event:name",
         Source::Visits => "visit dimensions",
+        Source::Goals => "event:goal",
     };
     for (d, name) in dimensions.iter().zip(&req.dimensions) {
         let fits = match d {
-            Dimension::Time(_) => true,
+            Dimension::Time(_) => source != Source::Goals,
             Dimension::Visit(_) => source == Source::Visits,
+            Dimension::Goal => source == Source::Goals,
             Dimension::Page => source == Source::Pages,
             Dimension::Name => source == Source::Names,
         };
@@ -158,10 +189,14 @@ fn source_of(
         }
     }
     for (m, name) in metrics.iter().zip(&req.metrics) {
-        if !sql::supports(source, *m) {
-            return Err(format!(
-                "metric {name} is not available with {} in this version (pageviews and events are)",
+        if !sql::supports(source, *m, goal_filtered) {
+            let with = if goal_filtered {
+                "an event:goal filter"
+            } else {
                 label(source)
+            };
+            return Err(format!(
+                "metric {name} is not available with {with} in this version"
             ));
         }
     }
@@ -182,11 +217,12 @@ fn dimension_name(d: Dimension) -> &'static str {
         Dimension::Visit(v) => v.api_name().unwrap_or("visit"),
         Dimension::Page => "event:page",
         Dimension::Name => "event:name",
+        Dimension::Goal => "event:goal",
         Dimension::Time(_) => "time",
     }
 }
 
-async fn first_visit(
+pub(crate) async fn first_visit(
     state: &AppState,
     site_id: &str,
 ) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
@@ -269,7 +305,9 @@ async fn rows(
                 .map(|(i, m)| {
                     let v: f64 = r.get(nd + i);
                     match m {
-                        Metric::ViewsPerVisit | Metric::Percentage => json!(v),
+                        Metric::ViewsPerVisit | Metric::Percentage | Metric::ConversionRate => {
+                            json!(v)
+                        }
                         #[allow(clippy::cast_possible_truncation)]
                         _ => json!(v.round() as i64),
                     }

@@ -88,6 +88,9 @@ pub enum Metric {
     VisitDuration,
     Events,
     Percentage,
+    /// Converted visitors over all visitors, in percent (needs goals: an `event:goal`
+    /// dimension or filter).
+    ConversionRate,
 }
 
 impl Metric {
@@ -101,9 +104,10 @@ impl Metric {
             "visit_duration" => Self::VisitDuration,
             "events" => Self::Events,
             "percentage" => Self::Percentage,
-            "conversion_rate" | "group_conversion_rate" => {
+            "conversion_rate" => Self::ConversionRate,
+            "group_conversion_rate" => {
                 return Err(format!(
-                    "metric {name} needs goals, which this version does not have yet"
+                    "metric {name} is not supported by this version yet"
                 ));
             }
             _ => return Err(format!("unknown metric {name:?}")),
@@ -127,6 +131,8 @@ pub enum Dimension {
     Page,
     /// `event:name`: events per name (event type), from the hourly rollups.
     Name,
+    /// `event:goal`: conversions per goal of the site.
+    Goal,
 }
 
 impl Dimension {
@@ -141,7 +147,8 @@ impl Dimension {
             "time:month" => Self::Time(TimeGrain::Month),
             "event:page" => Self::Page,
             "event:name" => Self::Name,
-            "event:goal" | "event:hostname" | "time:minute" => {
+            "event:goal" => Self::Goal,
+            "event:hostname" | "time:minute" => {
                 return Err(format!(
                     "dimension {name} is not supported by this version yet"
                 ));

@@ -7,10 +7,14 @@
 //!   visit dimensions, the range's raw page events joined to their visits (bounded by the
 //!   range and `statement_timeout`, like the filters of `/v1/stats`).
 //! - `rollup_hourly` for `event:name` (events per name).
+//! - for `event:goal`, the range's events matching a goal joined to their visits (see
+//!   [`super::goals`]); a top-level `event:goal` filter on a visit query marks each visit
+//!   converted or not, and the metrics count the converted ones.
 //!
 //! Values come in as parameters, never as SQL text; names (columns, grains) only from
 //! the fixed lists below.
 
+use super::goals::{EVENT_MATCHES_GOAL, GoalSet, goal_rows};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
 use domain::tokio_postgres::types::ToSql;
 use domain::visits::VisitDimension;
@@ -21,6 +25,7 @@ pub enum Source {
     Visits,
     Pages,
     Names,
+    Goals,
 }
 
 impl Source {
@@ -29,6 +34,7 @@ impl Source {
         match self {
             Self::Visits => "started_at",
             Self::Pages | Self::Names => "bucket",
+            Self::Goals => "e.ts",
         }
     }
 
@@ -37,6 +43,7 @@ impl Source {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
             Self::Names => "rollup_hourly",
+            Self::Goals => "events",
         }
     }
 }
@@ -73,6 +80,7 @@ fn dimension_expr(source: Source, d: Dimension) -> String {
         }
         Dimension::Page => "path".into(),
         Dimension::Name => "event_type".into(),
+        Dimension::Goal => "goal".into(),
         Dimension::Time(grain) => {
             // The local time of the row's UTC hour's midpoint (see local_time).
             let t = source.time_column();
@@ -90,8 +98,22 @@ fn dimension_expr(source: Source, d: Dimension) -> String {
     }
 }
 
-fn metric_expr(source: Source, m: Metric) -> &'static str {
+fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> &'static str {
     match (source, m) {
+        (Source::Visits, Metric::Visitors) if goal_filtered => {
+            "count(DISTINCT visitor) FILTER (WHERE converted)::float8"
+        }
+        (Source::Visits, Metric::Visits) if goal_filtered => {
+            "count(*) FILTER (WHERE converted)::float8"
+        }
+        (Source::Visits, Metric::ConversionRate) => {
+            "coalesce(round(100.0 * count(DISTINCT visitor) FILTER (WHERE converted) / nullif(count(DISTINCT visitor), 0), 2), 0)::float8"
+        }
+        (Source::Goals, Metric::Visitors) => "count(DISTINCT visitor)::float8",
+        (Source::Goals, Metric::ConversionRate) => {
+            "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 2), 0)::float8"
+        }
+        (Source::Goals, _) => "count(*)::float8",
         (Source::Visits, Metric::Visitors) => "count(DISTINCT visitor)::float8",
         (Source::Visits, Metric::Visits) => "count(*)::float8",
         (Source::Visits, Metric::Pageviews) => "coalesce(sum(pageviews), 0)::float8",
@@ -116,10 +138,20 @@ fn metric_expr(source: Source, m: Metric) -> &'static str {
     }
 }
 
-/// The metrics each source can answer.
-pub fn supports(source: Source, m: Metric) -> bool {
+/// The metrics each source can answer (with a goal filter, or without).
+pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
     match source {
-        Source::Visits => true,
+        Source::Visits if goal_filtered => {
+            matches!(
+                m,
+                Metric::Visitors | Metric::Visits | Metric::ConversionRate
+            )
+        }
+        Source::Visits => m != Metric::ConversionRate,
+        Source::Goals => matches!(
+            m,
+            Metric::Visitors | Metric::Events | Metric::ConversionRate
+        ),
         Source::Pages => matches!(m, Metric::Pageviews | Metric::Events),
         Source::Names => m == Metric::Events,
     }
@@ -128,7 +160,7 @@ pub fn supports(source: Source, m: Metric) -> bool {
 /// The dimensions a source's filters may read.
 pub fn filterable(source: Source, d: Dimension) -> bool {
     match source {
-        Source::Visits => matches!(d, Dimension::Visit(_)),
+        Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
         Source::Names => d == Dimension::Name,
     }
@@ -220,6 +252,8 @@ pub struct Shape<'a> {
     pub order: &'a [(OrderKey, bool)],
     pub limit: i64,
     pub offset: i64,
+    /// The goals of an `event:goal` breakdown, or of a goal-filtered visit query.
+    pub goals: Option<&'a GoalSet>,
 }
 
 /// The statement answering `shape`. Its rows: the dimensions as text, then the metrics
@@ -234,19 +268,44 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let mut read = Vec::new();
     shape.filters.iter().for_each(|f| f.dimensions(&mut read));
     let joined = source == Source::Pages && read.iter().any(|d| matches!(d, Dimension::Visit(_)));
-    let (site, time) = if joined {
+    let (site, time) = if joined || source == Source::Goals {
         ("e.site_id", "e.ts")
     } else {
         ("site_id", t)
     };
-    // $4 (the zone) is typed here because only time dimensions read it.
-    let mut conditions = vec![format!(
-        "{site} = $1 AND {time} >= $2 AND {time} < $3 AND $4::text IS NOT NULL"
-    )];
+    let goals = shape.goals.map(|g| {
+        let names = st.bind(g.names.clone());
+        let events = st.bind(g.event_names.clone());
+        let regexes = st.bind(g.path_regexes.clone());
+        goal_rows(&names, &events, &regexes)
+    });
+    let goal_filtered = source == Source::Visits && goals.is_some();
+    let mut filters = Vec::new();
     for f in shape.filters {
-        conditions.push(filter_sql(&mut st, source, f));
+        filters.push(filter_sql(&mut st, source, f));
     }
-    let filtered = if joined {
+    // $4 (the zone) is typed here because only time dimensions read it.
+    let mut conditions = vec![if source == Source::Goals {
+        // Events of visits started in the range: from its start to the last such visit's
+        // end (an index range; the join to visits decides).
+        format!(
+            "{site} = $1 AND {time} >= $2 AND {time} <= (SELECT last FROM span) \
+             AND v.started_at >= $2 AND v.started_at < $3 AND $4::text IS NOT NULL"
+        )
+    } else {
+        format!("{site} = $1 AND {time} >= $2 AND {time} < $3 AND $4::text IS NOT NULL")
+    }];
+    conditions.extend(filters.iter().cloned());
+    let filtered = if let (Source::Goals, Some(goals)) = (source, &goals) {
+        format!(
+            "SELECT g.name AS goal, e.user_id AS visitor \
+             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
+                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
+             JOIN {goals} ON {EVENT_MATCHES_GOAL} \
+             WHERE {}",
+            conditions.join(" AND ")
+        )
+    } else if joined {
         // Each page event of the range with the visit it belongs to, shaped like a row of
         // the path rollup (one view each).
         format!(
@@ -254,6 +313,14 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
              FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
                  AND e.ts >= v.started_at AND e.ts <= v.ended_at \
              WHERE e.path IS NOT NULL AND {}",
+            conditions.join(" AND ")
+        )
+    } else if let (true, Some(goals)) = (goal_filtered, &goals) {
+        format!(
+            "SELECT *, EXISTS (SELECT 1 FROM events e JOIN {goals} ON {EVENT_MATCHES_GOAL} \
+                 WHERE e.site_id = visits.site_id AND e.user_id = visits.visitor \
+                 AND e.ts >= visits.started_at AND e.ts <= visits.ended_at) AS converted \
+             FROM visits WHERE {}",
             conditions.join(" AND ")
         )
     } else {
@@ -271,7 +338,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let metrics: Vec<&str> = shape
         .metrics
         .iter()
-        .map(|m| metric_expr(source, *m))
+        .map(|m| metric_expr(source, *m, goal_filtered))
         .collect();
     let select: Vec<String> = dims
         .iter()
@@ -318,17 +385,37 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     } else {
         format!(" ORDER BY {}", order.join(", "))
     };
+    // A goal-filtered breakdown lists the groups that converted.
+    let having = if goal_filtered && !dims.is_empty() {
+        " HAVING count(*) FILTER (WHERE converted) > 0"
+    } else {
+        ""
+    };
     let limit = st.bind(shape.limit);
     let offset = st.bind(shape.offset);
+    let total = match source {
+        Source::Visits => "SELECT count(DISTINCT visitor) AS n FROM base".to_string(),
+        // Conversion rates are over every visitor of the range (the visit filters apply).
+        Source::Goals => format!(
+            "SELECT count(DISTINCT v.visitor) AS n FROM visits v \
+             WHERE v.site_id = $1 AND v.started_at >= $2 AND v.started_at < $3{}",
+            filters
+                .iter()
+                .map(|f| format!(" AND {f}"))
+                .collect::<String>()
+        ),
+        Source::Pages | Source::Names => "SELECT 1 AS n".to_string(),
+    };
+    let span = if source == Source::Goals {
+        "span AS (SELECT coalesce(max(ended_at), $2) AS last FROM visits \
+         WHERE site_id = $1 AND started_at >= $2 AND started_at < $3), "
+    } else {
+        ""
+    };
     st.sql = format!(
-        "WITH base AS ({filtered}), total AS (SELECT count(DISTINCT {visitor}) AS n FROM base) \
-         SELECT {} FROM base{group_by}{order_by} LIMIT {limit} OFFSET {offset}",
+        "WITH {span}base AS ({filtered}), total AS ({total}) \
+         SELECT {} FROM base{group_by}{having}{order_by} LIMIT {limit} OFFSET {offset}",
         select.join(", "),
-        visitor = if source == Source::Visits {
-            "visitor"
-        } else {
-            "1"
-        },
     );
     st
 }

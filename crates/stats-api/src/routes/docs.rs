@@ -304,6 +304,60 @@ pub struct QueryRow {
     pub dimensions: Vec<String>,
 }
 
+/// A funnel step's goal.
+#[derive(ToSchema)]
+pub struct FunnelStepGoal {
+    pub goal_id: String,
+    pub display_name: Option<String>,
+}
+
+/// A funnel's definition.
+#[derive(ToSchema)]
+pub struct FunnelDefinition {
+    pub funnel_id: String,
+    pub name: String,
+    pub steps: Vec<FunnelStepGoal>,
+}
+
+/// `200` of `GET /v1/sites/{site_id}/funnels`.
+#[derive(ToSchema)]
+pub struct FunnelList {
+    pub funnels: Vec<FunnelDefinition>,
+}
+
+/// A step of a funnel's report.
+#[derive(ToSchema)]
+pub struct FunnelReportStep {
+    pub goal_id: String,
+    pub label: String,
+    pub visitors: i64,
+    /// Percent of the visitors who entered the funnel (reached step 1).
+    pub conversion_rate: f64,
+    /// Percent of the visitors who reached the step before.
+    pub conversion_rate_step: f64,
+    /// Visitors of the step before who did not reach this one (0 for step 1).
+    pub dropoff: i64,
+    pub dropoff_percentage: f64,
+}
+
+/// `200` of `GET /v1/sites/{site_id}/funnels/{funnel_id}`.
+#[derive(ToSchema)]
+pub struct FunnelReport {
+    pub funnel_id: String,
+    pub name: String,
+    /// The first and last local instants of the range.
+    pub date_range: Vec<String>,
+    /// Visitors with a visit started in the range.
+    pub all_visitors: i64,
+    pub entering_visitors: i64,
+    pub entering_visitors_percentage: f64,
+    pub never_entering_visitors: i64,
+    pub never_entering_visitors_percentage: f64,
+    /// Visitors who completed every step, percent of all visitors.
+    pub conversion_rate: f64,
+    pub steps: Vec<FunnelReportStep>,
+}
+
 /// `200` of `POST /v2/query`.
 #[derive(ToSchema)]
 pub struct QueryAnswer {

@@ -3,6 +3,7 @@
 pub mod dead_letters;
 pub mod docs;
 pub mod feed;
+pub mod funnels;
 pub mod grafana;
 pub mod notifications;
 pub mod polls;

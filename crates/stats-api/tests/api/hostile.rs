@@ -12,6 +12,8 @@ async fn a_nul_character_in_any_parameter_is_a_400_not_a_500() {
         "/v1/stats?site_id=shop&event_type=%00",
         "/v1/stats?site_id=sh%00op",
         "/v1/sites/%00/timeseries?metric=views",
+        "/v1/sites/%00/funnels",
+        "/v1/sites/shop/funnels/f?date_range=%00",
         "/v1/polls/%00",
     ] {
         let (status, body) = app.get_json(path).await;

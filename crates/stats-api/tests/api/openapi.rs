@@ -28,6 +28,8 @@ async fn the_openapi_document_lists_every_route() {
             ("POST", "/v1/dead-letters/retry"),
             ("DELETE", "/v1/dead-letters"),
             ("POST", "/v2/query"),
+            ("GET", "/v1/sites/{site_id}/funnels"),
+            ("GET", "/v1/sites/{site_id}/funnels/{funnel_id}"),
         ])
     );
     let stats = &doc["paths"]["/v1/stats"]["get"];

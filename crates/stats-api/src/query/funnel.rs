@@ -1,0 +1,135 @@
+//! A funnel's report: how many visitors reached each step, and the drop-off between
+//! steps, over a date range.
+//!
+//! A visit reaches step 1 with an event matching step 1's goal, and step k with an event
+//! matching step k's goal after (by time, then event id) the event that reached step k-1
+//! in the same visit. Taking the earliest such event at every step is optimal: any later
+//! choice leaves fewer events for the steps after it. A visitor counts at step k when any
+//! of their visits started in the range reached it.
+
+use super::goals::{EVENT_MATCHES_GOAL, GoalSet};
+use super::range::DayRange;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use domain::goals::{Funnel, Goal};
+use serde_json::{Value, json};
+
+/// The statement counting visitors per step for `steps` goals (bound at `$4..$6`):
+/// one row, all the range's visitors, then one count per step.
+fn funnel_sql(steps: usize) -> String {
+    let mut ctes = vec![
+        "span AS (SELECT coalesce(max(ended_at), $2) AS last FROM visits \
+         WHERE site_id = $1 AND started_at >= $2 AND started_at < $3)"
+            .to_string(),
+        format!(
+            "ev AS (SELECT v.visitor, v.started_at AS visit, e.ts, e.event_id, g.step \
+             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
+                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
+             JOIN unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
+                 AS g(name, event_name, path_regex, step) ON {EVENT_MATCHES_GOAL} \
+             WHERE e.site_id = $1 AND e.ts >= $2 AND e.ts <= (SELECT last FROM span) \
+                 AND v.started_at >= $2 AND v.started_at < $3)"
+        ),
+        "s1 AS (SELECT DISTINCT ON (visitor, visit) visitor, visit, ts, event_id FROM ev \
+         WHERE step = 1 ORDER BY visitor, visit, ts, event_id)"
+            .to_string(),
+    ];
+    for k in 2..=steps {
+        ctes.push(format!(
+            "s{k} AS (SELECT DISTINCT ON (ev.visitor, ev.visit) ev.visitor, ev.visit, ev.ts, ev.event_id \
+             FROM ev JOIN s{p} p ON p.visitor = ev.visitor AND p.visit = ev.visit \
+             WHERE ev.step = {k} AND (ev.ts, ev.event_id) > (p.ts, p.event_id) \
+             ORDER BY ev.visitor, ev.visit, ev.ts, ev.event_id)",
+            p = k - 1
+        ));
+    }
+    let counts: Vec<String> = (1..=steps)
+        .map(|k| format!("(SELECT count(DISTINCT visitor) FROM s{k})"))
+        .collect();
+    format!(
+        "WITH {} SELECT (SELECT count(DISTINCT visitor) FROM visits \
+         WHERE site_id = $1 AND started_at >= $2 AND started_at < $3), {}",
+        ctes.join(", "),
+        counts.join(", ")
+    )
+}
+
+fn percent(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        #[allow(clippy::cast_precision_loss)]
+        let p = 100.0 * part as f64 / whole as f64;
+        (p * 100.0).round() / 100.0
+    }
+}
+
+/// The report of `funnel` over `range` (without the caller's `date_range` echo).
+///
+/// # Errors
+/// 503 when PostgreSQL is unavailable.
+pub async fn report(
+    state: &AppState,
+    site_id: &str,
+    funnel: &Funnel,
+    goals: &[Goal],
+    range: DayRange,
+) -> Result<Value, ApiError> {
+    let steps: Vec<&Goal> = funnel
+        .steps
+        .iter()
+        .filter_map(|id| goals.iter().find(|g| g.goal_id == *id))
+        .collect();
+    let set = GoalSet::of(steps.iter().copied());
+    let client = state
+        .pg
+        .get()
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    let row = client
+        .query_one(
+            &funnel_sql(steps.len()),
+            &[
+                &site_id,
+                &range.start,
+                &range.end,
+                &set.names,
+                &set.event_names,
+                &set.path_regexes,
+            ],
+        )
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    let all: i64 = row.get(0);
+    let reached: Vec<i64> = (1..=steps.len()).map(|i| row.get(i)).collect();
+    let entering = reached.first().copied().unwrap_or(0);
+    let rows: Vec<Value> = steps
+        .iter()
+        .zip(&reached)
+        .enumerate()
+        .map(|(i, (goal, &visitors))| {
+            let before = if i == 0 { visitors } else { reached[i - 1] };
+            json!({
+                "goal_id": goal.goal_id,
+                "label": goal.display_name,
+                "visitors": visitors,
+                "conversion_rate": percent(visitors, entering),
+                "conversion_rate_step": percent(visitors, before),
+                "dropoff": before - visitors,
+                "dropoff_percentage": percent(before - visitors, before),
+            })
+        })
+        .collect();
+    let completed = reached.last().copied().unwrap_or(0);
+    Ok(json!({
+        "funnel_id": funnel.funnel_id,
+        "name": funnel.name,
+        "all_visitors": all,
+        "entering_visitors": entering,
+        "entering_visitors_percentage": percent(entering, all),
+        "never_entering_visitors": all - entering,
+        "never_entering_visitors_percentage": percent(all - entering, all),
+        "conversion_rate": percent(completed, all),
+        "steps": rows,
+    }))
+}
