@@ -70,4 +70,27 @@ code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$EDGE/v1/sites" -H 'Auth
   -H 'Content-Type: application/json' -d "{\"site_id\":\"$SITE-registered\"}")"
 [ "$code" = 201 ] || die "with the ADMIN_TOKEN from the environment, POST /v1/sites answered $code"
 echo "  the environment's STATS_TOKEN and ADMIN_TOKEN are in force"
+
+say "up-e2e: a site's funnels are made on ingest-api and read from stats-api, one origin"
+admin=(-H 'Authorization: Bearer e2e-admin' -H 'Content-Type: application/json')
+curl -fsS -X POST "$EDGE/v1/sites/$SITE-registered/goals" "${admin[@]}" -d '{"event_name":"Signup"}' >/dev/null \
+  || die "POST a goal through the edge failed"
+curl -fsS -X POST "$EDGE/v1/sites/$SITE-registered/goals" "${admin[@]}" -d '{"page_path":"/thanks"}' >/dev/null \
+  || die "POST a second goal through the edge failed"
+funnel="$(curl -fsS -X POST "$EDGE/v1/sites/$SITE-registered/funnels" "${admin[@]}" \
+  -d '{"name":"f","steps":["Signup","Visit /thanks"]}')" || die "POST a funnel through the edge failed"
+funnel_id="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["funnel_id"])' <<<"$funnel")"
+for _ in $(seq 1 100); do
+  listed="$(curl -sS -H 'Authorization: Bearer e2e-stats' "$EDGE/v1/sites/$SITE-registered/funnels")"
+  grep -q "$funnel_id" <<<"$listed" && break
+  sleep 0.1
+done
+grep -q "$funnel_id" <<<"$listed" || die "GET the funnels through the edge: $listed"
+code="$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer e2e-stats' \
+  "$EDGE/v1/sites/$SITE-registered/funnels/$funnel_id?date_range=7d")"
+[ "$code" = 200 ] || die "the funnel's report through the edge answered $code"
+code="$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H 'Authorization: Bearer e2e-admin' \
+  "$EDGE/v1/sites/$SITE-registered/funnels/$funnel_id")"
+[ "$code" = 204 ] || die "DELETE the funnel through the edge answered $code"
+echo "  goals and funnels route by method at the edge"
 say "up-e2e: passed"
