@@ -60,4 +60,4 @@ GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" INGEST_URL="http://127.0.0.1:$INGES
 
 say "browser test: the dashboard in headless Chromium"
 GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" INGEST_URL="http://127.0.0.1:$INGEST_PORT" STATS_URL="http://127.0.0.1:$STATS_PORT" \
-  DATABASE_URL="$DB_URL" ARTIFACTS="$ROOT/test-artifacts" node "$BROWSER_DIR/dashboard.test.mjs"
+  DATABASE_URL="$DB_URL" ADMIN_TOKEN="$ADMIN" ARTIFACTS="$ROOT/test-artifacts" node "$BROWSER_DIR/dashboard.test.mjs"

@@ -1,7 +1,7 @@
 // Tally's dashboard: one page, no build step, only the public API behind it
-// (POST /v2/query on stats-api, the site's live stream on this gateway).
+// (POST /v2/query and the funnel reports on stats-api, the site's live stream on this gateway).
 // State lives in the URL: ?period=7d or ?from=YYYY-MM-DD&to=YYYY-MM-DD, one f=dimension|value
-// per filter, token= when the site's stats are private.
+// per filter, funnel= the funnel shown, token= when the site's stats are private.
 "use strict";
 
 const PANELS = [
@@ -15,8 +15,11 @@ const PANELS = [
   { id: "os", title: "Operating systems", dimension: "visit:os" },
 ];
 const TOTALS = ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"];
+// A goal filter counts the visits that converted: these are the totals that mean something then.
+const GOAL_TOTALS = ["visitors", "visits", "conversion_rate"];
+const GOALS = { id: "goals", dimension: "event:goal", title: "Goal" };
 const ROWS = 9;
-const DIMENSION_NAMES = Object.fromEntries(PANELS.map((p) => [p.dimension, p.title.replace(/^Top /, "")]));
+const DIMENSION_NAMES = Object.fromEntries([...PANELS, GOALS].map((p) => [p.dimension, p.title.replace(/^Top /, "")]));
 
 const site = decodeURIComponent(location.pathname.split("/")[2] || "");
 const params = new URLSearchParams(location.search);
@@ -50,14 +53,19 @@ function setState(change) {
   load();
 }
 
-async function query(body) {
-  const headers = { "content-type": "application/json" };
+async function ask(path, init = {}) {
+  const headers = { ...init.headers };
   if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(`${statsUrl}/v2/query?site_id=${encodeURIComponent(site)}`, { method: "POST", headers, body: JSON.stringify({ site_id: site, ...body }) });
+  const res = await fetch(`${statsUrl}${path}`, { ...init, headers });
   const answer = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(answer.error || `stats answered ${res.status}`);
   return answer;
 }
+
+const query = (body) => ask(`/v2/query?site_id=${encodeURIComponent(site)}`, {
+  method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ site_id: site, ...body }),
+});
+const sitePath = `/v1/sites/${encodeURIComponent(site)}`;
 
 const day = (s) => new Date(`${s}T00:00:00Z`);
 const iso = (d) => d.toISOString().slice(0, 10);
@@ -71,7 +79,7 @@ function previous([first, last]) {
 
 function format(metric, v) {
   if (v === undefined || v === null) return "–";
-  if (metric === "bounce_rate") return `${v}%`;
+  if (metric === "bounce_rate" || metric === "conversion_rate") return `${v}%`;
   if (metric === "visit_duration") return v >= 60 ? `${Math.floor(v / 60)}m ${v % 60}s` : `${v}s`;
   if (metric === "views_per_visit") return String(v);
   return v >= 10000 ? `${(v / 1000).toFixed(1)}k` : String(v);
@@ -97,8 +105,10 @@ function renderFilters() {
   }));
 }
 
-function renderTotals(now, before) {
-  TOTALS.forEach((metric, i) => {
+function renderTotals(metrics, now, before) {
+  $("#totals").classList.toggle("goal", metrics === GOAL_TOTALS);
+  document.querySelectorAll("[data-stat]").forEach((box) => { box.hidden = !metrics.includes(box.dataset.stat); });
+  metrics.forEach((metric, i) => {
     const box = $(`[data-stat="${metric}"]`);
     const v = now[i], b = before[i];
     $("b", box).textContent = format(metric, v);
@@ -142,8 +152,10 @@ function renderPanel(panel, answer) {
   list.replaceChildren(...rows.map((r) => {
     const [value] = r.dimensions;
     const n = r.metrics[0];
+    const number = el("b", {}, format(panel.metric || "visitors", n));
+    if (r.metrics.length > 1) number.append(" ", el("small", {}, format("conversion_rate", r.metrics[1])));
     const item = el("li", { "data-value": value, "data-number": n, style: `--share:${(n / max) * 100}%` },
-      el("span", {}, value), el("b", {}, format(panel.metric || "visitors", n)));
+      el("span", {}, value), number);
     if (!panel.fixed) {
       item.tabIndex = 0;
       item.onclick = item.onkeydown = (e) => {
@@ -159,8 +171,33 @@ function renderPanel(panel, answer) {
     }
     return item;
   }));
-  if (!rows.length) list.replaceChildren(el("li", { class: "empty" }, "No data"));
+  if (!rows.length) list.replaceChildren(el("li", { class: "empty" }, answer.note || "No data"));
   section.dataset.loaded = generation;
+}
+
+/// The funnel panel: the chosen funnel (the first by default) over the resolved range.
+async function loadFunnel(resolved, mine) {
+  const section = $('[data-panel="funnel"]');
+  const { funnels = [] } = await ask(`${sitePath}/funnels`);
+  if (mine !== generation) return;
+  section.hidden = !funnels.length;
+  if (!funnels.length) return;
+  const chosen = funnels.find((f) => f.funnel_id === params.get("funnel")) || funnels[0];
+  const select = $("select", section);
+  select.replaceChildren(...funnels.map((f) => el("option", { value: f.funnel_id }, f.name)));
+  select.value = chosen.funnel_id;
+  select.onchange = () => setState((p) => p.set("funnel", select.value));
+  const report = await ask(`${sitePath}/funnels/${encodeURIComponent(chosen.funnel_id)}?date_range=${resolved.join(",")}`);
+  if (mine !== generation) return;
+  const entering = Math.max(1, report.entering_visitors);
+  $("ol", section).replaceChildren(...report.steps.map((s, i) => el("li",
+    { "data-value": s.label, "data-number": s.visitors, style: `--share:${(s.visitors / entering) * 100}%` },
+    el("span", {}, `${i + 1}. ${s.label}`),
+    el("b", {}, format("visitors", s.visitors), " ", el("small", {}, i ? `${s.conversion_rate}% · −${s.dropoff}` : `of ${report.all_visitors}`)))));
+  section.dataset.funnel = chosen.funnel_id;
+  section.dataset.converted = report.conversion_rate;
+  $(".note", section).textContent = `${report.conversion_rate}% of all visitors completed it` +
+    (filters().length ? " (over all visits: filters do not apply to funnels)" : "");
 }
 
 async function load() {
@@ -172,31 +209,44 @@ async function load() {
   form.period.value = Array.isArray(r) ? "custom" : r;
   form.from.hidden = form.to.hidden = !Array.isArray(r);
   if (Array.isArray(r)) [form.from.value, form.to.value] = r;
+  const goalFiltered = f.some(([, d]) => d === GOALS.dimension);
+  const totalMetrics = goalFiltered ? GOAL_TOTALS : TOTALS;
   try {
-    const totals = await query({ metrics: TOTALS, date_range: r, filters: f });
+    const totals = await query({ metrics: totalMetrics, date_range: r, filters: f });
     if (mine !== generation) return;
     const resolved = totals.query.date_range.map((t) => t.slice(0, 10));
     const before = previous(resolved);
     const grain = resolved[0] === resolved[1] ? "time:hour" : "time:day";
     const series = (dr) => query({ metrics: ["visitors"], date_range: dr, filters: f, dimensions: [grain], include: { time_labels: true } });
-    const [prevTotals, nowSeries, prevSeries, ...panels] = await Promise.all([
-      query({ metrics: TOTALS, date_range: before, filters: f }),
+    // In parallel with the panels' queries; its failure is reported with theirs.
+    const funnel = loadFunnel(resolved, mine).then(() => null, (e) => e);
+    const [prevTotals, nowSeries, prevSeries, goals, ...panels] = await Promise.all([
+      query({ metrics: totalMetrics, date_range: before, filters: f }),
       series(resolved),
       series(before),
-      ...PANELS.map((p) => query({
-        metrics: [p.metric || "visitors"], date_range: resolved, filters: f,
-        dimensions: [p.dimension], pagination: { limit: ROWS },
-      })),
+      query({ metrics: ["visitors", "conversion_rate"], date_range: resolved, filters: f, dimensions: [GOALS.dimension] }),
+      ...PANELS.map((p) => (goalFiltered && p.fixed
+        // Page views are not counted per converted visit (yet): say so rather than mislead.
+        ? Promise.resolve({ results: [], note: "Not available with a goal filter" })
+        : query({
+          metrics: [p.metric || "visitors"], date_range: resolved, filters: f,
+          dimensions: [p.dimension], pagination: { limit: ROWS },
+        }))),
     ]);
     if (mine !== generation) return;
     showError(null);
-    renderTotals(totals.results[0].metrics, prevTotals.results[0].metrics);
+    renderTotals(totalMetrics, totals.results[0].metrics, prevTotals.results[0].metrics);
     const values = (answer) => {
       const by = new Map(answer.results.map((row) => [row.dimensions[0], row.metrics[0]]));
       return answer.meta.time_labels.map((t) => by.get(t) || 0);
     };
     renderChart(nowSeries.meta.time_labels, values(nowSeries), values(prevSeries));
     PANELS.forEach((p, i) => renderPanel(p, panels[i]));
+    $('[data-panel="goals"]').hidden = !goals.results.length && !goalFiltered;
+    renderPanel(GOALS, goals);
+    const funnelError = await funnel;
+    if (funnelError) throw funnelError;
+    if (mine !== generation) return;
     document.body.dataset.loaded = mine;
   } catch (e) {
     if (mine === generation) showError(e);

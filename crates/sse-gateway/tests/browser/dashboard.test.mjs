@@ -1,14 +1,15 @@
 // The dashboard in a real browser, against seeded data: every panel shows what the query
-// API answers for the same question, clicking a source filters every panel, the current
-// visitors tick live, and it fits a phone. Screenshots of desktop and phone.
-// Environment: GATEWAY_URL, INGEST_URL, STATS_URL, DATABASE_URL, ARTIFACTS.
+// API answers for the same question (goals and the funnel too), clicking a source or a goal
+// filters every panel, the current visitors tick live, and it fits a phone. Screenshots of
+// desktop and phone.
+// Environment: GATEWAY_URL, INGEST_URL, STATS_URL, DATABASE_URL, ADMIN_TOKEN, ARTIFACTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 
-const { GATEWAY_URL, INGEST_URL, STATS_URL, DATABASE_URL } = process.env;
+const { GATEWAY_URL, INGEST_URL, STATS_URL, DATABASE_URL, ADMIN_TOKEN } = process.env;
 const ARTIFACTS = process.env.ARTIFACTS || "test-artifacts";
 mkdirSync(ARTIFACTS, { recursive: true });
 const SITE = `dash-${randomBytes(6).toString("hex")}`;
@@ -68,6 +69,25 @@ for (let v = 0; v < 300; v++) {
 for (let i = 0; i < events.length; i += 500) await send(events.slice(i, i + 500));
 await until("the seed stored", async () => Number(await psql(`SELECT count(*) FROM events WHERE site_id = '${SITE}'`)) === events.length);
 
+// Goals and a funnel, made after the events (they apply to the past).
+async function admin(path, body) {
+  const res = await fetch(`${INGEST_URL}${path}`, {
+    method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 201, await res.clone().text());
+  return res.json();
+}
+await until("the site registered", async () => (await fetch(`${INGEST_URL}/v1/sites`, {
+  method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify({ site_id: SITE }),
+})).status === 201);
+await admin(`/v1/sites/${SITE}/goals`, { page_path: "/pricing" });
+await admin(`/v1/sites/${SITE}/goals`, { page_path: "/docs" });
+const funnel = await admin(`/v1/sites/${SITE}/funnels`, { name: "Pricing to docs", steps: ["Visit /pricing", "Visit /docs"] });
+await until("the funnel stored", async () => {
+  const res = await fetch(`${STATS_URL}/v1/sites/${SITE}/funnels`);
+  return res.ok && (await res.json()).funnels.length === 1;
+});
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -77,7 +97,7 @@ const browser = await chromium.launch({
 const shown = (page) => page.evaluate(() => ({
   panels: Object.fromEntries([...document.querySelectorAll("[data-panel]")].map((s) =>
     [s.dataset.panel, [...s.querySelectorAll("li[data-value]")].map((li) => [li.dataset.value, Number(li.dataset.number)])])),
-  totals: Object.fromEntries([...document.querySelectorAll("[data-stat]")].map((d) => [d.dataset.stat, Number(d.dataset.value)])),
+  totals: Object.fromEntries([...document.querySelectorAll("[data-stat]:not([hidden])")].map((d) => [d.dataset.stat, Number(d.dataset.value)])),
   chart: JSON.parse(document.querySelector("#chart svg").dataset.points || "[]"),
   loaded: document.body.dataset.loaded,
 }));
@@ -85,12 +105,22 @@ const shown = (page) => page.evaluate(() => ({
 /// The same questions, asked of the API directly.
 async function expected(filters) {
   const panels = {};
+  const goalFiltered = filters.some(([, d]) => d === "event:goal");
   for (const [id, dimension] of Object.entries(PANELS)) {
     const metric = id === "pages" ? "pageviews" : "visitors";
+    if (id === "pages" && goalFiltered) {
+      panels[id] = [];
+      continue;
+    }
     const a = await query({ metrics: [metric], date_range: RANGE, dimensions: [dimension], filters, pagination: { limit: 9 } });
     panels[id] = a.results.map((r) => [r.dimensions[0], r.metrics[0]]);
   }
-  const metrics = ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"];
+  const goals = await query({ metrics: ["visitors"], date_range: RANGE, dimensions: ["event:goal"], filters });
+  panels.goals = goals.results.map((r) => [r.dimensions[0], r.metrics[0]]);
+  const report = await (await fetch(`${STATS_URL}/v1/sites/${SITE}/funnels/${funnel.funnel_id}?date_range=${RANGE.join(",")}`)).json();
+  panels.funnel = report.steps.map((s) => [s.label, s.visitors]);
+  const metrics = goalFiltered ? ["visitors", "visits", "conversion_rate"]
+    : ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"];
   const t = await query({ metrics, date_range: RANGE, filters });
   const totals = Object.fromEntries(metrics.map((m, i) => [m, t.results[0].metrics[i]]));
   const s = await query({ metrics: ["visitors"], date_range: RANGE, dimensions: ["time:day"], filters, include: { time_labels: true } });
@@ -112,6 +142,7 @@ try {
   assert.deepEqual(got.totals, want.totals, "totals show the API's numbers");
   assert.deepEqual(got.chart, want.chart, "the chart shows the API's series");
   assert.ok(want.panels.sources.length === 3 && want.totals.visitors === 300, JSON.stringify(want));
+  assert.ok(want.panels.goals.length === 2 && want.panels.funnel[1][1] > 0, JSON.stringify(want.panels));
   await page.screenshot({ path: `${ARTIFACTS}/dashboard-desktop.png`, fullPage: true });
 
   // Clicking a source filters every panel.
@@ -128,6 +159,18 @@ try {
   assert.ok(gotFiltered.totals.visitors < want.totals.visitors);
   assert.match(page.url(), /f=visit%3Asource%7CGoogle/);
   await page.screenshot({ path: `${ARTIFACTS}/dashboard-filtered.png`, fullPage: true });
+
+  // Clicking a goal counts the visits that converted, in every panel.
+  await page.click('[data-panel="goals"] li[data-value="Visit /pricing"]');
+  await page.waitForSelector('#filters [data-filter="event:goal"]');
+  await until("the goal-filtered panels", async () => (await shown(page)).loaded !== gotFiltered.loaded);
+  const goalFilters = [...filters, ["is", "event:goal", ["Visit /pricing"]]];
+  const wantGoal = await expected(goalFilters);
+  const gotGoal = await shown(page);
+  assert.deepEqual(gotGoal.panels, wantGoal.panels, "goal-filtered panels show the API's numbers");
+  assert.deepEqual(gotGoal.totals, wantGoal.totals);
+  assert.ok(wantGoal.totals.conversion_rate > 0 && wantGoal.totals.conversion_rate < 100, JSON.stringify(wantGoal.totals));
+  await page.screenshot({ path: `${ARTIFACTS}/dashboard-goal.png`, fullPage: true });
 
   // The date range picker.
   await page.selectOption('select[name="period"]', "30d");

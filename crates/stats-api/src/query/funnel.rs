@@ -7,7 +7,7 @@
 //! choice leaves fewer events for the steps after it. A visitor counts at step k when any
 //! of their visits started in the range reached it.
 
-use super::goals::{EVENT_MATCHES_GOAL, GoalSet};
+use super::goals::{CONVERSION_IN_RANGE, GoalSet, SPAN, converting_events, goal_rows};
 use super::range::DayRange;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -18,17 +18,11 @@ use serde_json::{Value, json};
 /// one row, all the range's visitors, then one count per step.
 fn funnel_sql(steps: usize) -> String {
     let mut ctes = vec![
-        "span AS (SELECT coalesce(max(ended_at), $2) AS last FROM visits \
-         WHERE site_id = $1 AND started_at >= $2 AND started_at < $3)"
-            .to_string(),
+        SPAN.to_string(),
         format!(
             "ev AS (SELECT v.visitor, v.started_at AS visit, e.ts, e.event_id, g.step \
-             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
-                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
-             JOIN unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
-                 AS g(name, event_name, path_regex, step) ON {EVENT_MATCHES_GOAL} \
-             WHERE e.site_id = $1 AND e.ts >= $2 AND e.ts <= (SELECT last FROM span) \
-                 AND v.started_at >= $2 AND v.started_at < $3)"
+             FROM {} WHERE {CONVERSION_IN_RANGE})",
+            converting_events(&goal_rows("$4", "$5", "$6"))
         ),
         "s1 AS (SELECT DISTINCT ON (visitor, visit) visitor, visit, ts, event_id FROM ev \
          WHERE step = 1 ORDER BY visitor, visit, ts, event_id)"

@@ -32,15 +32,39 @@ impl GoalSet {
 }
 
 /// The SQL of the goals bound at `names`, `events`, `regexes`, as a row source `g(name,
-/// event_name, path_regex)`.
+/// event_name, path_regex, step)` (`step`: the goal's place in the lists, from 1).
 pub fn goal_rows(names: &str, events: &str, regexes: &str) -> String {
     format!(
-        "unnest({names}::text[], {events}::text[], {regexes}::text[]) AS g(name, event_name, path_regex)"
+        "unnest({names}::text[], {events}::text[], {regexes}::text[]) WITH ORDINALITY \
+         AS g(name, event_name, path_regex, step)"
     )
 }
 
+/// Events `e` converting goals `g` (from `goals`, a [`goal_rows`] source), each with the
+/// visit `v` it belongs to. The visit is looked up per converting event through the
+/// visits' key (the visitor's latest visit starting at or before the event), which stays
+/// cheap without table statistics, where a join of every event of the range to every
+/// visit did not (450 ms for 1,000 events on a new site).
+pub fn converting_events(goals: &str) -> String {
+    format!(
+        "events e JOIN {goals} ON {EVENT_MATCHES_GOAL} \
+         JOIN LATERAL (SELECT * FROM visits v WHERE v.site_id = e.site_id AND v.visitor = e.user_id \
+             AND v.started_at <= e.ts ORDER BY v.started_at DESC LIMIT 1) v ON e.ts <= v.ended_at"
+    )
+}
+
+/// The conditions on a [`converting_events`] row that its visit started in the range
+/// (`$1` site, `$2`..`$3` the range); the events read run from the range's start to the
+/// end of its last visit (the `span` CTE of [`SPAN`]).
+pub const CONVERSION_IN_RANGE: &str = "e.site_id = $1 AND e.ts >= $2 AND e.ts <= (SELECT last FROM span) \
+     AND v.started_at >= $2 AND v.started_at < $3";
+
+/// The CTE `span`: when the last visit started in the range ended.
+pub const SPAN: &str = "span AS (SELECT coalesce(max(ended_at), $2) AS last FROM visits \
+     WHERE site_id = $1 AND started_at >= $2 AND started_at < $3)";
+
 /// Whether event `e` converts goal `g` (a NULL side never matches).
-pub const EVENT_MATCHES_GOAL: &str =
+const EVENT_MATCHES_GOAL: &str =
     "(e.event_type = g.event_name OR (e.event_type = 'page_view' AND e.path ~ g.path_regex))";
 
 /// Splits the top-level `event:goal` filters off `filters`.

@@ -14,7 +14,7 @@
 //! Values come in as parameters, never as SQL text; names (columns, grains) only from
 //! the fixed lists below.
 
-use super::goals::{EVENT_MATCHES_GOAL, GoalSet, goal_rows};
+use super::goals::{CONVERSION_IN_RANGE, GoalSet, SPAN, converting_events, goal_rows};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
 use domain::tokio_postgres::types::ToSql;
 use domain::visits::VisitDimension;
@@ -268,7 +268,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let mut read = Vec::new();
     shape.filters.iter().for_each(|f| f.dimensions(&mut read));
     let joined = source == Source::Pages && read.iter().any(|d| matches!(d, Dimension::Visit(_)));
-    let (site, time) = if joined || source == Source::Goals {
+    let (site, time) = if joined {
         ("e.site_id", "e.ts")
     } else {
         ("site_id", t)
@@ -286,23 +286,19 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     }
     // $4 (the zone) is typed here because only time dimensions read it.
     let mut conditions = vec![if source == Source::Goals {
-        // Events of visits started in the range: from its start to the last such visit's
-        // end (an index range; the join to visits decides).
-        format!(
-            "{site} = $1 AND {time} >= $2 AND {time} <= (SELECT last FROM span) \
-             AND v.started_at >= $2 AND v.started_at < $3 AND $4::text IS NOT NULL"
-        )
+        format!("{CONVERSION_IN_RANGE} AND $4::text IS NOT NULL")
     } else {
         format!("{site} = $1 AND {time} >= $2 AND {time} < $3 AND $4::text IS NOT NULL")
     }];
     conditions.extend(filters.iter().cloned());
+    let mut ctes = Vec::new();
+    if goals.is_some() {
+        ctes.push(SPAN.to_string());
+    }
     let filtered = if let (Source::Goals, Some(goals)) = (source, &goals) {
         format!(
-            "SELECT g.name AS goal, e.user_id AS visitor \
-             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
-                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
-             JOIN {goals} ON {EVENT_MATCHES_GOAL} \
-             WHERE {}",
+            "SELECT g.name AS goal, e.user_id AS visitor FROM {} WHERE {}",
+            converting_events(goals),
             conditions.join(" AND ")
         )
     } else if joined {
@@ -316,11 +312,18 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             conditions.join(" AND ")
         )
     } else if let (true, Some(goals)) = (goal_filtered, &goals) {
+        // The range's converted visits, from the converting events (few), never a search
+        // of every visit's events.
+        ctes.push(format!(
+            "converted AS (SELECT DISTINCT v.visitor AS converted_visitor, v.started_at AS converted_start \
+             FROM {} WHERE {CONVERSION_IN_RANGE})",
+            converting_events(goals)
+        ));
         format!(
-            "SELECT *, EXISTS (SELECT 1 FROM events e JOIN {goals} ON {EVENT_MATCHES_GOAL} \
-                 WHERE e.site_id = visits.site_id AND e.user_id = visits.visitor \
-                 AND e.ts >= visits.started_at AND e.ts <= visits.ended_at) AS converted \
-             FROM visits WHERE {}",
+            "SELECT visits.*, c.converted_visitor IS NOT NULL AS converted FROM visits \
+             LEFT JOIN converted c ON c.converted_visitor = visits.visitor \
+                 AND c.converted_start = visits.started_at \
+             WHERE {}",
             conditions.join(" AND ")
         )
     } else {
@@ -406,15 +409,12 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         ),
         Source::Pages | Source::Names => "SELECT 1 AS n".to_string(),
     };
-    let span = if source == Source::Goals {
-        "span AS (SELECT coalesce(max(ended_at), $2) AS last FROM visits \
-         WHERE site_id = $1 AND started_at >= $2 AND started_at < $3), "
-    } else {
-        ""
-    };
+    ctes.push(format!("base AS ({filtered})"));
+    ctes.push(format!("total AS ({total})"));
     st.sql = format!(
-        "WITH {span}base AS ({filtered}), total AS ({total}) \
+        "WITH {} \
          SELECT {} FROM base{group_by}{having}{order_by} LIMIT {limit} OFFSET {offset}",
+        ctes.join(", "),
         select.join(", "),
     );
     st
