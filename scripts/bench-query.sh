@@ -2,12 +2,14 @@
 # The query API part of make bench (also runs alone): the dashboard's queries against a
 # site of BENCH_QUERY_EVENTS events (default 10,000,000) over 90 days, uncached (the
 # site's cache generation bumped before each request) and cached, beside the floor of the
-# same server (GET /healthz) in the same run.
+# same server (GET /healthz) in the same run; then the dashboard itself in headless
+# Chromium, time to every panel drawn, cold (uncached) and warm.
 #
 # The data is written straight into what the worker keeps (visits and the path rollup),
-# shaped as a drain of that many events would leave them (about 3.2 events per visit):
-# draining ten million events through the worker here would take longer than the whole
-# benchmark and measure the drain, which the main bench already does.
+# shaped as a drain of that many events would leave them (about 3.2 events per visit), and
+# the raw events of those visits (goals and funnels read them): draining ten million
+# events through the worker here would take longer than the whole benchmark and measure
+# the drain, which the main bench already does.
 # Results: bench/results/query-<timestamp>.json and bench/results/query-latest.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -67,8 +69,27 @@ INSERT INTO rollup_hourly_paths (site_id, event_type, bucket, path_key, path, vi
 SELECT 'big.example', 'page_view', h, md5('/p' || p)::uuid, '/p' || p, 1 + (($EVENTS / 1080000.0) * 500.0 / (p + 1))::bigint
 FROM generate_series(date_trunc('hour', now() - interval '90 days'), now(), interval '1 hour') AS h,
      generate_series(0, 499) AS p;
+-- The raw events of those visits (goals and funnels read them): each visit's page views
+-- 47 s apart, entry and exit pages first and last, and a signup at the end of a quarter
+-- of the visits (the visits with one event more than page views).
+INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, received_at)
+SELECT gen_random_uuid(), site_id, 'page_view', started_at + k * interval '47 seconds',
+       CASE WHEN k = 0 THEN entry_page WHEN k = pageviews - 1 THEN exit_page
+            ELSE '/p' || (floor(power(random(), 3) * 500))::int END,
+       visitor, started_at
+FROM visits, generate_series(0, pageviews - 1) AS k;
+INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, received_at)
+SELECT gen_random_uuid(), site_id, 'signup', ended_at, NULL, visitor, ended_at
+FROM visits WHERE events > pageviews;
+UPDATE sites SET
+  goals = '[{"goal_id": "g_1", "display_name": "Visit /p1", "page_path": "/p1"},
+            {"goal_id": "g_2", "display_name": "signup", "event_name": "signup"},
+            {"goal_id": "g_3", "display_name": "Visit /p0", "page_path": "/p0"}]',
+  funnels = '[{"funnel_id": "f_1", "name": "p0 then signup", "steps": ["g_3", "g_2"]}]'
+WHERE site_id = 'big.example';
 VACUUM ANALYZE visits;
 VACUUM ANALYZE rollup_hourly_paths;
+VACUUM ANALYZE events;
 SQL
 say "  written in $(( $(date +%s) - t0 )) s"
 
@@ -87,11 +108,14 @@ def redis(*args):
     s.recv(1024); s.close()
 conn = http.client.HTTPConnection("127.0.0.1", 19082)
 def post(body):
+    if "GET" in body:
+        return get(body["GET"])
     conn.request("POST", "/v2/query", json.dumps(body), {"content-type": "application/json"})
     r = conn.getresponse(); data = r.read()
     assert r.status == 200, data
 def get(path):
-    conn.request("GET", path); r = conn.getresponse(); r.read()
+    conn.request("GET", path); r = conn.getresponse(); data = r.read()
+    assert r.status == 200, data
 base = {"site_id": "big.example", "date_range": "91d"}
 queries = {
     "totals": {"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]},
@@ -102,6 +126,9 @@ queries = {
     "countries": {"metrics": ["visitors"], "dimensions": ["visit:country"], "pagination": {"limit": 9}},
     "devices": {"metrics": ["visitors"], "dimensions": ["visit:device"], "pagination": {"limit": 9}},
     "sources, filtered by device": {"metrics": ["visitors"], "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]},
+    "goals (raw events)": {"metrics": ["visitors", "conversion_rate"], "dimensions": ["event:goal"]},
+    "sources of converted visits (raw events)": {"metrics": ["visitors", "conversion_rate"], "dimensions": ["visit:source"], "filters": [["is", "event:goal", ["signup"]]]},
+    "funnel (raw events)": {"GET": "/v1/sites/big.example/funnels/f_1?date_range=91d"},
 }
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 out = {"queries": {}}
@@ -123,6 +150,48 @@ out["healthz_p50_ms"] = round(pct(floor, 50), 3); out["healthz_p99_ms"] = round(
 print(json.dumps(out))
 PY
 grep -q '"uncached_p50_ms"' "$WORK/result.json" || die "the query benchmark failed (see $WORK)"
+
+say "the dashboard in headless Chromium: every panel drawn, cold and warm"
+[ -x /usr/bin/chromium ] || apt_install chromium
+command -v node >/dev/null || apt_install nodejs npm
+BROWSER_DIR="$ROOT/crates/sse-gateway/tests/browser"
+[ -d "$BROWSER_DIR/node_modules/playwright-core" ] || (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+port_free 19081
+REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19081 RUST_LOG=warn PUBLIC_STATS_URL=http://127.0.0.1:19082 \
+  "$BIN/sse-gateway" > "$WORK/sse-gateway.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS http://127.0.0.1:19081/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+cat > "$WORK/paint.cjs" <<'JS'
+// Time from navigation to every panel drawn (body[data-loaded]), per period: cold (the
+// site's cached answers dropped first) and warm (the same page again).
+const { chromium } = require("playwright-core");
+const { execFileSync } = require("node:child_process");
+const [host, port, genKey] = process.argv.slice(2);
+(async () => {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu"] });
+  const out = {};
+  for (const period of ["7d", "91d"]) {
+    const times = { cold_ms: [], warm_ms: [] };
+    for (let i = 0; i < 3; i++) {
+      for (const kind of ["cold_ms", "warm_ms"]) {
+        if (kind === "cold_ms") execFileSync("redis-cli", ["-h", host, "-p", port, "INCR", genKey]);
+        const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+        const t = Date.now();
+        await page.goto(`http://127.0.0.1:19081/dashboard/big.example?period=${period}`);
+        await page.waitForSelector("body[data-loaded]", { timeout: 120000 });
+        times[kind].push(Date.now() - t);
+        await page.close();
+      }
+    }
+    out[period] = times;
+  }
+  await browser.close();
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+JS
+NODE_PATH="$BROWSER_DIR/node_modules" node "$WORK/paint.cjs" "$RHOST" "$RPORT" "$PREFIX:{site:big.example}:gen" > "$WORK/paint.json" \
+  || die "the dashboard did not draw (see $WORK)"
+jq -s '.[0] + {dashboard_paint: .[1]}' "$WORK/result.json" "$WORK/paint.json" > "$WORK/result-all.json"
+mv "$WORK/result-all.json" "$WORK/result.json"
 GEN_KEY_OK=$(redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*gen*" | head -1)
 [ -n "$GEN_KEY_OK" ] || say "warning: no generation key was seen; the uncached runs may have hit the cache"
 
@@ -138,5 +207,11 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 |"
   echo "| --- | --- | --- | --- | --- |"
   jq -r '.queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms |"' "$WORK/result.json"
+  echo
+  echo "The dashboard (release sse-gateway and stats-api, headless Chromium), navigation to every panel drawn, three loads each:"
+  echo
+  echo "| period | cold (uncached) | warm |"
+  echo "| --- | --- | --- |"
+  jq -r '.dashboard_paint | to_entries[] | "| \(.key) | \(.value.cold_ms | map(tostring) | join(", ")) ms | \(.value.warm_ms | map(tostring) | join(", ")) ms |"' "$WORK/result.json"
 } > "$OUT/query-latest.md"
 cat "$OUT/query-latest.md"

@@ -262,6 +262,12 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
         )
         .await
         .expect("truth_visits");
+    client_pg
+        .batch_execute(
+            "CREATE INDEX ON truth_visits (site_id, visitor, started_at); ANALYZE truth_visits; ANALYZE events;",
+        )
+        .await
+        .expect("truth_visits indexed");
 
     let range = ("2025-06-02", "2025-06-09");
     let metrics = json!([
@@ -372,6 +378,124 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
              GROUP BY 1").await;
     assert!(!expected.is_empty());
     assert_eq!(rows(&answer), expected);
+    conversions_match_ground_truth(&stack, &ingest, &stats, range).await;
+}
+
+/// The dashboard's goal queries against the raw events: goals made after the events
+/// (a page pattern, a custom event), conversions per goal, and visits by source filtered to
+/// those that converted. A conversion is a goal's event within a visit starting in the range
+/// (`truth_visits`); the page pattern is matched here with LIKE, not the code's regex.
+async fn conversions_match_ground_truth(
+    stack: &Stack,
+    ingest: &Service,
+    stats: &Service,
+    range: (&str, &str),
+) {
+    let client = reqwest::Client::new();
+    for (site, _) in SITES {
+        for goal in [
+            json!({"page_path": "/p1*"}),
+            json!({"event_name": "signup"}),
+        ] {
+            let res = client
+                .post(format!("{}/v1/sites/{site}/goals", ingest.url()))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&goal)
+                .send()
+                .await
+                .expect("ingest reachable");
+            assert_eq!(res.status(), 201);
+        }
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the goals in PostgreSQL",
+        || async {
+            let n = stack
+                .count("SELECT count(*) FROM sites WHERE jsonb_array_length(goals) = 2")
+                .await;
+            (n == 3).then_some(())
+        },
+    )
+    .await;
+    let pg = stack.db.pool().get().await.expect("pg");
+    let in_range = "WITH f AS (SELECT * FROM truth_visits WHERE site_id = $1
+                       AND (started_at AT TIME ZONE $2)::date BETWEEN $3::text::date AND $4::text::date),
+                   ev AS (SELECT e.user_id, e.event_type, e.path, f.started_at FROM events e JOIN f
+                       ON f.site_id = e.site_id AND f.visitor = e.user_id
+                       AND e.ts BETWEEN f.started_at AND f.ended_at WHERE e.site_id = $1)";
+    for (site, zone) in SITES {
+        let (status, answer) = query(
+            stats,
+            &json!({"site_id": site, "date_range": [range.0, range.1], "dimensions": ["event:goal"],
+                    "metrics": ["visitors", "events", "conversion_rate"]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let sql = format!(
+            "{in_range}, m AS (
+                 SELECT 'Visit /p1*' AS goal, user_id FROM ev
+                 WHERE event_type = 'page_view' AND path LIKE '/p1%' AND path NOT LIKE '/p1%/%'
+                 UNION ALL SELECT 'signup', user_id FROM ev WHERE event_type = 'signup')
+             SELECT goal, count(DISTINCT user_id)::float8, count(*)::float8,
+                    round(100.0 * count(DISTINCT user_id) / (SELECT count(DISTINCT visitor) FROM f), 2)::float8
+             FROM m GROUP BY 1"
+        );
+        let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
+            .query(&sql, &[&site, &zone, &range.0, &range.1])
+            .await
+            .expect("goal truth")
+            .iter()
+            .map(|r| {
+                (
+                    vec![r.get::<_, String>(0)],
+                    (1..=3).map(|i| r.get(i)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(expected.len(), 2, "{site}: both goals convert somewhere");
+        assert_eq!(rows(&answer), expected, "{site} by event:goal");
+
+        let (status, answer) = query(
+            stats,
+            &json!({"site_id": site, "date_range": [range.0, range.1], "dimensions": ["visit:source"],
+                    "metrics": ["visitors", "visits", "conversion_rate"],
+                    "filters": [["is", "event:goal", ["signup"]]]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let sql = format!(
+            "{in_range}, converted AS (SELECT DISTINCT user_id, started_at FROM ev WHERE event_type = 'signup'),
+                 c AS (SELECT f.*, converted.user_id IS NOT NULL AS converted FROM f LEFT JOIN converted
+                       ON converted.user_id = f.visitor AND converted.started_at = f.started_at)
+             SELECT coalesce(source, 'Direct / None'),
+                    count(DISTINCT visitor) FILTER (WHERE converted)::float8,
+                    count(*) FILTER (WHERE converted)::float8,
+                    round(100.0 * count(DISTINCT visitor) FILTER (WHERE converted) / count(DISTINCT visitor), 2)::float8
+             FROM c GROUP BY 1 HAVING count(*) FILTER (WHERE converted) > 0"
+        );
+        let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
+            .query(&sql, &[&site, &zone, &range.0, &range.1])
+            .await
+            .expect("goal-filtered truth")
+            .iter()
+            .map(|r| {
+                (
+                    vec![r.get::<_, String>(0)],
+                    (1..=3).map(|i| r.get(i)).collect(),
+                )
+            })
+            .collect();
+        assert!(
+            expected.len() > 1,
+            "{site}: conversions from several sources"
+        );
+        assert_eq!(
+            rows(&answer),
+            expected,
+            "{site} by source, converted visits"
+        );
+    }
 }
 
 #[tokio::test]
