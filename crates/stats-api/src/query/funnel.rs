@@ -7,7 +7,7 @@
 //! choice leaves fewer events for the steps after it. A visitor counts at step k when any
 //! of their visits started in the range reached it.
 
-use super::goals::{CONVERSION_IN_RANGE, GoalSet, SPAN, converting_events, goal_rows};
+use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
 use super::range::DayRange;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -18,11 +18,10 @@ use serde_json::{Value, json};
 /// one row, all the range's visitors, then one count per step.
 fn funnel_sql(steps: usize) -> String {
     let mut ctes = vec![
-        SPAN.to_string(),
+        matched_ctes(&goal_rows("$4", "$5", "$6")),
         format!(
-            "ev AS (SELECT v.visitor, v.started_at AS visit, e.ts, e.event_id, g.step \
-             FROM {} WHERE {CONVERSION_IN_RANGE})",
-            converting_events(&goal_rows("$4", "$5", "$6"))
+            "ev AS (SELECT v.visitor, v.started_at AS visit, m.ts, m.event_id, m.step \
+             FROM {CONVERSIONS} WHERE {VISIT_IN_RANGE})"
         ),
         "s1 AS (SELECT DISTINCT ON (visitor, visit) visitor, visit, ts, event_id FROM ev \
          WHERE step = 1 ORDER BY visitor, visit, ts, event_id)"

@@ -14,7 +14,7 @@
 //! Values come in as parameters, never as SQL text; names (columns, grains) only from
 //! the fixed lists below.
 
-use super::goals::{CONVERSION_IN_RANGE, GoalSet, SPAN, converting_events, goal_rows};
+use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
 use domain::tokio_postgres::types::ToSql;
 use domain::visits::VisitDimension;
@@ -286,19 +286,18 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     }
     // $4 (the zone) is typed here because only time dimensions read it.
     let mut conditions = vec![if source == Source::Goals {
-        format!("{CONVERSION_IN_RANGE} AND $4::text IS NOT NULL")
+        format!("{VISIT_IN_RANGE} AND $4::text IS NOT NULL")
     } else {
         format!("{site} = $1 AND {time} >= $2 AND {time} < $3 AND $4::text IS NOT NULL")
     }];
     conditions.extend(filters.iter().cloned());
     let mut ctes = Vec::new();
-    if goals.is_some() {
-        ctes.push(SPAN.to_string());
+    if let Some(goals) = &goals {
+        ctes.push(matched_ctes(goals));
     }
-    let filtered = if let (Source::Goals, Some(goals)) = (source, &goals) {
+    let filtered = if source == Source::Goals {
         format!(
-            "SELECT g.name AS goal, e.user_id AS visitor FROM {} WHERE {}",
-            converting_events(goals),
+            "SELECT m.name AS goal, m.user_id AS visitor FROM {CONVERSIONS} WHERE {}",
             conditions.join(" AND ")
         )
     } else if joined {
@@ -311,13 +310,12 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
              WHERE e.path IS NOT NULL AND {}",
             conditions.join(" AND ")
         )
-    } else if let (true, Some(goals)) = (goal_filtered, &goals) {
+    } else if goal_filtered {
         // The range's converted visits, from the converting events (few), never a search
         // of every visit's events.
         ctes.push(format!(
             "converted AS (SELECT DISTINCT v.visitor AS converted_visitor, v.started_at AS converted_start \
-             FROM {} WHERE {CONVERSION_IN_RANGE})",
-            converting_events(goals)
+             FROM {CONVERSIONS} WHERE {VISIT_IN_RANGE})"
         ));
         format!(
             "SELECT visits.*, c.converted_visitor IS NOT NULL AS converted FROM visits \
