@@ -70,11 +70,6 @@ impl Application {
             vote_lanes = config.worker.vote_worker_concurrency,
             "worker identity"
         );
-        let events = Arc::new(EventWork {
-            pg: pg.clone(),
-            keys: keys.clone(),
-            partitions: Default::default(),
-        });
         let triggers = Arc::new(crate::triggers::Triggers {
             redis: redis.clone(),
             keys: keys.clone(),
@@ -82,6 +77,13 @@ impl Application {
             channels: config.notify.trigger_channels(),
             vote_thresholds: config.notify.vote_thresholds(),
             usual: Default::default(),
+            goals: Default::default(),
+        });
+        let events = Arc::new(EventWork {
+            pg: pg.clone(),
+            keys: keys.clone(),
+            partitions: Default::default(),
+            triggers: Some(triggers.clone()),
         });
         let votes = Arc::new(VoteWork {
             pg: pg.clone(),

@@ -6,15 +6,19 @@
 //! - `site.traffic_spike`, when a site's visitors in the current UTC hour pass
 //!   `TRAFFIC_SPIKE_MULTIPLE` times its usual level for that hour (the mean of the same
 //!   hour over the previous seven days), checked every `TRAFFIC_SPIKE_INTERVAL_MS` by one
-//!   worker at a time.
+//!   worker at a time;
+//! - `goal.converted`, when a batch of events holds a visitor's first conversion of one of
+//!   the site's goals on a UTC day.
 //!
 //! A trigger's notification id and idempotency key come from its subject
-//! (`poll.closed:<poll>`, `poll.votes_reached:<poll>:<n>`, `site.traffic_spike:<site>:<hour>`),
-//! so a trigger emitted again (a batch replayed after a crash, two workers checking at
-//! once) is one notification. `goal.converted` waits for goals.
+//! (`poll.closed:<poll>`, `poll.votes_reached:<poll>:<n>`, `site.traffic_spike:<site>:<hour>`,
+//! `goal.converted:<site>:<goal>:<visitor>:<day>`), so a trigger emitted again (a batch
+//! replayed after a crash, two workers checking at once) is one notification.
 
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use domain::deadpool_postgres::Pool;
+use domain::event::QueuedEvent;
+use domain::goals::Goal;
 use domain::keys::Keys;
 use domain::notify::accept::{self, trigger_id};
 use domain::notify::{ChannelKind, Notification, Priority};
@@ -22,8 +26,19 @@ use domain::poll::PollMessage;
 use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the goals read from PostgreSQL are used before they are read again (a goal
+/// made or removed takes effect within this).
+const GOALS_TTL: Duration = Duration::from_secs(5);
+
+/// Conversions older than this (an import, a replay of old data) notify nobody.
+const CONVERSION_NOTICE_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+/// The sites with goals, as last read, and when.
+type SiteGoals = Option<(Instant, Arc<HashMap<String, Vec<Goal>>>)>;
 
 /// What triggers send and when.
 pub struct Triggers {
@@ -34,6 +49,8 @@ pub struct Triggers {
     pub vote_thresholds: Vec<i64>,
     /// A site's usual visitors at an hour, by (site, hour): computed once per hour.
     pub usual: std::sync::Mutex<std::collections::HashMap<(String, i64), f64>>,
+    /// The goals of every site that has some, read again after [`GOALS_TTL`].
+    pub goals: tokio::sync::Mutex<SiteGoals>,
 }
 
 impl Triggers {
@@ -105,6 +122,94 @@ impl Triggers {
             }
         }
         Ok(())
+    }
+
+    /// After a batch of events is stored: `goal.converted` for each visitor, goal and UTC
+    /// day the batch converts (replays and later conversions the same day are the same
+    /// notification), for events of the last 24 hours.
+    ///
+    /// # Errors
+    /// When Redis or PostgreSQL fails (the batch is retried).
+    pub async fn after_event_batch(&self, events: &[QueuedEvent<'_>]) -> anyhow::Result<()> {
+        if self.channels.is_empty() {
+            return Ok(());
+        }
+        let goals = self.site_goals().await?;
+        if goals.is_empty() {
+            return Ok(());
+        }
+        let mut conversions: BTreeMap<String, (&QueuedEvent<'_>, &Goal)> = BTreeMap::new();
+        let recent = Utc::now() - CONVERSION_NOTICE_WINDOW;
+        for e in events.iter().filter(|e| e.ts >= recent) {
+            let (Some(visitor), Some(site_goals)) =
+                (e.user_id.as_deref(), goals.get(e.site_id.as_ref()))
+            else {
+                continue;
+            };
+            let path = crate::events::enrich::path_of(e);
+            for goal in site_goals
+                .iter()
+                .filter(|g| g.matches(&e.event_type, path.as_deref()))
+            {
+                let subject = format!(
+                    "goal.converted:{}:{}:{visitor}:{}",
+                    e.site_id,
+                    goal.goal_id,
+                    e.ts.format("%Y-%m-%d")
+                );
+                // The day's first conversion in the batch speaks for it.
+                conversions
+                    .entry(subject)
+                    .and_modify(|(first, _)| {
+                        if e.ts < first.ts {
+                            *first = e;
+                        }
+                    })
+                    .or_insert((e, goal));
+            }
+        }
+        for (subject, (e, goal)) in conversions {
+            self.emit(
+                "goal.converted",
+                &subject,
+                format!("{}: {}", e.site_id, goal.display_name),
+                format!(
+                    "A visitor of {} converted on {}.",
+                    e.site_id, goal.display_name
+                ),
+                json!({"site_id": e.site_id, "goal_id": goal.goal_id, "goal": goal.display_name,
+                       "visitor": e.user_id, "event_id": e.event_id, "event_type": e.event_type,
+                       "at": e.ts}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The goals of every site that has some (read from PostgreSQL at most every
+    /// [`GOALS_TTL`]).
+    async fn site_goals(&self) -> anyhow::Result<Arc<HashMap<String, Vec<Goal>>>> {
+        let mut cached = self.goals.lock().await;
+        if let Some((at, goals)) = cached.as_ref()
+            && at.elapsed() < GOALS_TTL
+        {
+            return Ok(goals.clone());
+        }
+        let client = self.pg.get().await?;
+        let rows = client
+            .query(
+                "SELECT site_id, goals::text FROM sites WHERE deleted_at IS NULL AND goals <> '[]'",
+                &[],
+            )
+            .await?;
+        let mut goals = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let list: Vec<Goal> = serde_json::from_str(row.get(1))?;
+            goals.insert(row.get::<_, String>(0), list);
+        }
+        let goals = Arc::new(goals);
+        *cached = Some((Instant::now(), goals.clone()));
+        Ok(goals)
     }
 
     async fn poll_closed(&self, poll_id: &str) -> anyhow::Result<()> {

@@ -32,6 +32,15 @@ pub struct Derived<'a> {
     pub device: Option<&'a str>,
 }
 
+/// The path `e` is stored with: its own, or its `url`'s (what [`derive`] gives, for code
+/// that needs only the path).
+pub fn path_of<'a>(e: &'a QueuedEvent<'_>) -> Option<Cow<'a, str>> {
+    e.path.as_deref().map(Cow::Borrowed).or_else(|| {
+        let page = url::Url::parse(e.url.as_deref()?).ok()?;
+        Some(Cow::Owned(truncate(page.path(), MAX_PATH_CHARS)))
+    })
+}
+
 /// Derives the stored fields of `e`.
 pub fn derive<'a>(e: &'a QueuedEvent<'_>) -> Derived<'a> {
     let mut d = Derived {

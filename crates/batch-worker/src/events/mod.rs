@@ -27,6 +27,8 @@ pub struct EventWork {
     pub keys: Keys,
     /// The months known to have their partition of `events`.
     pub partitions: partitions::Partitions,
+    /// `goal.converted` for the goals the batch's events convert.
+    pub triggers: Option<std::sync::Arc<crate::triggers::Triggers>>,
 }
 
 impl Work for EventWork {
@@ -54,7 +56,14 @@ impl Work for EventWork {
         Box::pin(
             async move {
                 self.partitions.ensure(&self.pg, events).await?;
-                store::store_events(&self.pg, events).await
+                let written = store::store_events(&self.pg, events).await?;
+                if let Some(triggers) = &self.triggers {
+                    triggers
+                        .after_event_batch(events)
+                        .await
+                        .map_err(|e| StoreError::Transient(e.context("sending goal triggers")))?;
+                }
+                Ok(written)
             }
             .instrument(span),
         )

@@ -52,6 +52,7 @@ impl Harness {
                 pg: domain::postgres::pool(pg).expect("pool"),
                 keys,
                 partitions: Default::default(),
+                triggers: None,
             }),
             redis,
             blocking,

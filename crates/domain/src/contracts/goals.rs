@@ -63,6 +63,50 @@ impl Goal {
     pub fn path_regex(&self) -> Option<String> {
         self.page_path.as_deref().map(path_pattern_regex)
     }
+
+    /// Whether an event of `event_type` at `path` converts this goal (what the regex of
+    /// [`Self::path_regex`] decides in SQL, decided here for one event).
+    pub fn matches(&self, event_type: &str, path: Option<&str>) -> bool {
+        match (&self.event_name, &self.page_path, path) {
+            (Some(name), _, _) => name == event_type,
+            (None, Some(pattern), Some(path)) => {
+                event_type == crate::event::PAGE_VIEW
+                    && path_matches(pattern.as_bytes(), path.as_bytes())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A page path pattern against a path: `**` any characters, `*` any but `/`. Walks the
+/// pattern once, keeping the set of path positions reachable so far (no backtracking, so
+/// no pattern can make it exponential).
+fn path_matches(pattern: &[u8], path: &[u8]) -> bool {
+    let mut reachable = vec![false; path.len() + 1];
+    reachable[0] = true;
+    let mut i = 0;
+    while i < pattern.len() {
+        let mut next = vec![false; path.len() + 1];
+        if pattern[i] == b'*' {
+            let across = pattern.get(i + 1) == Some(&b'*');
+            i += if across { 2 } else { 1 };
+            let mut open = false;
+            for j in 0..=path.len() {
+                open = (open && (across || path[j - 1] != b'/')) || reachable[j];
+                next[j] = open;
+            }
+        } else {
+            for j in 0..path.len() {
+                next[j + 1] = reachable[j] && path[j] == pattern[i];
+            }
+            i += 1;
+        }
+        reachable = next;
+        if !reachable.contains(&true) {
+            return false;
+        }
+    }
+    reachable[path.len()]
 }
 
 /// A funnel of a site: goal ids in order.
@@ -335,14 +379,35 @@ pub enum EditOutcome {
     Restoring,
 }
 
+/// The lists a site record holds.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Goals,
+    Funnels,
+}
+
+impl List {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Goals => "goals",
+            Self::Funnels => "funnels",
+        }
+    }
+
+    fn max(self) -> usize {
+        match self {
+            Self::Goals => MAX_GOALS,
+            Self::Funnels => MAX_FUNNELS,
+        }
+    }
+}
+
 async fn edit<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &Keys,
     site_id: &str,
-    list: &str,
-    op: &str,
+    (list, op): (List, &str),
     item: &str,
-    max: usize,
     now: DateTime<Utc>,
 ) -> RedisResult<EditOutcome> {
     let reply: Vec<String> = EDIT
@@ -350,11 +415,11 @@ async fn edit<C: ConnectionLike + Send + Sync>(
         .key(keys.sites_version())
         .key(keys.sites_restored())
         .key(&keys.sites_queue().queue)
-        .arg(list)
+        .arg(list.field())
         .arg(op)
         .arg(now.timestamp_millis())
         .arg(item)
-        .arg(max)
+        .arg(list.max())
         .invoke_async(conn)
         .await?;
     Ok(match reply.first().map(String::as_str) {
@@ -389,7 +454,7 @@ pub async fn add_goal<C: ConnectionLike + Send + Sync>(
     now: DateTime<Utc>,
 ) -> RedisResult<EditOutcome> {
     let item = serde_json::to_string(goal).unwrap_or_default();
-    edit(conn, keys, site_id, "goals", "add", &item, MAX_GOALS, now).await
+    edit(conn, keys, site_id, (List::Goals, "add"), &item, now).await
 }
 
 /// Removes goal `goal_id` unless a funnel names it.
@@ -403,10 +468,7 @@ pub async fn remove_goal<C: ConnectionLike + Send + Sync>(
     goal_id: &str,
     now: DateTime<Utc>,
 ) -> RedisResult<EditOutcome> {
-    edit(
-        conn, keys, site_id, "goals", "remove", goal_id, MAX_GOALS, now,
-    )
-    .await
+    edit(conn, keys, site_id, (List::Goals, "remove"), goal_id, now).await
 }
 
 /// Adds `funnel` (its steps goal ids of the site).
@@ -421,17 +483,7 @@ pub async fn add_funnel<C: ConnectionLike + Send + Sync>(
     now: DateTime<Utc>,
 ) -> RedisResult<EditOutcome> {
     let item = serde_json::to_string(funnel).unwrap_or_default();
-    edit(
-        conn,
-        keys,
-        site_id,
-        "funnels",
-        "add",
-        &item,
-        MAX_FUNNELS,
-        now,
-    )
-    .await
+    edit(conn, keys, site_id, (List::Funnels, "add"), &item, now).await
 }
 
 /// Removes funnel `funnel_id`.
@@ -449,10 +501,8 @@ pub async fn remove_funnel<C: ConnectionLike + Send + Sync>(
         conn,
         keys,
         site_id,
-        "funnels",
-        "remove",
+        (List::Funnels, "remove"),
         funnel_id,
-        MAX_FUNNELS,
         now,
     )
     .await
@@ -463,29 +513,13 @@ mod tests {
     use super::*;
 
     fn matches(pattern: &str, path: &str) -> bool {
-        let re = path_pattern_regex(pattern);
-        let body = &re[1..re.len() - 1];
-        glob(body.as_bytes(), path.as_bytes())
-    }
-
-    /// A matcher for the escaped literal / `[^/]*` / `.*` language the function emits.
-    fn glob(re: &[u8], s: &[u8]) -> bool {
-        if re.is_empty() {
-            return s.is_empty();
-        }
-        if re.starts_with(b".*") {
-            return (0..=s.len()).any(|i| glob(&re[2..], &s[i..]));
-        }
-        if re.starts_with(b"[^/]*") {
-            let run = s.iter().take_while(|c| **c != b'/').count();
-            return (0..=run).any(|i| glob(&re[5..], &s[i..]));
-        }
-        let (lit, rest) = if re[0] == b'\\' {
-            (re[1], &re[2..])
-        } else {
-            (re[0], &re[1..])
+        let goal = Goal {
+            goal_id: "g".into(),
+            display_name: "g".into(),
+            event_name: None,
+            page_path: Some(pattern.into()),
         };
-        !s.is_empty() && s[0] == lit && glob(rest, &s[1..])
+        goal.matches(crate::event::PAGE_VIEW, Some(path))
     }
 
     #[test]
@@ -497,7 +531,11 @@ mod tests {
         assert!(!matches("/thanks", "/thanks/more"));
         assert!(matches("/p.html", "/p.html"));
         assert!(!matches("/p.html", "/pxhtml"));
+        assert!(matches("/p1*", "/p10") && matches("/p1*", "/p1") && !matches("/p1*", "/p1/x"));
+        assert!(matches("/**/done", "/a/b/done") && !matches("/*/done", "/a/b/done"));
+        // The SQL side: the same pattern as a regular expression, metacharacters literal.
         assert_eq!(path_pattern_regex("/a.(b)*"), r"^/a\.\(b\)[^/]*$");
+        assert_eq!(path_pattern_regex("/**/x"), "^/.*/x$");
     }
 
     #[test]

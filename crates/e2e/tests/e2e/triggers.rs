@@ -1,4 +1,4 @@
-//! Triggers: `poll.closed`, `poll.votes_reached` and `site.traffic_spike`, sent by the
+//! Triggers: `poll.closed`, `poll.votes_reached`, `site.traffic_spike` and `goal.converted`, sent by the
 //! worker to the endpoints and topic subscribers of their event type.
 
 use crate::helpers::{ADMIN_TOKEN, Stack};
@@ -178,4 +178,143 @@ async fn a_site_far_above_its_usual_visitors_for_the_hour_sends_one_traffic_spik
     .await;
     let all = webhooks_of(&receiver, "site.traffic_spike");
     assert_eq!(all.len(), 1, "{all:?}");
+}
+
+#[tokio::test]
+async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
+    let stack = Stack::new().await;
+    let (api, ingest, _stats) = Notify::start(&stack, &[]).await;
+    let _worker = stack.start("batch-worker", WORKER).await;
+    let receiver = Receiver::start().await;
+    api.endpoint(&receiver.url("/ok/goals"), &["goal.converted"])
+        .await;
+    let admin = |path: String, body: Value| {
+        let client = api.client.clone();
+        async move {
+            domain::testing::eventually(Duration::from_secs(20), "an admin write", || {
+                let (client, path, body) = (client.clone(), path.clone(), body.clone());
+                async move {
+                    let res = client
+                        .post(path)
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok()?;
+                    (res.status() == 201).then_some(())
+                }
+            })
+            .await;
+        }
+    };
+    let site = "goals.example";
+    admin(
+        format!("{}/v1/sites", ingest.url()),
+        json!({"site_id": site}),
+    )
+    .await;
+    admin(
+        format!("{}/v1/sites/{site}/goals", ingest.url()),
+        json!({"event_name": "Signup"}),
+    )
+    .await;
+    admin(
+        format!("{}/v1/sites/{site}/goals", ingest.url()),
+        json!({"page_path": "/thanks/*"}),
+    )
+    .await;
+    domain::testing::eventually(Duration::from_secs(20), "the goals stored", || async {
+        let n = stack
+            .count("SELECT count(*) FROM sites WHERE jsonb_array_length(goals) = 2")
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    // a: signs up twice and sees /thanks/a today; b: signs up today and yesterday; c: a
+    // page that is no goal; d: a signup two days ago (too old to notify).
+    let now = chrono::Utc::now();
+    let at = |hours: i64| (now - chrono::Duration::hours(hours)).to_rfc3339();
+    let today = now.format("%Y-%m-%d").to_string();
+    let yesterday = (now - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let event = |visitor: &str, event_type: &str, path: &str, ts: String| json!({"site_id": site, "event_type": event_type, "path": path, "user_id": visitor, "timestamp": ts});
+    let mut events = vec![
+        event("a", "Signup", "/join", at(0)),
+        event("a", "Signup", "/join", at(0)),
+        event("a", "page_view", "/thanks/a", at(0)),
+        event("b", "Signup", "/join", at(0)),
+        event("c", "page_view", "/thanks/a/b", at(0)),
+        event("d", "Signup", "/join", at(50)),
+    ];
+    // b's second signup falls on yesterday's UTC day whatever the hour now.
+    let yesterday_noon = format!("{yesterday}T12:00:00Z");
+    if chrono::DateTime::parse_from_rfc3339(&yesterday_noon).expect("valid")
+        > now - chrono::Duration::hours(24)
+    {
+        events.push(event("b", "Signup", "/join", yesterday_noon));
+    }
+    let res = api
+        .client
+        .post(format!("{}/v1/events", ingest.url()))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 202);
+    let expected = if events.len() == 7 { 4 } else { 3 };
+    let got = domain::testing::eventually(Duration::from_secs(20), "goal.converted", || async {
+        let got = webhooks_of(&receiver, "goal.converted");
+        (got.len() >= expected).then_some(got)
+    })
+    .await;
+    let mut seen: Vec<(String, String, String)> = got
+        .iter()
+        .map(|w| {
+            let d = &w["data"]["data"];
+            let day = d["at"]
+                .as_str()
+                .unwrap_or_default()
+                .get(..10)
+                .unwrap_or_default()
+                .to_string();
+            (
+                d["visitor"].as_str().unwrap_or_default().to_string(),
+                d["goal"].as_str().unwrap_or_default().to_string(),
+                day,
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        ("a".to_string(), "Signup".to_string(), today.clone()),
+        (
+            "a".to_string(),
+            "Visit /thanks/*".to_string(),
+            today.clone(),
+        ),
+        ("b".to_string(), "Signup".to_string(), today.clone()),
+    ];
+    if expected == 4 {
+        want.push(("b".to_string(), "Signup".to_string(), yesterday));
+    }
+    want.sort();
+    assert_eq!(seen, want);
+    // Sent again (a retry, a replay): nothing new.
+    let res = api
+        .client
+        .post(format!("{}/v1/events", ingest.url()))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 202);
+    stack
+        .wait_all_stored(
+            2 * events.len() as i64,
+            Duration::from_secs(20),
+            "the resend stored",
+        )
+        .await;
+    assert_eq!(webhooks_of(&receiver, "goal.converted").len(), expected);
 }

@@ -3,7 +3,7 @@
 use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app};
 use serde_json::{Value, json};
 
-async fn send(app: &TestApp, req: reqwest::RequestBuilder) -> (u16, Value) {
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.bearer_auth(ADMIN_TOKEN).send().await.expect("sent");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
@@ -24,7 +24,7 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
         201
     );
     let post = |rest: &str, body: Value| app.client.post(url(&app, rest)).json(&body);
-    let (status, pricing) = send(&app, post("/goals", json!({"page_path": "/pricing/**"}))).await;
+    let (status, pricing) = send(post("/goals", json!({"page_path": "/pricing/**"}))).await;
     assert_eq!(status, 201, "{pricing}");
     assert_eq!(
         (
@@ -33,14 +33,14 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
         ),
         (Some("page"), Some("Visit /pricing/**"))
     );
-    let (status, signup) = send(&app, post("/goals", json!({"event_name": "Signup"}))).await;
+    let (status, signup) = send(post("/goals", json!({"event_name": "Signup"}))).await;
     assert_eq!(status, 201);
-    let (status, body) = send(&app, post("/goals", json!({"event_name": "Signup"}))).await;
+    let (status, body) = send(post("/goals", json!({"event_name": "Signup"}))).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("goal_exists")));
-    let (status, body) = send(
-        &app,
-        post("/goals", json!({"event_name": "x", "page_path": "/y"})),
-    )
+    let (status, body) = send(post(
+        "/goals",
+        json!({"event_name": "x", "page_path": "/y"}),
+    ))
     .await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -48,28 +48,22 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
     );
 
     // Steps by display name or id; one that is no goal of the site is named.
-    let (status, body) = send(
-        &app,
-        post(
-            "/funnels",
-            json!({"name": "Checkout", "steps": ["Visit /pricing/**", "Nope"]}),
-        ),
-    )
+    let (status, body) = send(post(
+        "/funnels",
+        json!({"name": "Checkout", "steps": ["Visit /pricing/**", "Nope"]}),
+    ))
     .await;
     assert_eq!(status, 400);
     assert!(body.to_string().contains("\\\"Nope\\\""), "{body}");
-    let (status, funnel) = send(
-        &app,
-        post(
-            "/funnels",
-            json!({"name": "Checkout", "steps": ["Visit /pricing/**", signup["goal_id"]]}),
-        ),
-    )
+    let (status, funnel) = send(post(
+        "/funnels",
+        json!({"name": "Checkout", "steps": ["Visit /pricing/**", signup["goal_id"]]}),
+    ))
     .await;
     assert_eq!(status, 201, "{funnel}");
     assert_eq!(funnel["steps"][1]["display_name"], "Signup");
 
-    let (status, listed) = send(&app, app.client.get(url(&app, "/goals"))).await;
+    let (status, listed) = send(app.client.get(url(&app, "/goals"))).await;
     assert_eq!(status, 200);
     assert_eq!(listed["goals"].as_array().map(Vec::len), Some(2));
     assert_eq!(listed["funnels"][0]["funnel_id"], funnel["funnel_id"]);
@@ -79,15 +73,15 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
         &app,
         &format!("/goals/{}", signup["goal_id"].as_str().unwrap_or("")),
     );
-    let (status, body) = send(&app, app.client.delete(&signup_url)).await;
+    let (status, body) = send(app.client.delete(&signup_url)).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("goal_in_use")));
     let funnel_url = url(
         &app,
         &format!("/funnels/{}", funnel["funnel_id"].as_str().unwrap_or("")),
     );
-    assert_eq!(send(&app, app.client.delete(&funnel_url)).await.0, 204);
-    assert_eq!(send(&app, app.client.delete(&funnel_url)).await.0, 404);
-    assert_eq!(send(&app, app.client.delete(&signup_url)).await.0, 204);
+    assert_eq!(send(app.client.delete(&funnel_url)).await.0, 204);
+    assert_eq!(send(app.client.delete(&funnel_url)).await.0, 404);
+    assert_eq!(send(app.client.delete(&signup_url)).await.0, 204);
 
     // Unauthenticated and unknown sites.
     let anonymous = app
@@ -98,7 +92,6 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
         .expect("sent");
     assert_eq!(anonymous.status(), 401);
     let (status, body) = send(
-        &app,
         app.client
             .post(format!("{}/v1/sites/nowhere/goals", app.address))
             .json(&json!({"event_name": "a"})),
@@ -151,7 +144,7 @@ async fn a_site_holds_at_most_a_hundred_goals_and_adds_race_free() {
             .client
             .post(url(&app, "/goals"))
             .json(&json!({"event_name": format!("e{i}")}));
-        send(&app, req)
+        send(req)
     });
     let answers = futures_util::future::join_all(adds).await;
     let created = answers.iter().filter(|(s, _)| *s == 201).count();
@@ -160,6 +153,6 @@ async fn a_site_holds_at_most_a_hundred_goals_and_adds_race_free() {
         .filter(|(s, b)| *s == 409 && b["error"] == "too_many")
         .count();
     assert_eq!((created, full), (100, 20));
-    let (_, listed) = send(&app, app.client.get(url(&app, "/goals"))).await;
+    let (_, listed) = send(app.client.get(url(&app, "/goals"))).await;
     assert_eq!(listed["goals"].as_array().map(Vec::len), Some(100));
 }

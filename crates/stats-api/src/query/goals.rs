@@ -114,16 +114,15 @@ pub fn select<'a>(goals: &'a [Goal], goal_filters: &[Filter]) -> Result<Vec<&'a 
             case_sensitive,
             ..
         } = f
-        {
-            if let Some(v) = values.iter().find(|v| {
+            && let Some(v) = values.iter().find(|v| {
                 !goals
                     .iter()
                     .any(|g| same(&g.display_name, v, *case_sensitive))
-            }) {
-                return Err(format!(
-                    "event:goal filter names {v:?}, which is not a goal of this site"
-                ));
-            }
+            })
+        {
+            return Err(format!(
+                "event:goal filter names {v:?}, which is not a goal of this site"
+            ));
         }
     }
     Ok(goals

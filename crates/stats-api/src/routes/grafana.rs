@@ -270,7 +270,8 @@ pub async fn query(
 }
 
 /// Visit metrics by one dimension over the local days the range touches, through the
-/// query API (a table: the dimension's values, visitors, visits, bounce rate, duration).
+/// query API (a table: the dimension's values, visitors, visits, bounce rate, duration;
+/// for `event:goal`, visitors, conversions and conversion rate).
 async fn breakdown(
     state: &AppState,
     site: &str,
@@ -287,7 +288,12 @@ async fn breakdown(
     let last = clock
         .day_of(range.to - TimeDelta::microseconds(1))
         .max(first);
-    let names = ["visitors", "visits", "bounce_rate", "visit_duration"];
+    // Goals have conversions rather than visit metrics.
+    let names: &[&str] = if dimension == "event:goal" {
+        &["visitors", "events", "conversion_rate"]
+    } else {
+        &["visitors", "visits", "bounce_rate", "visit_duration"]
+    };
     let request = crate::query::request::QueryRequest {
         site_id: site.to_string(),
         metrics: names.iter().map(|m| (*m).to_string()).collect(),

@@ -113,6 +113,27 @@ async fn a_breakdown_table_gives_visit_metrics_by_a_dimension() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    // Goals: b signed up (twice) in its visit; conversions over the three visitors.
+    app.sql(
+        "INSERT INTO sites (site_id, timezone, version, created_at, updated_at, goals)
+         VALUES ('g', 'UTC', 1, now(), now(), '[{\"goal_id\": \"g_1\", \"display_name\": \"Signup\", \"event_name\": \"signup\"}]');
+         INSERT INTO events (event_id, site_id, event_type, ts, user_id, received_at)
+         VALUES (gen_random_uuid(), 'g', 'signup', '2025-11-14T11:01:00Z', 'b', now()),
+                (gen_random_uuid(), 'g', 'signup', '2025-11-14T11:02:00Z', 'b', now());",
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        "/grafana/query",
+        json!({
+            "range": {"from": "2025-11-14T00:00:00Z", "to": "2025-11-15T00:00:00Z"},
+            "targets": [{"refId": "A", "target": "breakdown", "payload": {"site_id": "g", "dimension": "event:goal"}}]
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["rows"], json!([["Signup", 1, 2, 33.33]]));
+    assert_eq!(body[0]["columns"][3]["text"], "conversion_rate");
 }
 
 #[tokio::test]
