@@ -71,12 +71,18 @@ fn generate(visitors: usize, seed: u64) -> Vec<Value> {
                 t += chrono::TimeDelta::milliseconds(rng.below(20 * 60_000) as i64 + 1);
             }
             if rng.below(4) == 0 {
-                events.push(json!({
+                let mut signup = json!({
                     "site_id": site,
                     "event_type": "signup",
                     "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "user_id": format!("visitor-{v}"),
-                }));
+                });
+                // A plan on four signups in five (the fifth has no props).
+                if v % 5 != 0 {
+                    let plan = ["free", "pro", "team"][(v / 3) % 3];
+                    signup["props"] = json!({ "plan": plan });
+                }
+                events.push(signup);
             }
             t += chrono::TimeDelta::minutes(30 + rng.below(600) as i64);
         }
@@ -379,6 +385,79 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     assert!(!expected.is_empty());
     assert_eq!(rows(&answer), expected);
     conversions_match_ground_truth(&stack, &ingest, &stats, range).await;
+    props_and_hosts_match_ground_truth(&stack, &stats, range).await;
+}
+
+/// `event:props:<key>` and `event:hostname` against the raw events of the range's local
+/// days: plain, filtered by a prop, and filtered by a visit dimension.
+async fn props_and_hosts_match_ground_truth(stack: &Stack, stats: &Service, range: (&str, &str)) {
+    let pg = stack.db.pool().get().await.expect("pg");
+    let cases = [
+        (
+            json!(["event:props:plan"]),
+            json!([]),
+            "coalesce(e.props->>'plan', '(none)')",
+            "true",
+        ),
+        (
+            json!(["event:hostname"]),
+            json!([]),
+            "coalesce(e.hostname, '(none)')",
+            "true",
+        ),
+        (
+            json!(["event:props:plan"]),
+            json!([["is_not", "event:props:plan", ["free"]]]),
+            "coalesce(e.props->>'plan', '(none)')",
+            "coalesce(e.props->>'plan', '(none)') <> 'free'",
+        ),
+        (
+            json!(["event:props:plan"]),
+            json!([["is", "visit:device", ["mobile"]]]),
+            "coalesce(e.props->>'plan', '(none)')",
+            "EXISTS (SELECT 1 FROM truth_visits t WHERE t.site_id = e.site_id AND t.visitor = e.user_id
+                 AND e.ts BETWEEN t.started_at AND t.ended_at AND t.device = 'mobile')",
+        ),
+    ];
+    for (site, zone) in SITES {
+        for (dimensions, filters, column, condition) in &cases {
+            let (status, answer) = query(
+                stats,
+                &json!({"site_id": site, "date_range": [range.0, range.1], "dimensions": dimensions,
+                        "metrics": ["visitors", "events", "pageviews"], "filters": filters}),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let sql = format!(
+                "SELECT {column}, count(DISTINCT e.user_id)::float8, count(*)::float8,
+                        count(*) FILTER (WHERE e.event_type = 'page_view')::float8
+                 FROM events e WHERE e.site_id = $1 AND {condition}
+                   AND (e.ts AT TIME ZONE $2)::date BETWEEN $3::text::date AND $4::text::date
+                 GROUP BY 1"
+            );
+            let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
+                .query(&sql, &[&site, &zone, &range.0, &range.1])
+                .await
+                .expect("props truth")
+                .iter()
+                .map(|r| {
+                    (
+                        vec![r.get::<_, String>(0)],
+                        (1..=3).map(|i| r.get(i)).collect(),
+                    )
+                })
+                .collect();
+            assert!(
+                expected.len() > 1,
+                "{site} {dimensions}: too little to compare"
+            );
+            assert_eq!(
+                rows(&answer),
+                expected,
+                "{site} by {dimensions} filtered by {filters}"
+            );
+        }
+    }
 }
 
 /// The dashboard's goal queries against the raw events: goals made after the events
@@ -629,6 +708,15 @@ async fn bad_queries_get_400_naming_the_problem() {
             "cannot be combined",
         ),
         (with("metrics", json!(["conversion_rate"])), "event:goal"),
+        (with("dimensions", json!(["event:props:"])), "property name"),
+        (
+            with("filters", json!([["is", "event:props:plan", ["pro"]]])),
+            "event:props:plan cannot be combined",
+        ),
+        (
+            with("dimensions", json!(["event:hostname", "visit:source"])),
+            "cannot be combined",
+        ),
         (
             with("order_by", json!([["bounce_rate", "desc"]])),
             "bounce_rate",

@@ -160,6 +160,11 @@ fn source_of(
 ) -> Result<Source, String> {
     let source = if dimensions.contains(&Dimension::Goal) {
         Source::Goals
+    } else if dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Hostname | Dimension::Prop(_)))
+    {
+        Source::Events
     } else if dimensions.contains(&Dimension::Page) {
         Source::Pages
     } else if dimensions.contains(&Dimension::Name) {
@@ -172,12 +177,14 @@ fn source_of(
         Source::Names => "event:name",
         Source::Visits => "visit dimensions",
         Source::Goals => "event:goal",
+        Source::Events => "event:hostname and event:props",
     };
     for (d, name) in dimensions.iter().zip(&req.dimensions) {
         let fits = match d {
             Dimension::Time(_) => source != Source::Goals,
             Dimension::Visit(_) => source == Source::Visits,
             Dimension::Goal => source == Source::Goals,
+            Dimension::Hostname | Dimension::Prop(_) => source == Source::Events,
             Dimension::Page => source == Source::Pages,
             Dimension::Name => source == Source::Names,
         };
@@ -202,23 +209,25 @@ fn source_of(
     }
     let mut read = Vec::new();
     filters.iter().for_each(|f| f.dimensions(&mut read));
-    if let Some(d) = read.iter().find(|d| !sql::filterable(source, **d)) {
+    if let Some(d) = read.iter().find(|d| !sql::filterable(source, d)) {
         return Err(format!(
             "a filter on {} cannot be combined with {} in this version",
-            dimension_name(*d),
+            dimension_name(d),
             label(source)
         ));
     }
     Ok(source)
 }
 
-fn dimension_name(d: Dimension) -> &'static str {
+fn dimension_name(d: &Dimension) -> String {
     match d {
-        Dimension::Visit(v) => v.api_name().unwrap_or("visit"),
-        Dimension::Page => "event:page",
-        Dimension::Name => "event:name",
-        Dimension::Goal => "event:goal",
-        Dimension::Time(_) => "time",
+        Dimension::Visit(v) => v.api_name().unwrap_or("visit").to_string(),
+        Dimension::Page => "event:page".into(),
+        Dimension::Name => "event:name".into(),
+        Dimension::Goal => "event:goal".into(),
+        Dimension::Hostname => "event:hostname".into(),
+        Dimension::Prop(key) => format!("event:props:{key}"),
+        Dimension::Time(_) => "time".into(),
     }
 }
 

@@ -123,7 +123,10 @@ pub enum TimeGrain {
     Month,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest custom property name a dimension may name.
+pub const MAX_PROP_KEY_CHARS: usize = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dimension {
     Visit(VisitDimension),
     Time(TimeGrain),
@@ -133,6 +136,10 @@ pub enum Dimension {
     Name,
     /// `event:goal`: conversions per goal of the site.
     Goal,
+    /// `event:hostname`: events per host of their page, from the raw events.
+    Hostname,
+    /// `event:props:<key>`: events per value of a custom property, from the raw events.
+    Prop(String),
 }
 
 impl Dimension {
@@ -148,15 +155,21 @@ impl Dimension {
             "event:page" => Self::Page,
             "event:name" => Self::Name,
             "event:goal" => Self::Goal,
-            "event:hostname" | "time:minute" => {
+            "event:hostname" => Self::Hostname,
+            "time:minute" => {
                 return Err(format!(
                     "dimension {name} is not supported by this version yet"
                 ));
             }
             n if n.starts_with("event:props:") => {
-                return Err(format!(
-                    "dimension {name} is not supported by this version yet"
-                ));
+                let key = &n["event:props:".len()..];
+                if key.is_empty() || key.chars().count() > MAX_PROP_KEY_CHARS || key.contains('\0')
+                {
+                    return Err(format!(
+                        "dimension event:props:<key> takes a property name of 1..{MAX_PROP_KEY_CHARS} characters"
+                    ));
+                }
+                Self::Prop(key.to_string())
             }
             _ => return Err(format!("unknown dimension {name:?}")),
         })
@@ -192,7 +205,7 @@ impl Filter {
     /// Every dimension the filter reads.
     pub fn dimensions(&self, out: &mut Vec<Dimension>) {
         match self {
-            Self::Leaf { dimension, .. } => out.push(*dimension),
+            Self::Leaf { dimension, .. } => out.push(dimension.clone()),
             Self::And(fs) | Self::Or(fs) => fs.iter().for_each(|f| f.dimensions(out)),
             Self::Not(f) => f.dimensions(out),
         }

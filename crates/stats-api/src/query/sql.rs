@@ -7,6 +7,9 @@
 //!   visit dimensions, the range's raw page events joined to their visits (bounded by the
 //!   range and `statement_timeout`, like the filters of `/v1/stats`).
 //! - `rollup_hourly` for `event:name` (events per name).
+//! - the raw events of the range for `event:hostname` and `event:props:<key>` (events,
+//!   visitors with such events, page views), filtered by those, pages, names and (joined
+//!   to their visits) visit dimensions.
 //! - for `event:goal`, the range's events matching a goal joined to their visits (see
 //!   [`super::goals`]); a top-level `event:goal` filter on a visit query marks each visit
 //!   converted or not, and the metrics count the converted ones.
@@ -26,6 +29,7 @@ pub enum Source {
     Pages,
     Names,
     Goals,
+    Events,
 }
 
 impl Source {
@@ -35,6 +39,7 @@ impl Source {
             Self::Visits => "started_at",
             Self::Pages | Self::Names => "bucket",
             Self::Goals => "e.ts",
+            Self::Events => "ts",
         }
     }
 
@@ -43,7 +48,7 @@ impl Source {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
             Self::Names => "rollup_hourly",
-            Self::Goals => "events",
+            Self::Goals | Self::Events => "events",
         }
     }
 }
@@ -70,17 +75,25 @@ impl Statement {
     }
 }
 
-fn dimension_expr(source: Source, d: Dimension) -> String {
+/// The SQL of dimension `d`; `qualified` names the events' columns `e.` (inside a join
+/// of events to visits, where both have some of the same names).
+fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: bool) -> String {
+    let e = if qualified { "e." } else { "" };
     match d {
         Dimension::Visit(v) => {
             let column = v.column().unwrap_or("NULL");
             // Qualified: in the join of events to visits both have most of these columns.
             let table = if source == Source::Visits { "" } else { "v." };
-            format!("coalesce({table}{column}, '{}')", none_label(v))
+            format!("coalesce({table}{column}, '{}')", none_label(*v))
         }
-        Dimension::Page => "path".into(),
-        Dimension::Name => "event_type".into(),
+        Dimension::Page => format!("{e}path"),
+        Dimension::Name => format!("{e}event_type"),
         Dimension::Goal => "goal".into(),
+        Dimension::Hostname => format!("coalesce({e}hostname, '(none)')"),
+        Dimension::Prop(key) => {
+            let key = st.bind(key.clone());
+            format!("coalesce({e}props->>{key}::text, '(none)')")
+        }
         Dimension::Time(grain) => {
             // The local time of the row's UTC hour's midpoint (see local_time).
             let t = source.time_column();
@@ -114,6 +127,11 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> &'static str {
             "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 2), 0)::float8"
         }
         (Source::Goals, _) => "count(*)::float8",
+        (Source::Events, Metric::Visitors) => "count(DISTINCT user_id)::float8",
+        (Source::Events, Metric::Pageviews) => {
+            "count(*) FILTER (WHERE event_type = 'page_view')::float8"
+        }
+        (Source::Events, _) => "count(*)::float8",
         (Source::Visits, Metric::Visitors) => "count(DISTINCT visitor)::float8",
         (Source::Visits, Metric::Visits) => "count(*)::float8",
         (Source::Visits, Metric::Pageviews) => "coalesce(sum(pageviews), 0)::float8",
@@ -154,15 +172,17 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
         ),
         Source::Pages => matches!(m, Metric::Pageviews | Metric::Events),
         Source::Names => m == Metric::Events,
+        Source::Events => matches!(m, Metric::Visitors | Metric::Events | Metric::Pageviews),
     }
 }
 
 /// The dimensions a source's filters may read.
-pub fn filterable(source: Source, d: Dimension) -> bool {
+pub fn filterable(source: Source, d: &Dimension) -> bool {
     match source {
         Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
-        Source::Names => d == Dimension::Name,
+        Source::Names => *d == Dimension::Name,
+        Source::Events => !matches!(d, Dimension::Goal | Dimension::Time(_)),
     }
 }
 
@@ -179,7 +199,7 @@ fn like_pattern(value: &str) -> String {
     p
 }
 
-fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
+fn filter_sql(st: &mut Statement, source: Source, f: &Filter, qualified: bool) -> String {
     match f {
         Filter::Leaf {
             operator,
@@ -187,7 +207,7 @@ fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
             values,
             case_sensitive,
         } => {
-            let raw = dimension_expr(source, *dimension);
+            let raw = dimension_expr(st, source, dimension, qualified);
             // Case-insensitive: both sides lowered (patterns match with ~* instead: lowering
             // one would change its escapes).
             let (expr, values) = if *case_sensitive
@@ -236,10 +256,13 @@ fn filter_sql(st: &mut Statement, source: Source, f: &Filter) -> String {
             } else {
                 " OR "
             };
-            let parts: Vec<String> = fs.iter().map(|f| filter_sql(st, source, f)).collect();
+            let parts: Vec<String> = fs
+                .iter()
+                .map(|f| filter_sql(st, source, f, qualified))
+                .collect();
             format!("({})", parts.join(joiner))
         }
-        Filter::Not(inner) => format!("NOT ({})", filter_sql(st, source, inner)),
+        Filter::Not(inner) => format!("NOT ({})", filter_sql(st, source, inner, qualified)),
     }
 }
 
@@ -267,8 +290,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let t = source.time_column();
     let mut read = Vec::new();
     shape.filters.iter().for_each(|f| f.dimensions(&mut read));
-    let joined = source == Source::Pages && read.iter().any(|d| matches!(d, Dimension::Visit(_)));
-    let (site, time) = if joined {
+    let by_visit = read.iter().any(|d| matches!(d, Dimension::Visit(_)));
+    let joined = source == Source::Pages && by_visit;
+    let (site, time) = if joined || source == Source::Events {
         ("e.site_id", "e.ts")
     } else {
         ("site_id", t)
@@ -281,8 +305,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     });
     let goal_filtered = source == Source::Visits && goals.is_some();
     let mut filters = Vec::new();
+    let qualified = joined || source == Source::Events;
     for f in shape.filters {
-        filters.push(filter_sql(&mut st, source, f));
+        filters.push(filter_sql(&mut st, source, f, qualified));
     }
     // $4 (the zone) is typed here because only time dimensions read it.
     let mut conditions = vec![if source == Source::Goals {
@@ -298,6 +323,17 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let filtered = if source == Source::Goals {
         format!(
             "SELECT m.name AS goal, m.user_id AS visitor FROM {CONVERSIONS} WHERE {}",
+            conditions.join(" AND ")
+        )
+    } else if source == Source::Events {
+        let visits = if by_visit {
+            " JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
+               AND e.ts >= v.started_at AND e.ts <= v.ended_at"
+        } else {
+            ""
+        };
+        format!(
+            "SELECT e.* FROM events e{visits} WHERE {}",
             conditions.join(" AND ")
         )
     } else if joined {
@@ -334,7 +370,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let dims: Vec<String> = shape
         .dimensions
         .iter()
-        .map(|d| dimension_expr(source, *d))
+        .map(|d| dimension_expr(&mut st, source, d, false))
         .collect();
     let metrics: Vec<&str> = shape
         .metrics
@@ -405,7 +441,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
                 .map(|f| format!(" AND {f}"))
                 .collect::<String>()
         ),
-        Source::Pages | Source::Names => "SELECT 1 AS n".to_string(),
+        Source::Pages | Source::Names | Source::Events => "SELECT 1 AS n".to_string(),
     };
     ctes.push(format!("base AS ({filtered})"));
     ctes.push(format!("total AS ({total})"));
