@@ -1,7 +1,8 @@
 // Tally's dashboard: one page, no build step, only the public API behind it
 // (POST /v2/query and the funnel reports on stats-api, the site's live stream on this gateway).
 // State lives in the URL: ?period=7d or ?from=YYYY-MM-DD&to=YYYY-MM-DD, one f=dimension|value
-// per filter, funnel= the funnel shown, token= when the site's stats are private.
+// per filter, funnel= the funnel shown, chart=pageviews for page views over time, token= when
+// the site's stats are private.
 "use strict";
 
 const PANELS = [
@@ -124,7 +125,11 @@ function renderTotals(metrics, now, before) {
   });
 }
 
-function renderChart(labels, now, before) {
+// What the chart draws: visitors, or page views when their total is chosen (a goal filter
+// counts converted visitors only).
+const CHARTS = { visitors: "Visitors", pageviews: "Page views" };
+
+function renderChart(metric, labels, now, before) {
   const svg = $("#chart svg");
   const max = Math.max(1, ...now, ...before);
   const x = (i) => (labels.length > 1 ? (i / (labels.length - 1)) * 800 : 400);
@@ -141,7 +146,12 @@ function renderChart(labels, now, before) {
   $("#chart .axis").replaceChildren(el("span", {}, labels[0] || ""), el("span", {}, `peak ${Math.max(0, ...now)}`),
     el("span", {}, labels[labels.length - 1] || ""));
   svg.dataset.points = JSON.stringify(now);
-  svg.setAttribute("aria-label", `Visitors per bucket: ${now.join(", ")}`);
+  svg.dataset.metric = metric;
+  svg.setAttribute("aria-label", `${CHARTS[metric]} per bucket: ${now.join(", ")}`);
+  $("#chart").setAttribute("aria-label", `${CHARTS[metric]} over time`);
+  document.querySelectorAll("[data-stat]").forEach((box) => {
+    box.classList.toggle("charted", box.dataset.stat === metric);
+  });
 }
 
 function renderPanel(panel, answer) {
@@ -217,7 +227,8 @@ async function load() {
     const resolved = totals.query.date_range.map((t) => t.slice(0, 10));
     const before = previous(resolved);
     const grain = resolved[0] === resolved[1] ? "time:hour" : "time:day";
-    const series = (dr) => query({ metrics: ["visitors"], date_range: dr, filters: f, dimensions: [grain], include: { time_labels: true } });
+    const charted = !goalFiltered && params.get("chart") === "pageviews" ? "pageviews" : "visitors";
+    const series = (dr) => query({ metrics: [charted], date_range: dr, filters: f, dimensions: [grain], include: { time_labels: true } });
     // In parallel with the panels' queries; its failure is reported with theirs.
     const funnel = loadFunnel(resolved, mine).then(() => null, (e) => e);
     const [prevTotals, nowSeries, prevSeries, goals, ...panels] = await Promise.all([
@@ -240,7 +251,7 @@ async function load() {
       const by = new Map(answer.results.map((row) => [row.dimensions[0], row.metrics[0]]));
       return answer.meta.time_labels.map((t) => by.get(t) || 0);
     };
-    renderChart(nowSeries.meta.time_labels, values(nowSeries), values(prevSeries));
+    renderChart(charted, nowSeries.meta.time_labels, values(nowSeries), values(prevSeries));
     PANELS.forEach((p, i) => renderPanel(p, panels[i]));
     $('[data-panel="goals"]').hidden = !goals.results.length && !goalFiltered;
     renderPanel(GOALS, goals);
@@ -269,6 +280,15 @@ async function start() {
   document.title = `${site} · Tally`;
   $("#panels").replaceChildren(...PANELS.map((p) =>
     el("section", { "data-panel": p.id }, el("h2", {}, p.title), el("ol"))));
+  Object.keys(CHARTS).forEach((metric) => {
+    const box = $(`[data-stat="${metric}"]`);
+    box.tabIndex = 0;
+    box.title = `Show ${CHARTS[metric].toLowerCase()} over time`;
+    box.onclick = box.onkeydown = (e) => {
+      if (e.type === "keydown" && e.key !== "Enter") return;
+      setState((p) => (metric === "visitors" ? p.delete("chart") : p.set("chart", metric)));
+    };
+  });
   const form = $("#range");
   form.period.onchange = () => {
     if (form.period.value === "custom") {

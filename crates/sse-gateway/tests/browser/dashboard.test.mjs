@@ -145,10 +145,23 @@ try {
   assert.ok(want.panels.goals.length === 2 && want.panels.funnel[1][1] > 0, JSON.stringify(want.panels));
   await page.screenshot({ path: `${ARTIFACTS}/dashboard-desktop.png`, fullPage: true });
 
+  // Page views over time: a click on their total draws them, and back.
+  await page.click('[data-stat="pageviews"]');
+  await until("the page views chart", async () => (await page.getAttribute("#chart svg", "data-metric")) === "pageviews"
+    && (await shown(page)).loaded !== got.loaded);
+  const views = await query({ metrics: ["pageviews"], date_range: RANGE, dimensions: ["time:day"], include: { time_labels: true } });
+  const viewsBy = new Map(views.results.map((r) => [r.dimensions[0], r.metrics[0]]));
+  assert.deepEqual((await shown(page)).chart, views.meta.time_labels.map((d) => viewsBy.get(d) || 0), "the chart shows the API's page views");
+  const charted = (await shown(page)).loaded;
+  await page.click('[data-stat="visitors"]');
+  await until("the visitors chart", async () => (await page.getAttribute("#chart svg", "data-metric")) === "visitors"
+    && (await shown(page)).loaded !== charted);
+  const back = await shown(page);
+
   // Clicking a source filters every panel.
   await page.click('[data-panel="sources"] li[data-value="Google"]');
   await page.waitForSelector('#filters [data-filter="visit:source"]');
-  await until("the filtered panels", async () => (await shown(page)).loaded !== got.loaded);
+  await until("the filtered panels", async () => (await shown(page)).loaded !== back.loaded);
   const filters = [["is", "visit:source", ["Google"]]];
   const wantFiltered = await expected(filters);
   const gotFiltered = await shown(page);
