@@ -95,6 +95,24 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
         .expect("marker");
     create(&h, "kept", "Asia/Tokyo").await;
     create(&h, "gone", "UTC").await;
+    // Goals and a funnel travel with the site.
+    let signup = domain::goals::parse_new_goal(br#"{"event_name": "Signup"}"#).expect("goal");
+    let pricing = domain::goals::parse_new_goal(br#"{"page_path": "/pricing/**"}"#).expect("goal");
+    for goal in [&signup, &pricing] {
+        let added = domain::goals::add_goal(&mut conn, &keys, "kept", goal, Utc::now())
+            .await
+            .expect("goal added");
+        assert!(matches!(added, domain::goals::EditOutcome::Done(_)));
+    }
+    let funnel = domain::goals::parse_new_funnel(
+        br#"{"name": "f", "steps": ["Visit /pricing/**", "Signup"]}"#,
+    )
+    .expect("funnel")
+    .resolve(&[signup.clone(), pricing.clone()])
+    .expect("resolves");
+    domain::goals::add_funnel(&mut conn, &keys, "kept", &funnel, Utc::now())
+        .await
+        .expect("funnel added");
     site_registry::delete(&mut conn, &keys, "gone", Utc::now())
         .await
         .expect("delete");
@@ -146,6 +164,8 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
         .expect("get")
         .expect("restored");
     assert_eq!(kept.timezone, "Asia/Tokyo");
+    assert_eq!(kept.goals, vec![signup, pricing]);
+    assert_eq!(kept.funnels, vec![funnel]);
     assert!(
         site_registry::get(&mut conn, &keys, "gone")
             .await
