@@ -173,6 +173,29 @@ async fn views_per_path(
         .collect()
 }
 
+/// Rows of a ground truth statement (`$1` site, `$2` zone, `$3`/`$4` the first and last
+/// local day) as the answer's rows: the first column the dimension, then `metrics` numbers.
+async fn truth_rows(
+    client: &domain::deadpool_postgres::Object,
+    sql: &str,
+    (site, zone): (&str, &str),
+    (first, last): (&str, &str),
+    metrics: usize,
+) -> BTreeMap<Vec<String>, Vec<f64>> {
+    client
+        .query(sql, &[&site, &zone, &first, &last])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| {
+            (
+                vec![r.get::<_, String>(0)],
+                (1..=metrics).map(|i| r.get(i)).collect(),
+            )
+        })
+        .collect()
+}
+
 /// Ground truth: `[visitors, visits, pageviews, bounce_rate, visit_duration, percentage]`
 /// per value of `column` (a SQL expression over the raw events' visits) for visits of
 /// `site` starting on local days `first..=last` and matching `condition`, from
@@ -196,18 +219,7 @@ async fn truth(
          FROM f GROUP BY 1"
     );
     let client = stack.db.pool().get().await.expect("pg");
-    client
-        .query(&sql, &[&site, &zone, &first, &last])
-        .await
-        .expect("ground truth")
-        .iter()
-        .map(|r| {
-            (
-                vec![r.get::<_, String>(0)],
-                (1..=6).map(|i| r.get(i)).collect(),
-            )
-        })
-        .collect()
+    truth_rows(&client, &sql, (site, zone), (first, last), 6).await
 }
 
 #[tokio::test]
@@ -435,18 +447,7 @@ async fn props_and_hosts_match_ground_truth(stack: &Stack, stats: &Service, rang
                    AND (e.ts AT TIME ZONE $2)::date BETWEEN $3::text::date AND $4::text::date
                  GROUP BY 1"
             );
-            let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
-                .query(&sql, &[&site, &zone, &range.0, &range.1])
-                .await
-                .expect("props truth")
-                .iter()
-                .map(|r| {
-                    (
-                        vec![r.get::<_, String>(0)],
-                        (1..=3).map(|i| r.get(i)).collect(),
-                    )
-                })
-                .collect();
+            let expected = truth_rows(&pg, &sql, (site, zone), range, 3).await;
             assert!(
                 expected.len() > 1,
                 "{site} {dimensions}: too little to compare"
@@ -520,18 +521,7 @@ async fn conversions_match_ground_truth(
                     round(100.0 * count(DISTINCT user_id) / (SELECT count(DISTINCT visitor) FROM f), 2)::float8
              FROM m GROUP BY 1"
         );
-        let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
-            .query(&sql, &[&site, &zone, &range.0, &range.1])
-            .await
-            .expect("goal truth")
-            .iter()
-            .map(|r| {
-                (
-                    vec![r.get::<_, String>(0)],
-                    (1..=3).map(|i| r.get(i)).collect(),
-                )
-            })
-            .collect();
+        let expected = truth_rows(&pg, &sql, (site, zone), range, 3).await;
         assert_eq!(expected.len(), 2, "{site}: both goals convert somewhere");
         assert_eq!(rows(&answer), expected, "{site} by event:goal");
 
@@ -553,18 +543,7 @@ async fn conversions_match_ground_truth(
                     round(100.0 * count(DISTINCT visitor) FILTER (WHERE converted) / count(DISTINCT visitor), 2)::float8
              FROM c GROUP BY 1 HAVING count(*) FILTER (WHERE converted) > 0"
         );
-        let expected: BTreeMap<Vec<String>, Vec<f64>> = pg
-            .query(&sql, &[&site, &zone, &range.0, &range.1])
-            .await
-            .expect("goal-filtered truth")
-            .iter()
-            .map(|r| {
-                (
-                    vec![r.get::<_, String>(0)],
-                    (1..=3).map(|i| r.get(i)).collect(),
-                )
-            })
-            .collect();
+        let expected = truth_rows(&pg, &sql, (site, zone), range, 3).await;
         assert!(
             expected.len() > 1,
             "{site}: conversions from several sources"

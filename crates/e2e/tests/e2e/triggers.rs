@@ -1,12 +1,24 @@
 //! Triggers: `poll.closed`, `poll.votes_reached`, `site.traffic_spike` and `goal.converted`, sent by the
 //! worker to the endpoints and topic subscribers of their event type.
 
-use crate::helpers::{ADMIN_TOKEN, Stack};
+use crate::helpers::{ADMIN_TOKEN, Service, Stack};
 use crate::notify::{Notify, WORKER};
 use crate::polls::{create_poll, wait_until_restored};
 use crate::receiver::Receiver;
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// Posts `events` to ingest-api, which must accept them.
+async fn post_events(api: &Notify, ingest: &Service, events: &[Value]) {
+    let res = api
+        .client
+        .post(format!("{}/v1/events", ingest.url()))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 202);
+}
 
 /// The webhooks the receiver got of `event_type`, as JSON.
 fn webhooks_of(receiver: &Receiver, event_type: &str) -> Vec<Value> {
@@ -139,14 +151,7 @@ async fn a_site_far_above_its_usual_visitors_for_the_hour_sends_one_traffic_spik
             events.push(json!({"site_id": "steady.example", "event_type": "page_view", "timestamp": ts.to_rfc3339(), "user_id": format!("u-{v}"), "path": "/"}));
         }
     }
-    let res = api
-        .client
-        .post(format!("{}/v1/events", ingest.url()))
-        .json(&json!({"events": events}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(res.status(), 202);
+    post_events(&api, &ingest, &events).await;
     let spikes =
         domain::testing::eventually(Duration::from_secs(30), "a traffic spike", || async {
             let got = webhooks_of(&receiver, "site.traffic_spike");
@@ -254,14 +259,7 @@ async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
     {
         events.push(event("b", "Signup", "/join", yesterday_noon));
     }
-    let res = api
-        .client
-        .post(format!("{}/v1/events", ingest.url()))
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(res.status(), 202);
+    post_events(&api, &ingest, &events).await;
     let expected = if events.len() == 7 { 4 } else { 3 };
     let got = domain::testing::eventually(Duration::from_secs(20), "goal.converted", || async {
         let got = webhooks_of(&receiver, "goal.converted");
@@ -301,14 +299,7 @@ async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
     want.sort();
     assert_eq!(seen, want);
     // Sent again (a retry, a replay): nothing new.
-    let res = api
-        .client
-        .post(format!("{}/v1/events", ingest.url()))
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(res.status(), 202);
+    post_events(&api, &ingest, &events).await;
     stack
         .wait_all_stored(
             2 * events.len() as i64,

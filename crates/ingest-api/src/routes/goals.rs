@@ -83,6 +83,35 @@ async fn site_of(state: &AppState, redis: &WorkerRedis, site_id: &str) -> Result
         .ok_or_else(|| not_found(site_id))
 }
 
+/// What an edit is about, for its answer.
+struct Edit<'a> {
+    site_id: &'a str,
+    /// `goal` or `funnel`.
+    what: &'static str,
+    /// How a refusal names the item (its name, or its id).
+    item: &'a str,
+    /// The change as `ingest_api_site_changes_total` counts it.
+    change: &'static str,
+}
+
+/// The answer to an edit: `done` of the site after it (the change counted and this
+/// process's registry reloaded first), or the refusal.
+async fn answer(
+    state: &AppState,
+    redis: &WorkerRedis,
+    outcome: domain::redis_client::RedisResult<EditOutcome>,
+    edit: Edit<'_>,
+    done: impl FnOnce(&Site) -> HttpResponse,
+) -> Result<HttpResponse, ApiError> {
+    match outcome.map_err(redis_error)? {
+        EditOutcome::Done(site) => {
+            after_change(state, redis, edit.change).await;
+            Ok(done(&site))
+        }
+        other => Err(refused(other, edit.site_id, edit.what, edit.item)),
+    }
+}
+
 /// Adds a goal to a site (admin): a custom event name or a page path pattern (`*` within
 /// a path segment, `**` across segments). It applies to past events too.
 #[utoipa::path(
@@ -115,16 +144,18 @@ pub async fn post_goal(
     client_rate_limit(&req, &state)?;
     let body = read_json_body(&req, payload, SITE_BODY_LIMIT_BYTES).await?;
     let goal = goals::parse_new_goal(&body).map_err(ApiError::invalid_body)?;
-    match goals::add_goal(&mut redis.0.clone(), &state.keys, &path, &goal, Utc::now())
-        .await
-        .map_err(redis_error)?
-    {
-        EditOutcome::Done(_) => {
-            after_change(&state, &redis, "goal_create").await;
-            Ok(HttpResponse::Created().json(goal_json(&goal)))
-        }
-        other => Err(refused(other, &path, "goal", &goal.display_name)),
-    }
+    let outcome =
+        goals::add_goal(&mut redis.0.clone(), &state.keys, &path, &goal, Utc::now()).await;
+    let edit = Edit {
+        site_id: &path,
+        what: "goal",
+        item: &goal.display_name,
+        change: "goal_create",
+    };
+    answer(&state, &redis, outcome, edit, |_| {
+        HttpResponse::Created().json(goal_json(&goal))
+    })
+    .await
 }
 
 /// A site's goals (admin).
@@ -186,22 +217,24 @@ pub async fn delete_goal(
     require_admin(&req, &state)?;
     client_rate_limit(&req, &state)?;
     let (site_id, goal_id) = path.into_inner();
-    match goals::remove_goal(
+    let outcome = goals::remove_goal(
         &mut redis.0.clone(),
         &state.keys,
         &site_id,
         &goal_id,
         Utc::now(),
     )
+    .await;
+    let edit = Edit {
+        site_id: &site_id,
+        what: "goal",
+        item: &goal_id,
+        change: "goal_delete",
+    };
+    answer(&state, &redis, outcome, edit, |_| {
+        HttpResponse::NoContent().finish()
+    })
     .await
-    .map_err(redis_error)?
-    {
-        EditOutcome::Done(_) => {
-            after_change(&state, &redis, "goal_delete").await;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        other => Err(refused(other, &site_id, "goal", &goal_id)),
-    }
 }
 
 /// Adds a funnel (admin): 2 to 8 of the site's goals, by id or display name, in order.
@@ -237,22 +270,24 @@ pub async fn post_funnel(
     let new = goals::parse_new_funnel(&body).map_err(ApiError::invalid_body)?;
     let site = site_of(&state, &redis, &path).await?;
     let funnel = new.resolve(&site.goals).map_err(ApiError::invalid_body)?;
-    match goals::add_funnel(
+    let outcome = goals::add_funnel(
         &mut redis.0.clone(),
         &state.keys,
         &path,
         &funnel,
         Utc::now(),
     )
+    .await;
+    let edit = Edit {
+        site_id: &path,
+        what: "funnel",
+        item: &funnel.name,
+        change: "funnel_create",
+    };
+    answer(&state, &redis, outcome, edit, |site| {
+        HttpResponse::Created().json(funnel.to_json(&site.goals))
+    })
     .await
-    .map_err(redis_error)?
-    {
-        EditOutcome::Done(site) => {
-            after_change(&state, &redis, "funnel_create").await;
-            Ok(HttpResponse::Created().json(funnel.to_json(&site.goals)))
-        }
-        other => Err(refused(other, &path, "funnel", &funnel.name)),
-    }
 }
 
 /// Removes a funnel (admin).
@@ -282,20 +317,22 @@ pub async fn delete_funnel(
     require_admin(&req, &state)?;
     client_rate_limit(&req, &state)?;
     let (site_id, funnel_id) = path.into_inner();
-    match goals::remove_funnel(
+    let outcome = goals::remove_funnel(
         &mut redis.0.clone(),
         &state.keys,
         &site_id,
         &funnel_id,
         Utc::now(),
     )
+    .await;
+    let edit = Edit {
+        site_id: &site_id,
+        what: "funnel",
+        item: &funnel_id,
+        change: "funnel_delete",
+    };
+    answer(&state, &redis, outcome, edit, |_| {
+        HttpResponse::NoContent().finish()
+    })
     .await
-    .map_err(redis_error)?
-    {
-        EditOutcome::Done(_) => {
-            after_change(&state, &redis, "funnel_delete").await;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        other => Err(refused(other, &site_id, "funnel", &funnel_id)),
-    }
 }

@@ -104,19 +104,7 @@ async fn goals_and_funnels_are_added_listed_protected_and_removed() {
 
     // Every change went to PostgreSQL's queue as the whole site, versions rising; the last
     // holds the one goal left.
-    let mut conn = app.redis.conn().await;
-    let queued: Vec<String> = domain::redis_client::cmd("LRANGE")
-        .arg(app.redis.keys().sites_queue().queue)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("LRANGE");
-    let changes: Vec<_> = queued
-        .iter()
-        .rev()
-        .map(|m| domain::site_registry::parse_change(m.as_bytes()).expect("a change"))
-        .collect();
+    let changes = app.queued_site_changes().await;
     assert_eq!(
         changes.len(),
         6,

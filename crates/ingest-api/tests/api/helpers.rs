@@ -193,6 +193,23 @@ impl TestApp {
             .expect("registry marker");
     }
 
+    /// The site registry's changes queued for PostgreSQL, oldest first.
+    pub async fn queued_site_changes(&self) -> Vec<domain::site_registry::SiteChange> {
+        let mut conn = self.redis.conn().await;
+        let queued: Vec<String> = domain::redis_client::cmd("LRANGE")
+            .arg(self.redis.keys().sites_queue().queue)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("LRANGE");
+        queued
+            .iter()
+            .rev()
+            .map(|m| domain::site_registry::parse_change(m.as_bytes()).expect("a change"))
+            .collect()
+    }
+
     /// Registers a site as the admin; returns the answer.
     pub async fn register_site(&self, body: serde_json::Value) -> reqwest::Response {
         self.client

@@ -72,19 +72,7 @@ async fn sites_are_created_read_changed_and_deleted_by_the_admin_only() {
     assert_eq!(gone.status(), 404);
 
     // Every change was queued for PostgreSQL with a rising version, the delete last.
-    let mut conn = app.redis.conn().await;
-    let queued: Vec<String> = domain::redis_client::cmd("LRANGE")
-        .arg(app.redis.keys().sites_queue().queue)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("LRANGE");
-    let changes: Vec<_> = queued
-        .iter()
-        .rev()
-        .map(|m| domain::site_registry::parse_change(m.as_bytes()).expect("a change"))
-        .collect();
+    let changes = app.queued_site_changes().await;
     assert_eq!(changes.len(), 3);
     assert!(
         changes

@@ -53,6 +53,10 @@ impl Source {
     }
 }
 
+/// Joins each event `e` to the visit `v` it belongs to.
+const EVENT_IN_VISIT: &str = " JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
+     AND e.ts >= v.started_at AND e.ts <= v.ended_at";
+
 /// What a visit without a value for `d` shows (Plausible's labels).
 pub fn none_label(d: VisitDimension) -> &'static str {
     if d == VisitDimension::Source {
@@ -326,12 +330,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             conditions.join(" AND ")
         )
     } else if source == Source::Events {
-        let visits = if by_visit {
-            " JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
-               AND e.ts >= v.started_at AND e.ts <= v.ended_at"
-        } else {
-            ""
-        };
+        let visits = if by_visit { EVENT_IN_VISIT } else { "" };
         format!(
             "SELECT e.* FROM events e{visits} WHERE {}",
             conditions.join(" AND ")
@@ -341,9 +340,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         // the path rollup (one view each).
         format!(
             "SELECT e.site_id, e.event_type, e.ts AS bucket, e.path, 1::bigint AS views \
-             FROM events e JOIN visits v ON v.site_id = e.site_id AND v.visitor = e.user_id \
-                 AND e.ts >= v.started_at AND e.ts <= v.ended_at \
-             WHERE e.path IS NOT NULL AND {}",
+             FROM events e{EVENT_IN_VISIT} WHERE e.path IS NOT NULL AND {}",
             conditions.join(" AND ")
         )
     } else if goal_filtered {
