@@ -455,6 +455,12 @@ impl Hub {
         let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
         for topic in topics {
             if let Some(update) = topic.feed.resync().await {
+                // Read while updates kept arriving on the new subscription: a state older
+                // than one already sent would take every browser back (and a lagging one,
+                // resynchronised from the latest, would stay there).
+                if topic.latest().is_some_and(|l| l.position > update.position) {
+                    continue;
+                }
                 topic.emit(Arc::new(update.as_snapshot()));
             }
         }
