@@ -250,6 +250,66 @@ impl NotifySettings {
     }
 }
 
+/// How export jobs run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ExportSettings {
+    /// Export jobs this process runs at once; 0: this process runs none.
+    pub export_concurrency: usize,
+    /// A running job's lease: its worker renews it every third of this; a job whose lease
+    /// ran out (its worker died) is taken over by another worker.
+    pub export_lease_ms: u64,
+    /// How often an idle worker looks for a queued job, and for jobs to take over.
+    pub export_poll_interval_ms: u64,
+    /// Rows a page of an export holds about (pages are whole UTC hours, committed one by one:
+    /// a takeover resumes at the first page not committed).
+    pub export_page_rows: u64,
+    /// Largest part of a page's CSV stored in one row (what a worker holds in memory).
+    pub export_part_bytes: usize,
+    /// How often expired exports (kept 24 h) are deleted.
+    pub export_cleanup_interval_ms: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            export_concurrency: 1,
+            export_lease_ms: 15_000,
+            export_poll_interval_ms: 500,
+            export_page_rows: 100_000,
+            export_part_bytes: 4 << 20,
+            export_cleanup_interval_ms: 600_000,
+        }
+    }
+}
+
+impl ExportSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("EXPORT_POLL_INTERVAL_MS", self.export_poll_interval_ms),
+            ("EXPORT_PAGE_ROWS", self.export_page_rows),
+            ("EXPORT_PART_BYTES", self.export_part_bytes as u64),
+            (
+                "EXPORT_CLEANUP_INTERVAL_MS",
+                self.export_cleanup_interval_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if self.export_lease_ms < 300 {
+            return Err(ConfigError("EXPORT_LEASE_MS must be at least 300".into()));
+        }
+        if self.export_part_bytes < 64 * 1024 {
+            return Err(ConfigError(
+                "EXPORT_PART_BYTES must be at least 65536".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Everything batch-worker reads at start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -258,6 +318,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub worker: WorkerSettings,
     pub notify: NotifySettings,
+    pub export: ExportSettings,
 }
 
 impl ServiceConfig for Config {
@@ -301,12 +362,15 @@ impl ServiceConfig for Config {
         }
         let notify: NotifySettings = vars.get()?;
         notify.check()?;
+        let export: ExportSettings = vars.get()?;
+        export.check()?;
         Ok(Self {
             http: vars.http("0.0.0.0:9091")?,
             redis: vars.redis()?,
             postgres: vars.get()?,
             worker,
             notify,
+            export,
         })
     }
 }
@@ -387,6 +451,9 @@ mod tests {
             ("SMTP_URL", "smtp://"),
             ("EMAIL_FROM", "not a mailbox <"),
             ("TRAFFIC_SPIKE_MULTIPLE", "1"),
+            ("EXPORT_LEASE_MS", "0"),
+            ("EXPORT_PAGE_ROWS", "0"),
+            ("EXPORT_PART_BYTES", "100"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)]))
                 .err()

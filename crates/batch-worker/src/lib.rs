@@ -11,6 +11,7 @@
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod exports;
 pub mod lane;
 pub mod notify;
 pub mod restore;

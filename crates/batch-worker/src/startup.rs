@@ -388,6 +388,14 @@ impl Application {
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,
             );
+            let exporter = Arc::new(crate::exports::Exporter {
+                pg: pg.clone(),
+                redis: redis.clone(),
+                keys: keys.jobs(),
+                worker_id: worker_id.clone(),
+                settings: config.export.clone(),
+                backoff: config.worker.backoff(),
+            });
             let retention = config.worker.events_retention().map(|keep| {
                 let every = Duration::from_millis(config.worker.events_retention_interval_ms);
                 (keep, every)
@@ -430,6 +438,7 @@ impl Application {
                         shutdown.clone(),
                     )));
                 }
+                runs.push(tokio::spawn(exporter.run(shutdown.clone())));
                 runs.push(tokio::spawn(crate::restore::run(
                     redis,
                     pg,

@@ -20,8 +20,8 @@ pub mod contracts;
 pub mod runtime;
 
 pub use contracts::{
-    cache, channel, dead_letters, event, goals, keys, notify, poll, presence, queue, registry,
-    site, site_registry, stream_token, visitor_salt, visits,
+    cache, channel, date_range, dead_letters, event, goals, jobs, keys, local_days, notify, poll,
+    presence, queue, registry, site, site_registry, stream_token, visitor_salt, visits,
 };
 #[cfg(feature = "postgres")]
 pub use runtime::postgres;

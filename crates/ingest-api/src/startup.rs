@@ -3,7 +3,7 @@
 use crate::client::{Countries, DataCenters};
 use crate::config::{Config, IngestSettings};
 use crate::limits::{KeyedLimiter, QueueDepth};
-use crate::routes::{events, feed, goals, notifications, polls, sites, topics, webhooks};
+use crate::routes::{events, exports, feed, goals, notifications, polls, sites, topics, webhooks};
 use crate::sites::SiteDirectory;
 use crate::visitor::Salts;
 use actix_web::dev::Server;
@@ -171,6 +171,7 @@ impl Application {
                     .service(goals::delete_goal)
                     .service(goals::post_funnel)
                     .service(goals::delete_funnel)
+                    .service(exports::post_export)
                     .service(notifications::post_notification)
                     .service(webhooks::post_endpoint)
                     .service(webhooks::list_endpoints)

@@ -15,6 +15,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resource is not in a state that has what was asked (an unfinished job's file).
+    #[error("{0}")]
+    Conflict(String),
     #[error("body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("body not received in time")]
@@ -76,6 +79,7 @@ impl ApiError {
         match self {
             Self::BadRequest(m) => Problem::message(StatusCode::BAD_REQUEST, m.clone()),
             Self::NotFound(m) => Problem::message(StatusCode::NOT_FOUND, m.clone()),
+            Self::Conflict(m) => Problem::message(StatusCode::CONFLICT, m.clone()),
             Self::PayloadTooLarge { limit } => {
                 Problem::message(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").details(vec![
                     format!("the request body must be at most {limit} bytes"),

@@ -9,7 +9,7 @@
 //! the rollups still count (the answer would silently be short).
 
 use crate::error::ApiError;
-use crate::local_time::{SiteClock, Span};
+use crate::local_time::{PgBounds, SiteClock, Span};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::deadpool_postgres::Client;
 use domain::tokio_postgres::types::ToSql;
@@ -104,7 +104,7 @@ pub async fn check_scannable(
     span: Span,
     max_events: i64,
 ) -> Result<(), ApiError> {
-    let (start, end) = (span.start_ts(), span.end_ts());
+    let (start, end) = span.pg_bounds();
     let counted: i64 = client
         .query_one(
             "SELECT coalesce(sum(events), 0)::bigint FROM rollup_hourly
@@ -148,7 +148,7 @@ pub async fn totals(
     filters: &Filters,
     limit: i64,
 ) -> anyhow::Result<(i64, i64, Vec<(String, i64)>)> {
-    let (start, end) = (span.start_ts(), span.end_ts());
+    let (start, end) = span.pg_bounds();
     let head: [&(dyn ToSql + Sync); 4] = [&site_id, &event_type, &start, &end];
     let mut params: Vec<&(dyn ToSql + Sync)> = head.to_vec();
     params.extend(filters.values());

@@ -1,6 +1,6 @@
 //! Reads from the rollup tables the batch-worker maintains. Nothing here scans raw events.
 
-use crate::local_time::{SiteClock, Span};
+use crate::local_time::{PgBounds, SiteClock, Span};
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::tokio_postgres::types::ToSql;
@@ -43,7 +43,7 @@ pub async fn site_totals(
          GROUP BY path ORDER BY v DESC, path ASC LIMIT $5",
     );
     let (total, paths) = tokio::try_join!(total, paths)?;
-    let (start, end) = (span.start_ts(), span.end_ts());
+    let (start, end) = span.pg_bounds();
     let total_params: [&(dyn ToSql + Sync); 4] = [&site_id, &event_type, &start, &end];
     let paths_params: [&(dyn ToSql + Sync); 5] = [&site_id, &event_type, &start, &end, &limit];
     // One connection pipelines the two queries.

@@ -2,7 +2,8 @@
 
 use crate::config::{Config, StatsSettings};
 use crate::routes::{
-    self, dead_letters, feed, funnels, grafana, notifications, polls, query, stats, timeseries,
+    self, dead_letters, feed, funnels, grafana, jobs, notifications, polls, query, stats,
+    timeseries,
 };
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -91,6 +92,9 @@ impl Application {
                             .service(feed::get_feed)
                             .service(funnels::list_funnels)
                             .service(funnels::get_funnel)
+                            .service(jobs::get_job)
+                            .service(jobs::stream_job)
+                            .service(jobs::download_job)
                             .service(dead_letters::list_dead_letters)
                             .service(dead_letters::retry_dead_letters)
                             .service(dead_letters::purge_dead_letters),

@@ -12,7 +12,7 @@
 //! a `PFCOUNT` over the whole days' sketches and the partial days' hour sketches (about 1%
 //! standard error) and says so.
 
-use crate::local_time::{ALL_HOURS, Span};
+use crate::local_time::{ALL_HOURS, PgBounds, Span};
 use crate::startup::AppState;
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -152,7 +152,7 @@ async fn estimate(
              ORDER BY bucket",
         )
         .await?;
-    let (start, end) = (span.start_ts(), span.end_ts());
+    let (start, end) = span.pg_bounds();
     let hours: Vec<chrono::DateTime<chrono::Utc>> = client
         .query(&hours_stmt, &[&site_id, &event_type, &start, &end])
         .await?

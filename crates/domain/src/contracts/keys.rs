@@ -60,6 +60,17 @@
 //! | `P:{topics}:subs:T` | hash | topic `T`'s subscribers: user id -> contact JSON |
 //! | `P:{topics}:restored`, `:restoring`, `:queue` | | as for the site registry |
 //!
+//! Jobs (exports; see [`crate::jobs`]), all on one hash tag so each step is one script:
+//!
+//! | key | type | meaning |
+//! | --- | --- | --- |
+//! | `P:{jobs}:job:ID` | hash | job `ID`: `site_id`, `client`, `spec` (JSON), `fingerprint`, `state`, `attempt`, `completed`, `total`, times; expires 24 h after it ends |
+//! | `P:{jobs}:idem:S:K` | string, TTL 24 h | the job created for site `S` with `Idempotency-Key: K` |
+//! | `P:{jobs}:queue` | list | ids of jobs waiting for a worker (LPUSH at the head, claimed from the tail) |
+//! | `P:{jobs}:leases` | sorted set | running job ids scored by when their worker's lease ends (renewed by its heartbeat) |
+//! | `P:{jobs}:active` | hash | unfinished job id -> its client |
+//! | `P:{jobs}:active_count` | hash | client -> how many unfinished jobs it has (at most [`crate::jobs::MAX_ACTIVE_PER_CLIENT`]) |
+//!
 //! Pub/sub channel names are built in [`crate::channel`].
 //!
 //! `P` is the configured prefix (`REDIS_KEY_PREFIX`, default `tally`).
@@ -479,6 +490,42 @@ pub fn hash_tag(key: &str) -> &str {
         return &key[open + 1..open + 1 + len];
     }
     key
+}
+
+/// The keys of the job queue (see the module table).
+#[derive(Clone, Debug)]
+pub struct JobKeys {
+    base: String,
+    pub queue: String,
+    pub leases: String,
+    pub active: String,
+    pub active_count: String,
+}
+
+impl JobKeys {
+    /// Job `job_id`'s record.
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}", self.base)
+    }
+
+    /// The job created for `site_id` with idempotency key `key`.
+    pub fn idempotency(&self, site_id: &str, key: &str) -> String {
+        format!("{}:idem:{site_id}:{key}", self.base)
+    }
+}
+
+impl Keys {
+    /// The keys of the job queue.
+    pub fn jobs(&self) -> JobKeys {
+        let base = format!("{}:{{jobs}}", self.prefix);
+        JobKeys {
+            queue: format!("{base}:queue"),
+            leases: format!("{base}:leases"),
+            active: format!("{base}:active"),
+            active_count: format!("{base}:active_count"),
+            base,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,13 @@
 
 pub mod cache;
 pub mod channel;
+pub mod date_range;
 pub mod dead_letters;
 pub mod event;
 pub mod goals;
+pub mod jobs;
 pub mod keys;
+pub mod local_days;
 pub mod notify;
 pub mod poll;
 pub mod presence;

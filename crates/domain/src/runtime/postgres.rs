@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "goals_and_funnels",
         include_str!("../../../../migrations/0009_goals_and_funnels.sql"),
     ),
+    (
+        10,
+        "exports",
+        include_str!("../../../../migrations/0010_exports.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -3,6 +3,7 @@
 mod analytics;
 mod cluster;
 mod crash;
+mod exports;
 mod goals;
 mod half_open;
 mod helpers;

@@ -208,6 +208,32 @@ pub struct SiteBody {
     pub updated_at: String,
 }
 
+/// `POST /v1/sites/{site_id}/exports`.
+#[derive(ToSchema)]
+pub struct NewExport {
+    /// The site's local days: `day`, `7d`, `28d`, `30d`, `91d`, `month`, `year`, `6mo`,
+    /// `12mo`, `all` (at most 3 years back), or `["YYYY-MM-DD", "YYYY-MM-DD"]` (first and last
+    /// day, inclusive; at most 3 years). Resolved when the export is asked for.
+    #[schema(value_type = Object)]
+    pub date_range: serde_json::Value,
+    /// `csv` (the default and only format).
+    pub format: Option<String>,
+    /// `events` (raw events, the default) or `visits`.
+    pub kind: Option<String>,
+}
+
+/// An export job accepted.
+#[derive(ToSchema)]
+pub struct ExportAccepted {
+    pub job_id: String,
+    /// `queued`, or for a replayed key the job's state now.
+    pub state: String,
+    /// `GET` it (stats-api) for state and progress.
+    pub status_url: String,
+    /// Server-Sent Events of its progress (stats-api).
+    pub stream_url: String,
+}
+
 /// `POST /v1/sites/{site_id}/goals`: exactly one of `event_name` and `page_path`.
 #[derive(ToSchema)]
 pub struct NewGoal {

@@ -2,6 +2,7 @@
 
 pub mod docs;
 pub mod events;
+pub mod exports;
 pub mod feed;
 pub mod goals;
 pub mod notifications;

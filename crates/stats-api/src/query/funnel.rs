@@ -8,9 +8,9 @@
 //! of their visits started in the range reached it.
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
-use super::range::DayRange;
 use crate::error::ApiError;
 use crate::startup::AppState;
+use domain::date_range::DayRange;
 use domain::goals::{Funnel, Goal};
 use serde_json::{Value, json};
 

@@ -6,7 +6,6 @@
 
 pub mod funnel;
 pub mod goals;
-pub mod range;
 pub mod request;
 pub mod sql;
 
@@ -14,9 +13,9 @@ use crate::error::ApiError;
 use crate::local_time::SiteClock;
 use crate::startup::AppState;
 use chrono::{Datelike, Days, Months, TimeDelta, Utc};
+use domain::date_range::{self as range, DayRange};
 use domain::tokio_postgres::error::SqlState;
 use domain::tokio_postgres::types::ToSql;
-use range::DayRange;
 use request::{Dimension, Filter, Metric, QueryRequest, TimeGrain};
 use serde_json::{Value, json};
 use sql::{Shape, Source};

@@ -180,6 +180,48 @@ pub struct Progress {
     pub total: Option<i64>,
 }
 
+/// `GET /v1/jobs/{job_id}`.
+#[derive(ToSchema)]
+pub struct JobStatus {
+    pub job_id: String,
+    /// `export`.
+    #[schema(rename = "type")]
+    pub job_type: String,
+    pub site_id: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Percent done (100 once done).
+    pub progress: f64,
+    /// Rows written so far.
+    pub completed: u64,
+    /// Rows expected (counted when the job was planned, corrected as it runs; the rows
+    /// written once done).
+    pub total: u64,
+    /// Workers that took the job (more than 1: one stopped and another resumed it).
+    pub attempts: u32,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// When the job and its file are deleted (24 hours after it ended).
+    pub expires_at: Option<String>,
+    pub export: Option<ExportDescription>,
+    /// Once done: the CSV.
+    pub download_url: Option<String>,
+    /// Once failed: why.
+    pub error: Option<String>,
+}
+
+/// What an export job exports.
+#[derive(ToSchema)]
+pub struct ExportDescription {
+    /// `events` or `visits`.
+    pub kind: String,
+    /// `csv`.
+    pub format: String,
+    /// First and last local day.
+    pub date_range: Vec<String>,
+}
+
 /// `GET /v1/notifications/{id}`.
 #[derive(ToSchema)]
 pub struct NotificationStatus {

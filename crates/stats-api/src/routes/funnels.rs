@@ -4,10 +4,11 @@
 //! (`POST /v1/sites/{site_id}/funnels`, admin).
 
 use crate::error::ApiError;
-use crate::query::{funnel, range};
+use crate::query::funnel;
 use crate::startup::AppState;
 use actix_web::{HttpResponse, get, web};
 use chrono::Utc;
+use domain::date_range as range;
 use serde_json::{Value, json};
 
 /// The site's funnels, in the order they were made.

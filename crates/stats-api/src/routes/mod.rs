@@ -5,6 +5,7 @@ pub mod docs;
 pub mod feed;
 pub mod funnels;
 pub mod grafana;
+pub mod jobs;
 pub mod notifications;
 pub mod polls;
 pub mod query;
@@ -49,9 +50,10 @@ pub async fn require_stats_token<B: MessageBody>(
 }
 
 /// Routes that check their own tokens: a user's feed (the stats token or the user's feed
-/// token) and the dead letters (the admin token).
+/// token), the dead letters (the admin token) and jobs (the stats or the admin token).
 fn is_own_auth(path: &str) -> bool {
     path.starts_with("/v1/dead-letters")
+        || path.starts_with("/v1/jobs/")
         || path
             .strip_prefix("/v1/users/")
             .is_some_and(|rest| rest.ends_with("/feed"))

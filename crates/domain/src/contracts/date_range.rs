@@ -1,6 +1,6 @@
 //! A query's `date_range`, as the site's local days and the UTC hours that hold them.
 
-use crate::local_time::SiteClock;
+use super::local_days::SiteClock;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use serde_json::Value;
 
