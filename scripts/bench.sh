@@ -379,3 +379,4 @@ cat "$OUT/latest.md"
 # Notifications: webhook deliveries and a 100,000-subscriber fan-out (their own results file).
 "$ROOT/scripts/bench-notify.sh"
 "$ROOT/scripts/bench-query.sh"
+"$ROOT/scripts/bench-export.sh"

@@ -93,4 +93,16 @@ code="$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H 'Authorization: Bear
   "$EDGE/v1/sites/$SITE-registered/funnels/$funnel_id")"
 [ "$code" = 204 ] || die "DELETE the funnel through the edge answered $code"
 echo "  goals and funnels route by method at the edge"
+
+say "up-e2e: an export through the edge: created on ingest-api, followed and downloaded from stats-api"
+job="$(curl -fsS -X POST "$EDGE/v1/sites/$SITE/exports" "${admin[@]}" -H 'Idempotency-Key: up-e2e' \
+  -d '{"date_range":["2025-11-14","2025-11-15"]}')" || die "POST an export through the edge failed"
+job_id="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])' <<<"$job")"
+stream="$(curl -sS -N --max-time 60 -H 'Authorization: Bearer e2e-stats' "$EDGE/v1/jobs/$job_id/stream")"
+grep -q '^event: done' <<<"$stream" || die "the export's stream through the edge did not end done: $stream"
+csv="$(curl -fsS -H 'Authorization: Bearer e2e-admin' "$EDGE/v1/jobs/$job_id/download")" \
+  || die "downloading the export through the edge failed"
+rows="$(($(wc -l <<<"$csv") - 1))"
+[ "$rows" = 5 ] || die "the export holds $rows events, not the seed client's 5: $csv"
+echo "  the export streamed its progress and holds the 5 events"
 say "up-e2e: passed"

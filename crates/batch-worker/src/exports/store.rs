@@ -15,8 +15,12 @@ use uuid::Uuid;
 /// plan counts years of rows; a page may be a busy hour).
 const EXPORT_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '15min'";
 
-/// Per kind: the table's time column, and the rows (their columns in the order of
-/// [`ExportKind::columns`]) with `%L` for the site and the range's ends.
+/// Per kind: rows per hour, and the rows (their columns in the order of
+/// [`ExportKind::columns`]) with `%L` for the site and the range's ends. Times are UTC as
+/// PostgreSQL prints them (`2026-12-05 13:20:00.123456`): `to_char` into RFC 3339 cost a
+/// fifth of the export's speed. Rows are in time order only: ordering ties by id too
+/// made PostgreSQL sort every page (half again the time), where the index gives time
+/// order for free.
 struct Source {
     hour_counts: &'static str,
     copy: &'static str,
@@ -27,25 +31,23 @@ fn source(kind: ExportKind) -> Source {
         ExportKind::Events => Source {
             hour_counts: "SELECT (extract(epoch FROM date_trunc('hour', ts)) * 1000)::bigint, count(*) \
                           FROM events WHERE site_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1",
-            copy: "COPY (SELECT event_id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+            copy: "COPY (SELECT event_id, ts AT TIME ZONE 'UTC', \
                    event_type, user_id, path, hostname, referrer, referrer_source, utm_source, utm_medium, \
                    utm_campaign, utm_term, utm_content, device, browser, os, country, props \
-                   FROM events WHERE site_id = %L AND ts >= %L AND ts < %L ORDER BY ts, event_id) \
+                   FROM events WHERE site_id = %L AND ts >= %L AND ts < %L ORDER BY ts) \
                    TO STDOUT (FORMAT csv)",
         },
         ExportKind::Visits => Source {
             hour_counts: "SELECT (extract(epoch FROM date_trunc('hour', started_at)) * 1000)::bigint, count(*) \
                           FROM visits WHERE site_id = $1 AND started_at >= $2 AND started_at < $3 \
                           GROUP BY 1 ORDER BY 1",
-            copy: "COPY (SELECT visitor, \
-                   to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                   to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+            copy: "COPY (SELECT visitor, started_at AT TIME ZONE 'UTC', ended_at AT TIME ZONE 'UTC', \
                    round(extract(epoch FROM ended_at - started_at)::numeric, 3), events, pageviews, \
                    CASE WHEN pageviews = 1 THEN 'true' ELSE 'false' END, entry_page, exit_page, \
                    hostname, referrer, source, utm_source, utm_medium, utm_campaign, utm_term, \
                    utm_content, device, browser, os, country \
                    FROM visits WHERE site_id = %L AND started_at >= %L AND started_at < %L \
-                   ORDER BY started_at, visitor) TO STDOUT (FORMAT csv)",
+                   ORDER BY started_at) TO STDOUT (FORMAT csv)",
         },
     }
 }
