@@ -52,6 +52,12 @@ pub struct IngestSettings {
     /// on an `after_vote` poll carries a token that opens its results on streams, and a
     /// feed token (scope `feed:<user>`) lets a browser mark its user's feed read.
     pub stream_token_secret: Secret,
+    /// Replicas that must hold queued events before a request is answered `202` (a `WAIT`
+    /// per push); 0: answered once the master has them (a failover can lose the last
+    /// second or so).
+    pub redis_wait_replicas: u32,
+    /// How long a push waits for those replicas before the request is answered `503`.
+    pub redis_wait_timeout_ms: u64,
     /// Keys of applications that may send notifications (comma-separated), besides the
     /// admin token. They administer nothing.
     pub app_keys: Secret,
@@ -123,6 +129,8 @@ impl Default for IngestSettings {
             app_keys: Default::default(),
             notify_body_limit_bytes: 2 * 1024 * 1024,
             webhook_allow_internal: false,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 500,
         }
     }
 }
@@ -145,6 +153,11 @@ impl ServiceConfig for Config {
             ("SITES_REFRESH_MS", ingest.sites_refresh_ms as usize),
             ("SALT_REFRESH_MS", ingest.salt_refresh_ms as usize),
             ("LIMITER_MAX_KEYS", ingest.limiter_max_keys),
+            // WAIT with a timeout of 0 would block for ever.
+            (
+                "REDIS_WAIT_TIMEOUT_MS",
+                ingest.redis_wait_timeout_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

@@ -153,6 +153,16 @@ impl Application {
                 let worker_redis = domain::redis::connection(&redis_config)
                     .expect("REDIS_URL was validated when the application was built");
                 let app = domain::http::app("ingest_api", Some(&cors_origins), body_read_timeout)
+                    .app_data(web::Data::new(crate::pusher::EventPusher::start(
+                        worker_redis.clone(),
+                        state.events_queues.clone(),
+                        crate::pusher::Replication {
+                            replicas: state.settings.redis_wait_replicas,
+                            timeout: std::time::Duration::from_millis(
+                                state.settings.redis_wait_timeout_ms,
+                            ),
+                        },
+                    )))
                     .app_data(web::Data::new(WorkerRedis(worker_redis)))
                     .app_data(state.clone())
                     .service(events::post_events)

@@ -32,10 +32,10 @@ static REQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 ///
 /// # Errors
 /// When Redis is unreachable; then nothing was queued.
-pub async fn push<C: ConnectionLike + Send + Sync>(
+pub async fn push<C: ConnectionLike + Send + Sync, T: redis::ToRedisArgs + Send + Sync>(
     conn: &mut C,
     keys: &QueueKeys,
-    items: &[Vec<u8>],
+    items: &[T],
 ) -> RedisResult<u64> {
     redis::cmd("LPUSH")
         .arg(&keys.queue)

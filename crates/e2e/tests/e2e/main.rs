@@ -14,6 +14,7 @@ mod polls;
 mod proxy;
 mod query;
 mod receiver;
+mod replication;
 mod sites;
 mod traces;
 mod triggers;

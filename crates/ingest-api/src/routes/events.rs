@@ -3,7 +3,8 @@
 use super::{Accepts, guard_write, read_body, traceparent};
 use crate::admission::{Dropped, admit};
 use crate::error::ApiError;
-use crate::startup::{AppState, WorkerRedis};
+use crate::pusher::{EventPusher, PushError};
+use crate::startup::AppState;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
 use domain::event::{QueuedEvent, parse_event_body, parse_single_event};
@@ -30,7 +31,7 @@ pub async fn post_events(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    redis: web::Data<WorkerRedis>,
+    pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     guard_write(&req, &state)?;
     let body = read_body(
@@ -44,7 +45,7 @@ pub async fn post_events(
     let mut events = parse_event_body(&body, Utc::now(), trace.as_deref())?;
     let dropped = admit(&req, &state, &mut events)?;
     tracing::Span::current().record("events", events.len());
-    enqueue(&state, &redis, &events).await?;
+    enqueue(&state, &pusher, &events).await?;
     let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
     let mut answer = json!({
         "success": true,
@@ -82,7 +83,7 @@ pub async fn post_event_compat(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    redis: web::Data<WorkerRedis>,
+    pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     guard_write(&req, &state)?;
     let body = read_body(
@@ -95,7 +96,7 @@ pub async fn post_event_compat(
     let trace = traceparent(&req);
     let mut events = vec![parse_single_event(&body, Utc::now(), trace.as_deref())?];
     let dropped = admit(&req, &state, &mut events)?;
-    enqueue(&state, &redis, &events).await?;
+    enqueue(&state, &pusher, &events).await?;
     let mut answer = json!({
         "success": true,
         "message": if events.is_empty() {
@@ -111,7 +112,7 @@ pub async fn post_event_compat(
 /// One `LPUSH` for the whole batch: all of it is queued, or none.
 async fn enqueue(
     state: &AppState,
-    redis: &WorkerRedis,
+    pusher: &EventPusher,
     events: &[QueuedEvent<'_>],
 ) -> Result<(), ApiError> {
     if events.is_empty() {
@@ -122,18 +123,25 @@ async fn enqueue(
         .map(QueuedEvent::to_message)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Unexpected(e.into()))?;
-    let mut conn = redis.0.clone();
     // Shards in turn: each push is one LPUSH on one slot, and the shards fill evenly.
     let shards = &state.events_queues;
     let shard = state
         .next_events_queue
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         % shards.len();
-    let len = domain::queue::push(&mut conn, &shards[shard], &items)
-        .await
-        .map_err(|e| {
+    let len = pusher.push(shard, items).await.map_err(|e| match e {
+        PushError::Redis(e) => {
             ApiError::QueueUnavailable(anyhow::Error::new(e).context("LPUSH of events"))
-        })?;
+        }
+        e @ PushError::NotReplicated { .. } => ApiError::Coded {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_replicated",
+            details: vec![format!(
+                "{e}: the events are queued but not yet safe from a failover; a retry with the same event_id values is stored once"
+            )],
+            retry_after_s: Some(1),
+        },
+    })?;
     // One shard's length stands for every shard's (they fill evenly).
     state.queue_depth.pushed(len * shards.len() as u64);
     metrics::counter!("ingest_api_events_accepted_total").increment(events.len() as u64);

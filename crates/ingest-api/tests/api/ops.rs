@@ -80,6 +80,7 @@ async fn the_openapi_document_lists_every_route() {
             ("DELETE", "/v1/sites/{site_id}/goals/{goal_id}"),
             ("POST", "/v1/sites/{site_id}/funnels"),
             ("DELETE", "/v1/sites/{site_id}/funnels/{funnel_id}"),
+            ("POST", "/v1/sites/{site_id}/exports"),
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("GET", "/metrics"),

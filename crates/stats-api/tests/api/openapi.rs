@@ -30,6 +30,9 @@ async fn the_openapi_document_lists_every_route() {
             ("POST", "/v2/query"),
             ("GET", "/v1/sites/{site_id}/funnels"),
             ("GET", "/v1/sites/{site_id}/funnels/{funnel_id}"),
+            ("GET", "/v1/jobs/{job_id}"),
+            ("GET", "/v1/jobs/{job_id}/stream"),
+            ("GET", "/v1/jobs/{job_id}/download"),
         ])
     );
     let stats = &doc["paths"]["/v1/stats"]["get"];
