@@ -39,6 +39,24 @@ pub enum ApiError {
     Unauthorized,
 }
 
+impl From<crate::pusher::PushError> for ApiError {
+    fn from(e: crate::pusher::PushError) -> Self {
+        match e {
+            crate::pusher::PushError::Redis(e) => {
+                Self::QueueUnavailable(anyhow::Error::new(e).context("writing to the queue"))
+            }
+            e @ crate::pusher::PushError::NotReplicated { .. } => Self::Coded {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "not_replicated",
+                details: vec![format!(
+                    "{e}: it is queued but not yet safe from a failover; a retry with the same event_id values (or the vote's Idempotency-Key) is stored once"
+                )],
+                retry_after_s: Some(1),
+            },
+        }
+    }
+}
+
 impl ApiError {
     /// A poll error with no details.
     pub fn poll(status: StatusCode, code: &'static str) -> Self {

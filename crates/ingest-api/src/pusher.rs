@@ -59,6 +59,7 @@ struct Request {
 #[derive(Clone)]
 pub struct EventPusher {
     tx: mpsc::Sender<Request>,
+    replicas: u32,
 }
 
 impl EventPusher {
@@ -66,7 +67,23 @@ impl EventPusher {
     pub fn start(conn: RedisConn, queues: Vec<QueueKeys>, replication: Replication) -> Self {
         let (tx, rx) = mpsc::channel(WAITING);
         tokio::spawn(run(rx, conn, Arc::new(queues), replication));
-        Self { tx }
+        Self {
+            tx,
+            replicas: replication.replicas,
+        }
+    }
+
+    /// Waits until the replicas asked for hold what this worker's connection wrote so
+    /// far (a vote's script, say): one `WAIT` with the next push covers it. At once when
+    /// no replicas are asked for.
+    ///
+    /// # Errors
+    /// As [`EventPusher::push`].
+    pub async fn replicated(&self) -> Result<(), PushError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        self.push(0, Vec::new()).await.map(|_| ())
     }
 
     /// Pushes `items` onto shard `shard` in one `LPUSH` (with other requests' items);
@@ -170,7 +187,12 @@ async fn push_and_wait(
     items: &[&[u8]],
     replication: Replication,
 ) -> Pushed {
-    let len = domain::queue::push(conn, keys, items).await?;
+    // A push of no events is a request to wait for the replicas only.
+    let len = if items.is_empty() {
+        0
+    } else {
+        domain::queue::push(conn, keys, items).await?
+    };
     if replication.replicas == 0 {
         return Ok(len);
     }

@@ -45,4 +45,50 @@ async fn events_wait_for_replicas_when_asked_and_say_so_when_there_are_none() {
     }
     // Either way the event is in the queue, once.
     assert_eq!(stack.items_in_redis().await, 1);
+
+    // A vote too: counted by its script, then confirmed by the replicas (or not).
+    let _worker = stack.start("batch-worker", &[]).await;
+    let client = reqwest::Client::new();
+    let poll: Value = client
+        .post(format!("{}/v1/polls", ingest.url()))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"question": "Replicated?", "options": ["yes", "no"]}))
+        .send()
+        .await
+        .expect("ingest")
+        .json()
+        .await
+        .expect("json");
+    let vote_url = format!(
+        "{}/v1/polls/{}/votes",
+        ingest.url(),
+        poll["poll_id"].as_str().expect("id")
+    );
+    let answer = domain::testing::eventually(
+        std::time::Duration::from_secs(20),
+        "the poll is open for votes",
+        || async {
+            let res = client
+                .post(&vote_url)
+                .json(&json!({"option_id": poll["options"][0]["id"], "user_id": "u1"}))
+                .send()
+                .await
+                .expect("ingest");
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.expect("json");
+            // 503 restoring until the worker has vouched for the poll shards.
+            (body["error"] != "restoring").then_some((status, body))
+        },
+    )
+    .await;
+    if cluster {
+        assert_eq!(answer.0, 202, "{}", answer.1);
+    } else {
+        assert_eq!(
+            (answer.0, answer.1["error"].as_str()),
+            (503, Some("not_replicated")),
+            "{}",
+            answer.1
+        );
+    }
 }

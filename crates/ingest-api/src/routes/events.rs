@@ -3,7 +3,7 @@
 use super::{Accepts, guard_write, read_body, traceparent};
 use crate::admission::{Dropped, admit};
 use crate::error::ApiError;
-use crate::pusher::{EventPusher, PushError};
+use crate::pusher::EventPusher;
 use crate::startup::AppState;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
@@ -129,19 +129,7 @@ async fn enqueue(
         .next_events_queue
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         % shards.len();
-    let len = pusher.push(shard, items).await.map_err(|e| match e {
-        PushError::Redis(e) => {
-            ApiError::QueueUnavailable(anyhow::Error::new(e).context("LPUSH of events"))
-        }
-        e @ PushError::NotReplicated { .. } => ApiError::Coded {
-            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            code: "not_replicated",
-            details: vec![format!(
-                "{e}: the events are queued but not yet safe from a failover; a retry with the same event_id values is stored once"
-            )],
-            retry_after_s: Some(1),
-        },
-    })?;
+    let len = pusher.push(shard, items).await?;
     // One shard's length stands for every shard's (they fill evenly).
     state.queue_depth.pushed(len * shards.len() as u64);
     metrics::counter!("ingest_api_events_accepted_total").increment(events.len() as u64);

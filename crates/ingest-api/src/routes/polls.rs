@@ -7,6 +7,7 @@
 use super::{client_rate_limit, read_json_body, require_admin, traceparent};
 use crate::error::ApiError;
 use crate::limits::retry_after_secs;
+use crate::pusher::EventPusher;
 use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
@@ -151,6 +152,7 @@ pub async fn post_vote(
     payload: web::Payload,
     state: web::Data<AppState>,
     redis: web::Data<WorkerRedis>,
+    pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     let poll_id = path.into_inner();
     client_vote_limit(&req, &state)?;
@@ -191,7 +193,7 @@ pub async fn post_vote(
             Some(key)
         }
     };
-    match cast(
+    let counted = cast(
         &state,
         &redis,
         &poll_id,
@@ -200,8 +202,8 @@ pub async fn post_vote(
         idempotency_key,
         traceparent(&req).as_deref(),
     )
-    .await?
-    {
+    .await?;
+    match replicated(&pusher, counted).await? {
         VoteOutcome::Accepted(body) | VoteOutcome::Unchanged(body) | VoteOutcome::Replay(body) => {
             Ok(HttpResponse::Accepted()
                 .content_type("application/json")
@@ -269,6 +271,7 @@ pub async fn post_vote_compat(
     payload: web::Payload,
     state: web::Data<AppState>,
     redis: web::Data<WorkerRedis>,
+    pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     client_vote_limit(&req, &state)?;
     let body = read_json_body(&req, payload, state.settings.vote_body_limit_bytes).await?;
@@ -319,7 +322,7 @@ pub async fn post_vote_compat(
         return Err(refusal(VoteOutcome::NotFound));
     }
     poll_vote_limit(&state, &poll_id)?;
-    match cast(
+    let counted = cast(
         &state,
         &redis,
         &poll_id,
@@ -328,8 +331,8 @@ pub async fn post_vote_compat(
         idempotency_key,
         traceparent(&req).as_deref(),
     )
-    .await?
-    {
+    .await?;
+    match replicated(&pusher, counted).await? {
         VoteOutcome::Accepted(_) | VoteOutcome::Unchanged(_) | VoteOutcome::Replay(_) => {
             Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
         }
@@ -426,6 +429,18 @@ async fn cast(
         VoteOutcome::UnknownOption => "unknown_option",
     };
     metrics::counter!("ingest_api_votes_total", "outcome" => label).increment(1);
+    Ok(outcome)
+}
+
+/// With `REDIS_WAIT_REPLICAS`, a vote that was counted is answered once replicas hold it
+/// too (a `WAIT` shared with other requests' pushes).
+async fn replicated(pusher: &EventPusher, outcome: VoteOutcome) -> Result<VoteOutcome, ApiError> {
+    if matches!(
+        outcome,
+        VoteOutcome::Accepted(_) | VoteOutcome::Unchanged(_)
+    ) {
+        pusher.replicated().await?;
+    }
     Ok(outcome)
 }
 
