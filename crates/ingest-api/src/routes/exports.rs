@@ -15,6 +15,7 @@ use chrono::Utc;
 use domain::date_range;
 use domain::jobs::{self, Created, ExportKind, ExportSpec, NewJob};
 use domain::local_days::SiteClock;
+use domain::poll;
 use serde_json::{Value, json};
 
 /// Longest site id (as events have it).
@@ -120,15 +121,11 @@ pub async fn post_export(
     }
     let idempotency_key = match req.headers().get("Idempotency-Key") {
         None => None,
-        Some(v) => match v.to_str().ok().filter(|k| jobs::valid_idempotency_key(k)) {
-            Some(k) => Some(k.to_string()),
-            None => {
-                return Err(ApiError::invalid_body(vec![format!(
-                    "Idempotency-Key must be 1 to {} visible ASCII characters",
-                    jobs::MAX_IDEMPOTENCY_KEY_LEN
-                )]));
-            }
-        },
+        Some(v) => {
+            let key = v.to_str().unwrap_or("");
+            poll::check_idempotency_key(key).map_err(|m| ApiError::invalid_body(vec![m]))?;
+            Some(key.to_string())
+        }
     };
     let body = read_json_body(&req, payload, SITE_BODY_LIMIT_BYTES).await?;
     let (date_range, kind) = parse_request(&body).map_err(ApiError::invalid_body)?;

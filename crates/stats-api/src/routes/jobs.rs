@@ -171,7 +171,9 @@ async fn stored(state: &AppState, id: Uuid) -> Result<Option<JobView>, ApiError>
             attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
             completed: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
             total: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
-            created_at: r.get(6),
+            // The row is made by the worker that first claimed the job: its start. When
+            // the job was asked for, only Redis knew.
+            created_at: None,
             started_at: r.get(6),
             finished_at: r.get(7),
             expires_at: r.get(8),
