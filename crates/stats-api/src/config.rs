@@ -24,6 +24,10 @@ pub struct StatsSettings {
     /// The secret of feed tokens (shared with sse-gateway and ingest-api): a browser reads
     /// its user's feed with one instead of the stats token.
     pub stream_token_secret: Secret,
+    /// `POST /v2/query` answers the visit queries it can from `visit_rollups` (day and
+    /// hour rows, visitor sketches); false reads `visits` for every one (exact visitors,
+    /// slower on long ranges: for comparison).
+    pub visit_rollups: bool,
 }
 
 impl Default for StatsSettings {
@@ -34,6 +38,7 @@ impl Default for StatsSettings {
             filter_max_events: 200_000,
             admin_token: Default::default(),
             stream_token_secret: Default::default(),
+            visit_rollups: true,
         }
     }
 }

@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "exports",
         include_str!("../../../../migrations/0010_exports.sql"),
     ),
+    (
+        11,
+        "visit_rollups",
+        include_str!("../../../../migrations/0011_visit_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
@@ -145,6 +150,7 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<i32>> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    require_extensions(&tx).await?;
     let mut now_applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
@@ -163,6 +169,32 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<i32>> {
     }
     tx.commit().await.context("committing migrations")?;
     Ok(now_applied)
+}
+
+/// The extensions the schema needs, with the Debian package that has each.
+const REQUIRED_EXTENSIONS: &[(&str, &str)] = &[("hll", "postgresql-<major>-hll")];
+
+/// Refuses to start on a server without a required extension, naming it (rather than
+/// failing inside a migration, or worse, answering without it).
+async fn require_extensions(tx: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
+    for (name, package) in REQUIRED_EXTENSIONS {
+        let available = tx
+            .query_opt(
+                "SELECT 1 FROM pg_available_extensions WHERE name = $1",
+                &[name],
+            )
+            .await
+            .context("reading pg_available_extensions")?
+            .is_some();
+        if !available {
+            anyhow::bail!(
+                "PostgreSQL lacks the `{name}` extension, which Tally's visit rollups need \
+                 (visitor sketches): install it on the database server (Debian and Ubuntu: \
+                 apt-get install {package}; deploy/postgres builds an image with it), then start again"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks that PostgreSQL answers.

@@ -222,6 +222,47 @@ async fn truth(
     truth_rows(&client, &sql, (site, zone), (first, last), 6).await
 }
 
+/// Rows of `[visitors, visits, pageviews, bounce_rate, visit_duration, percentage]`: every
+/// count, rate and duration exactly; visitors exactly up to the sketches' exact size
+/// (docs/api.md), within 4 standard errors (3.3%) beyond; percentages as their visitors.
+fn assert_visit_rows(
+    got: &BTreeMap<Vec<String>, Vec<f64>>,
+    expected: &BTreeMap<Vec<String>, Vec<f64>>,
+    what: &str,
+) {
+    const BOUND: f64 = 4.0 * 1.04 / 128.0;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{what}: the groups"
+    );
+    let exact_up_to = domain::visits::EXACT_VISITORS_UP_TO as f64;
+    let mut worst: f64 = 0.0;
+    for (key, want) in expected {
+        let have = &got[key];
+        assert_eq!(have[1..5], want[1..5], "{what} {key:?}: visits, page views, bounce rate, duration");
+        let (v, t) = (have[0], want[0]);
+        if t <= exact_up_to {
+            assert_eq!(v, t, "{what} {key:?}: visitors, exact below {exact_up_to}");
+        } else {
+            let error = (v - t).abs() / t;
+            worst = worst.max(error);
+            assert!(error <= BOUND, "{what} {key:?}: visitors {v}, truth {t}");
+        }
+        // The percentage's total is a sketch's count too.
+        if let (Some(have), Some(want)) = (have.get(5), want.get(5)) {
+            let allowed = 0.1 + 2.0 * BOUND * want;
+            assert!(
+                (have - want).abs() <= allowed,
+                "{what} {key:?}: percentage {have} against {want}"
+            );
+        }
+    }
+    if worst > 0.0 {
+        eprintln!("{what}: largest visitors error {:.3}%", worst * 100.0);
+    }
+}
+
 #[tokio::test]
 async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     // 110,000 visitors make a little over a million events (TALLY_QUERY_VISITORS makes a
@@ -321,8 +362,24 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 expected.len() > 1,
                 "{site} {dimension}: too little data to compare"
             );
-            assert_eq!(rows(&answer), expected, "{site} by {dimension}");
+            assert_visit_rows(&rows(&answer), &expected, &format!("{site} by {dimension}"));
         }
+        // The totals (the dashboard's top row), from the day rows and the hours of the
+        // range's partial UTC days (Berlin and New York).
+        let (status, answer) = query(
+            &stats,
+            &json!({"site_id": site, "metrics": metrics.as_array().expect("list")[..5],
+                    "date_range": [range.0, range.1]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let expected: BTreeMap<Vec<String>, Vec<f64>> =
+            truth(&stack, site, zone, range, "'all'", "true")
+                .await
+                .into_values()
+                .map(|m| (vec![], m[..5].to_vec()))
+                .collect();
+        assert_visit_rows(&rows(&answer), &expected, &format!("{site} totals"));
         // Filtered: one device's visits by source, and everything but one source.
         for (filter, condition) in [
             (
@@ -365,7 +422,7 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 condition,
             )
             .await;
-            assert_eq!(rows(&answer), expected, "{site} filtered by {filter}");
+            assert_visit_rows(&rows(&answer), &expected, &format!("{site} filtered by {filter}"));
         }
     }
     // Page views per page come from the path rollups: against a count of raw page views.

@@ -7,6 +7,7 @@
 pub mod funnel;
 pub mod goals;
 pub mod request;
+pub mod rollups;
 pub mod sql;
 
 use crate::error::ApiError;
@@ -51,7 +52,15 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
             "metric conversion_rate needs an event:goal dimension or filter".into(),
         ));
     }
-    let source = source_of(&req, &metrics, &dimensions, &filters, goal_filtered).map_err(bad)?;
+    let mut source =
+        source_of(&req, &metrics, &dimensions, &filters, goal_filtered).map_err(bad)?;
+    if source == Source::Visits
+        && !goal_filtered
+        && state.settings.visit_rollups
+        && rollups::answer(&metrics, &dimensions, &filters)
+    {
+        source = Source::VisitRollups;
+    }
     let (limit, offset) = (req.pagination.limit, req.pagination.offset);
     if !(1..=request::MAX_LIMIT).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
         return Err(bad(format!(
@@ -106,6 +115,7 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         limit,
         offset,
         goals: goal_set.as_ref(),
+        whole_days: rollups::whole_days(range.start, range.end),
     };
     let site_id = req.site_id.clone();
     crate::cache::cached(state, &site_id, &signature, async {
@@ -174,14 +184,14 @@ fn source_of(
     let label = |s: Source| match s {
         Source::Pages => "event:page",
         Source::Names => "event:name",
-        Source::Visits => "visit dimensions",
+        Source::Visits | Source::VisitRollups => "visit dimensions",
         Source::Goals => "event:goal",
         Source::Events => "event:hostname and event:props",
     };
     for (d, name) in dimensions.iter().zip(&req.dimensions) {
         let fits = match d {
             Dimension::Time(_) => source != Source::Goals,
-            Dimension::Visit(_) => source == Source::Visits,
+            Dimension::Visit(_) => matches!(source, Source::Visits | Source::VisitRollups),
             Dimension::Goal => source == Source::Goals,
             Dimension::Hostname | Dimension::Prop(_) => source == Source::Events,
             Dimension::Page => source == Source::Pages,

@@ -19,6 +19,8 @@
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
+use super::rollups;
+use chrono::{DateTime, Utc};
 use domain::tokio_postgres::types::ToSql;
 use domain::visits::VisitDimension;
 
@@ -26,6 +28,8 @@ use domain::visits::VisitDimension;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Visits,
+    /// Visit queries `visit_rollups` can answer (see [`super::rollups`]).
+    VisitRollups,
     Pages,
     Names,
     Goals,
@@ -37,7 +41,7 @@ impl Source {
     fn time_column(self) -> &'static str {
         match self {
             Self::Visits => "started_at",
-            Self::Pages | Self::Names => "bucket",
+            Self::Pages | Self::Names | Self::VisitRollups => "bucket",
             Self::Goals => "e.ts",
             Self::Events => "ts",
         }
@@ -47,6 +51,7 @@ impl Source {
         match self {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
+            Self::VisitRollups => "visit_rollups",
             Self::Names => "rollup_hourly",
             Self::Goals | Self::Events => "events",
         }
@@ -84,6 +89,9 @@ impl Statement {
 fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: bool) -> String {
     let e = if qualified { "e." } else { "" };
     match d {
+        Dimension::Visit(v) if source == Source::VisitRollups => {
+            format!("coalesce(value, '{}')", none_label(*v))
+        }
         Dimension::Visit(v) => {
             let column = v.column().unwrap_or("NULL");
             // Qualified: in the join of events to visits both have most of these columns.
@@ -115,7 +123,10 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
     }
 }
 
-fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> &'static str {
+fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
+    if source == Source::VisitRollups {
+        return rollups::metric_expr(m);
+    }
     match (source, m) {
         (Source::Visits, Metric::Visitors) if goal_filtered => {
             "count(DISTINCT visitor) FILTER (WHERE converted)::float8"
@@ -157,7 +168,9 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> &'static str {
         }
         (Source::Pages, _) => "coalesce(sum(views), 0)::float8",
         (Source::Names, _) => "coalesce(sum(events), 0)::float8",
+        (Source::VisitRollups, _) => unreachable!("answered above"),
     }
+    .to_string()
 }
 
 /// The metrics each source can answer (with a goal filter, or without).
@@ -169,7 +182,7 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
                 Metric::Visitors | Metric::Visits | Metric::ConversionRate
             )
         }
-        Source::Visits => m != Metric::ConversionRate,
+        Source::Visits | Source::VisitRollups => m != Metric::ConversionRate,
         Source::Goals => matches!(
             m,
             Metric::Visitors | Metric::Events | Metric::ConversionRate
@@ -186,6 +199,7 @@ pub fn filterable(source: Source, d: &Dimension) -> bool {
         Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
         Source::Names => *d == Dimension::Name,
+        Source::VisitRollups => false,
         Source::Events => !matches!(d, Dimension::Goal | Dimension::Time(_)),
     }
 }
@@ -281,6 +295,8 @@ pub struct Shape<'a> {
     pub offset: i64,
     /// The goals of an `event:goal` breakdown, or of a goal-filtered visit query.
     pub goals: Option<&'a GoalSet>,
+    /// The range's whole UTC days (see [`rollups::whole_days`]).
+    pub whole_days: (DateTime<Utc>, DateTime<Utc>),
 }
 
 /// The statement answering `shape`. Its rows: the dimensions as text, then the metrics
@@ -343,6 +359,23 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
              FROM events e{EVENT_IN_VISIT} WHERE e.path IS NOT NULL AND {}",
             conditions.join(" AND ")
         )
+    } else if source == Source::VisitRollups {
+        let first = st.bind(shape.whole_days.0);
+        let last = st.bind(shape.whole_days.1);
+        let hours_only = shape
+            .dimensions
+            .iter()
+            .any(|d| matches!(d, Dimension::Time(_)));
+        let code = rollups::dimension_of(shape.dimensions).code();
+        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
+        ctes.push(format!(
+            "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
+            rollups::VISITORS
+        ));
+        format!(
+            "SELECT * FROM ({}) c WHERE $4::text IS NOT NULL",
+            rollups::cells(code, (&first, &last), hours_only)
+        )
     } else if goal_filtered {
         // The range's converted visits, from the converting events (few), never a search
         // of every visit's events.
@@ -369,7 +402,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         .iter()
         .map(|d| dimension_expr(&mut st, source, d, false))
         .collect();
-    let metrics: Vec<&str> = shape
+    let metrics: Vec<String> = shape
         .metrics
         .iter()
         .map(|m| metric_expr(source, *m, goal_filtered))
@@ -377,7 +410,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let select: Vec<String> = dims
         .iter()
         .cloned()
-        .chain(metrics.iter().map(|m| (*m).to_string()))
+        .chain(metrics.iter().cloned())
         .chain(["count(*) OVER ()".to_string()])
         .collect();
     let group_by = if dims.is_empty() {
@@ -422,6 +455,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     // A goal-filtered breakdown lists the groups that converted.
     let having = if goal_filtered && !dims.is_empty() {
         " HAVING count(*) FILTER (WHERE converted) > 0"
+    } else if source == Source::VisitRollups && !dims.is_empty() {
+        // Rows whose visits all moved away (late events) stay, at zero.
+        " HAVING sum(visits) > 0"
     } else {
         ""
     };
@@ -439,9 +475,12 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
                 .collect::<String>()
         ),
         Source::Pages | Source::Names | Source::Events => "SELECT 1 AS n".to_string(),
+        Source::VisitRollups => String::new(),
     };
     ctes.push(format!("base AS ({filtered})"));
-    ctes.push(format!("total AS ({total})"));
+    if source != Source::VisitRollups {
+        ctes.push(format!("total AS ({total})"));
+    }
     st.sql = format!(
         "WITH {} \
          SELECT {} FROM base{group_by}{having}{order_by} LIMIT {limit} OFFSET {offset}",

@@ -85,7 +85,8 @@ async fn a_breakdown_table_gives_visit_metrics_by_a_dimension() {
          VALUES ('g', 'a', '2025-11-14T10:00:00Z', '2025-11-14T10:00:00Z', gen_random_uuid(), 1, 1, 'Google'),
                 ('g', 'b', '2025-11-14T11:00:00Z', '2025-11-14T11:02:00Z', gen_random_uuid(), 3, 3, 'Google'),
                 ('g', 'c', '2025-11-14T12:00:00Z', '2025-11-14T12:00:00Z', gen_random_uuid(), 1, 1, NULL),
-                ('g', 'd', '2025-11-16T12:00:00Z', '2025-11-16T12:00:00Z', gen_random_uuid(), 1, 1, NULL);",
+                ('g', 'd', '2025-11-16T12:00:00Z', '2025-11-16T12:00:00Z', gen_random_uuid(), 1, 1, NULL);
+         SELECT tally_rebuild_visit_rollups('g');",
     )
     .await;
     let (status, body) = post(

@@ -12,6 +12,8 @@
 //! Ties (two events at the same instant) are broken by event id, as the ground truth in
 //! the tests and migration 0008 do.
 
+pub mod rollup;
+pub mod rollup_store;
 pub mod store;
 
 use chrono::{DateTime, Utc};

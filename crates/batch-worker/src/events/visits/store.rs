@@ -7,6 +7,8 @@
 //! sees what the previous holder committed. Row locks live in the rows, so a batch may
 //! lock as many visitors as it holds (advisory locks would fill the shared lock table).
 
+use super::rollup::RollupChanges;
+use super::rollup_store::write_rollups;
 use super::{Visit, VisitKey, merge};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
@@ -174,7 +176,7 @@ pub async fn store_visits(tx: &Transaction<'_>, fresh: &[Visit]) -> Result<(), S
     tx.execute(&write, &params)
         .await
         .map_err(StoreError::from_pg)?;
-    Ok(())
+    write_rollups(tx, &RollupChanges::of(&stored, &merged)).await
 }
 
 /// The stored visits within the gap of any of `visits`, each once.

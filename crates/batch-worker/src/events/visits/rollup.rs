@@ -1,0 +1,233 @@
+//! What a batch's visits change in `visit_rollups` (migration 0011): the difference
+//! between the visits it replaced and the visits it wrote, per cell (site, dimension,
+//! bucket, value). Sums are subtracted and added, so a cell always holds exactly the sums
+//! of the visits that start in it. Visitor sketches cannot subtract: a visitor is added to
+//! the cells its written visits enter, and a cell one of its replaced visits left is
+//! marked stale, to be recomputed from `visits` (rare: only a late event moving a visit's
+//! start or first event does it, or a page view after a visit's first non-page event).
+
+use super::Visit;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use domain::visits::{ROLLUP_SPANS, VisitDimension};
+use std::collections::{HashMap, HashSet};
+
+/// A row of `visit_rollups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cell<'a> {
+    pub site_id: &'a str,
+    pub dimension: VisitDimension,
+    pub span_hours: i16,
+    pub bucket: DateTime<Utc>,
+    pub value: Option<&'a str>,
+}
+
+/// The sums a cell keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
+    pub visits: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub bounces: i64,
+    pub duration_us: i64,
+}
+
+impl Sums {
+    fn of(v: &Visit) -> Self {
+        Self {
+            visits: 1,
+            pageviews: i64::from(v.pageviews),
+            events: i64::from(v.events),
+            bounces: i64::from(v.is_bounce()),
+            duration_us: (v.ended_at - v.started_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    fn add(&mut self, other: Self, sign: i64) {
+        self.visits += sign * other.visits;
+        self.pageviews += sign * other.pageviews;
+        self.events += sign * other.events;
+        self.bounces += sign * other.bounces;
+        self.duration_us += sign * other.duration_us;
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A batch's changes to the rollups.
+#[derive(Debug, Default)]
+pub struct RollupChanges<'a> {
+    /// Each cell to update once, with what to add to its sums (negative to take away).
+    pub cells: Vec<(Cell<'a>, Sums)>,
+    /// Visitors to add to a cell's sketch: `(index in cells, visitor)`.
+    pub members: Vec<(i64, &'a str)>,
+    /// Cells whose sketches may hold a visitor no longer in them.
+    pub stale: Vec<Cell<'a>>,
+}
+
+/// The cells a visit counts in: every dimension, each span.
+fn cells_of(v: &Visit) -> impl Iterator<Item = Cell<'_>> {
+    ROLLUP_SPANS.into_iter().flat_map(move |span_hours| {
+        let bucket = v
+            .started_at
+            .duration_trunc(TimeDelta::hours(i64::from(span_hours)))
+            .unwrap_or(v.started_at);
+        VisitDimension::EVERY.into_iter().map(move |dimension| Cell {
+            site_id: &v.site_id,
+            dimension,
+            span_hours,
+            bucket,
+            value: v.value(dimension),
+        })
+    })
+}
+
+impl<'a> RollupChanges<'a> {
+    /// The changes of replacing `replaced` (stored visits, some perhaps rewritten
+    /// unchanged) with `written`.
+    pub fn of(replaced: &'a [Visit], written: &'a [Visit]) -> Self {
+        let mut sums: HashMap<Cell<'a>, Sums> = HashMap::new();
+        let mut before: HashSet<(Cell<'a>, &'a str)> = HashSet::new();
+        let mut after: HashSet<(Cell<'a>, &'a str)> = HashSet::new();
+        for (visits, sign, members) in [(replaced, -1, &mut before), (written, 1, &mut after)] {
+            for v in visits {
+                let s = Sums::of(v);
+                for cell in cells_of(v) {
+                    sums.entry(cell).or_default().add(s, sign);
+                    if cell.dimension.has_visitor_sketch() {
+                        members.insert((cell, v.visitor.as_str()));
+                    }
+                }
+            }
+        }
+        let joined: Vec<(Cell<'a>, &'a str)> = after.difference(&before).copied().collect();
+        let mut stale: Vec<Cell<'a>> = before
+            .difference(&after)
+            .map(|(cell, _)| *cell)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        stale.sort_unstable();
+        let joined_cells: HashSet<Cell<'a>> = joined.iter().map(|(c, _)| *c).collect();
+        let mut cells: Vec<(Cell<'a>, Sums)> = sums
+            .into_iter()
+            .filter(|(cell, s)| !s.is_zero() || joined_cells.contains(cell))
+            .collect();
+        cells.sort_unstable_by_key(|(cell, _)| *cell);
+        let index: HashMap<Cell<'a>, i64> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, (cell, _))| (*cell, i as i64 + 1))
+            .collect();
+        let members = joined
+            .into_iter()
+            .filter_map(|(cell, visitor)| Some((*index.get(&cell)?, visitor)))
+            .collect();
+        Self {
+            cells,
+            members,
+            stale,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PageMark, VisitAttrs, merge};
+    use super::*;
+    use uuid::Uuid;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        // 2025-11-14 06:00 UTC: minute 60 starts the next hour.
+        DateTime::from_timestamp(1_763_100_000 - 1_763_100_000 % 3600 + minute * 60, 0)
+            .expect("valid")
+    }
+
+    fn visit(minute: i64, id: u128, page: Option<&str>, source: &str) -> Visit {
+        let mark = page.map(|p| PageMark {
+            at: at(minute),
+            event_id: Uuid::from_u128(id),
+            page: p.into(),
+        });
+        Visit {
+            site_id: "s".into(),
+            visitor: "v".into(),
+            started_at: at(minute),
+            first_event_id: Uuid::from_u128(id),
+            ended_at: at(minute),
+            events: 1,
+            pageviews: i32::from(page.is_some()),
+            entry: mark.clone(),
+            exit: mark,
+            attrs: VisitAttrs {
+                source: Some(source.into()),
+                ..VisitAttrs::default()
+            },
+        }
+    }
+
+    fn sums_of<'a>(c: &'a RollupChanges<'a>, d: VisitDimension, span: i16) -> Vec<(Option<&'a str>, Sums)> {
+        c.cells
+            .iter()
+            .filter(|(cell, _)| cell.dimension == d && cell.span_hours == span)
+            .map(|(cell, s)| (cell.value, *s))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_visit_adds_to_every_dimension_in_both_spans_and_joins_the_sketches() {
+        let written = vec![visit(5, 1, Some("/a"), "Google")];
+        let c = RollupChanges::of(&[], &written);
+        assert_eq!(c.cells.len(), 28);
+        assert_eq!(
+            sums_of(&c, VisitDimension::Source, 24),
+            vec![(Some("Google"), Sums { visits: 1, pageviews: 1, events: 1, bounces: 1, duration_us: 0 })]
+        );
+        // Every cell but the two exit-page ones takes the visitor.
+        assert_eq!(c.members.len(), 26);
+        assert!(c.stale.is_empty());
+    }
+
+    #[test]
+    fn a_visit_going_on_changes_sums_only_and_moves_its_exit_page() {
+        let replaced = vec![visit(5, 1, Some("/a"), "Google")];
+        let written = merge(vec![replaced[0].clone(), visit(20, 2, Some("/b"), "Bing")]);
+        let c = RollupChanges::of(&replaced, &written);
+        assert_eq!(
+            sums_of(&c, VisitDimension::All, 1),
+            vec![(None, Sums { visits: 0, pageviews: 1, events: 1, bounces: -1, duration_us: 15 * 60_000_000 })]
+        );
+        let exits = sums_of(&c, VisitDimension::ExitPage, 1);
+        assert_eq!(exits.len(), 2);
+        assert!(exits.contains(&(Some("/a"), Sums { visits: -1, pageviews: -1, events: -1, bounces: -1, duration_us: 0 })));
+        // Membership is unchanged: nothing to add, nothing stale.
+        assert!(c.members.is_empty());
+        assert!(c.stale.is_empty());
+    }
+
+    #[test]
+    fn a_late_event_moving_the_start_to_an_earlier_hour_leaves_the_old_cells_stale() {
+        let replaced = vec![visit(62, 1, Some("/a"), "Google")];
+        let written = merge(vec![replaced[0].clone(), visit(50, 2, Some("/b"), "Bing")]);
+        let c = RollupChanges::of(&replaced, &written);
+        let hourly_all = sums_of(&c, VisitDimension::All, 1);
+        assert_eq!(hourly_all.len(), 2, "{hourly_all:?}");
+        // The day cells keep the visit (same day) but its source and entry page changed.
+        let stale: Vec<_> = c.stale.iter().map(|s| (s.dimension, s.span_hours, s.value)).collect();
+        assert!(stale.contains(&(VisitDimension::All, 1, None)));
+        assert!(stale.contains(&(VisitDimension::Source, 24, Some("Google"))));
+        assert!(stale.contains(&(VisitDimension::EntryPage, 24, Some("/a"))));
+        assert!(!stale.iter().any(|s| s.0 == VisitDimension::All && s.1 == 24));
+        assert!(!stale.iter().any(|s| s.0 == VisitDimension::ExitPage));
+    }
+
+    #[test]
+    fn rewriting_a_visit_unchanged_changes_nothing() {
+        let v = vec![visit(5, 1, Some("/a"), "Google")];
+        let c = RollupChanges::of(&v, &v);
+        assert!(c.cells.is_empty() && c.members.is_empty() && c.stale.is_empty());
+    }
+}

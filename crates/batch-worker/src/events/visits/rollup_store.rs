@@ -1,0 +1,173 @@
+//! Writes [`RollupChanges`] in the visits' transaction: one upsert of every changed cell
+//! (in key order, so two writers lock shared cells in the same order), then, when a visit
+//! left a cell, that cell's visitor sketch recomputed from the visits just written.
+
+use super::rollup::{Cell, RollupChanges};
+use crate::lane::StoreError;
+use chrono::{DateTime, Utc};
+use domain::deadpool_postgres::Transaction;
+use domain::visits::{SKETCH_PARAMS, VisitDimension};
+use std::sync::LazyLock;
+
+/// The key of a value: its md5 as a uuid, the nil uuid for none (as migration 0011).
+const VALUE_KEY: &str = "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
+
+static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r"
+WITH members AS (
+    SELECT i, hll_add_agg(hll_hash_text(visitor), {SKETCH_PARAMS}) AS visitors
+    FROM unnest($11::int8[], $12::text[]) AS m(i, visitor)
+    GROUP BY i
+)
+INSERT INTO visit_rollups AS r
+SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value,
+       c.visits, c.pageviews, c.events, c.bounces, c.duration_us,
+       coalesce(m.visitors, hll_empty({SKETCH_PARAMS}))
+FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[],
+            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) WITH ORDINALITY
+     AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, i)
+LEFT JOIN members m ON m.i = c.i
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
+    visits = r.visits + EXCLUDED.visits,
+    pageviews = r.pageviews + EXCLUDED.pageviews,
+    events = r.events + EXCLUDED.events,
+    bounces = r.bounces + EXCLUDED.bounces,
+    duration_us = r.duration_us + EXCLUDED.duration_us,
+    -- Left as it is when nobody joins: a new sketch is a new (TOASTed) value to write.
+    visitors = CASE WHEN hll_cardinality(EXCLUDED.visitors) = 0 THEN r.visitors
+                    ELSE hll_union(r.visitors, EXCLUDED.visitors) END
+"
+    )
+});
+
+/// The value of each dimension of visit `v`, by code (as `Visit::value`).
+fn dimension_value_sql() -> String {
+    let arms: String = VisitDimension::EVERY
+        .iter()
+        .map(|d| {
+            let column = d.column().map_or("NULL".to_string(), |c| format!("v.{c}"));
+            format!(" WHEN {} THEN {column}", d.code())
+        })
+        .collect();
+    format!("(CASE r.dimension{arms} END)")
+}
+
+static RECOMPUTE_STALE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r"
+UPDATE visit_rollups r SET visitors = coalesce((
+    SELECT hll_add_agg(hll_hash_text(v.visitor), {SKETCH_PARAMS}) FROM visits v
+    WHERE v.site_id = r.site_id AND v.started_at >= r.bucket
+      AND v.started_at < r.bucket + make_interval(hours => r.span_hours)
+      AND {value} IS NOT DISTINCT FROM r.value
+), hll_empty({SKETCH_PARAMS}))
+FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[])
+     AS c(site_id, dimension, span_hours, bucket, value)
+WHERE r.site_id = c.site_id AND r.dimension = c.dimension AND r.span_hours = c.span_hours
+  AND r.bucket = c.bucket AND r.value_key = {VALUE_KEY}
+",
+        value = dimension_value_sql()
+    )
+});
+
+struct CellColumns<'a> {
+    sites: Vec<&'a str>,
+    dimensions: Vec<i16>,
+    spans: Vec<i16>,
+    buckets: Vec<DateTime<Utc>>,
+    values: Vec<Option<&'a str>>,
+}
+
+impl<'a> CellColumns<'a> {
+    fn of<'c>(cells: impl ExactSizeIterator<Item = &'c Cell<'a>>) -> Self
+    where
+        'a: 'c,
+    {
+        let n = cells.len();
+        let mut c = Self {
+            sites: Vec::with_capacity(n),
+            dimensions: Vec::with_capacity(n),
+            spans: Vec::with_capacity(n),
+            buckets: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        };
+        for cell in cells {
+            c.sites.push(cell.site_id);
+            c.dimensions.push(cell.dimension.code());
+            c.spans.push(cell.span_hours);
+            c.buckets.push(cell.bucket);
+            c.values.push(cell.value);
+        }
+        c
+    }
+}
+
+/// Applies `changes`. Run after the visits are written (stale sketches read them).
+///
+/// # Errors
+/// [`StoreError`] when PostgreSQL fails.
+pub async fn write_rollups(
+    tx: &Transaction<'_>,
+    changes: &RollupChanges<'_>,
+) -> Result<(), StoreError> {
+    if !changes.cells.is_empty() {
+        let keys = CellColumns::of(changes.cells.iter().map(|(cell, _)| cell));
+        let sum = |f: fn(&super::rollup::Sums) -> i64| -> Vec<i64> {
+            changes.cells.iter().map(|(_, s)| f(s)).collect()
+        };
+        let (visits, pageviews, events, bounces, duration) = (
+            sum(|s| s.visits),
+            sum(|s| s.pageviews),
+            sum(|s| s.events),
+            sum(|s| s.bounces),
+            sum(|s| s.duration_us),
+        );
+        let (member_cells, members): (Vec<i64>, Vec<&str>) =
+            changes.members.iter().copied().unzip();
+        let upsert = tx
+            .prepare_cached(&UPSERT_CELLS)
+            .await
+            .map_err(StoreError::from_pg)?;
+        tx.execute(
+            &upsert,
+            &[
+                &keys.sites,
+                &keys.dimensions,
+                &keys.spans,
+                &keys.buckets,
+                &keys.values,
+                &visits,
+                &pageviews,
+                &events,
+                &bounces,
+                &duration,
+                &member_cells,
+                &members,
+            ],
+        )
+        .await
+        .map_err(StoreError::from_pg)?;
+    }
+    if !changes.stale.is_empty() {
+        let keys = CellColumns::of(changes.stale.iter());
+        let recompute = tx
+            .prepare_cached(&RECOMPUTE_STALE)
+            .await
+            .map_err(StoreError::from_pg)?;
+        tx.execute(
+            &recompute,
+            &[
+                &keys.sites,
+                &keys.dimensions,
+                &keys.spans,
+                &keys.buckets,
+                &keys.values,
+            ],
+        )
+        .await
+        .map_err(StoreError::from_pg)?;
+    }
+    Ok(())
+}
