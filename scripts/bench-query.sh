@@ -87,7 +87,10 @@ UPDATE sites SET
             {"goal_id": "g_3", "display_name": "Visit /p0", "page_path": "/p0"}]',
   funnels = '[{"funnel_id": "f_1", "name": "p0 then signup", "steps": ["g_3", "g_2"]}]'
 WHERE site_id = 'big.example';
+-- Their rollups, as the worker would have kept them while writing the visits.
+SELECT tally_rebuild_visit_rollups('big.example');
 VACUUM ANALYZE visits;
+VACUUM ANALYZE visit_rollups;
 VACUUM ANALYZE rollup_hourly_paths;
 VACUUM ANALYZE events;
 SQL
@@ -100,14 +103,14 @@ REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19082 RUST_LOG=warn DATABASE_URL=
 for _ in $(seq 100); do curl -fsS http://127.0.0.1:19082/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 
 say "the dashboard's queries, $RUNS times each uncached, $((RUNS * 20)) cached"
-python3 - "$RUNS" "$RHOST" "$RPORT" "$PREFIX" > "$WORK/result.json" <<'PY'
+cat > "$WORK/queries.py" <<'PY'
 import http.client, json, socket, statistics, sys, time
-runs, rhost, rport, prefix = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+runs, rhost, rport, prefix, port, mode = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 def redis(*args):
     s = socket.create_connection((rhost, rport))
     s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)).encode())
     s.recv(1024); s.close()
-conn = http.client.HTTPConnection("127.0.0.1", 19082, timeout=600)
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 def post(body):
     if "GET" in body:
         return get(body["GET"])
@@ -124,6 +127,7 @@ queries = {
     "top sources": {"metrics": ["visitors"], "dimensions": ["visit:source"], "pagination": {"limit": 9}},
     "top pages": {"metrics": ["pageviews"], "dimensions": ["event:page"], "pagination": {"limit": 9}},
     "entry pages": {"metrics": ["visitors"], "dimensions": ["visit:entry_page"], "pagination": {"limit": 9}},
+    "exit pages (unique exits)": {"metrics": ["visits"], "dimensions": ["visit:exit_page"], "pagination": {"limit": 9}},
     "countries": {"metrics": ["visitors"], "dimensions": ["visit:country"], "pagination": {"limit": 9}},
     "devices": {"metrics": ["visitors"], "dimensions": ["visit:device"], "pagination": {"limit": 9}},
     "sources, filtered by device": {"metrics": ["visitors"], "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]},
@@ -132,6 +136,19 @@ queries = {
     "funnel (raw events)": {"GET": "/v1/sites/big.example/funnels/f_1?date_range=91d"},
 }
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+# The queries the visit rollups answer (the others read visits or raw events).
+ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages", "exit pages (unique exits)", "countries", "devices"]
+if mode == "compare":
+    # The same queries answered from the visits table (VISIT_ROLLUPS=false), uncached.
+    out = {}
+    for name in ROLLUPS:
+        times = []
+        for _ in range(3):
+            redis("INCR", prefix + ":{site:big.example}:gen")
+            t = time.perf_counter(); post({**base, **queries[name]}); times.append((time.perf_counter() - t) * 1000)
+        out[name] = round(pct(times, 50), 1)
+    print(json.dumps({"visits_table_p50_ms": out}))
+    sys.exit(0)
 out = {"queries": {}}
 for name, q in queries.items():
     body = {**base, **q}
@@ -152,7 +169,18 @@ for _ in range(runs * 5):
 out["healthz_p50_ms"] = round(pct(floor, 50), 3); out["healthz_p99_ms"] = round(pct(floor, 99), 3)
 print(json.dumps(out))
 PY
+python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 measure > "$WORK/result.json"
 grep -q '"uncached_p50_ms"' "$WORK/result.json" || die "the query benchmark failed (see $WORK)"
+
+say "the same visit queries from the visits table (VISIT_ROLLUPS=false), for comparison"
+port_free 19083
+REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19083 RUST_LOG=warn DATABASE_URL="$DATABASE_URL" VISIT_ROLLUPS=false \
+  DATABASE_STATEMENT_TIMEOUT_MS=300000 "$BIN/stats-api" > "$WORK/stats-api-visits.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS http://127.0.0.1:19083/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19083 compare > "$WORK/compare.json" \
+  || die "the visits-table comparison failed (see $WORK)"
+jq -s '.[0] + .[1]' "$WORK/result.json" "$WORK/compare.json" > "$WORK/result-all.json"
+mv "$WORK/result-all.json" "$WORK/result.json"
 
 say "the dashboard in headless Chromium: every panel drawn, cold and warm"
 [ -x /usr/bin/chromium ] || apt_install chromium
@@ -207,9 +235,9 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo
   echo "One site, $EVENTS events ($VISITS visits) over 90 days, Europe/Berlin; \`date_range: 91d\`; one stats-api (release), one connection; uncached: the site's cache generation bumped before each request. Same run: \`GET /healthz\` of the same server p50 $(jq .healthz_p50_ms "$WORK/result.json") ms."
   echo
-  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 |"
-  echo "| --- | --- | --- | --- | --- |"
-  jq -r '.queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms |"' "$WORK/result.json"
+  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 | from visits (VISIT_ROLLUPS=false), uncached p50 |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  jq -r '.visits_table_p50_ms as $v | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
   echo
   echo "The dashboard (release sse-gateway and stats-api, headless Chromium), navigation to every panel drawn, three loads each:"
   echo

@@ -93,7 +93,28 @@ ensure_postgres() {
     psql "$admin" -qc "CREATE DATABASE \"$want\"" >/dev/null 2>&1 || true
   fi
   psql "$DATABASE_URL" -tAc "SELECT 1" >/dev/null 2>&1 || die "cannot connect to $DATABASE_URL"
+  ensure_pg_extension hll
   export DATABASE_URL
+}
+
+pg_has_extension() {
+  psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_available_extensions WHERE name = '$1'" 2>/dev/null | grep -q 1
+}
+
+# ensure_pg_extension NAME: the server at DATABASE_URL can create extension NAME (the
+# schema needs hll for its visitor sketches). A server on this machine gets Debian's
+# package for its major version; another one is for its operator to fix, named here.
+ensure_pg_extension() {
+  local name="$1"
+  pg_has_extension "$name" && return 0
+  local host; host="$(url_host "$DATABASE_URL")"
+  case "$host" in
+    127.0.0.1|localhost|::1|"") ;;
+    *) die "PostgreSQL at $host lacks the '$name' extension Tally needs: install it there (Debian: postgresql-<major>-$name)" ;;
+  esac
+  local major; major="$(psql "$DATABASE_URL" -tAc "SELECT current_setting('server_version_num')::int / 10000" 2>/dev/null)"
+  apt_install "postgresql-$major-$name"
+  pg_has_extension "$name" || die "PostgreSQL at $host still lacks the '$name' extension after installing postgresql-$major-$name"
 }
 
 # drop_run_databases RUN: the test databases of one make test run (tally_t_RUN_...), no others.

@@ -9,7 +9,9 @@ const PANELS = [
   { id: "sources", title: "Top sources", dimension: "visit:source" },
   { id: "pages", title: "Top pages", dimension: "event:page", metric: "pageviews", fixed: true },
   { id: "entry_pages", title: "Entry pages", dimension: "visit:entry_page" },
-  { id: "exit_pages", title: "Exit pages", dimension: "visit:exit_page" },
+  // Visits ending on a page (Plausible's "unique exits"): counted from the rollups, where a
+  // visitor count by exit page would read every visit of the range.
+  { id: "exit_pages", title: "Exit pages", dimension: "visit:exit_page", metric: "visits", unit: "unique exits" },
   { id: "countries", title: "Countries", dimension: "visit:country" },
   { id: "devices", title: "Devices", dimension: "visit:device" },
   { id: "browsers", title: "Browsers", dimension: "visit:browser" },
@@ -279,7 +281,8 @@ async function start() {
   $("#site").textContent = site;
   document.title = `${site} · Tally`;
   $("#panels").replaceChildren(...PANELS.map((p) =>
-    el("section", { "data-panel": p.id }, el("h2", {}, p.title), el("ol"))));
+    el("section", { "data-panel": p.id },
+      el("h2", {}, p.title, ...(p.unit ? [" ", el("small", {}, p.unit)] : [])), el("ol"))));
   Object.keys(CHARTS).forEach((metric) => {
     const box = $(`[data-stat="${metric}"]`);
     box.tabIndex = 0;

@@ -332,8 +332,62 @@ SELECT site_id, user_id AS visitor, min(ts) AS started_at, max(ts) AS ended_at,
        (array_agg(utm_source ORDER BY ts, event_id))[1] AS utm_source
 FROM numbered GROUP BY site_id, user_id, visit_no";
 
-/// Asserts that the stored visits are exactly those of the raw events.
+/// The visit rollups a plain aggregation of the stored visits gives, written here
+/// independently of the worker and of migration 0011: per site, dimension code, span,
+/// UTC bucket and value, the sums and the exact distinct visitors (none kept by exit page).
+const ROLLUPS_FROM_VISITS: &str = "
+SELECT v.site_id, d.code, s.span,
+       date_trunc(CASE s.span WHEN 1 THEN 'hour' ELSE 'day' END, v.started_at AT TIME ZONE 'UTC') AS bucket,
+       coalesce(md5(d.value), '-') AS value_key, count(*) AS visits, sum(pageviews) AS pageviews,
+       sum(events) AS events, count(*) FILTER (WHERE pageviews = 1) AS bounces,
+       sum(extract(epoch FROM ended_at - started_at) * 1000000)::bigint AS duration_us,
+       CASE WHEN d.code = 2 THEN 0 ELSE count(DISTINCT visitor) END AS visitors
+FROM visits v CROSS JOIN (VALUES (1), (24)) AS s(span)
+CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source), (4, referrer),
+    (5, utm_source), (6, utm_medium), (7, utm_campaign), (8, utm_term), (9, utm_content),
+    (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
+GROUP BY 1, 2, 3, 4, 5";
+
+/// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
+/// their visitors exactly up to the sketches' exact size (within 4 standard errors above).
+pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
+    let stored = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,
+                         coalesce(md5(value), '-') AS value_key, visits, pageviews, events, bounces,
+                         duration_us, round(hll_cardinality(visitors))::bigint AS visitors
+                  FROM visit_rollups";
+    let (wrong, sample): (i64, Option<String>) = {
+        let client = stack.db.pool().get().await.expect("pg");
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH t AS ({ROLLUPS_FROM_VISITS}), s AS ({stored}),
+                     j AS (SELECT t, s FROM t FULL JOIN s USING (site_id, code, span, bucket, value_key)
+                           WHERE NOT (t IS NULL AND s.visits = 0 AND s.pageviews = 0 AND s.events = 0
+                                      AND s.bounces = 0 AND s.duration_us = 0 AND s.visitors = 0)
+                             AND (t IS NULL OR s IS NULL
+                                  OR (t.visits, t.pageviews, t.events, t.bounces, t.duration_us)
+                                     <> (s.visits, s.pageviews, s.events, s.bounces, s.duration_us)
+                                  OR (t.visitors <= {exact} AND t.visitors <> s.visitors)
+                                  OR abs(t.visitors - s.visitors) > 0.033 * t.visitors))
+                     SELECT count(*), min(j::text) FROM j",
+                    exact = domain::visits::EXACT_VISITORS_UP_TO
+                ),
+                &[],
+            )
+            .await
+            .expect("comparing the visit rollups");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        wrong, 0,
+        "visit rollups differ from the stored visits, e.g. (truth, stored) = {sample:?}"
+    );
+}
+
+/// Asserts that the stored visits are exactly those of the raw events, and their rollups
+/// those of the visits.
 pub async fn assert_visits_match_events(stack: &Stack) {
+    assert_visit_rollups_match_visits(stack).await;
     let stored = "SELECT site_id, visitor, started_at, ended_at, events, pageviews, entry_page, \
                   exit_page, source, device, utm_source FROM visits";
     let differing = stack
