@@ -1,5 +1,6 @@
 -- Visit rollups (see crates/batch-worker/src/events/visits/rollup.rs): per site, visit
--- dimension, value and bucket (each UTC hour, and each UTC day), the sums of the visits
+-- dimension the dashboard breaks down by (none, entry and exit page, source, device,
+-- browser, OS, country: VisitDimension::has_rollup), value and bucket (each UTC hour, and each UTC day), the sums of the visits
 -- that started in the bucket, and their visitors as a mergeable sketch. The worker keeps
 -- them in the transaction that writes the visits, as the difference between the visits
 -- it replaced and those it wrote, so they always equal an aggregation of `visits`
@@ -9,10 +10,10 @@
 -- Visitors: `hll` (Debian's postgresql-15-hll; the extension Citus documents for these
 -- rollups), log2m 14: a set of distinct visitors is kept exactly up to 1,280 of them
 -- (the "explicit" representation), then as registers with a relative standard error of
--- 1.04/sqrt(16384) = 0.8%. Sketches only grow, so a visitor whose visit left a cell (a late
--- event moved the visit's start into another hour or changed its first event) has the cell's
--- sketch recomputed from `visits` in the same transaction. Exit pages change with nearly
--- every page view, so their sketch stays empty: visitors by exit page read `visits`.
+-- 1.04/sqrt(16384) = 0.8%. Sketches only grow, so a cell a visitor's visit left (a late
+-- event moved the visit's start into another hour or changed its first event) is
+-- recorded in visit_rollup_stale and its sketch recomputed. Entry and exit pages keep no
+-- sketch (VisitDimension::has_visitor_sketch): visitors by page read `visits`.
 CREATE EXTENSION IF NOT EXISTS hll;
 
 CREATE TABLE visit_rollups (
@@ -31,9 +32,27 @@ CREATE TABLE visit_rollups (
     events      bigint      NOT NULL,
     bounces     bigint      NOT NULL,
     duration_us bigint      NOT NULL,
-    visitors    hll(14, 5, -1, 1) NOT NULL,
+    -- NULL: no visitor yet (and always for exit pages); kept NULL rather than an empty
+    -- sketch because every hll operation unpacks its operands into 128 KB of memory.
+    visitors    hll(14, 5, -1, 1),
     PRIMARY KEY (site_id, dimension, span_hours, bucket, value_key)
 ) WITH (fillfactor = 80);
+
+-- Cells whose sketch may hold a visitor no longer in them (a late event moved a visit's
+-- start or changed its first event): the worker that moved the visit records the cell in
+-- its transaction, and every worker's repair task recomputes recorded cells a moment
+-- later (hours from `visits`, one scan per site and hour; days from their hours), many
+-- moves of one cell in one recomputation. Until then the cell counts the moved visitor
+-- in both places.
+CREATE TABLE visit_rollup_stale (
+    site_id     text        NOT NULL,
+    dimension   smallint    NOT NULL,
+    span_hours  smallint    NOT NULL,
+    bucket      timestamptz NOT NULL,
+    value_key   uuid        NOT NULL,
+    value       text,
+    PRIMARY KEY (site_id, dimension, span_hours, bucket, value_key)
+);
 
 -- Recomputes the rollups of one site (every site: NULL) from `visits`: for the backfill
 -- below, and for an operator or a test that wrote `visits` by hand. Run it while no worker
@@ -41,21 +60,25 @@ CREATE TABLE visit_rollups (
 CREATE FUNCTION tally_rebuild_visit_rollups(p_site text DEFAULT NULL) RETURNS void
 LANGUAGE sql AS $$
 DELETE FROM visit_rollups WHERE p_site IS NULL OR site_id = p_site;
+DELETE FROM visit_rollup_stale WHERE p_site IS NULL OR site_id = p_site;
 INSERT INTO visit_rollups
 SELECT v.site_id, d.code, s.span,
        CASE s.span WHEN 1 THEN date_trunc('hour', v.started_at AT TIME ZONE 'UTC')
                    ELSE date_trunc('day', v.started_at AT TIME ZONE 'UTC') END AT TIME ZONE 'UTC',
        coalesce(md5(d.value)::uuid, '00000000-0000-0000-0000-000000000000'), d.value,
-       count(*), sum(v.pageviews), sum(v.events), count(*) FILTER (WHERE v.pageviews = 1),
-       sum((extract(epoch FROM v.ended_at - v.started_at) * 1000000)::bigint),
-       CASE WHEN d.code = 2 THEN hll_empty(14, 5, -1, 1)
-            ELSE hll_add_agg(hll_hash_text(v.visitor), 14, 5, -1, 1) END
+       count(*),
+       -- Entry and exit pages count visits only (VisitDimension::rollup_counts_visits_only).
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.pageviews) END,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.events) END,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(*) FILTER (WHERE v.pageviews = 1) END,
+       CASE WHEN d.code IN (1, 2) THEN 0
+            ELSE sum((extract(epoch FROM v.ended_at - v.started_at) * 1000000)::bigint) END,
+       CASE WHEN d.code NOT IN (1, 2) THEN hll_add_agg(hll_hash_text(v.visitor), 14, 5, -1, 1) END
 FROM visits v
 CROSS JOIN (VALUES (1), (24)) AS s(span)
 CROSS JOIN LATERAL (VALUES
-    (0, NULL), (1, v.entry_page), (2, v.exit_page), (3, v.source), (4, v.referrer),
-    (5, v.utm_source), (6, v.utm_medium), (7, v.utm_campaign), (8, v.utm_term),
-    (9, v.utm_content), (10, v.device), (11, v.browser), (12, v.os), (13, v.country)
+    (0, NULL), (1, v.entry_page), (2, v.exit_page), (3, v.source),
+    (10, v.device), (11, v.browser), (12, v.os), (13, v.country)
 ) AS d(code, value)
 WHERE p_site IS NULL OR v.site_id = p_site
 GROUP BY 1, 2, 3, 4, 5, 6;

@@ -126,7 +126,7 @@ queries = {
     "visitors per day": {"metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": True}},
     "top sources": {"metrics": ["visitors"], "dimensions": ["visit:source"], "pagination": {"limit": 9}},
     "top pages": {"metrics": ["pageviews"], "dimensions": ["event:page"], "pagination": {"limit": 9}},
-    "entry pages": {"metrics": ["visitors"], "dimensions": ["visit:entry_page"], "pagination": {"limit": 9}},
+    "entry pages (unique entrances)": {"metrics": ["visits"], "dimensions": ["visit:entry_page"], "pagination": {"limit": 9}},
     "exit pages (unique exits)": {"metrics": ["visits"], "dimensions": ["visit:exit_page"], "pagination": {"limit": 9}},
     "countries": {"metrics": ["visitors"], "dimensions": ["visit:country"], "pagination": {"limit": 9}},
     "devices": {"metrics": ["visitors"], "dimensions": ["visit:device"], "pagination": {"limit": 9}},
@@ -137,7 +137,7 @@ queries = {
 }
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 # The queries the visit rollups answer (the others read visits or raw events).
-ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages", "exit pages (unique exits)", "countries", "devices"]
+ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices"]
 if mode == "compare":
     # The same queries answered from the visits table (VISIT_ROLLUPS=false), uncached.
     out = {}

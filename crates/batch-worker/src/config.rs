@@ -42,6 +42,9 @@ pub struct WorkerSettings {
     pub events_retention_days: u32,
     /// How often expired raw events are looked for.
     pub events_retention_interval_ms: u64,
+    /// How often the visitor sketches of visit rollup cells a late event moved a visit out
+    /// of are recomputed (they count the moved visitor twice until then).
+    pub visit_sketch_repair_interval_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
 }
@@ -62,6 +65,7 @@ impl Default for WorkerSettings {
             restore_check_interval_ms: 1_000,
             events_retention_days: 0,
             events_retention_interval_ms: 3_600_000,
+            visit_sketch_repair_interval_ms: 1_000,
             run_migrations: true,
         }
     }
@@ -343,6 +347,11 @@ impl ServiceConfig for Config {
         if worker.events_retention_interval_ms == 0 {
             return Err(ConfigError(
                 "EVENTS_RETENTION_INTERVAL_MS must be at least 1".into(),
+            ));
+        }
+        if worker.visit_sketch_repair_interval_ms == 0 {
+            return Err(ConfigError(
+                "VISIT_SKETCH_REPAIR_INTERVAL_MS must be at least 1".into(),
             ));
         }
         for (name, value) in [

@@ -384,6 +384,8 @@ impl Application {
             let backoff = config.worker.backoff();
             let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
             let spike_every = Duration::from_millis(config.notify.traffic_spike_interval_ms);
+            let repair_every =
+                Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
             let (spike_multiple, spike_min) = (
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,
@@ -439,6 +441,11 @@ impl Application {
                     )));
                 }
                 runs.push(tokio::spawn(exporter.run(shutdown.clone())));
+                runs.push(tokio::spawn(crate::events::visits::sketch_repair::run(
+                    pg.clone(),
+                    repair_every,
+                    shutdown.clone(),
+                )));
                 runs.push(tokio::spawn(crate::restore::run(
                     redis,
                     pg,

@@ -8,9 +8,9 @@
 const PANELS = [
   { id: "sources", title: "Top sources", dimension: "visit:source" },
   { id: "pages", title: "Top pages", dimension: "event:page", metric: "pageviews", fixed: true },
-  { id: "entry_pages", title: "Entry pages", dimension: "visit:entry_page" },
-  // Visits ending on a page (Plausible's "unique exits"): counted from the rollups, where a
-  // visitor count by exit page would read every visit of the range.
+  // Visits starting and ending on a page (Plausible's unique entrances and exits): counted
+  // by the rollups, where visitors by page would read every visit of the range.
+  { id: "entry_pages", title: "Entry pages", dimension: "visit:entry_page", metric: "visits", unit: "unique entrances" },
   { id: "exit_pages", title: "Exit pages", dimension: "visit:exit_page", metric: "visits", unit: "unique exits" },
   { id: "countries", title: "Countries", dimension: "visit:country" },
   { id: "devices", title: "Devices", dimension: "visit:device" },

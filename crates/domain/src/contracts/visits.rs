@@ -91,11 +91,40 @@ impl VisitDimension {
         self as i16
     }
 
-    /// Whether its rollups keep visitor sketches. An exit page changes with nearly every
-    /// page view of a visit, and a sketch cannot forget the visitor of the page left, so
-    /// visitors by exit page are counted from `visits`.
+    /// Whether `visit_rollups` keeps it: the dashboard's breakdowns. A visit updates each
+    /// kept dimension's cells with every event, so each one more costs the drain; the
+    /// referrer URL and UTM fields (many distinct values, rarely charted) are read from
+    /// `visits` instead.
+    pub const fn has_rollup(self) -> bool {
+        matches!(
+            self,
+            Self::All
+                | Self::EntryPage
+                | Self::ExitPage
+                | Self::Source
+                | Self::Device
+                | Self::Browser
+                | Self::Os
+                | Self::Country
+        )
+    }
+
+    /// Whether its rollups count visits only (and visitors), not page views, events,
+    /// bounces or duration: a visit going on changes those with every event, and an entry
+    /// or exit page cell is one of thousands (a site's pages), so keeping them would make
+    /// most events update a page cell. Entry and exit page panels show visitors and visits.
+    pub const fn rollup_counts_visits_only(self) -> bool {
+        matches!(self, Self::EntryPage | Self::ExitPage)
+    }
+
+    /// Whether its rollups keep visitor sketches. A sketch cannot forget a visitor, and an
+    /// exit page changes with nearly every page view; and entry pages are a site's pages
+    /// by the thousand, where a sketch per cell costs the drain more than all the rest
+    /// (every hll operation unpacks into 128 KB). Entry and exit page panels show visits
+    /// (Plausible's unique entrances and exits); visitors by page are counted from
+    /// `visits`.
     pub const fn has_visitor_sketch(self) -> bool {
-        !matches!(self, Self::ExitPage)
+        !matches!(self, Self::EntryPage | Self::ExitPage)
     }
 
     /// The dimension the query API names `name`.

@@ -334,26 +334,36 @@ FROM numbered GROUP BY site_id, user_id, visit_no";
 
 /// The visit rollups a plain aggregation of the stored visits gives, written here
 /// independently of the worker and of migration 0011: per site, dimension code, span,
-/// UTC bucket and value, the sums and the exact distinct visitors (none kept by exit page).
+/// UTC bucket and value, the sums (visits only for entry and exit pages) and the exact
+/// distinct visitors (none kept by entry or exit page).
 const ROLLUPS_FROM_VISITS: &str = "
 SELECT v.site_id, d.code, s.span,
        date_trunc(CASE s.span WHEN 1 THEN 'hour' ELSE 'day' END, v.started_at AT TIME ZONE 'UTC') AS bucket,
-       coalesce(md5(d.value), '-') AS value_key, count(*) AS visits, sum(pageviews) AS pageviews,
-       sum(events) AS events, count(*) FILTER (WHERE pageviews = 1) AS bounces,
-       sum(extract(epoch FROM ended_at - started_at) * 1000000)::bigint AS duration_us,
-       CASE WHEN d.code = 2 THEN 0 ELSE count(DISTINCT visitor) END AS visitors
+       coalesce(md5(d.value), '-') AS value_key, count(*) AS visits,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(pageviews) END AS pageviews,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(events) END AS events,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(*) FILTER (WHERE pageviews = 1) END AS bounces,
+       CASE WHEN d.code IN (1, 2) THEN 0
+            ELSE sum(extract(epoch FROM ended_at - started_at) * 1000000)::bigint END AS duration_us,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(DISTINCT visitor) END AS visitors
 FROM visits v CROSS JOIN (VALUES (1), (24)) AS s(span)
-CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source), (4, referrer),
-    (5, utm_source), (6, utm_medium), (7, utm_campaign), (8, utm_term), (9, utm_content),
+CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source),
     (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
 GROUP BY 1, 2, 3, 4, 5";
 
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
 /// their visitors exactly up to the sketches' exact size (within 4 standard errors above).
 pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
+    // Cells a late event moved a visit out of are repaired a moment after (a worker runs).
+    domain::testing::eventually(
+        std::time::Duration::from_secs(30),
+        "every stale visitor sketch repaired",
+        || async { (stack.count("SELECT count(*) FROM visit_rollup_stale").await == 0).then_some(()) },
+    )
+    .await;
     let stored = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,
                          coalesce(md5(value), '-') AS value_key, visits, pageviews, events, bounces,
-                         duration_us, round(hll_cardinality(visitors))::bigint AS visitors
+                         duration_us, coalesce(round(hll_cardinality(visitors)), 0)::bigint AS visitors
                   FROM visit_rollups";
     let (wrong, sample): (i64, Option<String>) = {
         let client = stack.db.pool().get().await.expect("pg");

@@ -107,7 +107,7 @@ async function expected(filters) {
   const panels = {};
   const goalFiltered = filters.some(([, d]) => d === "event:goal");
   for (const [id, dimension] of Object.entries(PANELS)) {
-    const metric = { pages: "pageviews", exit_pages: "visits" }[id] || "visitors";
+    const metric = { pages: "pageviews", entry_pages: "visits", exit_pages: "visits" }[id] || "visitors";
     if (id === "pages" && goalFiltered) {
       panels[id] = [];
       continue;

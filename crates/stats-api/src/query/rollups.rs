@@ -5,7 +5,10 @@
 //! [`EXACT_VISITORS_UP_TO`] distinct visitors, 0.8% standard error beyond).
 //!
 //! Rollups have no cross-dimension cells, so a query with a filter, with two visit
-//! dimensions, or with a goal filter reads `visits` instead ([`super::sql`]); so do
+//! dimensions, by a dimension they do not keep (referrer, UTM fields: see
+//! `VisitDimension::has_rollup`), with a goal filter, or asking entry or exit pages for
+//! more than visits and visitors (`VisitDimension::rollup_counts_visits_only`) reads
+//! `visits` instead ([`super::sql`]); so do
 //! visitors by exit page (no sketch: see `VisitDimension::has_visitor_sketch`).
 //!
 //! [`EXACT_VISITORS_UP_TO`]: domain::visits::EXACT_VISITORS_UP_TO
@@ -20,7 +23,7 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
     let mut times = 0;
     for d in dimensions {
         match d {
-            Dimension::Visit(v) if visit.is_none() => visit = Some(*v),
+            Dimension::Visit(v) if visit.is_none() && v.has_rollup() => visit = Some(*v),
             Dimension::Time(_) => times += 1,
             _ => return false,
         }
@@ -28,8 +31,12 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
     let visitors = metrics
         .iter()
         .any(|m| matches!(m, Metric::Visitors | Metric::Percentage));
+    let counts_only = metrics
+        .iter()
+        .all(|m| matches!(m, Metric::Visitors | Metric::Visits | Metric::Percentage));
     filters.is_empty()
         && times <= 1
+        && (counts_only || visit.is_none_or(|v| !v.rollup_counts_visits_only()))
         && metrics.iter().all(|m| *m != Metric::ConversionRate)
         && !(visitors && visit.is_some_and(|v| !v.has_visitor_sketch()))
 }
@@ -137,7 +144,13 @@ mod tests {
         assert!(answer(&[Metric::Visitors, Metric::BounceRate], &[], &[]));
         assert!(answer(&[Metric::Visitors], &[source.clone()], &[]));
         assert!(answer(&[Metric::Visits], &[exit.clone()], &[]));
+        assert!(!answer(&[Metric::Visits, Metric::BounceRate], &[exit.clone()], &[]));
         assert!(!answer(&[Metric::Visitors], &[exit], &[]));
+        assert!(!answer(
+            &[Metric::Visits],
+            &[Dimension::Visit(VisitDimension::UtmSource)],
+            &[]
+        ));
         assert!(!answer(
             &[Metric::Visits],
             &[source, Dimension::Visit(VisitDimension::Country)],

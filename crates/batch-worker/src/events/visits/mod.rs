@@ -14,6 +14,7 @@
 
 pub mod rollup;
 pub mod rollup_store;
+pub mod sketch_repair;
 pub mod store;
 
 use chrono::{DateTime, Utc};

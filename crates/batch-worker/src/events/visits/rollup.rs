@@ -68,14 +68,17 @@ pub struct RollupChanges<'a> {
     pub stale: Vec<Cell<'a>>,
 }
 
-/// The cells a visit counts in: every dimension, each span.
+/// The cells a visit counts in: every kept dimension, each span.
 fn cells_of(v: &Visit) -> impl Iterator<Item = Cell<'_>> {
     ROLLUP_SPANS.into_iter().flat_map(move |span_hours| {
         let bucket = v
             .started_at
             .duration_trunc(TimeDelta::hours(i64::from(span_hours)))
             .unwrap_or(v.started_at);
-        VisitDimension::EVERY.into_iter().map(move |dimension| Cell {
+        VisitDimension::EVERY
+            .into_iter()
+            .filter(|d| d.has_rollup())
+            .map(move |dimension| Cell {
             site_id: &v.site_id,
             dimension,
             span_hours,
@@ -96,6 +99,14 @@ impl<'a> RollupChanges<'a> {
             for v in visits {
                 let s = Sums::of(v);
                 for cell in cells_of(v) {
+                    let s = if cell.dimension.rollup_counts_visits_only() {
+                        Sums {
+                            visits: s.visits,
+                            ..Sums::default()
+                        }
+                    } else {
+                        s
+                    };
                     sums.entry(cell).or_default().add(s, sign);
                     if cell.dimension.has_visitor_sketch() {
                         members.insert((cell, v.visitor.as_str()));
@@ -181,13 +192,13 @@ mod tests {
     fn a_new_visit_adds_to_every_dimension_in_both_spans_and_joins_the_sketches() {
         let written = vec![visit(5, 1, Some("/a"), "Google")];
         let c = RollupChanges::of(&[], &written);
-        assert_eq!(c.cells.len(), 28);
+        assert_eq!(c.cells.len(), 16);
         assert_eq!(
             sums_of(&c, VisitDimension::Source, 24),
             vec![(Some("Google"), Sums { visits: 1, pageviews: 1, events: 1, bounces: 1, duration_us: 0 })]
         );
-        // Every cell but the two exit-page ones takes the visitor.
-        assert_eq!(c.members.len(), 26);
+        // Every cell but the entry and exit page ones takes the visitor.
+        assert_eq!(c.members.len(), 12);
         assert!(c.stale.is_empty());
     }
 
@@ -202,7 +213,9 @@ mod tests {
         );
         let exits = sums_of(&c, VisitDimension::ExitPage, 1);
         assert_eq!(exits.len(), 2);
-        assert!(exits.contains(&(Some("/a"), Sums { visits: -1, pageviews: -1, events: -1, bounces: -1, duration_us: 0 })));
+        assert!(exits.contains(&(Some("/a"), Sums { visits: -1, ..Sums::default() })));
+        // Page cells count visits only: the entry page's are untouched.
+        assert!(sums_of(&c, VisitDimension::EntryPage, 1).is_empty());
         // Membership is unchanged: nothing to add, nothing stale.
         assert!(c.members.is_empty());
         assert!(c.stale.is_empty());
@@ -219,7 +232,7 @@ mod tests {
         let stale: Vec<_> = c.stale.iter().map(|s| (s.dimension, s.span_hours, s.value)).collect();
         assert!(stale.contains(&(VisitDimension::All, 1, None)));
         assert!(stale.contains(&(VisitDimension::Source, 24, Some("Google"))));
-        assert!(stale.contains(&(VisitDimension::EntryPage, 24, Some("/a"))));
+        assert!(!stale.iter().any(|s| s.0 == VisitDimension::EntryPage));
         assert!(!stale.iter().any(|s| s.0 == VisitDimension::All && s.1 == 24));
         assert!(!stale.iter().any(|s| s.0 == VisitDimension::ExitPage));
     }

@@ -1,16 +1,16 @@
-//! Writes [`RollupChanges`] in the visits' transaction: one upsert of every changed cell
-//! (in key order, so two writers lock shared cells in the same order), then, when a visit
-//! left a cell, that cell's visitor sketch recomputed from the visits just written.
+//! Writes [`RollupChanges`] in the visits' transaction: the cells a visit left recorded for
+//! [`super::sketch_repair`], then one upsert of every changed cell (in key order, so two
+//! writers lock shared cells in the same order).
 
 use super::rollup::{Cell, RollupChanges};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Transaction;
-use domain::visits::{SKETCH_PARAMS, VisitDimension};
+use domain::visits::SKETCH_PARAMS;
 use std::sync::LazyLock;
 
 /// The key of a value: its md5 as a uuid, the nil uuid for none (as migration 0011).
-const VALUE_KEY: &str = "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
+pub(super) const VALUE_KEY: &str = "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
 
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -23,7 +23,7 @@ WITH members AS (
 INSERT INTO visit_rollups AS r
 SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value,
        c.visits, c.pageviews, c.events, c.bounces, c.duration_us,
-       coalesce(m.visitors, hll_empty({SKETCH_PARAMS}))
+       m.visitors
 FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[],
             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) WITH ORDINALITY
      AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, i)
@@ -35,40 +35,27 @@ ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
     events = r.events + EXCLUDED.events,
     bounces = r.bounces + EXCLUDED.bounces,
     duration_us = r.duration_us + EXCLUDED.duration_us,
-    -- Left as it is when nobody joins: a new sketch is a new (TOASTed) value to write.
-    visitors = CASE WHEN hll_cardinality(EXCLUDED.visitors) = 0 THEN r.visitors
+    -- Untouched when nobody joins: every hll operation unpacks its operands (128 KB each).
+    visitors = CASE WHEN EXCLUDED.visitors IS NULL THEN r.visitors
+                    WHEN r.visitors IS NULL THEN EXCLUDED.visitors
                     ELSE hll_union(r.visitors, EXCLUDED.visitors) END
 "
     )
 });
 
-/// The value of each dimension of visit `v`, by code (as `Visit::value`).
-fn dimension_value_sql() -> String {
-    let arms: String = VisitDimension::EVERY
-        .iter()
-        .map(|d| {
-            let column = d.column().map_or("NULL".to_string(), |c| format!("v.{c}"));
-            format!(" WHEN {} THEN {column}", d.code())
-        })
-        .collect();
-    format!("(CASE r.dimension{arms} END)")
-}
-
-static RECOMPUTE_STALE: LazyLock<String> = LazyLock::new(|| {
+/// Records cells a visit left, for [`super::sketch_repair`]. Before the upsert: the repair
+/// claims these rows and then locks cells, so a writer waiting on a claimed row must not
+/// hold a cell lock yet.
+static MARK_STALE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r"
-UPDATE visit_rollups r SET visitors = coalesce((
-    SELECT hll_add_agg(hll_hash_text(v.visitor), {SKETCH_PARAMS}) FROM visits v
-    WHERE v.site_id = r.site_id AND v.started_at >= r.bucket
-      AND v.started_at < r.bucket + make_interval(hours => r.span_hours)
-      AND {value} IS NOT DISTINCT FROM r.value
-), hll_empty({SKETCH_PARAMS}))
+INSERT INTO visit_rollup_stale AS s
+SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value
 FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[])
      AS c(site_id, dimension, span_hours, bucket, value)
-WHERE r.site_id = c.site_id AND r.dimension = c.dimension AND r.span_hours = c.span_hours
-  AND r.bucket = c.bucket AND r.value_key = {VALUE_KEY}
-",
-        value = dimension_value_sql()
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT DO NOTHING
+"
     )
 });
 
@@ -104,7 +91,7 @@ impl<'a> CellColumns<'a> {
     }
 }
 
-/// Applies `changes`. Run after the visits are written (stale sketches read them).
+/// Applies `changes`.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
@@ -112,6 +99,25 @@ pub async fn write_rollups(
     tx: &Transaction<'_>,
     changes: &RollupChanges<'_>,
 ) -> Result<(), StoreError> {
+    if !changes.stale.is_empty() {
+        let keys = CellColumns::of(changes.stale.iter());
+        let mark = tx
+            .prepare_cached(&MARK_STALE)
+            .await
+            .map_err(StoreError::from_pg)?;
+        tx.execute(
+            &mark,
+            &[
+                &keys.sites,
+                &keys.dimensions,
+                &keys.spans,
+                &keys.buckets,
+                &keys.values,
+            ],
+        )
+        .await
+        .map_err(StoreError::from_pg)?;
+    }
     if !changes.cells.is_empty() {
         let keys = CellColumns::of(changes.cells.iter().map(|(cell, _)| cell));
         let sum = |f: fn(&super::rollup::Sums) -> i64| -> Vec<i64> {
@@ -145,25 +151,6 @@ pub async fn write_rollups(
                 &duration,
                 &member_cells,
                 &members,
-            ],
-        )
-        .await
-        .map_err(StoreError::from_pg)?;
-    }
-    if !changes.stale.is_empty() {
-        let keys = CellColumns::of(changes.stale.iter());
-        let recompute = tx
-            .prepare_cached(&RECOMPUTE_STALE)
-            .await
-            .map_err(StoreError::from_pg)?;
-        tx.execute(
-            &recompute,
-            &[
-                &keys.sites,
-                &keys.dimensions,
-                &keys.spans,
-                &keys.buckets,
-                &keys.values,
             ],
         )
         .await
