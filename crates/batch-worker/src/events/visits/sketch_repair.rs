@@ -29,18 +29,18 @@ const CLAIM: i64 = 5_000;
 /// Claims hour cells, and day cells none of whose hours waits (here or in another
 /// worker's claim), as `(span, site, dimension, bucket, value key)`.
 const CLAIM_STALE: &str = r"
-WITH claimed AS (
-    (SELECT site_id, dimension, span_hours, bucket, value_key FROM visit_rollup_stale
-     WHERE span_hours = 1
-     ORDER BY site_id, dimension, span_hours, bucket, value_key LIMIT $1 FOR UPDATE SKIP LOCKED)
-    UNION ALL
-    (SELECT site_id, dimension, span_hours, bucket, value_key FROM visit_rollup_stale d
-     WHERE span_hours = 24 AND NOT EXISTS (
-         SELECT 1 FROM visit_rollup_stale h
-         WHERE h.site_id = d.site_id AND h.span_hours = 1
-           AND h.bucket >= d.bucket AND h.bucket < d.bucket + interval '1 day')
-     ORDER BY site_id, dimension, span_hours, bucket, value_key LIMIT $1 FOR UPDATE SKIP LOCKED)
-)
+WITH hours AS (
+    SELECT site_id, dimension, span_hours, bucket, value_key FROM visit_rollup_stale
+    WHERE span_hours = 1
+    ORDER BY site_id, dimension, span_hours, bucket, value_key LIMIT $1 FOR UPDATE SKIP LOCKED
+), days AS (
+    SELECT site_id, dimension, span_hours, bucket, value_key FROM visit_rollup_stale d
+    WHERE span_hours = 24 AND NOT EXISTS (
+        SELECT 1 FROM visit_rollup_stale h
+        WHERE h.site_id = d.site_id AND h.span_hours = 1
+          AND h.bucket >= d.bucket AND h.bucket < d.bucket + interval '1 day')
+    ORDER BY site_id, dimension, span_hours, bucket, value_key LIMIT $1 FOR UPDATE SKIP LOCKED
+), claimed AS (SELECT * FROM hours UNION ALL SELECT * FROM days)
 DELETE FROM visit_rollup_stale s USING claimed c
 WHERE (s.site_id, s.dimension, s.span_hours, s.bucket, s.value_key)
     = (c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key)
