@@ -384,8 +384,7 @@ impl Application {
             let backoff = config.worker.backoff();
             let restore_every = Duration::from_millis(config.worker.restore_check_interval_ms);
             let spike_every = Duration::from_millis(config.notify.traffic_spike_interval_ms);
-            let repair_every =
-                Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
+            let repair_every = Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
             let (spike_multiple, spike_min) = (
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,

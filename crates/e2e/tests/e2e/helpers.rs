@@ -358,7 +358,9 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     domain::testing::eventually(
         std::time::Duration::from_secs(30),
         "every stale visitor sketch repaired",
-        || async { (stack.count("SELECT count(*) FROM visit_rollup_stale").await == 0).then_some(()) },
+        || async {
+            (stack.count("SELECT count(*) FROM visit_rollup_stale").await == 0).then_some(())
+        },
     )
     .await;
     let stored = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,

@@ -240,7 +240,11 @@ fn assert_visit_rows(
     let mut worst: f64 = 0.0;
     for (key, want) in expected {
         let have = &got[key];
-        assert_eq!(have[1..5], want[1..5], "{what} {key:?}: visits, page views, bounce rate, duration");
+        assert_eq!(
+            have[1..5],
+            want[1..5],
+            "{what} {key:?}: visits, page views, bounce rate, duration"
+        );
         let (v, t) = (have[0], want[0]);
         if t <= exact_up_to {
             assert_eq!(v, t, "{what} {key:?}: visitors, exact below {exact_up_to}");
@@ -422,7 +426,11 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 condition,
             )
             .await;
-            assert_visit_rows(&rows(&answer), &expected, &format!("{site} filtered by {filter}"));
+            assert_visit_rows(
+                &rows(&answer),
+                &expected,
+                &format!("{site} filtered by {filter}"),
+            );
         }
     }
     // Page views per page come from the path rollups: against a count of raw page views.

@@ -142,9 +142,13 @@ mod tests {
         let source = Dimension::Visit(VisitDimension::Source);
         let exit = Dimension::Visit(VisitDimension::ExitPage);
         assert!(answer(&[Metric::Visitors, Metric::BounceRate], &[], &[]));
-        assert!(answer(&[Metric::Visitors], &[source.clone()], &[]));
-        assert!(answer(&[Metric::Visits], &[exit.clone()], &[]));
-        assert!(!answer(&[Metric::Visits, Metric::BounceRate], &[exit.clone()], &[]));
+        assert!(answer(&[Metric::Visitors], std::slice::from_ref(&source), &[]));
+        assert!(answer(&[Metric::Visits], std::slice::from_ref(&exit), &[]));
+        assert!(!answer(
+            &[Metric::Visits, Metric::BounceRate],
+            std::slice::from_ref(&exit),
+            &[]
+        ));
         assert!(!answer(&[Metric::Visitors], &[exit], &[]));
         assert!(!answer(
             &[Metric::Visits],

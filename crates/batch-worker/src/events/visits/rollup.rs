@@ -79,12 +79,12 @@ fn cells_of(v: &Visit) -> impl Iterator<Item = Cell<'_>> {
             .into_iter()
             .filter(|d| d.has_rollup())
             .map(move |dimension| Cell {
-            site_id: &v.site_id,
-            dimension,
-            span_hours,
-            bucket,
-            value: v.value(dimension),
-        })
+                site_id: &v.site_id,
+                dimension,
+                span_hours,
+                bucket,
+                value: v.value(dimension),
+            })
     })
 }
 
@@ -152,8 +152,8 @@ mod tests {
     use uuid::Uuid;
 
     fn at(minute: i64) -> DateTime<Utc> {
-        // 2025-11-14 06:00 UTC: minute 60 starts the next hour.
-        DateTime::from_timestamp(1_763_100_000 - 1_763_100_000 % 3600 + minute * 60, 0)
+        // 2025-11-14 06:00 UTC (a whole hour): minute 60 starts the next hour.
+        DateTime::from_timestamp(1_763_100_000 + minute * 60, 0)
             .expect("valid")
     }
 
@@ -180,7 +180,11 @@ mod tests {
         }
     }
 
-    fn sums_of<'a>(c: &'a RollupChanges<'a>, d: VisitDimension, span: i16) -> Vec<(Option<&'a str>, Sums)> {
+    fn sums_of<'a>(
+        c: &'a RollupChanges<'a>,
+        d: VisitDimension,
+        span: i16,
+    ) -> Vec<(Option<&'a str>, Sums)> {
         c.cells
             .iter()
             .filter(|(cell, _)| cell.dimension == d && cell.span_hours == span)
@@ -195,7 +199,16 @@ mod tests {
         assert_eq!(c.cells.len(), 16);
         assert_eq!(
             sums_of(&c, VisitDimension::Source, 24),
-            vec![(Some("Google"), Sums { visits: 1, pageviews: 1, events: 1, bounces: 1, duration_us: 0 })]
+            vec![(
+                Some("Google"),
+                Sums {
+                    visits: 1,
+                    pageviews: 1,
+                    events: 1,
+                    bounces: 1,
+                    duration_us: 0
+                }
+            )]
         );
         // Every cell but the entry and exit page ones takes the visitor.
         assert_eq!(c.members.len(), 12);
@@ -209,11 +222,26 @@ mod tests {
         let c = RollupChanges::of(&replaced, &written);
         assert_eq!(
             sums_of(&c, VisitDimension::All, 1),
-            vec![(None, Sums { visits: 0, pageviews: 1, events: 1, bounces: -1, duration_us: 15 * 60_000_000 })]
+            vec![(
+                None,
+                Sums {
+                    visits: 0,
+                    pageviews: 1,
+                    events: 1,
+                    bounces: -1,
+                    duration_us: 15 * 60_000_000
+                }
+            )]
         );
         let exits = sums_of(&c, VisitDimension::ExitPage, 1);
         assert_eq!(exits.len(), 2);
-        assert!(exits.contains(&(Some("/a"), Sums { visits: -1, ..Sums::default() })));
+        assert!(exits.contains(&(
+            Some("/a"),
+            Sums {
+                visits: -1,
+                ..Sums::default()
+            }
+        )));
         // Page cells count visits only: the entry page's are untouched.
         assert!(sums_of(&c, VisitDimension::EntryPage, 1).is_empty());
         // Membership is unchanged: nothing to add, nothing stale.
@@ -229,11 +257,19 @@ mod tests {
         let hourly_all = sums_of(&c, VisitDimension::All, 1);
         assert_eq!(hourly_all.len(), 2, "{hourly_all:?}");
         // The day cells keep the visit (same day) but its source and entry page changed.
-        let stale: Vec<_> = c.stale.iter().map(|s| (s.dimension, s.span_hours, s.value)).collect();
+        let stale: Vec<_> = c
+            .stale
+            .iter()
+            .map(|s| (s.dimension, s.span_hours, s.value))
+            .collect();
         assert!(stale.contains(&(VisitDimension::All, 1, None)));
         assert!(stale.contains(&(VisitDimension::Source, 24, Some("Google"))));
         assert!(!stale.iter().any(|s| s.0 == VisitDimension::EntryPage));
-        assert!(!stale.iter().any(|s| s.0 == VisitDimension::All && s.1 == 24));
+        assert!(
+            !stale
+                .iter()
+                .any(|s| s.0 == VisitDimension::All && s.1 == 24)
+        );
         assert!(!stale.iter().any(|s| s.0 == VisitDimension::ExitPage));
     }
 

@@ -10,7 +10,8 @@ use domain::visits::SKETCH_PARAMS;
 use std::sync::LazyLock;
 
 /// The key of a value: its md5 as a uuid, the nil uuid for none (as migration 0011).
-pub(super) const VALUE_KEY: &str = "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
+pub(super) const VALUE_KEY: &str =
+    "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
 
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -99,6 +100,12 @@ pub async fn write_rollups(
     tx: &Transaction<'_>,
     changes: &RollupChanges<'_>,
 ) -> Result<(), StoreError> {
+    tracing::debug!(
+        cells = changes.cells.len(),
+        members = changes.members.len(),
+        stale = changes.stale.len(),
+        "visit rollup changes"
+    );
     if !changes.stale.is_empty() {
         let keys = CellColumns::of(changes.stale.iter());
         let mark = tx

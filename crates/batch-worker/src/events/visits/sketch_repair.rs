@@ -160,7 +160,10 @@ pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
                     Err(e) => {
                         metrics::counter!("batch_worker_visit_sketch_repair_failures_total")
                             .increment(1);
-                        tracing::warn!(error = format!("{e:#}"), "repairing visitor sketches failed");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "repairing visitor sketches failed"
+                        );
                         break;
                     }
                 }
