@@ -231,13 +231,15 @@ async function load() {
     const grain = resolved[0] === resolved[1] ? "time:hour" : "time:day";
     const charted = !goalFiltered && params.get("chart") === "pageviews" ? "pageviews" : "visitors";
     const series = (dr) => query({ metrics: [charted], date_range: dr, filters: f, dimensions: [grain], include: { time_labels: true } });
-    // In parallel with the panels' queries; its failure is reported with theirs.
+    // In parallel with the panels' queries; its failure is reported with theirs. Goals and
+    // funnels read raw events (seconds on a large site): the rest is drawn without them.
     const funnel = loadFunnel(resolved, mine).then(() => null, (e) => e);
-    const [prevTotals, nowSeries, prevSeries, goals, ...panels] = await Promise.all([
+    const goalsAnswer = query({ metrics: ["visitors", "conversion_rate"], date_range: resolved, filters: f, dimensions: [GOALS.dimension] });
+    goalsAnswer.catch(() => {});
+    const [prevTotals, nowSeries, prevSeries, ...panels] = await Promise.all([
       query({ metrics: totalMetrics, date_range: before, filters: f }),
       series(resolved),
       series(before),
-      query({ metrics: ["visitors", "conversion_rate"], date_range: resolved, filters: f, dimensions: [GOALS.dimension] }),
       ...PANELS.map((p) => (goalFiltered && p.fixed
         // Page views are not counted per converted visit (yet): say so rather than mislead.
         ? Promise.resolve({ results: [], note: "Not available with a goal filter" })
@@ -255,6 +257,10 @@ async function load() {
     };
     renderChart(charted, nowSeries.meta.time_labels, values(nowSeries), values(prevSeries));
     PANELS.forEach((p, i) => renderPanel(p, panels[i]));
+    // First meaningful paint: the totals, the chart and the visit panels.
+    document.body.dataset.painted = mine;
+    const goals = await goalsAnswer;
+    if (mine !== generation) return;
     $('[data-panel="goals"]').hidden = !goals.results.length && !goalFiltered;
     renderPanel(GOALS, goals);
     const funnelError = await funnel;

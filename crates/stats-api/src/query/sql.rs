@@ -1,5 +1,7 @@
 //! One SQL statement per query, over the table its dimensions need:
 //!
+//! - `visit_rollups` (day and hour rows per dashboard dimension, see [`super::rollups`])
+//!   for the visit queries they can answer: unfiltered, by at most one kept dimension.
 //! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
