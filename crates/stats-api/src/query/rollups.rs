@@ -142,7 +142,11 @@ mod tests {
         let source = Dimension::Visit(VisitDimension::Source);
         let exit = Dimension::Visit(VisitDimension::ExitPage);
         assert!(answer(&[Metric::Visitors, Metric::BounceRate], &[], &[]));
-        assert!(answer(&[Metric::Visitors], std::slice::from_ref(&source), &[]));
+        assert!(answer(
+            &[Metric::Visitors],
+            std::slice::from_ref(&source),
+            &[]
+        ));
         assert!(answer(&[Metric::Visits], std::slice::from_ref(&exit), &[]));
         assert!(!answer(
             &[Metric::Visits, Metric::BounceRate],

@@ -153,8 +153,7 @@ mod tests {
 
     fn at(minute: i64) -> DateTime<Utc> {
         // 2025-11-14 06:00 UTC (a whole hour): minute 60 starts the next hour.
-        DateTime::from_timestamp(1_763_100_000 + minute * 60, 0)
-            .expect("valid")
+        DateTime::from_timestamp(1_763_100_000 + minute * 60, 0).expect("valid")
     }
 
     fn visit(minute: i64, id: u128, page: Option<&str>, source: &str) -> Visit {

@@ -44,9 +44,12 @@ ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
     )
 });
 
-/// Records cells a visit left, for [`super::sketch_repair`]. Before the upsert: the repair
-/// claims these rows and then locks cells, so a writer waiting on a claimed row must not
-/// hold a cell lock yet.
+/// Records cells a visit left, for [`super::sketch_repair`]. A row already recorded is
+/// locked (not left alone) until this transaction commits: a repair that claimed it now
+/// would read the visits without this transaction's change and then delete the record of
+/// it (the repair skips locked rows, so it takes the row once this change is visible).
+/// Before the upsert: the repair claims these rows and then locks cells, so a writer
+/// waiting on a claimed row must not hold a cell lock yet.
 static MARK_STALE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r"
@@ -55,7 +58,7 @@ SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value
 FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[])
      AS c(site_id, dimension, span_hours, bucket, value)
 ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT DO NOTHING
+ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET value = EXCLUDED.value
 "
     )
 });
