@@ -29,6 +29,8 @@ pub struct EventWork {
     pub partitions: partitions::Partitions,
     /// `goal.converted` for the goals the batch's events convert.
     pub triggers: Option<std::sync::Arc<crate::triggers::Triggers>>,
+    /// Concurrent transactions a batch is written in (`EVENT_WRITE_PARTS`).
+    pub write_parts: usize,
 }
 
 impl Work for EventWork {
@@ -56,7 +58,8 @@ impl Work for EventWork {
         Box::pin(
             async move {
                 self.partitions.ensure(&self.pg, events).await?;
-                let written = store::store_events(&self.pg, events).await?;
+                let written =
+                    store::store_events_in_parts(&self.pg, events, self.write_parts).await?;
                 if let Some(triggers) = &self.triggers {
                     triggers
                         .after_event_batch(events)

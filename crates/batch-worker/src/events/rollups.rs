@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Timelike, Utc};
 use domain::event::QueuedEvent;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use uuid::Uuid;
 
 /// Namespace of [`path_key`] (fixed: changing it would split every path's rollup rows).
@@ -53,10 +53,10 @@ impl<'a> Rollups<'a> {
     pub fn of<'e: 'a>(
         events: impl IntoIterator<Item = (&'a QueuedEvent<'e>, Option<&'a str>)>,
     ) -> Self {
-        let mut minutely: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
-        let mut hourly: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::new();
-        let mut paths: HashMap<(SiteType<'a>, DateTime<Utc>, &'a str), i64> = HashMap::new();
-        let mut visitors: HashMap<(SiteType<'a>, NaiveDate, &'a str), i32> = HashMap::new();
+        let mut minutely: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::default();
+        let mut hourly: HashMap<(SiteType<'a>, DateTime<Utc>), i64> = HashMap::default();
+        let mut paths: HashMap<(SiteType<'a>, DateTime<Utc>, &'a str), i64> = HashMap::default();
+        let mut visitors: HashMap<(SiteType<'a>, NaiveDate, &'a str), i32> = HashMap::default();
         for (e, path) in events {
             let st: SiteType<'a> = (&e.site_id, &e.event_type);
             let minute = e.ts.duration_trunc(TimeDelta::minutes(1)).unwrap_or(e.ts);
@@ -72,7 +72,7 @@ impl<'a> Rollups<'a> {
             }
         }
         // Live activity per site, from what is already aggregated (not per event again).
-        let mut per_site: HashMap<&'a str, SiteActivity<'a>> = HashMap::new();
+        let mut per_site: HashMap<&'a str, SiteActivity<'a>> = HashMap::default();
         for (((site, kind), _), n) in &hourly {
             let a = per_site.entry(site).or_default();
             a.events += *n as u64;

@@ -13,12 +13,13 @@ use super::enrich::{Derived, derive};
 use super::rollups::Rollups;
 use super::visits::{self, Visit, VisitAttrs, VisitEvent};
 use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour, keep_top_paths};
-use crate::lane::StoreError;
+use crate::lane::{Outcome, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::event::QueuedEvent;
 use domain::tokio_postgres::types::ToSql;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 const INSERT_EVENTS: &str = r"
@@ -171,6 +172,69 @@ impl RollupArgs<'_> {
     }
 }
 
+/// Below this many events a batch is written in one transaction: a part of its own costs
+/// a connection and a round of shared rollup cells more than it saves.
+const MIN_EVENTS_PER_PART: usize = 1_000;
+
+/// Writes `events` in up to `parts` concurrent transactions ([`store_events`] each), every
+/// visitor's events in one of them: the parts never wait for each other's visitor locks
+/// (taken for the visits and held to the commit), where two lanes writing whole batches
+/// do, since every large batch shares visitors with every other. Each part is idempotent
+/// on its own, so a part that committed before another failed is replayed harmlessly
+/// when the batch is retried.
+///
+/// # Errors
+/// As [`store_events`]; a transient failure of any part before a refusal of another.
+pub async fn store_events_in_parts(
+    pool: &Pool,
+    events: &[QueuedEvent<'_>],
+    parts: usize,
+) -> Result<EventsWritten, StoreError> {
+    let parts = parts.min(events.len() / MIN_EVENTS_PER_PART).max(1);
+    if parts == 1 {
+        return store_events(pool, events).await;
+    }
+    let split = split_by_visitor(events, parts);
+    let written = futures_util::future::join_all(split.iter().map(|p| store_events(pool, p))).await;
+    let mut all = EventsWritten::default();
+    let mut refused = None;
+    for part in written {
+        match part {
+            Ok(w) => all.merge(w),
+            Err(e @ StoreError::Transient(_)) => return Err(e),
+            Err(e @ StoreError::Data(_)) => refused = refused.or(Some(e)),
+        }
+    }
+    refused.map_or(Ok(all), Err)
+}
+
+/// `events` in `parts` lists, each visitor's events (by site and visitor id; an event
+/// without a visitor by its id) in one list, and every copy of one event key in the list
+/// of its first copy: two parts inserting the same key could wait on each other.
+fn split_by_visitor<'a>(events: &[QueuedEvent<'a>], parts: usize) -> Vec<Vec<QueuedEvent<'a>>> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut split: Vec<Vec<QueuedEvent<'a>>> = (0..parts)
+        .map(|_| Vec::with_capacity(events.len() / parts + 1))
+        .collect();
+    let mut placed: FxHashMap<(Uuid, &str, DateTime<Utc>), usize> =
+        FxHashMap::with_capacity_and_hasher(events.len(), Default::default());
+    for e in events {
+        let part = *placed
+            .entry((e.event_id, e.site_id.as_ref(), e.ts))
+            .or_insert_with(|| {
+                let mut h = DefaultHasher::new();
+                e.site_id.hash(&mut h);
+                match &e.user_id {
+                    Some(user) => user.hash(&mut h),
+                    None => e.event_id.hash(&mut h),
+                }
+                (h.finish() % parts as u64) as usize
+            });
+        split[part].push(e.clone());
+    }
+    split
+}
+
 /// Writes `events` and their rollups in one transaction.
 ///
 /// # Errors
@@ -242,7 +306,7 @@ pub async fn store_events(
         )
         .await
         .map_err(StoreError::from_pg)?;
-    let mut inserted: HashSet<(Uuid, &str, DateTime<Utc>)> = inserted_rows
+    let mut inserted: FxHashSet<(Uuid, &str, DateTime<Utc>)> = inserted_rows
         .iter()
         .map(|r| (r.get::<_, Uuid>(0), r.get::<_, &str>(1), r.get(2)))
         .collect();
@@ -273,7 +337,7 @@ pub async fn store_events(
     // Locked after the insert, so other lanes wait on a visitor only for our visits and
     // rollups, not our insert. No deadlock with a worker replaying this batch: one that
     // waits on our new rows in its insert holds no visitor locks yet.
-    let visitor_pairs: HashSet<(&str, &str)> = fresh_visits
+    let visitor_pairs: FxHashSet<(&str, &str)> = fresh_visits
         .iter()
         .map(|v| (v.site_id.as_str(), v.visitor.as_str()))
         .collect();

@@ -1,9 +1,11 @@
 //! Writing registry changes to PostgreSQL in one statement: each change replaces the row
 //! only when its version is newer, so changes stored out of order (or replayed) end on the
 //! newest. A delete keeps the row with `deleted_at`, so an older change arriving after it
-//! cannot bring the site back.
+//! cannot bring the site back. A site whose time zone changed has its visit rollups'
+//! days rebuilt in the new zone in the same transaction ([`rezone_sites`]).
 
 use super::SitesWritten;
+use crate::events::visits::zones::rezone_sites;
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
@@ -67,12 +69,13 @@ pub async fn store_site_changes(
         .iter()
         .map(|c| json(serde_json::to_string(&c.site.funnels)))
         .collect();
-    let client = pg.get().await.map_err(StoreError::no_connection)?;
+    let mut client = pg.get().await.map_err(StoreError::no_connection)?;
     let stmt = client
         .prepare_cached(UPSERT_SITES)
         .await
         .map_err(StoreError::from_pg)?;
-    let stored = client
+    let tx = client.transaction().await.map_err(StoreError::from_pg)?;
+    let stored = tx
         .query(
             &stmt,
             &[
@@ -83,6 +86,8 @@ pub async fn store_site_changes(
         .await
         .map_err(StoreError::from_pg)?;
     let sites: Vec<String> = stored.iter().map(|r| r.get(0)).collect();
+    rezone_sites(&tx, &sites).await?;
+    tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(SitesWritten {
         inserted: sites.len() as u64,
         sites,

@@ -53,6 +53,7 @@ impl Harness {
                 keys,
                 partitions: Default::default(),
                 triggers: None,
+                write_parts: self.settings.event_write_parts,
             }),
             redis,
             blocking,

@@ -1,13 +1,25 @@
 //! Visits: the rule that groups a visitor's events, and the visit dimensions the
 //! batch-worker stores (`visits` columns) and stats-api's query API reads, named once.
 
-use chrono::TimeDelta;
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 
 /// Consecutive events of a visitor this far apart or more belong to different visits.
 pub const VISIT_GAP: TimeDelta = TimeDelta::minutes(30);
 
-/// The buckets of `visit_rollups`, in hours: each UTC hour, and each UTC day.
-pub const ROLLUP_SPANS: [i16; 2] = [1, 24];
+/// `visit_rollups.span_hours` of an hour row: a UTC hour, kept for the totals only
+/// ([`VisitDimension::has_hour_rollup`]).
+pub const HOUR_SPAN: i16 = 1;
+
+/// `visit_rollups.span_hours` of a day row: a day of the site's time zone, keyed by
+/// [`day_bucket`].
+pub const DAY_SPAN: i16 = 24;
+
+/// The bucket of a day row: its date (in the site's time zone) at UTC midnight. A date
+/// rather than the instant the day starts, so days of 23 or 25 hours and zones whose
+/// midnight a DST change skips need no special case (migration 0012 writes the same).
+pub fn day_bucket(date: NaiveDate) -> DateTime<Utc> {
+    date.and_time(NaiveTime::MIN).and_utc()
+}
 
 /// The parameters of every visitor sketch (`hll(log2m, regwidth, expthresh, sparseon)`):
 /// sketches merge only with their own kind.
@@ -107,6 +119,13 @@ impl VisitDimension {
                 | Self::Os
                 | Self::Country
         )
+    }
+
+    /// Whether `visit_rollups` keeps its UTC hours besides its days: only the totals' (the
+    /// chart by hour). Every other dimension's hour cells would double what the drain
+    /// writes, for breakdowns by hour nobody charts (they read `visits`).
+    pub const fn has_hour_rollup(self) -> bool {
+        matches!(self, Self::All)
     }
 
     /// Whether its rollups count visits only (and visitors), not page views, events,

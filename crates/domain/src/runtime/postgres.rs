@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_rollups",
         include_str!("../../../../migrations/0011_visit_rollups.sql"),
     ),
+    (
+        12,
+        "visit_rollups_in_site_days",
+        include_str!("../../../../migrations/0012_visit_rollups_in_site_days.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -333,12 +333,14 @@ SELECT site_id, user_id AS visitor, min(ts) AS started_at, max(ts) AS ended_at,
 FROM numbered GROUP BY site_id, user_id, visit_no";
 
 /// The visit rollups a plain aggregation of the stored visits gives, written here
-/// independently of the worker and of migration 0011: per site, dimension code, span,
-/// UTC bucket and value, the sums (visits only for entry and exit pages) and the exact
-/// distinct visitors (none kept by entry or exit page).
+/// independently of the worker and of migrations 0011 and 0012: per site, dimension code,
+/// span (UTC hours for the totals only; every dimension by the date in the site's time
+/// zone as the user set it), bucket and value, the sums (visits only for entry and exit
+/// pages) and the exact distinct visitors (none kept by entry or exit page).
 const ROLLUPS_FROM_VISITS: &str = "
 SELECT v.site_id, d.code, s.span,
-       date_trunc(CASE s.span WHEN 1 THEN 'hour' ELSE 'day' END, v.started_at AT TIME ZONE 'UTC') AS bucket,
+       CASE s.span WHEN 1 THEN date_trunc('hour', v.started_at AT TIME ZONE 'UTC')
+            ELSE (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date END AS bucket,
        coalesce(md5(d.value), '-') AS value_key, count(*) AS visits,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(pageviews) END AS pageviews,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(events) END AS events,
@@ -346,9 +348,10 @@ SELECT v.site_id, d.code, s.span,
        CASE WHEN d.code IN (1, 2) THEN 0
             ELSE sum(extract(epoch FROM ended_at - started_at) * 1000000)::bigint END AS duration_us,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(DISTINCT visitor) END AS visitors
-FROM visits v CROSS JOIN (VALUES (1), (24)) AS s(span)
+FROM visits v LEFT JOIN sites site USING (site_id) CROSS JOIN (VALUES (1), (24)) AS s(span)
 CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source),
     (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
+WHERE s.span = 24 OR d.code = 0
 GROUP BY 1, 2, 3, 4, 5";
 
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and

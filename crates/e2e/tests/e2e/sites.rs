@@ -163,6 +163,10 @@ async fn a_sites_local_days_move_with_its_zone_and_no_trace_of_the_connection_is
         }
     }
 
+    // The visit rollups count each visit on its New York day.
+    assert_eq!(visits_by_day(&stats).await, json!([["2025-11-14", 1], ["2025-11-15", 1]]));
+    crate::helpers::assert_visit_rollups_match_visits(&stack).await;
+
     // The site moves to UTC: the same stored rows now fall on one UTC day, none rewritten.
     let versions = "SELECT (SELECT string_agg(xmin::text, ',' ORDER BY event_id) FROM events) || '|' || (SELECT string_agg(xmin::text, ',' ORDER BY bucket) FROM rollup_hourly)";
     let pg = stack.db.pool().get().await.expect("pg");
@@ -184,6 +188,26 @@ async fn a_sites_local_days_move_with_its_zone_and_no_trace_of_the_connection_is
     assert_eq!(views_on(&client, &stats.url(), "2025-11-14").await, 0);
     let after: String = pg.query_one(versions, &[]).await.expect("xmin").get(0);
     assert_eq!(before, after, "stored rows were rewritten");
+    // The visit rollups' days were rebuilt in the new zone with the site's change.
+    assert_eq!(visits_by_day(&stats).await, json!([["2025-11-15", 2]]));
+    crate::helpers::assert_visit_rollups_match_visits(&stack).await;
+}
+
+/// `nyc`'s visits per day on the 14th and 15th (from the visit rollups), as `[day, visits]`.
+async fn visits_by_day(stats: &crate::helpers::Service) -> serde_json::Value {
+    let (status, answer) = crate::query::query(
+        stats,
+        &json!({"site_id": "nyc", "metrics": ["visits"], "dimensions": ["time:day"],
+                "date_range": ["2025-11-14", "2025-11-15"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| json!([r["dimensions"][0], r["metrics"][0]]))
+        .collect()
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -115,7 +115,7 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
         limit,
         offset,
         goals: goal_set.as_ref(),
-        whole_days: rollups::whole_days(range.start, range.end),
+        day_rows: rollups::day_rows(&range),
     };
     let site_id = req.site_id.clone();
     crate::cache::cached(state, &site_id, &signature, async {

@@ -1,11 +1,11 @@
-//! Visit queries answered from `visit_rollups` (migration 0011, kept by the worker with
-//! the visits): the range's whole UTC days from the day rows, its other hours from the
-//! hour rows, so a 90-day breakdown merges about 90 rows per value instead of reading
-//! every visit. Visitors come from the rows' sketches (exact up to
+//! Visit queries answered from `visit_rollups` (migrations 0011 and 0012, kept by the
+//! worker with the visits): a range is whole days of the site's zone, which the day rows
+//! are in, so a 90-day breakdown merges 90 rows per value instead of reading every visit;
+//! the totals by hour merge the UTC hour rows. Visitors come from the rows' sketches (exact up to
 //! [`EXACT_VISITORS_UP_TO`] distinct visitors, 0.8% standard error beyond).
 //!
 //! Rollups have no cross-dimension cells, so a query with a filter, with two visit
-//! dimensions, by a dimension they do not keep (referrer, UTM fields: see
+//! dimensions, by hour and a visit dimension, by a dimension they do not keep (referrer, UTM fields: see
 //! `VisitDimension::has_rollup`), with a goal filter, or asking entry or exit pages for
 //! more than visits and visitors (`VisitDimension::rollup_counts_visits_only`) reads
 //! `visits` instead ([`super::sql`]); so do
@@ -13,20 +13,28 @@
 //!
 //! [`EXACT_VISITORS_UP_TO`]: domain::visits::EXACT_VISITORS_UP_TO
 
-use super::request::{Dimension, Filter, Metric};
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use domain::visits::VisitDimension;
+use super::request::{Dimension, Filter, Metric, TimeGrain};
+use chrono::{DateTime, Utc};
+use domain::date_range::DayRange;
+use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, day_bucket};
 
 /// Whether the rollups answer a visit query of these metrics, dimensions and filters.
 pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) -> bool {
     let mut visit = None;
     let mut times = 0;
+    let mut hours = false;
     for d in dimensions {
         match d {
             Dimension::Visit(v) if visit.is_none() && v.has_rollup() => visit = Some(*v),
-            Dimension::Time(_) => times += 1,
+            Dimension::Time(grain) => {
+                times += 1;
+                hours |= *grain == TimeGrain::Hour;
+            }
             _ => return false,
         }
+    }
+    if hours && visit.is_some_and(|v| !v.has_hour_rollup()) {
+        return false;
     }
     let visitors = metrics
         .iter()
@@ -41,38 +49,22 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
         && !(visitors && visit.is_some_and(|v| !v.has_visitor_sketch()))
 }
 
-/// The whole UTC days of `[start, end)`, as `[first midnight, last midnight)`; an empty
-/// range at `start` when there is none.
-pub fn whole_days(start: DateTime<Utc>, end: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let day = TimeDelta::days(1);
-    let floor = |t: DateTime<Utc>| t.duration_trunc(day).unwrap_or(t);
-    let first = if floor(start) == start {
-        start
-    } else {
-        floor(start) + day
-    };
-    let last = floor(end);
-    if first < last {
-        (first, last)
-    } else {
-        (start, start)
-    }
+/// The day rows of `range` (days of the site's zone, the zone its rollups are in), as
+/// `[first bucket, bucket after the last)`.
+pub fn day_rows(range: &DayRange) -> (DateTime<Utc>, DateTime<Utc>) {
+    let after = range.last.succ_opt().unwrap_or(range.last);
+    (day_bucket(range.first), day_bucket(after))
 }
 
-/// The rows of dimension `code` covering `[$2, $3)`: day rows over `[days.0, days.1)`
-/// (placeholders), hour rows over the rest. `hours_only`: hour rows over all of it (a
-/// time dimension needs the hours).
-pub fn cells(code: i16, days: (&str, &str), hours_only: bool) -> String {
+/// The rows of dimension `code` covering the range: its day rows (`days`, placeholders of
+/// [`day_rows`]), or with `hours` the totals' UTC hours over `[$2, $3)` (a chart by hour).
+pub fn cells(code: i16, days: (&str, &str), hours: bool) -> String {
     let (first, last) = days;
     let base = format!("SELECT * FROM visit_rollups WHERE site_id = $1 AND dimension = {code}");
-    if hours_only {
-        return format!("{base} AND span_hours = 1 AND bucket >= $2 AND bucket < $3");
+    if hours {
+        return format!("{base} AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3");
     }
-    format!(
-        "{base} AND span_hours = 24 AND bucket >= {first} AND bucket < {last} \
-         UNION ALL {base} AND span_hours = 1 AND bucket >= $2 AND bucket < {first} \
-         UNION ALL {base} AND span_hours = 1 AND bucket >= {last} AND bucket < $3"
-    )
+    format!("{base} AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last}")
 }
 
 /// The distinct visitors of the rows aggregated.
@@ -123,18 +115,17 @@ mod tests {
     }
 
     #[test]
-    fn whole_days_are_the_utc_midnights_inside_the_range() {
+    fn day_rows_are_the_ranges_dates() {
+        let range = DayRange {
+            first: "2026-01-01".parse().expect("date"),
+            last: "2026-01-03".parse().expect("date"),
+            start: t("2025-12-31T23:00:00Z"),
+            end: t("2026-01-03T23:00:00Z"),
+        };
         assert_eq!(
-            whole_days(t("2026-01-01T05:00:00Z"), t("2026-01-04T05:00:00Z")),
-            (t("2026-01-02T00:00:00Z"), t("2026-01-04T00:00:00Z"))
+            day_rows(&range),
+            (t("2026-01-01T00:00:00Z"), t("2026-01-04T00:00:00Z"))
         );
-        assert_eq!(
-            whole_days(t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z")),
-            (t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z"))
-        );
-        // A day in UTC+5: no whole UTC day inside.
-        let start = t("2026-01-01T19:00:00Z");
-        assert_eq!(whole_days(start, t("2026-01-02T19:00:00Z")), (start, start));
     }
 
     #[test]
@@ -161,8 +152,11 @@ mod tests {
         ));
         assert!(!answer(
             &[Metric::Visits],
-            &[source, Dimension::Visit(VisitDimension::Country)],
+            &[source.clone(), Dimension::Visit(VisitDimension::Country)],
             &[]
         ));
+        let hour = Dimension::Time(TimeGrain::Hour);
+        assert!(answer(&[Metric::Visitors], std::slice::from_ref(&hour), &[]));
+        assert!(!answer(&[Metric::Visitors], &[source, hour], &[]));
     }
 }

@@ -109,11 +109,16 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
             format!("coalesce({e}props->>{key}::text, '(none)')")
         }
         Dimension::Time(grain) => {
-            // The local time of the row's UTC hour's midpoint (see local_time).
+            // The local time of the row's UTC hour's midpoint (see local_time); a day row
+            // of the rollups is keyed by its local date already.
             let t = source.time_column();
-            let local = format!(
-                "((date_trunc('hour', {t} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '30 minutes') AT TIME ZONE $4"
-            );
+            let local = if source == Source::VisitRollups && *grain != TimeGrain::Hour {
+                format!("{t} AT TIME ZONE 'UTC'")
+            } else {
+                format!(
+                    "((date_trunc('hour', {t} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '30 minutes') AT TIME ZONE $4"
+                )
+            };
             let (unit, format) = match grain {
                 TimeGrain::Hour => ("hour", "YYYY-MM-DD HH24:00:00"),
                 TimeGrain::Day => ("day", "YYYY-MM-DD"),
@@ -297,8 +302,8 @@ pub struct Shape<'a> {
     pub offset: i64,
     /// The goals of an `event:goal` breakdown, or of a goal-filtered visit query.
     pub goals: Option<&'a GoalSet>,
-    /// The range's whole UTC days (see [`rollups::whole_days`]).
-    pub whole_days: (DateTime<Utc>, DateTime<Utc>),
+    /// The range's day rows (see [`rollups::day_rows`]).
+    pub day_rows: (DateTime<Utc>, DateTime<Utc>),
 }
 
 /// The statement answering `shape`. Its rows: the dimensions as text, then the metrics
@@ -362,21 +367,24 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             conditions.join(" AND ")
         )
     } else if source == Source::VisitRollups {
-        let first = st.bind(shape.whole_days.0);
-        let last = st.bind(shape.whole_days.1);
-        let hours_only = shape
+        let first = st.bind(shape.day_rows.0);
+        let last = st.bind(shape.day_rows.1);
+        let hours = shape
             .dimensions
             .iter()
-            .any(|d| matches!(d, Dimension::Time(_)));
+            .any(|d| matches!(d, Dimension::Time(TimeGrain::Hour)));
         let code = rollups::dimension_of(shape.dimensions).code();
         let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
         ctes.push(format!(
             "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
             rollups::VISITORS
         ));
+        // Day rows need neither the range's instants nor its zone, but every statement
+        // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
         format!(
-            "SELECT * FROM ({}) c WHERE $4::text IS NOT NULL",
-            rollups::cells(code, (&first, &last), hours_only)
+            "SELECT * FROM ({}) c \
+             WHERE $2::timestamptz IS NOT NULL AND $3::timestamptz IS NOT NULL AND $4::text IS NOT NULL",
+            rollups::cells(code, (&first, &last), hours)
         )
     } else if goal_filtered {
         // The range's converted visits, from the converting events (few), never a search

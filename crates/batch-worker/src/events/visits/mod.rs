@@ -16,6 +16,7 @@ pub mod rollup;
 pub mod rollup_store;
 pub mod sketch_repair;
 pub mod store;
+pub mod zones;
 
 use chrono::{DateTime, Utc};
 use domain::visits::{VISIT_GAP, VisitDimension};

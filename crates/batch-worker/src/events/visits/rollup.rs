@@ -1,15 +1,17 @@
-//! What a batch's visits change in `visit_rollups` (migration 0011): the difference
-//! between the visits it replaced and the visits it wrote, per cell (site, dimension,
-//! bucket, value). Sums are subtracted and added, so a cell always holds exactly the sums
+//! What a batch's visits change in `visit_rollups` (migrations 0011 and 0012): the
+//! difference between the visits it replaced and the visits it wrote, per cell (site,
+//! dimension, bucket: a day of the site's zone, or for the totals also a UTC hour, value). Sums are subtracted and added, so a cell always holds exactly the sums
 //! of the visits that start in it. Visitor sketches cannot subtract: a visitor is added to
 //! the cells its written visits enter, and a cell one of its replaced visits left is
 //! marked stale, to be recomputed from `visits` (rare: only a late event moving a visit's
 //! start or first event does it, or a page view after a visit's first non-page event).
 
 use super::Visit;
+use super::zones::SiteZones;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use domain::visits::{ROLLUP_SPANS, VisitDimension};
-use std::collections::{HashMap, HashSet};
+use chrono_tz::Tz;
+use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, day_bucket};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// A row of `visit_rollups`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,37 +70,43 @@ pub struct RollupChanges<'a> {
     pub stale: Vec<Cell<'a>>,
 }
 
-/// The cells a visit counts in: every kept dimension, each span.
-fn cells_of(v: &Visit) -> impl Iterator<Item = Cell<'_>> {
-    ROLLUP_SPANS.into_iter().flat_map(move |span_hours| {
-        let bucket = v
-            .started_at
-            .duration_trunc(TimeDelta::hours(i64::from(span_hours)))
-            .unwrap_or(v.started_at);
-        VisitDimension::EVERY
-            .into_iter()
-            .filter(|d| d.has_rollup())
-            .map(move |dimension| Cell {
+/// The cells a visit counts in: every kept dimension's day in the site's zone `tz`, and
+/// the totals' UTC hour.
+fn cells_of(v: &Visit, tz: Tz) -> impl Iterator<Item = Cell<'_>> {
+    let hour = v
+        .started_at
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap_or(v.started_at);
+    let day = day_bucket(v.started_at.with_timezone(&tz).date_naive());
+    VisitDimension::EVERY
+        .into_iter()
+        .filter(|d| d.has_rollup())
+        .flat_map(move |dimension| {
+            let cell = move |span_hours, bucket| Cell {
                 site_id: &v.site_id,
                 dimension,
                 span_hours,
                 bucket,
                 value: v.value(dimension),
-            })
-    })
+            };
+            let hour_cell = dimension
+                .has_hour_rollup()
+                .then(|| cell(HOUR_SPAN, hour));
+            std::iter::once(cell(DAY_SPAN, day)).chain(hour_cell)
+        })
 }
 
 impl<'a> RollupChanges<'a> {
     /// The changes of replacing `replaced` (stored visits, some perhaps rewritten
-    /// unchanged) with `written`.
-    pub fn of(replaced: &'a [Visit], written: &'a [Visit]) -> Self {
-        let mut sums: HashMap<Cell<'a>, Sums> = HashMap::new();
-        let mut before: HashSet<(Cell<'a>, &'a str)> = HashSet::new();
-        let mut after: HashSet<(Cell<'a>, &'a str)> = HashSet::new();
+    /// unchanged) with `written`, each site's days in its zone of `zones`.
+    pub fn of(replaced: &'a [Visit], written: &'a [Visit], zones: &SiteZones) -> Self {
+        let mut sums: HashMap<Cell<'a>, Sums> = HashMap::default();
+        let mut before: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
+        let mut after: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
         for (visits, sign, members) in [(replaced, -1, &mut before), (written, 1, &mut after)] {
             for v in visits {
                 let s = Sums::of(v);
-                for cell in cells_of(v) {
+                for cell in cells_of(v, zones.of(&v.site_id)) {
                     let s = if cell.dimension.rollup_counts_visits_only() {
                         Sums {
                             visits: s.visits,
@@ -192,10 +200,10 @@ mod tests {
     }
 
     #[test]
-    fn a_new_visit_adds_to_every_dimension_in_both_spans_and_joins_the_sketches() {
+    fn a_new_visit_adds_to_every_dimensions_day_and_the_totals_hour_and_joins_the_sketches() {
         let written = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&[], &written);
-        assert_eq!(c.cells.len(), 16);
+        let c = RollupChanges::of(&[], &written, &SiteZones::default());
+        assert_eq!(c.cells.len(), 9);
         assert_eq!(
             sums_of(&c, VisitDimension::Source, 24),
             vec![(
@@ -210,7 +218,7 @@ mod tests {
             )]
         );
         // Every cell but the entry and exit page ones takes the visitor.
-        assert_eq!(c.members.len(), 12);
+        assert_eq!(c.members.len(), 7);
         assert!(c.stale.is_empty());
     }
 
@@ -218,7 +226,7 @@ mod tests {
     fn a_visit_going_on_changes_sums_only_and_moves_its_exit_page() {
         let replaced = vec![visit(5, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(20, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written);
+        let c = RollupChanges::of(&replaced, &written, &SiteZones::default());
         assert_eq!(
             sums_of(&c, VisitDimension::All, 1),
             vec![(
@@ -232,7 +240,8 @@ mod tests {
                 }
             )]
         );
-        let exits = sums_of(&c, VisitDimension::ExitPage, 1);
+        assert!(sums_of(&c, VisitDimension::ExitPage, 1).is_empty());
+        let exits = sums_of(&c, VisitDimension::ExitPage, 24);
         assert_eq!(exits.len(), 2);
         assert!(exits.contains(&(
             Some("/a"),
@@ -242,7 +251,7 @@ mod tests {
             }
         )));
         // Page cells count visits only: the entry page's are untouched.
-        assert!(sums_of(&c, VisitDimension::EntryPage, 1).is_empty());
+        assert!(sums_of(&c, VisitDimension::EntryPage, 24).is_empty());
         // Membership is unchanged: nothing to add, nothing stale.
         assert!(c.members.is_empty());
         assert!(c.stale.is_empty());
@@ -252,7 +261,7 @@ mod tests {
     fn a_late_event_moving_the_start_to_an_earlier_hour_leaves_the_old_cells_stale() {
         let replaced = vec![visit(62, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(50, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written);
+        let c = RollupChanges::of(&replaced, &written, &SiteZones::default());
         let hourly_all = sums_of(&c, VisitDimension::All, 1);
         assert_eq!(hourly_all.len(), 2, "{hourly_all:?}");
         // The day cells keep the visit (same day) but its source and entry page changed.
@@ -273,9 +282,31 @@ mod tests {
     }
 
     #[test]
+    fn day_cells_are_the_sites_own_dates() {
+        // 06:05 UTC on 2025-11-14 is still the 13th in Los Angeles, the 14th in Tokyo.
+        let written = vec![visit(5, 1, Some("/a"), "Google")];
+        let day_of = |zone: &str| {
+            let zones = SiteZones::from_names([("s", zone)]);
+            let c = RollupChanges::of(&[], &written, &zones);
+            let days: HashSet<DateTime<Utc>> = c
+                .cells
+                .iter()
+                .filter(|(cell, _)| cell.span_hours == DAY_SPAN)
+                .map(|(cell, _)| cell.bucket)
+                .collect();
+            assert_eq!(days.len(), 1);
+            days.into_iter().next().expect("one day")
+        };
+        let date = |d: &str| day_bucket(d.parse().expect("date"));
+        assert_eq!(day_of("America/Los_Angeles"), date("2025-11-13"));
+        assert_eq!(day_of("Asia/Tokyo"), date("2025-11-14"));
+        assert_eq!(day_of("UTC"), date("2025-11-14"));
+    }
+
+    #[test]
     fn rewriting_a_visit_unchanged_changes_nothing() {
         let v = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&v, &v);
+        let c = RollupChanges::of(&v, &v, &SiteZones::default());
         assert!(c.cells.is_empty() && c.members.is_empty() && c.stale.is_empty());
     }
 }

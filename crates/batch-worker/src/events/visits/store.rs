@@ -9,6 +9,7 @@
 
 use super::rollup::RollupChanges;
 use super::rollup_store::write_rollups;
+use super::zones::lock_zones;
 use super::{Visit, VisitKey, merge};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
@@ -16,7 +17,8 @@ use domain::deadpool_postgres::Transaction;
 use domain::tokio_postgres::Row;
 use domain::tokio_postgres::types::ToSql;
 use domain::visits::VISIT_GAP;
-use std::collections::{BTreeMap, HashSet};
+use rustc_hash::FxHashSet as HashSet;
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Takes each visitor's row of `visit_locks`, in one order (so two writers cannot
@@ -176,7 +178,11 @@ pub async fn store_visits(tx: &Transaction<'_>, fresh: &[Visit]) -> Result<(), S
     tx.execute(&write, &params)
         .await
         .map_err(StoreError::from_pg)?;
-    write_rollups(tx, &RollupChanges::of(&stored, &merged)).await
+    let mut sites: Vec<&str> = merged.iter().map(|v| v.site_id.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let zones = lock_zones(tx, &sites).await?;
+    write_rollups(tx, &RollupChanges::of(&stored, &merged, &zones)).await
 }
 
 /// The stored visits within the gap of any of `visits`, each once.
@@ -196,7 +202,8 @@ async fn fetch_within_gap(
         .query(&fetch, &[&sites, &visitors, &lo, &hi])
         .await
         .map_err(StoreError::from_pg)?;
-    let mut seen: HashSet<VisitKey> = HashSet::with_capacity(rows.len());
+    let mut seen: HashSet<VisitKey> =
+        HashSet::with_capacity_and_hasher(rows.len(), Default::default());
     Ok(rows
         .iter()
         .map(visit_of_row)
