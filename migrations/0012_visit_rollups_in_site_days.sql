@@ -22,9 +22,6 @@ CREATE TABLE visit_rollup_zones (
     timezone text NOT NULL
 );
 
-INSERT INTO visit_rollup_zones (site_id, timezone)
-SELECT site_id, timezone FROM sites;
-
 -- The days of a site's rollups, from `visits`: every kept dimension's day rows of one site
 -- (every site: NULL) in the zone of visit_rollup_zones (UTC without a row).
 CREATE FUNCTION tally_visit_day_rollups(p_site text)
@@ -51,12 +48,15 @@ WHERE p_site IS NULL OR v.site_id = p_site
 GROUP BY v.site_id, d.code, 4, d.value;
 $$;
 
--- Recomputes the rollups of one site (every site: NULL) from `visits`: for this
--- migration, and for an operator or a test that wrote `visits` by hand. Run it while no
--- worker writes the site's events (a worker's changes in between would be counted twice
--- or lost).
+-- Recomputes the rollups of one site (every site: NULL) from `visits`, in the zone of its
+-- row of `sites` (UTC without one): for this migration, and for an operator or a test that
+-- wrote `visits` or `sites` by hand. Run it while no worker writes the site's events (a
+-- worker's changes in between would be counted twice or lost).
 CREATE OR REPLACE FUNCTION tally_rebuild_visit_rollups(p_site text DEFAULT NULL) RETURNS void
 LANGUAGE sql AS $$
+INSERT INTO visit_rollup_zones AS z (site_id, timezone)
+SELECT site_id, timezone FROM sites WHERE p_site IS NULL OR site_id = p_site
+ON CONFLICT (site_id) DO UPDATE SET timezone = EXCLUDED.timezone;
 DELETE FROM visit_rollups WHERE p_site IS NULL OR site_id = p_site;
 DELETE FROM visit_rollup_stale WHERE p_site IS NULL OR site_id = p_site;
 INSERT INTO visit_rollups
@@ -80,6 +80,6 @@ DELETE FROM visit_rollup_stale WHERE site_id = p_site AND span_hours = 24;
 INSERT INTO visit_rollups SELECT * FROM tally_visit_day_rollups(p_site);
 $$;
 
--- The rows of migration 0011, again in the new shape (as with migration 0008, stop the
--- previous version's workers first).
+-- The rows of migration 0011, again in the new shape and in every site's zone (as with
+-- migration 0008, stop the previous version's workers first).
 SELECT tally_rebuild_visit_rollups();

@@ -164,7 +164,10 @@ async fn a_sites_local_days_move_with_its_zone_and_no_trace_of_the_connection_is
     }
 
     // The visit rollups count each visit on its New York day.
-    assert_eq!(visits_by_day(&stats).await, json!([["2025-11-14", 1], ["2025-11-15", 1]]));
+    assert_eq!(
+        visits_by_day(&stats).await,
+        json!([["2025-11-14", 1], ["2025-11-15", 1]])
+    );
     crate::helpers::assert_visit_rollups_match_visits(&stack).await;
 
     // The site moves to UTC: the same stored rows now fall on one UTC day, none rewritten.

@@ -156,7 +156,11 @@ mod tests {
             &[]
         ));
         let hour = Dimension::Time(TimeGrain::Hour);
-        assert!(answer(&[Metric::Visitors], std::slice::from_ref(&hour), &[]));
+        assert!(answer(
+            &[Metric::Visitors],
+            std::slice::from_ref(&hour),
+            &[]
+        ));
         assert!(!answer(&[Metric::Visitors], &[source, hour], &[]));
     }
 }

@@ -89,9 +89,7 @@ fn cells_of(v: &Visit, tz: Tz) -> impl Iterator<Item = Cell<'_>> {
                 bucket,
                 value: v.value(dimension),
             };
-            let hour_cell = dimension
-                .has_hour_rollup()
-                .then(|| cell(HOUR_SPAN, hour));
+            let hour_cell = dimension.has_hour_rollup().then(|| cell(HOUR_SPAN, hour));
             std::iter::once(cell(DAY_SPAN, day)).chain(hour_cell)
         })
 }

@@ -68,7 +68,8 @@ pub async fn lock_zones(tx: &Transaction<'_>, sites: &[&str]) -> Result<SiteZone
         .await
         .map_err(StoreError::from_pg)?;
     Ok(SiteZones::from_names(
-        rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))),
+        rows.iter()
+            .map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))),
     ))
 }
 
