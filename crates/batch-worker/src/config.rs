@@ -65,7 +65,7 @@ impl Default for WorkerSettings {
             worker_id: None,
             worker_concurrency: 2,
             vote_worker_concurrency: 1,
-            event_write_parts: 2,
+            event_write_parts: 1,
             restore_check_interval_ms: 1_000,
             events_retention_days: 0,
             events_retention_interval_ms: 3_600_000,

@@ -277,8 +277,13 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     let visitors = chosen.unwrap_or(110_000);
     let stack = Stack::new().await;
     let ingest = stack.start("ingest-api", &[]).await;
+    // Batches written in two visitor-disjoint parts (not the default): the split must
+    // give the same visits and rollups as whole batches.
     let _worker = stack
-        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .start(
+            "batch-worker",
+            &[("BATCH_MAX_WAIT_MS", "20"), ("EVENT_WRITE_PARTS", "2")],
+        )
         .await;
     let stats = stack.start("stats-api", &[]).await;
     let client = reqwest::Client::new();
