@@ -626,6 +626,102 @@ async fn conversions_match_ground_truth(
     }
 }
 
+/// Sites whose time zones change while their events drain: every day row of the visit
+/// rollups ends in the site's last zone (each change rebuilds the site's days while the
+/// writers of its events wait, and writers after it use the new zone).
+#[tokio::test]
+async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() {
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack
+        .start(
+            "batch-worker",
+            &[("BATCH_MAX_WAIT_MS", "20"), ("BATCH_MAX_ITEMS", "500")],
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let set_zone = |site: &'static str, zone: &'static str, create: bool| {
+        let client = client.clone();
+        let base = ingest.url();
+        async move {
+            let req = if create {
+                client
+                    .post(format!("{base}/v1/sites"))
+                    .json(&json!({"site_id": site, "domains": [format!("{site}.example")], "timezone": zone}))
+            } else {
+                client
+                    .patch(format!("{base}/v1/sites/{site}"))
+                    .json(&json!({"timezone": zone}))
+            };
+            let res = req.bearer_auth(ADMIN_TOKEN).send().await.ok()?;
+            res.status().is_success().then_some(())
+        }
+    };
+    for (site, zone) in SITES {
+        eventually(Duration::from_secs(30), "the site registered", || {
+            set_zone(site, zone, true)
+        })
+        .await;
+    }
+    let events = generate(6_000, 7);
+    let total = events.len() as i64;
+    let posting = tokio::spawn({
+        let url = ingest.url();
+        async move { post_all(&url, &events).await }
+    });
+    // Each site changes zone three times while its events are being stored, the last
+    // time to Chatham (UTC+12:45 in June: its days start at a quarter past the UTC hour).
+    let zones = ["Asia/Tokyo", "America/Los_Angeles", "Pacific/Chatham"];
+    for (round, zone) in zones.iter().enumerate() {
+        let stored_at_least = total * (round as i64 + 1) / 4;
+        eventually(Duration::from_secs(120), "events being stored", || async {
+            (stack.count("SELECT count(*) FROM events").await >= stored_at_least).then_some(())
+        })
+        .await;
+        for (site, _) in SITES {
+            eventually(Duration::from_secs(30), "the zone changed", || {
+                set_zone(site, zone, false)
+            })
+            .await;
+        }
+        let in_pg = format!("SELECT count(*) FROM sites WHERE timezone = '{zone}'");
+        eventually(Duration::from_secs(30), "the zone in PostgreSQL", || async {
+            (stack.count(&in_pg).await == 3).then_some(())
+        })
+        .await;
+        if round == 0 {
+            let stored = stack.count("SELECT count(*) FROM events").await;
+            assert!(
+                stored < total,
+                "the first change should land mid-drain ({stored} of {total} stored)"
+            );
+        }
+    }
+    posting.await.expect("posted");
+    stack
+        .wait_all_stored(total, Duration::from_secs(300), "every event stored")
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the last zones in PostgreSQL",
+        || async {
+            (stack
+                .count("SELECT count(*) FROM sites WHERE timezone = 'Pacific/Chatham'")
+                .await
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        stack
+            .count("SELECT count(*) FROM visit_rollups WHERE span_hours = 24")
+            .await
+            > 0
+    );
+    assert_visits_match_events(&stack).await;
+}
+
 #[tokio::test]
 async fn late_events_join_bridge_and_start_visits() {
     let stack = Stack::new().await;
