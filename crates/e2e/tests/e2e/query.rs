@@ -685,9 +685,11 @@ async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() 
             .await;
         }
         let in_pg = format!("SELECT count(*) FROM sites WHERE timezone = '{zone}'");
-        eventually(Duration::from_secs(30), "the zone in PostgreSQL", || async {
-            (stack.count(&in_pg).await == 3).then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the zone in PostgreSQL",
+            || async { (stack.count(&in_pg).await == 3).then_some(()) },
+        )
         .await;
         if round == 0 {
             let stored = stack.count("SELECT count(*) FROM events").await;

@@ -218,8 +218,10 @@ impl StreamSlot {
         let open = OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
         if open >= MAX_STREAMS {
             OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("stats_api_job_streams_refused_total").increment(1);
             return None;
         }
+        metrics::gauge!("stats_api_job_streams_open").increment(1.0);
         Some(Self)
     }
 }
@@ -227,6 +229,7 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("stats_api_job_streams_open").decrement(1.0);
     }
 }
 

@@ -138,6 +138,16 @@ pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
         async move {
+            // The backlog, before this worker takes its share (an operator alerts on it).
+            if let Ok(client) = pg.get().await
+                && let Ok(row) = client
+                    .query_one("SELECT count(*) FROM visit_rollup_stale", &[])
+                    .await
+            {
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("batch_worker_visit_rollup_stale_cells")
+                    .set(row.get::<_, i64>(0) as f64);
+            }
             loop {
                 match repair_once(&pg).await {
                     Ok(n) if n > 0 => continue,
