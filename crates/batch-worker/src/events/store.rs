@@ -269,6 +269,14 @@ pub async fn store_events(
         fields.push(e, d);
     }
     let mut client = pool.get().await.map_err(StoreError::no_connection)?;
+    let mut batch_sites: Vec<&str> = sites
+        .iter()
+        .copied()
+        .collect::<FxHashSet<_>>()
+        .into_iter()
+        .collect();
+    batch_sites.sort_unstable();
+    visits::zones::add_missing(&client, &batch_sites).await?;
     let insert = client
         .prepare_cached(INSERT_EVENTS)
         .await

@@ -1,16 +1,19 @@
 //! The time zone each site's day cells are in (`visit_rollup_zones`, migration 0012).
 //!
-//! A writer reads its sites' zones under a share lock held to its commit, inserting the
-//! row of a site seen for the first time (the site's zone if it is stored, else UTC).
-//! Storing a site whose zone changed ([`rezone_sites`], in the sites' transaction)
-//! updates the row, which waits for the writers holding it and holds back the next ones,
-//! and rebuilds the site's day cells from `visits` in the new zone before it commits: so
-//! every day cell is always in its site's current zone, whichever order a site's change
-//! and its events are stored in.
+//! A writer inserts the row of a site seen for the first time before its transaction
+//! ([`add_missing`]: the site's zone if it is stored, else UTC), then reads its sites'
+//! zones under a share lock held to its commit ([`lock_zones`]). Storing a site whose
+//! zone changed ([`rezone_sites`], in the sites' transaction) updates the row, which waits
+//! for the writers holding it and holds back the next ones, and rebuilds the site's day
+//! cells from `visits` in the new zone before it commits: so every day cell is always in
+//! its site's current zone, whichever order a site's change and its events are stored in.
+//! Both sides lock rows in site order, and a writer inserts none inside its transaction
+//! (a new row held there while share-locking another could close a cycle with a change
+//! holding the other and waiting for the new one).
 
 use crate::lane::StoreError;
 use chrono_tz::Tz;
-use domain::deadpool_postgres::Transaction;
+use domain::deadpool_postgres::{Client, Transaction};
 use rustc_hash::FxHashMap;
 use std::str::FromStr;
 
@@ -47,18 +50,28 @@ SELECT site_id, timezone FROM visit_rollup_zones WHERE site_id = ANY($1::text[])
 ORDER BY site_id FOR SHARE
 ";
 
-/// The zones of `sites`, share-locked until `tx` ends.
+/// Inserts the zone rows `sites` lack, on `client` outside any transaction.
+///
+/// # Errors
+/// [`StoreError`] when PostgreSQL fails.
+pub async fn add_missing(client: &Client, sites: &[&str]) -> Result<(), StoreError> {
+    let add = client
+        .prepare_cached(ADD_MISSING)
+        .await
+        .map_err(StoreError::from_pg)?;
+    client
+        .execute(&add, &[&sites])
+        .await
+        .map_err(StoreError::from_pg)?;
+    Ok(())
+}
+
+/// The zones of `sites` (their rows added by [`add_missing`] before `tx` began),
+/// share-locked until `tx` ends.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
 pub async fn lock_zones(tx: &Transaction<'_>, sites: &[&str]) -> Result<SiteZones, StoreError> {
-    let add = tx
-        .prepare_cached(ADD_MISSING)
-        .await
-        .map_err(StoreError::from_pg)?;
-    tx.execute(&add, &[&sites])
-        .await
-        .map_err(StoreError::from_pg)?;
     let read = tx
         .prepare_cached(READ_LOCKED)
         .await
