@@ -443,6 +443,8 @@ impl Application {
                 runs.push(tokio::spawn(exporter.run(shutdown.clone())));
                 runs.push(tokio::spawn(crate::events::visits::sketch_repair::run(
                     pg.clone(),
+                    redis.clone(),
+                    keys.clone(),
                     repair_every,
                     shutdown.clone(),
                 )));

@@ -19,6 +19,8 @@ use super::rollup_store::VALUE_KEY;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
+use domain::keys::Keys;
+use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
 use domain::visits::{HOUR_SPAN, SKETCH_PARAMS, VisitDimension};
 use std::sync::LazyLock;
@@ -119,11 +121,11 @@ WHERE r.site_id = c.site_id AND r.dimension = c.dimension AND r.span_hours = c.s
     )
 });
 
-/// Repairs one claim of stale cells; returns how many.
+/// Repairs one claim of stale cells; returns how many, and their sites.
 ///
 /// # Errors
 /// When PostgreSQL fails (the claim then stays for the next run).
-pub async fn repair_once(pg: &Pool) -> anyhow::Result<usize> {
+pub async fn repair_once(pg: &Pool) -> anyhow::Result<(usize, Vec<String>)> {
     let mut client = pg.get().await.context("no PostgreSQL connection")?;
     let tx = client.transaction().await.context("beginning")?;
     let claimed = tx
@@ -131,7 +133,7 @@ pub async fn repair_once(pg: &Pool) -> anyhow::Result<usize> {
         .await
         .context("claiming stale cells")?;
     if claimed.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let spans: Vec<i16> = claimed.iter().map(|r| r.get(0)).collect();
     let sites: Vec<String> = claimed.iter().map(|r| r.get(1)).collect();
@@ -149,13 +151,32 @@ pub async fn repair_once(pg: &Pool) -> anyhow::Result<usize> {
         .context("repairing visitor sketches")?;
     tx.commit().await.context("committing repaired sketches")?;
     metrics::counter!("batch_worker_visit_sketches_repaired_total").increment(claimed.len() as u64);
-    Ok(claimed.len())
+    let mut repaired_sites = sites;
+    repaired_sites.sort_unstable();
+    repaired_sites.dedup();
+    Ok((claimed.len(), repaired_sites))
+}
+
+/// Bumps the cache generations of `sites`: an answer cached before the repair counted
+/// the moved visitors twice (a failure leaves it until the site's next batch bumps them).
+async fn forget_cached_answers(redis: &mut RedisConn, keys: &Keys, sites: &[String]) {
+    let mut pipe = domain::redis_client::pipe();
+    domain::cache::bump_sites(&mut pipe, keys, sites.iter().map(String::as_str));
+    if let Err(e) = pipe.query_async::<()>(redis).await {
+        tracing::warn!(error = %e, "could not invalidate the answers cached before a sketch repair");
+    }
 }
 
 /// Repairs stale sketches every `interval` until `stop`.
-pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
+pub async fn run(
+    pg: Pool,
+    redis: RedisConn,
+    keys: Keys,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     every(interval, stop.clone(), || {
-        let pg = pg.clone();
+        let (pg, mut redis, keys) = (pg.clone(), redis.clone(), keys.clone());
         async move {
             // The backlog, before this worker takes its share (an operator alerts on it).
             if let Ok(client) = pg.get().await
@@ -169,7 +190,9 @@ pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
             }
             loop {
                 match repair_once(&pg).await {
-                    Ok(n) if n > 0 => continue,
+                    Ok((n, sites)) if n > 0 => {
+                        forget_cached_answers(&mut redis, &keys, &sites).await;
+                    }
                     Ok(_) => break,
                     Err(e) => {
                         metrics::counter!("batch_worker_visit_sketch_repair_failures_total")
