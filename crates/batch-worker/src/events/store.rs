@@ -11,6 +11,7 @@
 
 use super::enrich::{Derived, derive};
 use super::rollups::Rollups;
+use super::visits::settings::SiteSettings;
 use super::visits::{self, Visit, VisitAttrs, VisitEvent};
 use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour, keep_top_paths};
 use crate::lane::{Outcome, StoreError};
@@ -276,7 +277,7 @@ pub async fn store_events(
         .into_iter()
         .collect();
     batch_sites.sort_unstable();
-    visits::zones::add_missing(&client, &batch_sites).await?;
+    visits::settings::add_missing(&client, &batch_sites).await?;
     let insert = client
         .prepare_cached(INSERT_EVENTS)
         .await
@@ -338,9 +339,21 @@ pub async fn store_events(
     } else {
         VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
+    // The sites' zones and goals, share-locked before any visit is read: a change of a
+    // site's goals recounts its visits, and this batch's conversions must be of the goals
+    // that recount used, or of the next ones (see visits::settings).
+    let mut fresh_sites: Vec<&str> = fresh
+        .iter()
+        .filter(|&&i| events[i].user_id.is_some())
+        .map(|&i| events[i].site_id.as_ref())
+        .collect::<FxHashSet<_>>()
+        .into_iter()
+        .collect();
+    fresh_sites.sort_unstable();
+    let settings = visits::settings::lock_settings(&tx, &fresh_sites).await?;
     let fresh_visits: Vec<Visit> = fresh
         .iter()
-        .filter_map(|&i| visit_of_event(&events[i], &derived[i]))
+        .filter_map(|&i| visit_of_event(&events[i], &derived[i], &settings))
         .collect();
     // Locked after the insert, so other lanes wait on a visitor only for our visits and
     // rollups, not our insert. No deadlock with a worker replaying this batch: one that
@@ -351,7 +364,7 @@ pub async fn store_events(
         .collect();
     let (locked_sites, locked_visitors): (Vec<&str>, Vec<&str>) = visitor_pairs.into_iter().unzip();
     visits::store::lock_visitors(&tx, &locked_sites, &locked_visitors).await?;
-    visits::store::store_visits(&tx, &fresh_visits).await?;
+    visits::store::store_visits(&tx, &fresh_visits, &settings).await?;
     visits::store::unlock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let args = RollupArgs::from(&rollups);
     tx.execute(&upsert, &args.params())
@@ -401,15 +414,20 @@ fn sites_written(
     sites
 }
 
-/// A newly stored event as a visit of its own; `None` without a visitor.
-fn visit_of_event<'a>(e: &'a QueuedEvent<'_>, d: &'a Derived<'_>) -> Option<Visit> {
+/// A newly stored event as a visit of its own, converting its site's goals of
+/// `settings`; `None` without a visitor.
+fn visit_of_event<'a>(
+    e: &'a QueuedEvent<'_>,
+    d: &'a Derived<'_>,
+    settings: &SiteSettings,
+) -> Option<Visit> {
     let owned = |s: &Option<String>| s.clone();
-    Some(Visit::of_event(VisitEvent {
+    let event = VisitEvent {
         site_id: &e.site_id,
         visitor: e.user_id.as_deref()?,
         event_id: e.event_id,
         ts: e.ts,
-        is_pageview: e.event_type == domain::event::PAGE_VIEW,
+        event_type: &e.event_type,
         path: d.path.as_deref(),
         attrs: VisitAttrs {
             hostname: owned(&d.hostname),
@@ -425,7 +443,8 @@ fn visit_of_event<'a>(e: &'a QueuedEvent<'_>, d: &'a Derived<'_>) -> Option<Visi
             os: e.os.as_deref().map(str::to_string),
             country: e.country.as_deref().map(str::to_string),
         },
-    }))
+    };
+    Some(Visit::of_event(event, settings.goals(&e.site_id)))
 }
 
 /// The derived fields of a batch as the column arrays `INSERT_EVENTS` takes.

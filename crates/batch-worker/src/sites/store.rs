@@ -1,11 +1,11 @@
 //! Writing registry changes to PostgreSQL in one statement: each change replaces the row
 //! only when its version is newer, so changes stored out of order (or replayed) end on the
 //! newest. A delete keeps the row with `deleted_at`, so an older change arriving after it
-//! cannot bring the site back. A site whose time zone changed has its visit rollups'
-//! days rebuilt in the new zone in the same transaction ([`rezone_sites`]).
+//! cannot bring the site back. A site whose time zone or goals changed has what they
+//! touch in its visit rollups rebuilt in the same transaction ([`resettle_sites`]).
 
 use super::SitesWritten;
-use crate::events::visits::zones::rezone_sites;
+use crate::events::visits::settings::resettle_sites;
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
@@ -86,7 +86,7 @@ pub async fn store_site_changes(
         .await
         .map_err(StoreError::from_pg)?;
     let sites: Vec<String> = stored.iter().map(|r| r.get(0)).collect();
-    rezone_sites(&tx, &sites).await?;
+    resettle_sites(&tx, &sites).await?;
     tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(SitesWritten {
         inserted: sites.len() as u64,

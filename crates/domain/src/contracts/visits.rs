@@ -21,6 +21,11 @@ pub fn day_bucket(date: NaiveDate) -> DateTime<Utc> {
     date.and_time(NaiveTime::MIN).and_utc()
 }
 
+/// `visit_rollups.dimension` of a goal's cells is this plus the visit dimension's code
+/// (migration 0013): per goal (`goal_id`), day and value, the visits that converted it,
+/// their conversions (`events`) and their visitors.
+pub const GOAL_CELL_OFFSET: i16 = 100;
+
 /// The parameters of every visitor sketch (`hll(log2m, regwidth, expthresh, sparseon)`):
 /// sketches merge only with their own kind.
 pub const SKETCH_PARAMS: &str = "14, 5, -1, 1";
@@ -101,6 +106,11 @@ impl VisitDimension {
     /// Its number in `visit_rollups.dimension` (fixed: stored rows carry it).
     pub const fn code(self) -> i16 {
         self as i16
+    }
+
+    /// Its number in `visit_rollups.dimension` in a goal's cells.
+    pub const fn goal_code(self) -> i16 {
+        GOAL_CELL_OFFSET + self.code()
     }
 
     /// Whether `visit_rollups` keeps it: the dashboard's breakdowns. A visit updates each

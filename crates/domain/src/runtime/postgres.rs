@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_rollups_in_site_days",
         include_str!("../../../../migrations/0012_visit_rollups_in_site_days.sql"),
     ),
+    (
+        13,
+        "goal_conversions_in_visit_rollups",
+        include_str!("../../../../migrations/0013_goal_conversions_in_visit_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

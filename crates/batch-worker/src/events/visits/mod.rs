@@ -11,16 +11,25 @@
 //!
 //! Ties (two events at the same instant) are broken by event id, as the ground truth in
 //! the tests and migration 0008 do.
+//!
+//! A visit also counts its conversions of each of the site's goals (migration 0013): an
+//! event converts when it is written, against the goals the site has then, and merging
+//! adds the counts. A change of the site's goals recounts them from the stored events.
 
 pub mod rollup;
 pub mod rollup_store;
+pub mod settings;
 pub mod sketch_repair;
 pub mod store;
-pub mod zones;
 
 use chrono::{DateTime, Utc};
+use domain::goals::Goal;
 use domain::visits::{VISIT_GAP, VisitDimension};
+use std::collections::BTreeMap;
 use uuid::Uuid;
+
+/// A visit's conversions per goal id (`visits.goals`).
+pub type Conversions = BTreeMap<String, i32>;
 
 /// A page view marking a visit's entry or exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +69,7 @@ pub struct Visit {
     pub entry: Option<PageMark>,
     pub exit: Option<PageMark>,
     pub attrs: VisitAttrs,
+    pub goals: Conversions,
 }
 
 /// One new event, as a visit of its own.
@@ -68,14 +78,21 @@ pub struct VisitEvent<'a> {
     pub visitor: &'a str,
     pub event_id: Uuid,
     pub ts: DateTime<Utc>,
-    pub is_pageview: bool,
+    pub event_type: &'a str,
     pub path: Option<&'a str>,
     pub attrs: VisitAttrs,
 }
 
 impl Visit {
-    pub fn of_event(e: VisitEvent<'_>) -> Self {
-        let page = e.path.filter(|_| e.is_pageview).map(|p| PageMark {
+    /// The visit of event `e` alone, converting those of `goals` (the site's) it matches.
+    pub fn of_event(e: VisitEvent<'_>, goals: &[Goal]) -> Self {
+        let is_pageview = e.event_type == domain::event::PAGE_VIEW;
+        let converted = goals
+            .iter()
+            .filter(|g| g.matches(e.event_type, e.path))
+            .map(|g| (g.goal_id.clone(), 1))
+            .collect();
+        let page = e.path.filter(|_| is_pageview).map(|p| PageMark {
             at: e.ts,
             event_id: e.event_id,
             page: p.to_string(),
@@ -87,10 +104,11 @@ impl Visit {
             first_event_id: e.event_id,
             ended_at: e.ts,
             events: 1,
-            pageviews: i32::from(e.is_pageview),
+            pageviews: i32::from(is_pageview),
             entry: page.clone(),
             exit: page,
             attrs: e.attrs,
+            goals: converted,
         }
     }
 
@@ -115,6 +133,9 @@ impl Visit {
         self.exit = earliest(self.exit.take(), other.exit, |a, b| {
             (a.at, a.event_id) >= (b.at, b.event_id)
         });
+        for (goal, n) in other.goals {
+            *self.goals.entry(goal).or_default() += n;
+        }
     }
 
     pub fn is_bounce(&self) -> bool {
@@ -183,18 +204,43 @@ mod tests {
     }
 
     fn event(minute: i64, id: u128, page: Option<&str>) -> Visit {
-        Visit::of_event(VisitEvent {
-            site_id: "s",
-            visitor: "v",
-            event_id: Uuid::from_u128(id),
-            ts: at(minute),
-            is_pageview: page.is_some(),
-            path: page,
-            attrs: VisitAttrs {
-                source: Some(format!("source-{id}")),
-                ..VisitAttrs::default()
+        let goals = [
+            Goal {
+                goal_id: "g_a".into(),
+                display_name: "a".into(),
+                event_name: None,
+                page_path: Some("/a".into()),
             },
-        })
+            Goal {
+                goal_id: "g_signup".into(),
+                display_name: "signup".into(),
+                event_name: Some("signup".into()),
+                page_path: None,
+            },
+        ];
+        Visit::of_event(
+            VisitEvent {
+                site_id: "s",
+                visitor: "v",
+                event_id: Uuid::from_u128(id),
+                ts: at(minute),
+                event_type: if page.is_some() {
+                    "page_view"
+                } else {
+                    "signup"
+                },
+                path: page,
+                attrs: VisitAttrs {
+                    source: Some(format!("source-{id}")),
+                    ..VisitAttrs::default()
+                },
+            },
+            &goals,
+        )
+    }
+
+    fn conversions(v: &Visit) -> Vec<(&str, i32)> {
+        v.goals.iter().map(|(g, n)| (g.as_str(), *n)).collect()
     }
 
     fn summary(v: &Visit) -> (i64, i64, i32, i32, Option<&str>, Option<&str>, Option<&str>) {
@@ -228,6 +274,9 @@ mod tests {
         assert!(!visits[0].is_bounce());
         assert!(visits[1].is_bounce());
         assert_eq!(visits[0].duration_ms(), 58 * 60_000);
+        // The page view of /a and the signup (a non-page event) converted.
+        assert_eq!(conversions(&visits[0]), vec![("g_a", 1), ("g_signup", 1)]);
+        assert!(visits[1].goals.is_empty());
     }
 
     #[test]
@@ -277,6 +326,8 @@ mod tests {
             got,
             vec![(0, 40, 3, 3, Some("/a"), Some("/b"), Some("source-1"))]
         );
+        let again = merge(vec![after[0].clone(), event(50, 4, Some("/a"))]);
+        assert_eq!(conversions(&again[0]), vec![("g_a", 2)]);
         assert!(!after[0].is_bounce());
     }
 }

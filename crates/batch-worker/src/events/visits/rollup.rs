@@ -1,15 +1,19 @@
-//! What a batch's visits change in `visit_rollups` (migrations 0011 and 0012): the
+//! What a batch's visits change in `visit_rollups` (migrations 0011 to 0013): the
 //! difference between the visits it replaced and the visits it wrote, per cell (site,
-//! dimension, bucket: a day of the site's zone, or for the totals also a UTC hour, value). Sums are subtracted and added, so a cell always holds exactly the sums
-//! of the visits that start in it. Visitor sketches cannot subtract: a visitor is added to
-//! the cells its written visits enter, and a cell one of its replaced visits left is
-//! marked stale, to be recomputed from `visits` (rare: only a late event moving a visit's
-//! start or first event does it, or a page view after a visit's first non-page event).
+//! dimension, bucket: a day of the site's zone, or for the totals also a UTC hour, value;
+//! and for a goal's cells the goal). Sums are subtracted and added, so a cell always holds
+//! exactly the sums of the visits that start in it. Visitor sketches cannot subtract: a
+//! visitor is added to the cells its written visits enter, and a cell one of its replaced
+//! visits left is marked stale, to be recomputed from `visits` (rare: only a late event
+//! moving a visit's start or first event does it, or a page view after a visit's first
+//! non-page event).
+//!
+//! A goal's cells (days only) count the visits that converted it and their conversions,
+//! nothing else: a converting visit going on changes them only when it converts again.
 
 use super::Visit;
-use super::zones::SiteZones;
+use super::settings::SiteSettings;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use chrono_tz::Tz;
 use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, day_bucket};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -18,9 +22,22 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 pub struct Cell<'a> {
     pub site_id: &'a str,
     pub dimension: VisitDimension,
+    /// The goal of a goal's cell.
+    pub goal: Option<&'a str>,
     pub span_hours: i16,
     pub bucket: DateTime<Utc>,
     pub value: Option<&'a str>,
+}
+
+impl Cell<'_> {
+    /// Its `visit_rollups.dimension`.
+    pub fn code(&self) -> i16 {
+        if self.goal.is_some() {
+            self.dimension.goal_code()
+        } else {
+            self.dimension.code()
+        }
+    }
 }
 
 /// The sums a cell keeps.
@@ -70,49 +87,80 @@ pub struct RollupChanges<'a> {
     pub stale: Vec<Cell<'a>>,
 }
 
-/// The cells a visit counts in: every kept dimension's day in the site's zone `tz`, and
-/// the totals' UTC hour.
-fn cells_of(v: &Visit, tz: Tz) -> impl Iterator<Item = Cell<'_>> {
+/// The cells a visit counts in, with what it adds to each: every kept dimension's day in
+/// the site's zone `tz`, the totals' UTC hour, and the days of each goal it converted.
+fn cells_of<'v>(v: &'v Visit, settings: &SiteSettings) -> impl Iterator<Item = (Cell<'v>, Sums)> {
     let hour = v
         .started_at
         .duration_trunc(TimeDelta::hours(1))
         .unwrap_or(v.started_at);
-    let day = day_bucket(v.started_at.with_timezone(&tz).date_naive());
-    VisitDimension::EVERY
-        .into_iter()
-        .filter(|d| d.has_rollup())
-        .flat_map(move |dimension| {
-            let cell = move |span_hours, bucket| Cell {
+    let day = day_bucket(
+        v.started_at
+            .with_timezone(&settings.zone(&v.site_id))
+            .date_naive(),
+    );
+    let sums = Sums::of(v);
+    let kept = || VisitDimension::EVERY.into_iter().filter(|d| d.has_rollup());
+    let plain = kept().flat_map(move |dimension| {
+        let cell = move |span_hours, bucket| Cell {
+            site_id: &v.site_id,
+            dimension,
+            goal: None,
+            span_hours,
+            bucket,
+            value: v.value(dimension),
+        };
+        let sums = if dimension.rollup_counts_visits_only() {
+            Sums {
+                visits: 1,
+                ..Sums::default()
+            }
+        } else {
+            sums
+        };
+        let hour_cell = dimension.has_hour_rollup().then(|| cell(HOUR_SPAN, hour));
+        std::iter::once(cell(DAY_SPAN, day))
+            .chain(hour_cell)
+            .map(move |c| (c, sums))
+    });
+    // Counts of goals the site no longer has are left out (the change of its goals
+    // recounts every visit of the site).
+    let goals = settings.goals(&v.site_id);
+    let converted = v
+        .goals
+        .iter()
+        .filter(move |(id, n)| **n > 0 && goals.iter().any(|g| g.goal_id == **id));
+    let goal_cells = converted.flat_map(move |(goal, n)| {
+        kept().map(move |dimension| {
+            let cell = Cell {
                 site_id: &v.site_id,
                 dimension,
-                span_hours,
-                bucket,
+                goal: Some(goal.as_str()),
+                span_hours: DAY_SPAN,
+                bucket: day,
                 value: v.value(dimension),
             };
-            let hour_cell = dimension.has_hour_rollup().then(|| cell(HOUR_SPAN, hour));
-            std::iter::once(cell(DAY_SPAN, day)).chain(hour_cell)
+            let sums = Sums {
+                visits: 1,
+                events: i64::from(*n),
+                ..Sums::default()
+            };
+            (cell, sums)
         })
+    });
+    plain.chain(goal_cells)
 }
 
 impl<'a> RollupChanges<'a> {
     /// The changes of replacing `replaced` (stored visits, some perhaps rewritten
-    /// unchanged) with `written`, each site's days in its zone of `zones`.
-    pub fn of(replaced: &'a [Visit], written: &'a [Visit], zones: &SiteZones) -> Self {
+    /// unchanged) with `written`, each site's cells by its `settings`.
+    pub fn of(replaced: &'a [Visit], written: &'a [Visit], settings: &SiteSettings) -> Self {
         let mut sums: HashMap<Cell<'a>, Sums> = HashMap::default();
         let mut before: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
         let mut after: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
         for (visits, sign, members) in [(replaced, -1, &mut before), (written, 1, &mut after)] {
             for v in visits {
-                let s = Sums::of(v);
-                for cell in cells_of(v, zones.of(&v.site_id)) {
-                    let s = if cell.dimension.rollup_counts_visits_only() {
-                        Sums {
-                            visits: s.visits,
-                            ..Sums::default()
-                        }
-                    } else {
-                        s
-                    };
+                for (cell, s) in cells_of(v, settings) {
                     sums.entry(cell).or_default().add(s, sign);
                     if cell.dimension.has_visitor_sketch() {
                         members.insert((cell, v.visitor.as_str()));
@@ -182,7 +230,24 @@ mod tests {
                 source: Some(source.into()),
                 ..VisitAttrs::default()
             },
+            goals: super::super::Conversions::new(),
         }
+    }
+
+    fn goal(id: &str) -> domain::goals::Goal {
+        domain::goals::Goal {
+            goal_id: id.into(),
+            display_name: id.into(),
+            event_name: Some(id.into()),
+            page_path: None,
+        }
+    }
+
+    fn goal_sums<'a>(c: &'a RollupChanges<'a>) -> Vec<(&'a str, VisitDimension, Sums)> {
+        c.cells
+            .iter()
+            .filter_map(|(cell, s)| Some((cell.goal?, cell.dimension, *s)))
+            .collect()
     }
 
     fn sums_of<'a>(
@@ -200,7 +265,7 @@ mod tests {
     #[test]
     fn a_new_visit_adds_to_every_dimensions_day_and_the_totals_hour_and_joins_the_sketches() {
         let written = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&[], &written, &SiteZones::default());
+        let c = RollupChanges::of(&[], &written, &SiteSettings::default());
         assert_eq!(c.cells.len(), 9);
         assert_eq!(
             sums_of(&c, VisitDimension::Source, 24),
@@ -224,7 +289,7 @@ mod tests {
     fn a_visit_going_on_changes_sums_only_and_moves_its_exit_page() {
         let replaced = vec![visit(5, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(20, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written, &SiteZones::default());
+        let c = RollupChanges::of(&replaced, &written, &SiteSettings::default());
         assert_eq!(
             sums_of(&c, VisitDimension::All, 1),
             vec![(
@@ -259,7 +324,7 @@ mod tests {
     fn a_late_event_moving_the_start_to_an_earlier_hour_leaves_the_old_cells_stale() {
         let replaced = vec![visit(62, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(50, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written, &SiteZones::default());
+        let c = RollupChanges::of(&replaced, &written, &SiteSettings::default());
         let hourly_all = sums_of(&c, VisitDimension::All, 1);
         assert_eq!(hourly_all.len(), 2, "{hourly_all:?}");
         // The day cells keep the visit (same day) but its source and entry page changed.
@@ -284,7 +349,7 @@ mod tests {
         // 06:05 UTC on 2025-11-14 is still the 13th in Los Angeles, the 14th in Tokyo.
         let written = vec![visit(5, 1, Some("/a"), "Google")];
         let day_of = |zone: &str| {
-            let zones = SiteZones::from_names([("s", zone)]);
+            let zones = SiteSettings::from_names([("s", zone)]);
             let c = RollupChanges::of(&[], &written, &zones);
             let days: HashSet<DateTime<Utc>> = c
                 .cells
@@ -302,9 +367,74 @@ mod tests {
     }
 
     #[test]
+    fn a_converting_visit_counts_in_its_goals_day_cells_and_only_conversions_change_them() {
+        let settings = SiteSettings::default().with_goals("s", vec![goal("g_1"), goal("g_2")]);
+        let mut first = visit(5, 1, Some("/a"), "Google");
+        first.goals.insert("g_1".into(), 1);
+        // A goal the site no longer has counts nowhere.
+        first.goals.insert("g_gone".into(), 3);
+        let written = vec![first.clone()];
+        let c = RollupChanges::of(&[], &written, &settings);
+        let goals = goal_sums(&c);
+        assert_eq!(goals.len(), 8, "a day cell per kept dimension: {goals:?}");
+        assert!(goals.iter().all(|(g, _, s)| *g == "g_1"
+            && *s
+                == Sums {
+                    visits: 1,
+                    events: 1,
+                    ..Sums::default()
+                }));
+        assert!(
+            c.cells
+                .iter()
+                .all(|(cell, _)| cell.goal.is_none() || cell.span_hours == DAY_SPAN)
+        );
+        // Plain cells as before (9), goal cells with a sketch take the visitor (6 of 8).
+        assert_eq!(c.cells.len(), 17);
+        assert_eq!(c.members.len(), 7 + 6);
+        assert_eq!(
+            c.cells
+                .iter()
+                .find(|(cell, _)| cell.goal.is_some() && cell.dimension == VisitDimension::All)
+                .map(|(cell, _)| cell.code()),
+            Some(100)
+        );
+
+        // The visit goes on with a page view: of the goal's cells only its exit page's
+        // change (the visit moves from /a to /b).
+        let replaced = written;
+        let on = merge(vec![replaced[0].clone(), visit(20, 2, Some("/b"), "Bing")]);
+        let c = RollupChanges::of(&replaced, &on, &settings);
+        let moved: Vec<_> = goal_sums(&c)
+            .into_iter()
+            .map(|(g, d, s)| (g, d, s.visits, s.events))
+            .collect();
+        assert_eq!(
+            moved,
+            vec![
+                ("g_1", VisitDimension::ExitPage, -1, -1),
+                ("g_1", VisitDimension::ExitPage, 1, 1)
+            ]
+        );
+        // Then converts g_1 again and g_2: conversions of g_1, a new visit of g_2.
+        let mut again = visit(25, 3, None, "Bing");
+        again.goals.insert("g_1".into(), 1);
+        again.goals.insert("g_2".into(), 1);
+        let converted = merge(vec![on[0].clone(), again]);
+        let c = RollupChanges::of(&on, &converted, &settings);
+        let all: Vec<_> = goal_sums(&c)
+            .into_iter()
+            .filter(|(_, d, _)| *d == VisitDimension::All)
+            .map(|(g, _, s)| (g, s.visits, s.events))
+            .collect();
+        assert_eq!(all, vec![("g_1", 0, 1), ("g_2", 1, 1)]);
+        assert!(c.stale.is_empty());
+    }
+
+    #[test]
     fn rewriting_a_visit_unchanged_changes_nothing() {
         let v = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&v, &v, &SiteZones::default());
+        let c = RollupChanges::of(&v, &v, &SiteSettings::default());
         assert!(c.cells.is_empty() && c.members.is_empty() && c.stale.is_empty());
     }
 }

@@ -9,9 +9,8 @@ use domain::deadpool_postgres::Transaction;
 use domain::visits::SKETCH_PARAMS;
 use std::sync::LazyLock;
 
-/// The key of a value: its md5 as a uuid, the nil uuid for none (as migration 0011).
-pub(super) const VALUE_KEY: &str =
-    "coalesce(md5(c.value)::uuid, '00000000-0000-0000-0000-000000000000')";
+/// The key of a cell `c`'s value (and goal), as migration 0013 computes it.
+pub(super) const VALUE_KEY: &str = "tally_rollup_value_key(c.goal_id, c.value)";
 
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -24,10 +23,10 @@ WITH members AS (
 INSERT INTO visit_rollups AS r
 SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value,
        c.visits, c.pageviews, c.events, c.bounces, c.duration_us,
-       m.visitors
+       m.visitors, c.goal_id
 FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[],
-            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) WITH ORDINALITY
-     AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, i)
+            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $13::text[]) WITH ORDINALITY
+     AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, goal_id, i)
 LEFT JOIN members m ON m.i = c.i
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
@@ -54,9 +53,9 @@ static MARK_STALE: LazyLock<String> = LazyLock::new(|| {
     format!(
         r"
 INSERT INTO visit_rollup_stale AS s
-SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value
-FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[])
-     AS c(site_id, dimension, span_hours, bucket, value)
+SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value, c.goal_id
+FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[], $6::text[])
+     AS c(site_id, dimension, span_hours, bucket, value, goal_id)
 ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET value = EXCLUDED.value
 "
@@ -69,6 +68,7 @@ struct CellColumns<'a> {
     spans: Vec<i16>,
     buckets: Vec<DateTime<Utc>>,
     values: Vec<Option<&'a str>>,
+    goals: Vec<Option<&'a str>>,
 }
 
 impl<'a> CellColumns<'a> {
@@ -83,13 +83,15 @@ impl<'a> CellColumns<'a> {
             spans: Vec::with_capacity(n),
             buckets: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
+            goals: Vec::with_capacity(n),
         };
         for cell in cells {
             c.sites.push(cell.site_id);
-            c.dimensions.push(cell.dimension.code());
+            c.dimensions.push(cell.code());
             c.spans.push(cell.span_hours);
             c.buckets.push(cell.bucket);
             c.values.push(cell.value);
+            c.goals.push(cell.goal);
         }
         c
     }
@@ -123,6 +125,7 @@ pub async fn write_rollups(
                 &keys.spans,
                 &keys.buckets,
                 &keys.values,
+                &keys.goals,
             ],
         )
         .await
@@ -161,6 +164,7 @@ pub async fn write_rollups(
                 &duration,
                 &member_cells,
                 &members,
+                &keys.goals,
             ],
         )
         .await

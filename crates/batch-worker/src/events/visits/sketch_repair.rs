@@ -52,14 +52,18 @@ static LOCK_CELLS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Every dimension's value of visit `v`, as `(code, value)` rows.
-fn dimension_values() -> String {
+/// Every kept dimension's value of visit `v`, as `(code, value)` rows; with `goal` (the
+/// SQL of a goal id), as the goal's cells `(code, value, goal)`.
+fn dimension_values(goal: Option<&str>) -> String {
     VisitDimension::EVERY
         .iter()
         .filter(|d| d.has_rollup())
         .map(|d| {
             let column = d.column().map_or("NULL::text".into(), |c| format!("v.{c}"));
-            format!("({}, {column})", d.code())
+            match goal {
+                None => format!("({}, {column}, NULL::text)", d.code()),
+                Some(goal) => format!("({}, {column}, {goal})", d.goal_code()),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -73,7 +77,7 @@ fn dimension_values() -> String {
 /// its date, then by their date in the site's zone, as the worker and migration 0012
 /// bucket them), paired with the stale dimensions of their bucket, then with the cells.
 static REPAIR: LazyLock<String> = LazyLock::new(|| {
-    let key = VALUE_KEY.replace("c.value", "e.value");
+    let key = VALUE_KEY.replace("c.", "e.");
     format!(
         r"
 WITH c AS MATERIALIZED (SELECT * FROM {CELLS}),
@@ -96,9 +100,14 @@ scanned AS MATERIALIZED (
        OR (v.started_at AT TIME ZONE b.zone)::date = (b.bucket AT TIME ZONE 'UTC')::date
 ),
 expanded AS MATERIALIZED (
-    SELECT v.site_id, v.span_hours, v.bucket, d.code, d.value, v.visitor
+    SELECT v.site_id, v.span_hours, v.bucket, d.code, d.value, d.goal_id, v.visitor
     FROM scanned v
-    CROSS JOIN LATERAL (VALUES {values}) AS d(code, value)
+    CROSS JOIN LATERAL (
+        VALUES {values}
+        UNION ALL
+        SELECT x.* FROM jsonb_object_keys(v.goals) AS g(goal_id)
+        CROSS JOIN LATERAL (VALUES {goal_values}) AS x
+    ) AS d(code, value, goal_id)
     JOIN dims k ON (k.site_id, k.span_hours, k.bucket, k.dimension)
                  = (v.site_id, v.span_hours, v.bucket, d.code)
 ),
@@ -117,7 +126,8 @@ FROM c LEFT JOIN computed x
 WHERE r.site_id = c.site_id AND r.dimension = c.dimension AND r.span_hours = c.span_hours
   AND r.bucket = c.bucket AND r.value_key = c.value_key
 ",
-        values = dimension_values()
+        values = dimension_values(None),
+        goal_values = dimension_values(Some("g.goal_id")),
     )
 });
 

@@ -9,7 +9,7 @@
 
 use super::rollup::RollupChanges;
 use super::rollup_store::write_rollups;
-use super::zones::lock_zones;
+use super::settings::SiteSettings;
 use super::{Visit, VisitKey, merge};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
@@ -43,7 +43,7 @@ const FETCH_VISITS: &str = r"
 SELECT v.site_id, v.visitor, v.started_at, v.ended_at, v.first_event_id, v.events, v.pageviews,
        v.entry_at, v.entry_event_id, v.entry_page, v.exit_at, v.exit_event_id, v.exit_page,
        v.hostname, v.referrer, v.source, v.utm_source, v.utm_medium, v.utm_campaign,
-       v.utm_term, v.utm_content, v.device, v.browser, v.os, v.country
+       v.utm_term, v.utm_content, v.device, v.browser, v.os, v.country, v.goals
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS q(site_id, visitor, lo, hi)
 CROSS JOIN LATERAL (
     (SELECT * FROM visits b
@@ -67,7 +67,8 @@ WITH gone AS (
                          $9::int[], $10::int[], $11::timestamptz[], $12::uuid[], $13::text[],
                          $14::timestamptz[], $15::uuid[], $16::text[], $17::text[], $18::text[],
                          $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
-                         $24::text[], $25::text[], $26::text[], $27::text[], $28::text[])
+                         $24::text[], $25::text[], $26::text[], $27::text[], $28::text[],
+                         $29::jsonb[])
     ON CONFLICT (site_id, visitor, started_at) DO UPDATE SET
         ended_at = EXCLUDED.ended_at, first_event_id = EXCLUDED.first_event_id,
         events = EXCLUDED.events, pageviews = EXCLUDED.pageviews,
@@ -78,7 +79,8 @@ WITH gone AS (
         utm_source = EXCLUDED.utm_source, utm_medium = EXCLUDED.utm_medium,
         utm_campaign = EXCLUDED.utm_campaign, utm_term = EXCLUDED.utm_term,
         utm_content = EXCLUDED.utm_content, device = EXCLUDED.device,
-        browser = EXCLUDED.browser, os = EXCLUDED.os, country = EXCLUDED.country
+        browser = EXCLUDED.browser, os = EXCLUDED.os, country = EXCLUDED.country,
+        goals = EXCLUDED.goals
 )
 SELECT 1
 ";
@@ -128,11 +130,16 @@ async fn run_on_visitors(
 }
 
 /// Merges `fresh` (one-event visits of newly inserted events) into the stored visits and
-/// writes the result. The visitors must be locked.
+/// writes the result, and its rollups by `settings`. The visitors and the settings must
+/// be locked.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
-pub async fn store_visits(tx: &Transaction<'_>, fresh: &[Visit]) -> Result<(), StoreError> {
+pub async fn store_visits(
+    tx: &Transaction<'_>,
+    fresh: &[Visit],
+    settings: &SiteSettings,
+) -> Result<(), StoreError> {
     if fresh.is_empty() {
         return Ok(());
     }
@@ -178,11 +185,7 @@ pub async fn store_visits(tx: &Transaction<'_>, fresh: &[Visit]) -> Result<(), S
     tx.execute(&write, &params)
         .await
         .map_err(StoreError::from_pg)?;
-    let mut sites: Vec<&str> = merged.iter().map(|v| v.site_id.as_str()).collect();
-    sites.sort_unstable();
-    sites.dedup();
-    let zones = lock_zones(tx, &sites).await?;
-    write_rollups(tx, &RollupChanges::of(&stored, &merged, &zones)).await
+    write_rollups(tx, &RollupChanges::of(&stored, &merged, settings)).await
 }
 
 /// The stored visits within the gap of any of `visits`, each once.
@@ -243,10 +246,14 @@ fn visit_of_row(r: &Row) -> Visit {
             os: r.get(23),
             country: r.get(24),
         },
+        goals: r
+            .get::<_, Option<serde_json::Value>>(25)
+            .and_then(|g| serde_json::from_value(g).ok())
+            .unwrap_or_default(),
     }
 }
 
-/// The 25 columns of `visits`, in table order, as arrays.
+/// The 26 columns of `visits`, in table order, as arrays.
 fn visit_columns<'a>(visits: &[Visit], args: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) {
     fn column<T: ToSql + Sync + Send + 'static>(
         visits: &[Visit],
@@ -290,4 +297,7 @@ fn visit_columns<'a>(visits: &[Visit], args: &mut Vec<Box<dyn ToSql + Sync + Sen
     args.push(text(visits, |v| v.attrs.browser.as_ref()));
     args.push(text(visits, |v| v.attrs.os.as_ref()));
     args.push(text(visits, |v| v.attrs.country.as_ref()));
+    args.push(column(visits, |v| {
+        (!v.goals.is_empty()).then(|| serde_json::to_value(&v.goals).unwrap_or_default())
+    }));
 }
