@@ -171,6 +171,35 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
         "Visit /welcome/**"
     );
 
+    // The goals' cells answer the queries below: the change of goals built them from the
+    // events stored before it, translating page patterns as the query API does.
+    assert!(
+        stack
+            .count("SELECT count(*) FROM visit_rollups WHERE goal_id IS NOT NULL")
+            .await
+            > 0
+    );
+    let pg = stack.db.pool().get().await.expect("pg");
+    for pattern in [
+        "/welcome/**",
+        "/a.(b)*",
+        "/**/x",
+        "/p1*",
+        "***",
+        r"/x\y[z]{1}^$|?+",
+    ] {
+        let in_sql: String = pg
+            .query_one("SELECT tally_goal_path_regex($1)", &[&pattern])
+            .await
+            .expect("translating a pattern")
+            .get(0);
+        assert_eq!(
+            in_sql,
+            domain::goals::path_pattern_regex(pattern),
+            "{pattern}"
+        );
+    }
+
     let day = json!(["2025-06-02", "2025-06-02"]);
     let (status, answer) = query(
         &stats,

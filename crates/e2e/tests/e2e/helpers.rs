@@ -354,6 +354,22 @@ CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, sourc
 WHERE s.span = 24 OR d.code = 0
 GROUP BY 1, 2, 3, 4, 5";
 
+/// The goal cells a plain aggregation of the stored visits' conversions gives (written
+/// here independently of the worker and of migration 0013): per site, goal, dimension
+/// code (100 and up), the date in the site's zone and value, the visits that converted
+/// the goal, their conversions (as `events`) and exact distinct visitors (none by entry or
+/// exit page).
+const GOAL_CELLS_FROM_VISITS: &str = "
+SELECT v.site_id, 100 + d.code AS code, 24 AS span,
+       (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date AS bucket,
+       g.key || '/' || coalesce(md5(d.value), '-') AS value_key, count(*) AS visits,
+       0 AS pageviews, sum(g.value::bigint) AS events, 0 AS bounces, 0::bigint AS duration_us,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(DISTINCT visitor) END AS visitors
+FROM visits v LEFT JOIN sites site USING (site_id) CROSS JOIN LATERAL jsonb_each_text(v.goals) AS g
+CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source),
+    (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
+GROUP BY v.site_id, d.code, 4, g.key, d.value";
+
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
 /// their visitors exactly up to the sketches' exact size (within 4 standard errors above).
 pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
@@ -367,7 +383,8 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     )
     .await;
     let stored = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,
-                         coalesce(md5(value), '-') AS value_key, visits, pageviews, events, bounces,
+                         coalesce(goal_id || '/', '') || coalesce(md5(value), '-') AS value_key,
+                         visits, pageviews, events, bounces,
                          duration_us, coalesce(round(hll_cardinality(visitors)), 0)::bigint AS visitors
                   FROM visit_rollups";
     let (wrong, sample): (i64, Option<String>) = {
@@ -375,7 +392,7 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
         let row = client
             .query_one(
                 &format!(
-                    "WITH t AS ({ROLLUPS_FROM_VISITS}), s AS ({stored}),
+                    "WITH t AS ({ROLLUPS_FROM_VISITS} UNION ALL {GOAL_CELLS_FROM_VISITS}), s AS ({stored}),
                      j AS (SELECT t, s FROM t FULL JOIN s USING (site_id, code, span, bucket, value_key)
                            WHERE NOT (t IS NULL AND s.visits = 0 AND s.pageviews = 0 AND s.events = 0
                                       AND s.bounces = 0 AND s.duration_us = 0 AND s.visitors = 0)
@@ -399,8 +416,44 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     );
 }
 
-/// Asserts that the stored visits are exactly those of the raw events, and their rollups
-/// those of the visits.
+/// The sites' goals as SQL rows `(site_id, goal_id, event_name, path_regex)`, a page
+/// pattern made a regular expression by the query API's translation (not the worker's
+/// matcher nor migration 0013's).
+async fn goal_matchers(stack: &Stack) -> String {
+    let client = stack.db.pool().get().await.expect("pg");
+    let rows = client
+        .query("SELECT site_id, goals FROM sites", &[])
+        .await
+        .expect("reading the sites' goals");
+    let quote = |s: Option<&str>| {
+        s.map_or("NULL".to_string(), |s| {
+            format!("'{}'", s.replace('\'', "''"))
+        })
+    };
+    let mut values = Vec::new();
+    for r in &rows {
+        let site: String = r.get(0);
+        let goals: Vec<domain::goals::Goal> =
+            serde_json::from_value(r.get(1)).expect("sites.goals is a list of goals");
+        for g in goals {
+            values.push(format!(
+                "({}, {}, {}, {})",
+                quote(Some(&site)),
+                quote(Some(&g.goal_id)),
+                quote(g.event_name.as_deref()),
+                quote(g.path_regex().as_deref())
+            ));
+        }
+    }
+    if values.is_empty() {
+        "SELECT NULL::text, NULL::text, NULL::text, NULL::text WHERE false".into()
+    } else {
+        format!("VALUES {}", values.join(", "))
+    }
+}
+
+/// Asserts that the stored visits are exactly those of the raw events (their conversions
+/// too), and their rollups those of the visits.
 pub async fn assert_visits_match_events(stack: &Stack) {
     assert_visit_rollups_match_visits(stack).await;
     let stored = "SELECT site_id, visitor, started_at, ended_at, events, pageviews, entry_page, \
@@ -414,6 +467,26 @@ pub async fn assert_visits_match_events(stack: &Stack) {
     assert_eq!(
         differing, 0,
         "stored visits differ from the raw events' visits"
+    );
+    let goals = goal_matchers(stack).await;
+    let differing = stack
+        .count(&format!(
+            "WITH tv AS ({VISITS_FROM_EVENTS}), goal(site_id, goal_id, event_name, path_regex) AS ({goals}),
+             truth AS (SELECT tv.site_id, tv.visitor, tv.started_at, goal.goal_id, count(*)::int AS n
+                 FROM tv JOIN events e ON e.site_id = tv.site_id AND e.user_id = tv.visitor
+                     AND e.ts BETWEEN tv.started_at AND tv.ended_at
+                 JOIN goal ON goal.site_id = e.site_id AND (e.event_type = goal.event_name
+                     OR (e.event_type = 'page_view' AND e.path ~ goal.path_regex))
+                 GROUP BY 1, 2, 3, 4),
+             stored AS (SELECT site_id, visitor, started_at, g.key AS goal_id, g.value::int AS n
+                 FROM visits CROSS JOIN LATERAL jsonb_each_text(goals) AS g)
+             SELECT count(*) FROM ((SELECT * FROM stored EXCEPT ALL SELECT * FROM truth)
+                 UNION ALL (SELECT * FROM truth EXCEPT ALL SELECT * FROM stored)) d"
+        ))
+        .await;
+    assert_eq!(
+        differing, 0,
+        "stored conversions differ from the raw events' matches of the sites' goals"
     );
     let visits = stack.count("SELECT count(*) FROM visits").await;
     assert!(visits > 0, "no visits to compare");

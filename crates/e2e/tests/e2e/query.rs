@@ -593,7 +593,12 @@ async fn conversions_match_ground_truth(
         );
         let expected = truth_rows(&pg, &sql, (site, zone), range, 3).await;
         assert_eq!(expected.len(), 2, "{site}: both goals convert somewhere");
-        assert_eq!(rows(&answer), expected, "{site} by event:goal");
+        assert_conversion_rows(
+            &rows(&answer),
+            &expected,
+            [0, 2],
+            &format!("{site} by event:goal"),
+        );
 
         let (status, answer) = query(
             stats,
@@ -618,19 +623,64 @@ async fn conversions_match_ground_truth(
             expected.len() > 1,
             "{site}: conversions from several sources"
         );
-        assert_eq!(
-            rows(&answer),
-            expected,
-            "{site} by source, converted visits"
+        assert_conversion_rows(
+            &rows(&answer),
+            &expected,
+            [0, 2],
+            &format!("{site} by source, converted visits"),
         );
+    }
+    assert!(
+        stack
+            .count("SELECT count(*) FROM visit_rollups WHERE goal_id IS NOT NULL")
+            .await
+            > 0,
+        "the goals' cells (which answer these queries) were built"
+    );
+}
+
+/// Asserts conversion rows: the same groups, counts exact, the visitors (at `rated[0]`)
+/// exact up to the sketches' exact size and within 4 standard errors above, and the
+/// conversion rate (at `rated[1]`, a ratio of two such counts) within twice that.
+fn assert_conversion_rows(
+    got: &BTreeMap<Vec<String>, Vec<f64>>,
+    expected: &BTreeMap<Vec<String>, Vec<f64>>,
+    rated: [usize; 2],
+    what: &str,
+) {
+    const BOUND: f64 = 4.0 * 1.04 / 128.0;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{what}: the groups"
+    );
+    let exact_up_to = domain::visits::EXACT_VISITORS_UP_TO as f64;
+    for (key, want) in expected {
+        let have = &got[key];
+        for (i, (h, w)) in have.iter().zip(want).enumerate() {
+            if i == rated[0] && *w > exact_up_to {
+                assert!(
+                    (h - w).abs() <= BOUND * w,
+                    "{what} {key:?}: visitors {h}, truth {w}"
+                );
+            } else if i == rated[1] {
+                assert!(
+                    (h - w).abs() <= 0.01 + 2.0 * BOUND * w,
+                    "{what} {key:?}: conversion rate {h}, truth {w}"
+                );
+            } else {
+                assert_eq!(h, w, "{what} {key:?}: metric {i}");
+            }
+        }
     }
 }
 
-/// Sites whose time zones change while their events drain: every day row of the visit
-/// rollups ends in the site's last zone (each change rebuilds the site's days while the
-/// writers of its events wait, and writers after it use the new zone).
+/// Sites whose time zones and goals change while their events drain: every day row of
+/// the visit rollups ends in the site's last zone, and every visit's conversions and goal
+/// cell are those of its last goals (each change rebuilds what it touches while the
+/// writers of its events wait, and writers after it use the new settings).
 #[tokio::test]
-async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() {
+async fn zones_and_goals_changed_while_events_drain_leave_every_cell_of_the_last_ones() {
     let stack = Stack::new().await;
     let ingest = stack.start("ingest-api", &[]).await;
     let _worker = stack
@@ -663,6 +713,22 @@ async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() 
         })
         .await;
     }
+    let add_goal = |site: &'static str, goal: Value| {
+        let client = client.clone();
+        let base = ingest.url();
+        async move {
+            let res = client
+                .post(format!("{base}/v1/sites/{site}/goals"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&goal)
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 201).then_some(())?;
+            let body: Value = res.json().await.ok()?;
+            body["goal_id"].as_str().map(str::to_string)
+        }
+    };
     let events = generate(6_000, 7);
     let total = events.len() as i64;
     let posting = tokio::spawn({
@@ -672,6 +738,7 @@ async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() 
     // Each site changes zone three times while its events are being stored, the last
     // time to Chatham (UTC+12:45 in June: its days start at a quarter past the UTC hour).
     let zones = ["Asia/Tokyo", "America/Los_Angeles", "Pacific/Chatham"];
+    let mut first_goals = Vec::new();
     for (round, zone) in zones.iter().enumerate() {
         let stored_at_least = total * (round as i64 + 1) / 4;
         eventually(Duration::from_secs(120), "events being stored", || async {
@@ -683,6 +750,32 @@ async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() 
                 set_zone(site, zone, false)
             })
             .await;
+            // Goals come and go too: a page pattern, a custom event, then the first one
+            // removed and another page pattern made.
+            let goal = [
+                json!({"page_path": "/p1*"}),
+                json!({"event_name": "signup"}),
+                json!({"page_path": "/p2**"}),
+            ][round]
+                .clone();
+            let id = eventually(Duration::from_secs(30), "the goal made", || {
+                add_goal(site, goal.clone())
+            })
+            .await;
+            if round == 0 {
+                first_goals.push((site, id));
+            }
+        }
+        if round == 2 {
+            for (site, id) in &first_goals {
+                let res = client
+                    .delete(format!("{}/v1/sites/{site}/goals/{id}", ingest.url()))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .expect("ingest reachable");
+                assert_eq!(res.status(), 204, "the first goal removed");
+            }
         }
         let in_pg = format!("SELECT count(*) FROM sites WHERE timezone = '{zone}'");
         eventually(
@@ -705,16 +798,26 @@ async fn zones_changed_while_events_drain_leave_every_day_row_in_the_new_zone() 
         .await;
     eventually(
         Duration::from_secs(30),
-        "the last zones in PostgreSQL",
+        "the last zones and goals in PostgreSQL",
         || async {
             (stack
-                .count("SELECT count(*) FROM sites WHERE timezone = 'Pacific/Chatham'")
+                .count(
+                    "SELECT count(*) FROM sites WHERE timezone = 'Pacific/Chatham' \
+                     AND jsonb_array_length(goals) = 2 AND goals::text LIKE '%/p2**%'",
+                )
                 .await
                 == 3)
                 .then_some(())
         },
     )
     .await;
+    assert!(
+        stack
+            .count("SELECT count(DISTINCT goal_id) FROM visit_rollups WHERE goal_id IS NOT NULL")
+            .await
+            == 6,
+        "two goals of each site convert"
+    );
     assert!(
         stack
             .count("SELECT count(*) FROM visit_rollups WHERE span_hours = 24")

@@ -12,6 +12,7 @@ use domain::goals::Goal;
 /// Goals a query reads, as three parallel lists bound as SQL arrays.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GoalSet {
+    pub ids: Vec<String>,
     pub names: Vec<String>,
     /// A custom event goal's event name (None for a page goal).
     pub event_names: Vec<Option<String>>,
@@ -23,6 +24,7 @@ impl GoalSet {
     pub fn of<'a>(goals: impl IntoIterator<Item = &'a Goal>) -> Self {
         let mut set = Self::default();
         for g in goals {
+            set.ids.push(g.goal_id.clone());
             set.names.push(g.display_name.clone());
             set.event_names.push(g.event_name.clone());
             set.path_regexes.push(g.path_regex());

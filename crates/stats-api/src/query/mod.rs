@@ -54,13 +54,6 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
     }
     let mut source =
         source_of(&req, &metrics, &dimensions, &filters, goal_filtered).map_err(bad)?;
-    if source == Source::Visits
-        && !goal_filtered
-        && state.settings.visit_rollups
-        && rollups::answer(&metrics, &dimensions, &filters)
-    {
-        source = Source::VisitRollups;
-    }
     let (limit, offset) = (req.pagination.limit, req.pagination.offset);
     if !(1..=request::MAX_LIMIT).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
         return Err(bad(format!(
@@ -88,6 +81,25 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
     } else {
         None
     };
+    if state.settings.visit_rollups {
+        let one_goal = goal_set.as_ref().is_some_and(|g| g.ids.len() == 1);
+        source = match source {
+            Source::Visits
+                if !goal_filtered && rollups::answer(&metrics, &dimensions, &filters) =>
+            {
+                Source::VisitRollups
+            }
+            Source::Visits
+                if goal_filtered
+                    && one_goal
+                    && rollups::answer_converted(&metrics, &dimensions, &filters) =>
+            {
+                Source::VisitRollups
+            }
+            Source::Goals if filters.is_empty() => Source::GoalRollups,
+            other => other,
+        };
+    }
     let first_visit = if req.date_range == json!("all") {
         first_visit(state, &req.site_id).await?
     } else {
@@ -185,7 +197,7 @@ fn source_of(
         Source::Pages => "event:page",
         Source::Names => "event:name",
         Source::Visits | Source::VisitRollups => "visit dimensions",
-        Source::Goals => "event:goal",
+        Source::Goals | Source::GoalRollups => "event:goal",
         Source::Events => "event:hostname and event:props",
     };
     for (d, name) in dimensions.iter().zip(&req.dimensions) {

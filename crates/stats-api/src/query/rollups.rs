@@ -11,6 +11,12 @@
 //! `visits` instead ([`super::sql`]); so do
 //! visitors by exit page (no sketch: see `VisitDimension::has_visitor_sketch`).
 //!
+//! Goals (migration 0013) have cells of their own: per goal, day and kept dimension, the
+//! visits that converted it, their conversions and visitors. They answer the `event:goal`
+//! breakdown without filters ([`goal_cells`]), and visit queries filtered to one goal's
+//! conversions by at most one kept dimension and a grain of days or longer
+//! ([`answer_converted`]); other goal queries read the raw events.
+//!
 //! [`EXACT_VISITORS_UP_TO`]: domain::visits::EXACT_VISITORS_UP_TO
 
 use super::request::{Dimension, Filter, Metric, TimeGrain};
@@ -49,6 +55,33 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
         && !(visitors && visit.is_some_and(|v| !v.has_visitor_sketch()))
 }
 
+/// Whether the goal cells answer a visit query of these metrics, dimensions and
+/// filters that is filtered to one goal's conversions: visitors, visits and conversion
+/// rate, unfiltered otherwise, by at most one kept dimension and a grain of days or more.
+pub fn answer_converted(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) -> bool {
+    let mut visit = None;
+    let mut times = 0;
+    for d in dimensions {
+        match d {
+            Dimension::Visit(v) if visit.is_none() && v.has_rollup() => visit = Some(*v),
+            Dimension::Time(grain) if *grain != TimeGrain::Hour => times += 1,
+            _ => return false,
+        }
+    }
+    let visitors = metrics
+        .iter()
+        .any(|m| matches!(m, Metric::Visitors | Metric::ConversionRate));
+    filters.is_empty()
+        && times <= 1
+        && metrics.iter().all(|m| {
+            matches!(
+                m,
+                Metric::Visitors | Metric::Visits | Metric::ConversionRate
+            )
+        })
+        && !(visitors && visit.is_some_and(|v| !v.has_visitor_sketch()))
+}
+
 /// The day rows of `range` (days of the site's zone, the zone its rollups are in), as
 /// `[first bucket, bucket after the last)`.
 pub fn day_rows(range: &DayRange) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -65,6 +98,32 @@ pub fn cells(code: i16, days: (&str, &str), hours: bool) -> String {
         return format!("{base} AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3");
     }
     format!("{base} AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last}")
+}
+
+/// Dimension `d`'s day rows over the range (`days`, placeholders of [`day_rows`]), and
+/// those of goal `goal`'s cells (a placeholder): a converted visit query's rows.
+pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str)) -> String {
+    let (first, last) = days;
+    format!(
+        "SELECT * FROM visit_rollups WHERE site_id = $1 AND dimension IN ({}, {}) \
+         AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last} \
+         AND (goal_id IS NULL OR goal_id = {goal})",
+        d.code(),
+        d.goal_code()
+    )
+}
+
+/// The day rows of the totals of the goals `ids` (placeholders, with their `names`) over
+/// the range, each with its goal's name as `goal`: the `event:goal` breakdown's rows.
+pub fn goal_cells(ids: &str, names: &str, days: (&str, &str)) -> String {
+    let (first, last) = days;
+    format!(
+        "SELECT r.*, g.name AS goal FROM visit_rollups r \
+         JOIN unnest({ids}::text[], {names}::text[]) AS g(id, name) ON r.goal_id = g.id \
+         WHERE r.site_id = $1 AND r.dimension = {} AND r.span_hours = {DAY_SPAN} \
+         AND r.bucket >= {first} AND r.bucket < {last}",
+        VisitDimension::All.goal_code()
+    )
 }
 
 /// The distinct visitors of the rows aggregated.
@@ -92,6 +151,46 @@ pub fn metric_expr(m: Metric) -> String {
         ),
         // Refused by [`answer`].
         Metric::ConversionRate => "0::float8".into(),
+    }
+}
+
+/// Converted visitors and all visitors of [`converted_cells`] rows.
+const CONVERTED_VISITORS: &str =
+    "coalesce(hll_cardinality(hll_union_agg(visitors) FILTER (WHERE goal_id IS NOT NULL)), 0)";
+const ALL_VISITORS: &str =
+    "coalesce(hll_cardinality(hll_union_agg(visitors) FILTER (WHERE goal_id IS NULL)), 0)";
+
+/// The SQL of metric `m` over [`converted_cells`] rows (as a goal-filtered query of
+/// `visits` computes it).
+pub fn converted_metric_expr(m: Metric) -> String {
+    match m {
+        Metric::Visitors => format!("round({CONVERTED_VISITORS})::float8"),
+        Metric::Visits => {
+            "coalesce(sum(visits) FILTER (WHERE goal_id IS NOT NULL), 0)::float8".into()
+        }
+        Metric::ConversionRate => format!(
+            "coalesce(round(100.0 * round({CONVERTED_VISITORS})::numeric \
+             / nullif(round({ALL_VISITORS})::numeric, 0), 2), 0)::float8"
+        ),
+        // Refused by [`answer_converted`].
+        _ => "0::float8".into(),
+    }
+}
+
+/// The groups of a converted breakdown: those with a conversion.
+pub const CONVERTED_GROUPS: &str =
+    " HAVING coalesce(sum(visits) FILTER (WHERE goal_id IS NOT NULL), 0) > 0";
+
+/// The SQL of metric `m` over [`goal_cells`] rows, `total` the range's visitors.
+pub fn goal_metric_expr(m: Metric) -> String {
+    match m {
+        Metric::Visitors => format!("round({VISITORS})::float8"),
+        Metric::Events => "coalesce(sum(events), 0)::float8".into(),
+        Metric::ConversionRate => format!(
+            "coalesce(round(100.0 * round({VISITORS})::numeric / nullif((SELECT n FROM total), 0), 2), 0)::float8"
+        ),
+        // Not available with event:goal (see sql::supports).
+        _ => "0::float8".into(),
     }
 }
 
@@ -162,5 +261,32 @@ mod tests {
             &[]
         ));
         assert!(!answer(&[Metric::Visitors], &[source, hour], &[]));
+    }
+
+    #[test]
+    fn goal_cells_answer_one_kept_dimension_by_days_without_filters() {
+        let source = Dimension::Visit(VisitDimension::Source);
+        let entry = Dimension::Visit(VisitDimension::EntryPage);
+        let day = Dimension::Time(TimeGrain::Day);
+        let rate = [Metric::Visitors, Metric::Visits, Metric::ConversionRate];
+        assert!(answer_converted(&rate, &[], &[]));
+        assert!(answer_converted(&rate, &[source.clone(), day.clone()], &[]));
+        assert!(answer_converted(
+            &[Metric::Visits],
+            std::slice::from_ref(&entry),
+            &[]
+        ));
+        assert!(!answer_converted(&rate, &[entry], &[]));
+        assert!(!answer_converted(
+            &rate,
+            &[Dimension::Time(TimeGrain::Hour)],
+            &[]
+        ));
+        assert!(!answer_converted(&[Metric::BounceRate], &[], &[]));
+        assert!(!answer_converted(
+            &rate,
+            &[source, Dimension::Visit(VisitDimension::Country)],
+            &[]
+        ));
     }
 }

@@ -1,7 +1,8 @@
 //! One SQL statement per query, over the table its dimensions need:
 //!
 //! - `visit_rollups` (day and hour rows per dashboard dimension, see [`super::rollups`])
-//!   for the visit queries they can answer: unfiltered, by at most one kept dimension.
+//!   for the visit queries they can answer: unfiltered, by at most one kept dimension; and
+//!   their goal cells for the `event:goal` breakdown and visits filtered to one goal.
 //! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
@@ -32,6 +33,8 @@ pub enum Source {
     Visits,
     /// Visit queries `visit_rollups` can answer (see [`super::rollups`]).
     VisitRollups,
+    /// The `event:goal` breakdown from the goal cells of `visit_rollups`.
+    GoalRollups,
     Pages,
     Names,
     Goals,
@@ -43,7 +46,7 @@ impl Source {
     fn time_column(self) -> &'static str {
         match self {
             Self::Visits => "started_at",
-            Self::Pages | Self::Names | Self::VisitRollups => "bucket",
+            Self::Pages | Self::Names | Self::VisitRollups | Self::GoalRollups => "bucket",
             Self::Goals => "e.ts",
             Self::Events => "ts",
         }
@@ -53,7 +56,7 @@ impl Source {
         match self {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
-            Self::VisitRollups => "visit_rollups",
+            Self::VisitRollups | Self::GoalRollups => "visit_rollups",
             Self::Names => "rollup_hourly",
             Self::Goals | Self::Events => "events",
         }
@@ -72,6 +75,11 @@ pub fn none_label(d: VisitDimension) -> &'static str {
         "(none)"
     }
 }
+
+/// Types the range's parameters in a statement over day rows, which reads none of them
+/// (PostgreSQL cannot infer an unused parameter's type).
+const UNUSED_RANGE: &str =
+    "$2::timestamptz IS NOT NULL AND $3::timestamptz IS NOT NULL AND $4::text IS NOT NULL";
 
 /// A statement and its parameters (`$1` site, `$2`/`$3` the UTC range, `$4` time zone).
 pub struct Statement {
@@ -131,8 +139,11 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
 }
 
 fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
-    if source == Source::VisitRollups {
-        return rollups::metric_expr(m);
+    match source {
+        Source::VisitRollups if goal_filtered => return rollups::converted_metric_expr(m),
+        Source::VisitRollups => return rollups::metric_expr(m),
+        Source::GoalRollups => return rollups::goal_metric_expr(m),
+        _ => {}
     }
     match (source, m) {
         (Source::Visits, Metric::Visitors) if goal_filtered => {
@@ -175,7 +186,7 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
         }
         (Source::Pages, _) => "coalesce(sum(views), 0)::float8",
         (Source::Names, _) => "coalesce(sum(events), 0)::float8",
-        (Source::VisitRollups, _) => unreachable!("answered above"),
+        (Source::VisitRollups | Source::GoalRollups, _) => unreachable!("answered above"),
     }
     .to_string()
 }
@@ -190,7 +201,7 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
             )
         }
         Source::Visits | Source::VisitRollups => m != Metric::ConversionRate,
-        Source::Goals => matches!(
+        Source::Goals | Source::GoalRollups => matches!(
             m,
             Metric::Visitors | Metric::Events | Metric::ConversionRate
         ),
@@ -206,7 +217,7 @@ pub fn filterable(source: Source, d: &Dimension) -> bool {
         Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
         Source::Names => *d == Dimension::Name,
-        Source::VisitRollups => false,
+        Source::VisitRollups | Source::GoalRollups => false,
         Source::Events => !matches!(d, Dimension::Goal | Dimension::Time(_)),
     }
 }
@@ -324,13 +335,16 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     } else {
         ("site_id", t)
     };
-    let goals = shape.goals.map(|g| {
+    // Goals matched against the raw events (the rollups' goal cells need no matching).
+    let raw_goals = matches!(source, Source::Goals | Source::Visits);
+    let goals = shape.goals.filter(|_| raw_goals).map(|g| {
         let names = st.bind(g.names.clone());
         let events = st.bind(g.event_names.clone());
         let regexes = st.bind(g.path_regexes.clone());
         goal_rows(&names, &events, &regexes)
     });
     let goal_filtered = source == Source::Visits && goals.is_some();
+    let converted = source == Source::VisitRollups && shape.goals.is_some();
     let mut filters = Vec::new();
     let qualified = joined || source == Source::Events;
     for f in shape.filters {
@@ -373,18 +387,36 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             .dimensions
             .iter()
             .any(|d| matches!(d, Dimension::Time(TimeGrain::Hour)));
-        let code = rollups::dimension_of(shape.dimensions).code();
+        let dimension = rollups::dimension_of(shape.dimensions);
         let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
         ctes.push(format!(
             "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
             rollups::VISITORS
         ));
+        let cells = match shape.goals.and_then(|g| g.ids.first()) {
+            Some(goal) => {
+                let goal = st.bind(goal.clone());
+                rollups::converted_cells(dimension, &goal, (&first, &last))
+            }
+            None => rollups::cells(dimension.code(), (&first, &last), hours),
+        };
         // Day rows need neither the range's instants nor its zone, but every statement
         // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
+        format!("SELECT * FROM ({cells}) c WHERE {UNUSED_RANGE}")
+    } else if source == Source::GoalRollups {
+        let first = st.bind(shape.day_rows.0);
+        let last = st.bind(shape.day_rows.1);
+        let set = shape.goals.cloned().unwrap_or_default();
+        let ids = st.bind(set.ids);
+        let names = st.bind(set.names);
+        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
+        ctes.push(format!(
+            "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
+            rollups::VISITORS
+        ));
         format!(
-            "SELECT * FROM ({}) c \
-             WHERE $2::timestamptz IS NOT NULL AND $3::timestamptz IS NOT NULL AND $4::text IS NOT NULL",
-            rollups::cells(code, (&first, &last), hours)
+            "SELECT * FROM ({}) c WHERE {UNUSED_RANGE}",
+            rollups::goal_cells(&ids, &names, (&first, &last))
         )
     } else if goal_filtered {
         // The range's converted visits, from the converting events (few), never a search
@@ -415,7 +447,7 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let metrics: Vec<String> = shape
         .metrics
         .iter()
-        .map(|m| metric_expr(source, *m, goal_filtered))
+        .map(|m| metric_expr(source, *m, goal_filtered || converted))
         .collect();
     let select: Vec<String> = dims
         .iter()
@@ -465,7 +497,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     // A goal-filtered breakdown lists the groups that converted.
     let having = if goal_filtered && !dims.is_empty() {
         " HAVING count(*) FILTER (WHERE converted) > 0"
-    } else if source == Source::VisitRollups && !dims.is_empty() {
+    } else if converted && !dims.is_empty() {
+        rollups::CONVERTED_GROUPS
+    } else if matches!(source, Source::VisitRollups | Source::GoalRollups) && !dims.is_empty() {
         // Rows whose visits all moved away (late events) stay, at zero.
         " HAVING sum(visits) > 0"
     } else {
@@ -485,10 +519,10 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
                 .collect::<String>()
         ),
         Source::Pages | Source::Names | Source::Events => "SELECT 1 AS n".to_string(),
-        Source::VisitRollups => String::new(),
+        Source::VisitRollups | Source::GoalRollups => String::new(),
     };
     ctes.push(format!("base AS ({filtered})"));
-    if source != Source::VisitRollups {
+    if !matches!(source, Source::VisitRollups | Source::GoalRollups) {
         ctes.push(format!("total AS ({total})"));
     }
     st.sql = format!(
