@@ -90,9 +90,11 @@ WHERE site_id = 'big.example';
 -- Their rollups and conversions, as the worker would have kept them while writing the
 -- visits and events.
 SELECT tally_rebuild_visit_rollups('big.example');
+SELECT tally_rebuild_page_day_rollups('big.example');
 VACUUM ANALYZE visits;
 VACUUM ANALYZE visit_rollups;
 VACUUM ANALYZE rollup_hourly_paths;
+VACUUM ANALYZE page_day_rollups;
 VACUUM ANALYZE events;
 SQL
 say "  written in $(( $(date +%s) - t0 )) s"

@@ -22,6 +22,26 @@ pub fn path_key(path: &str) -> Uuid {
 type SiteType<'a> = (&'a str, &'a str);
 /// `((site, type), hour, path_key)` → `(path, views)`.
 type PathRollup<'a> = ((SiteType<'a>, DateTime<Utc>, Uuid), (&'a str, i64));
+/// `((site, type), local day, path_key)` → `(path, views)`.
+pub type PathDayRollup<'a> = ((SiteType<'a>, NaiveDate, Uuid), (&'a str, i64));
+
+/// The rows of `page_day_rollups` (migration 0014) of hour rows `paths`: each hour's views
+/// on the site's local date (`zone_of`) of the hour's midpoint, the rule that makes a day
+/// row the sum of hour rows in any zone. Sorted by key.
+pub fn path_days<'a>(
+    paths: &[PathRollup<'a>],
+    zone_of: impl Fn(&str) -> chrono_tz::Tz,
+) -> Vec<PathDayRollup<'a>> {
+    let mut days: HashMap<(SiteType<'a>, NaiveDate, Uuid), (&'a str, i64)> = HashMap::default();
+    for ((st, hour, key), (path, n)) in paths {
+        let midpoint = *hour + TimeDelta::minutes(30);
+        let day = midpoint.with_timezone(&zone_of(st.0)).date_naive();
+        days.entry((*st, day, *key)).or_insert((path, 0)).1 += n;
+    }
+    let mut days: Vec<PathDayRollup<'a>> = days.into_iter().collect();
+    days.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    days
+}
 
 /// Everything a batch adds to the rollups: one entry per distinct key, sorted by key.
 #[derive(Debug, Default)]
@@ -112,6 +132,52 @@ fn sorted<K: Ord, V>(map: impl IntoIterator<Item = (K, V)>) -> Vec<(K, V)> {
 mod tests {
     use super::*;
     use domain::event::parse_event_body;
+
+    #[test]
+    fn a_page_day_is_the_local_date_of_each_hours_midpoint() {
+        let hour = |h: &str| -> DateTime<Utc> { h.parse().expect("time") };
+        let key = path_key("/a");
+        let paths = vec![
+            (
+                (("s", "page_view"), hour("2025-11-14T17:00:00Z"), key),
+                ("/a", 2),
+            ),
+            (
+                (("s", "page_view"), hour("2025-11-14T18:00:00Z"), key),
+                ("/a", 3),
+            ),
+            (
+                (("s", "page_view"), hour("2025-11-14T19:00:00Z"), key),
+                ("/a", 4),
+            ),
+            (
+                (("u", "page_view"), hour("2025-11-14T18:00:00Z"), key),
+                ("/a", 5),
+            ),
+        ];
+        // Kolkata is UTC+5:30: 17:30 UTC is 23:00 on the 14th, 18:30 UTC midnight on the
+        // 15th. The other site is UTC.
+        let days = path_days(&paths, |site| {
+            if site == "s" {
+                chrono_tz::Asia::Kolkata
+            } else {
+                chrono_tz::UTC
+            }
+        });
+        let date = |d: &str| -> NaiveDate { d.parse().expect("date") };
+        let got: Vec<_> = days
+            .iter()
+            .map(|(((site, _), day, _), (_, n))| (*site, *day, *n))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("s", date("2025-11-14"), 2),
+                ("s", date("2025-11-15"), 7),
+                ("u", date("2025-11-14"), 5)
+            ]
+        );
+    }
 
     #[test]
     fn events_are_aggregated_per_key_with_hour_bits() {

@@ -10,7 +10,7 @@
 //! so concurrent workers lock them in the same order.
 
 use super::enrich::{Derived, derive};
-use super::rollups::Rollups;
+use super::rollups::{self, PathDayRollup, Rollups};
 use super::visits::settings::SiteSettings;
 use super::visits::{self, Visit, VisitAttrs, VisitEvent};
 use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour, keep_top_paths};
@@ -61,6 +61,10 @@ WITH minutely AS (
     SELECT * FROM unnest($15::text[], $16::text[], $17::date[], $18::text[], $19::int[])
     ON CONFLICT (site_id, event_type, day, user_id) DO UPDATE SET hours = v.hours | EXCLUDED.hours
     WHERE (v.hours | EXCLUDED.hours) <> v.hours
+), path_days AS (
+    INSERT INTO page_day_rollups AS r (site_id, event_type, day, path_key, path, views)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::date[], $23::uuid[], $24::text[], $25::bigint[])
+    ON CONFLICT (site_id, event_type, day, path_key) DO UPDATE SET views = r.views + EXCLUDED.views
 )
 SELECT 1
 ";
@@ -86,6 +90,12 @@ struct RollupArgs<'a> {
     v_day: Vec<NaiveDate>,
     v_user: Vec<&'a str>,
     v_hours: Vec<i32>,
+    d_site: Vec<&'a str>,
+    d_type: Vec<&'a str>,
+    d_day: Vec<NaiveDate>,
+    d_key: Vec<Uuid>,
+    d_path: Vec<&'a str>,
+    d_views: Vec<i64>,
 }
 
 impl<'a> From<&Rollups<'a>> for RollupArgs<'a> {
@@ -143,12 +153,31 @@ impl<'a> From<&Rollups<'a>> for RollupArgs<'a> {
             v_day,
             v_user,
             v_hours,
+            d_site: vec![],
+            d_type: vec![],
+            d_day: vec![],
+            d_key: vec![],
+            d_path: vec![],
+            d_views: vec![],
         }
     }
 }
 
-impl RollupArgs<'_> {
-    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+impl<'a> RollupArgs<'a> {
+    /// With the page day rows `days`.
+    fn with_path_days(mut self, days: &[PathDayRollup<'a>]) -> Self {
+        for (((site, kind), day, key), (path, n)) in days {
+            self.d_site.push(*site);
+            self.d_type.push(*kind);
+            self.d_day.push(*day);
+            self.d_key.push(*key);
+            self.d_path.push(*path);
+            self.d_views.push(*n);
+        }
+        self
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
         [
             &self.m_site,
             &self.m_type,
@@ -169,6 +198,12 @@ impl RollupArgs<'_> {
             &self.v_day,
             &self.v_user,
             &self.v_hours,
+            &self.d_site,
+            &self.d_type,
+            &self.d_day,
+            &self.d_key,
+            &self.d_path,
+            &self.d_views,
         ]
     }
 }
@@ -340,11 +375,10 @@ pub async fn store_events(
         VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
     // The sites' zones and goals, share-locked before any visit is read: a change of a
-    // site's goals recounts its visits, and this batch's conversions must be of the goals
-    // that recount used, or of the next ones (see visits::settings).
+    // site's goals recounts its visits, and of its zone its day rows; this batch's must
+    // be of the settings that rebuild used, or of the next ones (see visits::settings).
     let mut fresh_sites: Vec<&str> = fresh
         .iter()
-        .filter(|&&i| events[i].user_id.is_some())
         .map(|&i| events[i].site_id.as_ref())
         .collect::<FxHashSet<_>>()
         .into_iter()
@@ -366,7 +400,8 @@ pub async fn store_events(
     visits::store::lock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     visits::store::store_visits(&tx, &fresh_visits, &settings).await?;
     visits::store::unlock_visitors(&tx, &locked_sites, &locked_visitors).await?;
-    let args = RollupArgs::from(&rollups);
+    let path_days = rollups::path_days(&rollups.paths, |site| settings.zone(site));
+    let args = RollupArgs::from(&rollups).with_path_days(&path_days);
     tx.execute(&upsert, &args.params())
         .await
         .map_err(StoreError::from_pg)?;

@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "goal_conversions_in_visit_rollups",
         include_str!("../../../../migrations/0013_goal_conversions_in_visit_rollups.sql"),
     ),
+    (
+        14,
+        "page_day_rollups",
+        include_str!("../../../../migrations/0014_page_day_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

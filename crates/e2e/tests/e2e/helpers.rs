@@ -452,10 +452,33 @@ async fn goal_matchers(stack: &Stack) -> String {
     }
 }
 
+/// Asserts that the page day rows are the raw page events counted per site, type, path
+/// and the date in the site's zone of their UTC hour's midpoint.
+pub async fn assert_page_days_match_events(stack: &Stack) {
+    let truth = "SELECT e.site_id, e.event_type, path,
+                        (((date_trunc('hour', ts AT TIME ZONE 'UTC') + interval '30 minutes')
+                            AT TIME ZONE 'UTC') AT TIME ZONE coalesce(s.timezone, 'UTC'))::date AS day,
+                        count(*)::bigint AS views
+                 FROM events e LEFT JOIN sites s USING (site_id) WHERE path IS NOT NULL
+                 GROUP BY 1, 2, 3, 4";
+    let stored = "SELECT site_id, event_type, path, day, views FROM page_day_rollups";
+    let differing = stack
+        .count(&format!(
+            "SELECT count(*) FROM ((({stored}) EXCEPT ALL ({truth})) \
+             UNION ALL (({truth}) EXCEPT ALL ({stored}))) d"
+        ))
+        .await;
+    assert_eq!(
+        differing, 0,
+        "page day rows differ from the raw page events"
+    );
+}
+
 /// Asserts that the stored visits are exactly those of the raw events (their conversions
 /// too), and their rollups those of the visits.
 pub async fn assert_visits_match_events(stack: &Stack) {
     assert_visit_rollups_match_visits(stack).await;
+    assert_page_days_match_events(stack).await;
     let stored = "SELECT site_id, visitor, started_at, ended_at, events, pageviews, entry_page, \
                   exit_page, source, device, utm_source FROM visits";
     let differing = stack

@@ -97,6 +97,7 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
                 Source::VisitRollups
             }
             Source::Goals if filters.is_empty() => Source::GoalRollups,
+            Source::Pages if page_days(&dimensions, &filters) => Source::PageDays,
             other => other,
         };
     }
@@ -171,6 +172,17 @@ pub(crate) fn local_time_of(
         .map_or_else(|| format!("{naive}"), |t| t.to_rfc3339())
 }
 
+/// Whether `page_day_rollups` answers an `event:page` query: no filter on visit
+/// dimensions (those join raw page views to their visits) and no hours.
+fn page_days(dimensions: &[Dimension], filters: &[Filter]) -> bool {
+    let mut read = Vec::new();
+    filters.iter().for_each(|f| f.dimensions(&mut read));
+    !read.iter().any(|d| matches!(d, Dimension::Visit(_)))
+        && !dimensions
+            .iter()
+            .any(|d| matches!(d, Dimension::Time(TimeGrain::Hour)))
+}
+
 /// Which table answers the query, or what makes it unanswerable.
 fn source_of(
     req: &QueryRequest,
@@ -194,7 +206,7 @@ fn source_of(
         Source::Visits
     };
     let label = |s: Source| match s {
-        Source::Pages => "event:page",
+        Source::Pages | Source::PageDays => "event:page",
         Source::Names => "event:name",
         Source::Visits | Source::VisitRollups => "visit dimensions",
         Source::Goals | Source::GoalRollups => "event:goal",

@@ -6,7 +6,9 @@
 //! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
-//! - `rollup_hourly_paths` for `event:page` (page views and events per path); filtered by
+//! - `page_day_rollups` for `event:page` by days of the site's zone (page views and events
+//!   per path, a row per day), unless filtered by visit dimensions or by hour;
+//! - `rollup_hourly_paths` for the other `event:page` queries; filtered by
 //!   visit dimensions, the range's raw page events joined to their visits (bounded by the
 //!   range and `statement_timeout`, like the filters of `/v1/stats`).
 //! - `rollup_hourly` for `event:name` (events per name).
@@ -36,6 +38,8 @@ pub enum Source {
     /// The `event:goal` breakdown from the goal cells of `visit_rollups`.
     GoalRollups,
     Pages,
+    /// `event:page` queries `page_day_rollups` can answer.
+    PageDays,
     Names,
     Goals,
     Events,
@@ -47,6 +51,7 @@ impl Source {
         match self {
             Self::Visits => "started_at",
             Self::Pages | Self::Names | Self::VisitRollups | Self::GoalRollups => "bucket",
+            Self::PageDays => "day",
             Self::Goals => "e.ts",
             Self::Events => "ts",
         }
@@ -56,6 +61,7 @@ impl Source {
         match self {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
+            Self::PageDays => "page_day_rollups",
             Self::VisitRollups | Self::GoalRollups => "visit_rollups",
             Self::Names => "rollup_hourly",
             Self::Goals | Self::Events => "events",
@@ -120,7 +126,9 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
             // The local time of the row's UTC hour's midpoint (see local_time); a day row
             // of the rollups is keyed by its local date already.
             let t = source.time_column();
-            let local = if source == Source::VisitRollups && *grain != TimeGrain::Hour {
+            let local = if source == Source::PageDays {
+                format!("{t}::timestamp")
+            } else if source == Source::VisitRollups && *grain != TimeGrain::Hour {
                 format!("{t} AT TIME ZONE 'UTC'")
             } else {
                 format!(
@@ -181,10 +189,10 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
         (Source::Visits, Metric::Percentage) => {
             "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 1), 0)::float8"
         }
-        (Source::Pages, Metric::Pageviews) => {
+        (Source::Pages | Source::PageDays, Metric::Pageviews) => {
             "coalesce(sum(views) FILTER (WHERE event_type = 'page_view'), 0)::float8"
         }
-        (Source::Pages, _) => "coalesce(sum(views), 0)::float8",
+        (Source::Pages | Source::PageDays, _) => "coalesce(sum(views), 0)::float8",
         (Source::Names, _) => "coalesce(sum(events), 0)::float8",
         (Source::VisitRollups | Source::GoalRollups, _) => unreachable!("answered above"),
     }
@@ -205,7 +213,7 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
             m,
             Metric::Visitors | Metric::Events | Metric::ConversionRate
         ),
-        Source::Pages => matches!(m, Metric::Pageviews | Metric::Events),
+        Source::Pages | Source::PageDays => matches!(m, Metric::Pageviews | Metric::Events),
         Source::Names => m == Metric::Events,
         Source::Events => matches!(m, Metric::Visitors | Metric::Events | Metric::Pageviews),
     }
@@ -216,6 +224,7 @@ pub fn filterable(source: Source, d: &Dimension) -> bool {
     match source {
         Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
+        Source::PageDays => *d == Dimension::Page,
         Source::Names => *d == Dimension::Name,
         Source::VisitRollups | Source::GoalRollups => false,
         Source::Events => !matches!(d, Dimension::Goal | Dimension::Time(_)),
@@ -403,6 +412,15 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         // Day rows need neither the range's instants nor its zone, but every statement
         // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
         format!("SELECT * FROM ({cells}) c WHERE {UNUSED_RANGE}")
+    } else if source == Source::PageDays {
+        let first = st.bind(shape.day_rows.0.date_naive());
+        let after = st.bind(shape.day_rows.1.date_naive());
+        conditions[0] =
+            format!("site_id = $1 AND day >= {first} AND day < {after} AND {UNUSED_RANGE}");
+        format!(
+            "SELECT * FROM page_day_rollups WHERE {}",
+            conditions.join(" AND ")
+        )
     } else if source == Source::GoalRollups {
         let first = st.bind(shape.day_rows.0);
         let last = st.bind(shape.day_rows.1);
@@ -518,7 +536,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
                 .map(|f| format!(" AND {f}"))
                 .collect::<String>()
         ),
-        Source::Pages | Source::Names | Source::Events => "SELECT 1 AS n".to_string(),
+        Source::Pages | Source::PageDays | Source::Names | Source::Events => {
+            "SELECT 1 AS n".to_string()
+        }
         Source::VisitRollups | Source::GoalRollups => String::new(),
     };
     ctes.push(format!("base AS ({filtered})"));
