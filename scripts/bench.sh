@@ -225,14 +225,24 @@ scripts/redis-cluster.sh stop "$CLUSTER_BASE"
 # ---------------------------------------------------------------- 2. drain vs COPY
 redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # nothing is left; to be sure
 
-# drain PROFILE LANES: prints "<copy seconds> <drain seconds>" for DRAIN_EVENTS events.
+# drain PROFILE LANES [goals]: prints "<copy seconds> <drain seconds>" for DRAIN_EVENTS
+# events; with "goals", every site has three goals first (the home page, a page pattern
+# of a tenth of its pages, and a custom event none of the data sends).
 drain() {
-  local profile="$1" lanes="$2"
+  local profile="$1" lanes="$2" goals="${3:-}"
   say "drain [$profile data, $lanes lane(s)]: generating $DRAIN_EVENTS events"
   local data="$WORK/$profile.v2"  # v2: tracker-shaped rows
   [ -f "$data.csv" ] || python3 scripts/bench_data.py "$profile" "$DRAIN_EVENTS" "$QUEUE" "$data.resp" "$data.csv"
   psql "$DATABASE_URL" -q -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null 2>&1
   DATABASE_URL="$DATABASE_URL" "$BIN/batch-worker" migrate > "$WORK/migrate.log" 2>&1
+  if [ -n "$goals" ]; then
+    psql "$DATABASE_URL" -q -o /dev/null -c "INSERT INTO sites (site_id, timezone, version, created_at, updated_at, goals)
+      SELECT 'site-' || i, 'Europe/Berlin', 1, now(), now(),
+             '[{\"goal_id\": \"g_home\", \"display_name\": \"Home\", \"page_path\": \"/page/0\"},
+               {\"goal_id\": \"g_ten\", \"display_name\": \"Tens\", \"page_path\": \"/page/1*\"},
+               {\"goal_id\": \"g_signup\", \"display_name\": \"Signup\", \"event_name\": \"signup\"}]'
+      FROM generate_series(0, 19) AS i"
+  fi
   say "  ceiling: plain COPY of the same rows into a table shaped like events"
   psql "$DATABASE_URL" -q -o /dev/null -c "CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)"
   local t0 t1 copy_s drain_s
@@ -270,6 +280,7 @@ drain() {
 read -r LIVE_COPY_S LIVE_S LIVE_WORKER_CPU LIVE_PG_CPU < <(drain live 2)
 read -r _ LIVE1_S _ _ < <(drain live 1)
 read -r UNI_COPY_S UNI_S _ _ < <(drain uniform 2)
+read -r _ GOALS_S _ _ < <(drain live 2 goals)
 
 # ---------------------------------------------------------------- results
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -296,7 +307,7 @@ jq -n \
   --slurpfile sse1k "$WORK/sse-1k.json" --slurpfile sse10k "$WORK/sse-10k.json" \
   --slurpfile sse10kc10 "$WORK/sse-10k-c10.json" \
   --argjson events "$DRAIN_EVENTS" --argjson live_s "$LIVE_S" --argjson live1_s "$LIVE1_S" --argjson live_copy_s "$LIVE_COPY_S" \
-  --argjson uni_s "$UNI_S" --argjson uni_copy_s "$UNI_COPY_S" \
+  --argjson uni_s "$UNI_S" --argjson uni_copy_s "$UNI_COPY_S" --argjson goals_s "$GOALS_S" \
   --argjson cluster_sat "$CLUSTER_SAT_RPS" --argjson cluster_non202 "$CLUSTER_NON202" \
   --argjson single_backlog "$SINGLE_BACKLOG" --argjson single_backlog_s "$SINGLE_BACKLOG_S" \
   --argjson cluster_backlog "$CLUSTER_BACKLOG" --argjson cluster_backlog_s "$CLUSTER_BACKLOG_S" \
@@ -332,6 +343,7 @@ jq -n \
             live: {lanes_2: {seconds: $live_s, events_per_s: ($events / $live_s), ratio_to_copy_ceiling: ($live_copy_s / $live_s),
                              per_core: {batch_worker_events_per_cpu_s: ($events / $live_worker_cpu), postgres_events_per_cpu_s: ($events / $live_pg_cpu)}},
                    lanes_1: {seconds: $live1_s, events_per_s: ($events / $live1_s), ratio_to_copy_ceiling: ($live_copy_s / $live1_s)},
+                   lanes_2_sites_with_goals: {seconds: $goals_s, events_per_s: ($events / $goals_s), ratio_to_copy_ceiling: ($live_copy_s / $goals_s)},
                    copy_ceiling_seconds: $live_copy_s, copy_ceiling_rows_per_s: ($events / $live_copy_s)},
             uniform: {lanes_2: {seconds: $uni_s, events_per_s: ($events / $uni_s), ratio_to_copy_ceiling: ($uni_copy_s / $uni_s)},
                       copy_ceiling_seconds: $uni_copy_s, copy_ceiling_rows_per_s: ($events / $uni_copy_s)}}
@@ -371,6 +383,7 @@ jq -r '
   "| data | batch-worker | plain COPY of the same rows | worker / COPY |", "| --- | --- | --- | --- |",
   "| live, 2 lanes (default) | \(.drain.live.lanes_2.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "| live, 1 lane | \(.drain.live.lanes_1.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_1.ratio_to_copy_ceiling * 100 | round) % |",
+  "| live, 2 lanes, every site with three goals (Berlin) | \(.drain.live.lanes_2_sites_with_goals.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2_sites_with_goals.ratio_to_copy_ceiling * 100 | round) % |",
   "| uniform, 2 lanes | \(.drain.uniform.lanes_2.events_per_s | floor) events/s | \(.drain.uniform.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.uniform.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "\nPer core, live data with 2 lanes (CPU time of each process): batch-worker \(.drain.live.lanes_2.per_core.batch_worker_events_per_cpu_s | floor) events per CPU-second, PostgreSQL \(.drain.live.lanes_2.per_core.postgres_events_per_cpu_s | floor) events per CPU-second (its writes, rollups included)."
 ' "$OUT/latest.json" > "$OUT/latest.md"

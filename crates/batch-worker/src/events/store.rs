@@ -479,7 +479,7 @@ fn visit_of_event<'a>(
             country: e.country.as_deref().map(str::to_string),
         },
     };
-    Some(Visit::of_event(event, settings.goals(&e.site_id)))
+    Some(Visit::of_event(event, settings.of(&e.site_id)))
 }
 
 /// The derived fields of a batch as the column arrays `INSERT_EVENTS` takes.

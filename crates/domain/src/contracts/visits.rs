@@ -26,6 +26,11 @@ pub fn day_bucket(date: NaiveDate) -> DateTime<Utc> {
 /// their conversions (`events`) and their visitors.
 pub const GOAL_CELL_OFFSET: i16 = 100;
 
+/// `visit_rollups.dimension` of a funnel's cells (migration 0015): per funnel (`goal_id`),
+/// day and step (the value, `1` to `8`), the visits that reached that step or further and
+/// their visitors.
+pub const FUNNEL_CELL_CODE: i16 = 200;
+
 /// The parameters of every visitor sketch (`hll(log2m, regwidth, expthresh, sparseon)`):
 /// sketches merge only with their own kind.
 pub const SKETCH_PARAMS: &str = "14, 5, -1, 1";

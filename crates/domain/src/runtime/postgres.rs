@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "page_day_rollups",
         include_str!("../../../../migrations/0014_page_day_rollups.sql"),
     ),
+    (
+        15,
+        "funnel_steps_in_visits",
+        include_str!("../../../../migrations/0015_funnel_steps_in_visits.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

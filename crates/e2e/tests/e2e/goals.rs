@@ -13,7 +13,7 @@ const SITE: &str = "funnel-shop";
 
 /// One visitor's events: (minutes after 10:00 on 2025-06-02, page path or event name).
 /// Names starting with `/` are page views.
-fn events_of(visitor: &str, steps: &[(i64, &str)], width: u32) -> Vec<Value> {
+fn events_of(site: &str, visitor: &str, steps: &[(i64, &str)], width: u32) -> Vec<Value> {
     let base = chrono::DateTime::parse_from_rfc3339("2025-06-02T10:00:00Z").expect("valid");
     steps
         .iter()
@@ -27,8 +27,8 @@ fn events_of(visitor: &str, steps: &[(i64, &str)], width: u32) -> Vec<Value> {
             };
             // Fixed ids: sending a visitor's events again is a replay.
             let n: u64 = visitor.bytes().map(u64::from).sum::<u64>() * 100 + i as u64;
-            json!({"site_id": SITE, "event_type": event_type,
-                   "timestamp": ts.to_rfc3339(), "url": format!("https://{SITE}.example{path}"),
+            json!({"site_id": site, "event_type": event_type,
+                   "timestamp": ts.to_rfc3339(), "url": format!("https://{site}.example{path}"),
                    "screen_width": width, "user_id": visitor,
                    "event_id": format!("00000000-0000-4000-8000-{n:012}")})
         })
@@ -51,7 +51,8 @@ fn events_of(visitor: &str, steps: &[(i64, &str)], width: u32) -> Vec<Value> {
 /// (m): a phone's screen. Eight visitors; per goal (events, visitors):
 /// Visit /pricing (7, 6: a b c d f h, h twice), Signup (9, 7: all but e; h three
 /// times), Visit /welcome/** (5, 5: a b d f h).
-fn data_set() -> Vec<Value> {
+fn data_set(site: &str) -> Vec<Value> {
+    let events_of = |visitor, steps, width| events_of(site, visitor, steps, width);
     let mut events = Vec::new();
     events.extend(events_of(
         "a",
@@ -119,6 +120,32 @@ async fn get(stats: &Service, path: &str) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Makes the site's three goals and its funnel; returns the funnel's id once stored.
+async fn make_goals_and_funnel(ingest: &Service, stats: &Service, site: &str) -> String {
+    let goals_path = format!("/v1/sites/{site}/goals");
+    admin_post(ingest, &goals_path, &json!({"page_path": "/pricing"})).await;
+    admin_post(ingest, &goals_path, &json!({"event_name": "Signup"})).await;
+    admin_post(ingest, &goals_path, &json!({"page_path": "/welcome/**"})).await;
+    let funnel = admin_post(
+        ingest,
+        &format!("/v1/sites/{site}/funnels"),
+        &json!({"name": "Checkout", "steps": ["Visit /pricing", "Signup", "Visit /welcome/**"]}),
+    )
+    .await;
+    let funnel_id = funnel["funnel_id"].as_str().expect("an id").to_string();
+    // The worker stores the site with its funnel; stats read it from PostgreSQL.
+    let listed = eventually(Duration::from_secs(30), "the funnel stored", || async {
+        let (status, body) = get(stats, &format!("/v1/sites/{site}/funnels")).await;
+        (status == 200 && body["funnels"].as_array().is_some_and(|f| f.len() == 1)).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        listed["funnels"][0]["steps"][2]["display_name"],
+        "Visit /welcome/**"
+    );
+    funnel_id
+}
+
 #[tokio::test]
 async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
     let stack = Stack::new().await;
@@ -128,12 +155,13 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
         .await;
     let stats = stack.start("stats-api", &[]).await;
     admin_post(&ingest, "/v1/sites", &json!({"site_id": SITE})).await;
-    let events = data_set();
+    let events = data_set(SITE);
     post_all(&ingest.url(), &events).await;
     // f again: a replay changes nothing.
     post_all(
         &ingest.url(),
         &events_of(
+            SITE,
             "f",
             &[(0, "/pricing"), (1, "Signup"), (2, "/welcome/a")],
             1400,
@@ -149,28 +177,7 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
         .await;
 
     // Goals made after the events apply to them.
-    let goals_path = format!("/v1/sites/{SITE}/goals");
-    admin_post(&ingest, &goals_path, &json!({"page_path": "/pricing"})).await;
-    admin_post(&ingest, &goals_path, &json!({"event_name": "Signup"})).await;
-    admin_post(&ingest, &goals_path, &json!({"page_path": "/welcome/**"})).await;
-    let funnel = admin_post(
-        &ingest,
-        &format!("/v1/sites/{SITE}/funnels"),
-        &json!({"name": "Checkout", "steps": ["Visit /pricing", "Signup", "Visit /welcome/**"]}),
-    )
-    .await;
-    let funnel_id = funnel["funnel_id"].as_str().expect("an id").to_string();
-    // The worker stores the site with its funnel; stats read it from PostgreSQL.
-    let listed = eventually(Duration::from_secs(30), "the funnel stored", || async {
-        let (status, body) = get(&stats, &format!("/v1/sites/{SITE}/funnels")).await;
-        (status == 200 && body["funnels"].as_array().is_some_and(|f| f.len() == 1)).then_some(body)
-    })
-    .await;
-    assert_eq!(
-        listed["funnels"][0]["steps"][2]["display_name"],
-        "Visit /welcome/**"
-    );
-
+    let funnel_id = make_goals_and_funnel(&ingest, &stats, SITE).await;
     // The goals' cells answer the queries below: the change of goals built them from the
     // events stored before it, translating page patterns as the query API does.
     assert!(
@@ -200,10 +207,40 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
         );
     }
 
+    assert_hand_worked_answers(&stats, SITE, &funnel_id).await;
+}
+
+/// The same data set on a site whose goals and funnel come first, its events sent one at
+/// a time in reverse order: each one converts when it is written, late events join the
+/// visits stored before them, and the answers are the same.
+#[tokio::test]
+async fn goals_made_before_events_sent_backwards_give_the_same_answers() {
+    const BACKWARDS: &str = "funnel-shop-backwards";
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let _worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "5")])
+        .await;
+    let stats = stack.start("stats-api", &[]).await;
+    admin_post(&ingest, "/v1/sites", &json!({"site_id": BACKWARDS})).await;
+    let funnel_id = make_goals_and_funnel(&ingest, &stats, BACKWARDS).await;
+    let events = data_set(BACKWARDS);
+    for (i, event) in events.iter().rev().enumerate() {
+        post_all(&ingest.url(), std::slice::from_ref(event)).await;
+        stack
+            .wait_all_stored(i as i64 + 1, Duration::from_secs(30), "each event stored")
+            .await;
+    }
+    assert_hand_worked_answers(&stats, BACKWARDS, &funnel_id).await;
+    crate::helpers::assert_visits_match_events(&stack).await;
+}
+
+/// The answers worked out by hand for [`data_set`] on `site`.
+async fn assert_hand_worked_answers(stats: &Service, site: &str, funnel_id: &str) {
     let day = json!(["2025-06-02", "2025-06-02"]);
     let (status, answer) = query(
-        &stats,
-        &json!({"site_id": SITE, "date_range": day, "dimensions": ["event:goal"],
+        stats,
+        &json!({"site_id": site, "date_range": day, "dimensions": ["event:goal"],
                 "metrics": ["visitors", "events", "conversion_rate"]}),
     )
     .await;
@@ -223,8 +260,8 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
     );
     // The goals of phones' visits (a and b): every one of them converted on all three.
     let (_, phones) = query(
-        &stats,
-        &json!({"site_id": SITE, "date_range": day, "dimensions": ["event:goal"],
+        stats,
+        &json!({"site_id": site, "date_range": day, "dimensions": ["event:goal"],
                 "metrics": ["visitors", "events", "conversion_rate"],
                 "filters": [["is", "visit:device", ["mobile"], {"case_sensitive": false}]]}),
     )
@@ -240,8 +277,8 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
     // A goal filter on visits: converted visitors and visits (h converted in both of
     // its visits, d only in its second), over all eight visitors.
     let (status, signups) = query(
-        &stats,
-        &json!({"site_id": SITE, "date_range": day,
+        stats,
+        &json!({"site_id": site, "date_range": day,
                 "metrics": ["visitors", "visits", "conversion_rate"],
                 "filters": [["is", "event:goal", ["Signup"]]]}),
     )
@@ -250,8 +287,8 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
     assert_eq!(signups["results"][0]["metrics"], json!([7, 8, 87.5]));
 
     let (status, report) = get(
-        &stats,
-        &format!("/v1/sites/{SITE}/funnels/{funnel_id}?date_range=2025-06-02,2025-06-02"),
+        stats,
+        &format!("/v1/sites/{site}/funnels/{funnel_id}?date_range=2025-06-02,2025-06-02"),
     )
     .await;
     assert_eq!(status, 200, "{report}");
@@ -309,17 +346,17 @@ async fn goals_convert_and_a_funnel_drops_off_as_worked_out_by_hand() {
         ),
     ] {
         let mut body = body;
-        body["site_id"] = json!(SITE);
+        body["site_id"] = json!(site);
         body["date_range"] = day.clone();
-        let (status, answer) = query(&stats, &body).await;
+        let (status, answer) = query(stats, &body).await;
         assert_eq!(status, 400, "{body} → {answer}");
         assert!(answer.to_string().contains(named), "{body} → {answer}");
     }
-    let (status, _) = get(&stats, &format!("/v1/sites/{SITE}/funnels/f_nope")).await;
+    let (status, _) = get(stats, &format!("/v1/sites/{site}/funnels/f_nope")).await;
     assert_eq!(status, 404);
     let (status, _) = get(
-        &stats,
-        &format!("/v1/sites/{SITE}/funnels/{funnel_id}?date_range=2025-06-03,2025-06-01"),
+        stats,
+        &format!("/v1/sites/{site}/funnels/{funnel_id}?date_range=2025-06-03,2025-06-01"),
     )
     .await;
     assert_eq!(status, 400);

@@ -6,13 +6,58 @@
 //! in the same visit. Taking the earliest such event at every step is optimal: any later
 //! choice leaves fewer events for the steps after it. A visitor counts at step k when any
 //! of their visits started in the range reached it.
+//!
+//! The worker keeps how far each visit got (migration 0015): the funnel's cells of
+//! `visit_rollups` answer the report from a row per step and day ([`from_cells`]); with
+//! `VISIT_ROLLUPS=false` it is computed from the range's raw events ([`funnel_sql`]), an
+//! independent statement of the rule the tests compare the cells against.
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use domain::date_range::DayRange;
 use domain::goals::{Funnel, Goal};
+use domain::visits::{DAY_SPAN, FUNNEL_CELL_CODE, VisitDimension};
 use serde_json::{Value, json};
+use std::sync::LazyLock;
+
+/// The range's visitors (step 0), then the visitors of each step of funnel `$2` reached,
+/// from the day rows `[$3, $4)`.
+static FROM_CELLS: LazyLock<String> = LazyLock::new(|| {
+    let visitors = "round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0))::bigint";
+    let days = format!("site_id = $1 AND span_hours = {DAY_SPAN} AND bucket >= $3 AND bucket < $4");
+    format!(
+        "SELECT 0, {visitors} FROM visit_rollups WHERE {days} AND dimension = {all} \
+         AND $2::text IS NOT NULL \
+         UNION ALL \
+         SELECT value::int, {visitors} FROM visit_rollups \
+         WHERE {days} AND dimension = {FUNNEL_CELL_CODE} AND goal_id = $2 GROUP BY value",
+        all = VisitDimension::All.code()
+    )
+});
+
+/// The range's visitors and those of each of the funnel's `steps` steps, from its cells.
+async fn from_cells(
+    client: &domain::deadpool_postgres::Client,
+    site_id: &str,
+    funnel_id: &str,
+    range: DayRange,
+    steps: usize,
+) -> Result<(i64, Vec<i64>), ApiError> {
+    let (first, after) = super::rollups::day_rows(&range);
+    let rows = client
+        .query(FROM_CELLS.as_str(), &[&site_id, &funnel_id, &first, &after])
+        .await
+        .map_err(|e| ApiError::from_db(e.into()))?;
+    let mut counts = vec![0; steps + 1];
+    for r in &rows {
+        let step: i32 = r.get(0);
+        if let Some(slot) = usize::try_from(step).ok().and_then(|s| counts.get_mut(s)) {
+            *slot = r.get(1);
+        }
+    }
+    Ok((counts[0], counts[1..].to_vec()))
+}
 
 /// The statement counting visitors per step for `steps` goals (bound at `$4..$6`):
 /// one row, all the range's visitors, then one count per step.
@@ -79,22 +124,27 @@ pub async fn report(
         .get()
         .await
         .map_err(|e| ApiError::from_db(e.into()))?;
-    let row = client
-        .query_one(
-            &funnel_sql(steps.len()),
-            &[
-                &site_id,
-                &range.start,
-                &range.end,
-                &set.names,
-                &set.event_names,
-                &set.path_regexes,
-            ],
-        )
-        .await
-        .map_err(|e| ApiError::from_db(e.into()))?;
-    let all: i64 = row.get(0);
-    let reached: Vec<i64> = (1..=steps.len()).map(|i| row.get(i)).collect();
+    let (all, reached) = if state.settings.visit_rollups {
+        from_cells(&client, site_id, &funnel.funnel_id, range, steps.len()).await?
+    } else {
+        let row = client
+            .query_one(
+                &funnel_sql(steps.len()),
+                &[
+                    &site_id,
+                    &range.start,
+                    &range.end,
+                    &set.names,
+                    &set.event_names,
+                    &set.path_regexes,
+                ],
+            )
+            .await
+            .map_err(|e| ApiError::from_db(e.into()))?;
+        let all: i64 = row.get(0);
+        let reached: Vec<i64> = (1..=steps.len()).map(|i| row.get(i)).collect();
+        (all, reached)
+    };
     let entering = reached.first().copied().unwrap_or(0);
     let rows: Vec<Value> = steps
         .iter()

@@ -12,10 +12,13 @@
 //! Ties (two events at the same instant) are broken by event id, as the ground truth in
 //! the tests and migration 0008 do.
 //!
-//! A visit also counts its conversions of each of the site's goals (migration 0013): an
-//! event converts when it is written, against the goals the site has then, and merging
-//! adds the counts. A change of the site's goals recounts them from the stored events.
+//! A visit also counts its conversions of each of the site's goals (migration 0013), and
+//! lists those of the goals that are steps of the site's funnels (migration 0015, see
+//! [`funnels`]): an event converts when it is written, against the goals the site has
+//! then, and merging adds the counts and joins the lists. A change of the site's goals or
+//! funnels recounts them from the stored events.
 
+pub mod funnels;
 pub mod rollup;
 pub mod rollup_store;
 pub mod settings;
@@ -25,11 +28,17 @@ pub mod store;
 use chrono::{DateTime, Utc};
 use domain::goals::Goal;
 use domain::visits::{VISIT_GAP, VisitDimension};
+use settings::Settings;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// A visit's conversions per goal id (`visits.goals`).
 pub type Conversions = BTreeMap<String, i32>;
+
+/// A conversion of a goal that is a funnel step (an entry of `visits.steps`): microseconds
+/// since the epoch (what PostgreSQL keeps of the event's time), event id, goal id. Ordered
+/// by time, then event id, as the funnel rule orders events.
+pub type Step = (i64, Uuid, String);
 
 /// A page view marking a visit's entry or exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +79,8 @@ pub struct Visit {
     pub exit: Option<PageMark>,
     pub attrs: VisitAttrs,
     pub goals: Conversions,
+    /// Sorted.
+    pub steps: Vec<Step>,
 }
 
 /// One new event, as a visit of its own.
@@ -84,14 +95,22 @@ pub struct VisitEvent<'a> {
 }
 
 impl Visit {
-    /// The visit of event `e` alone, converting those of `goals` (the site's) it matches.
-    pub fn of_event(e: VisitEvent<'_>, goals: &[Goal]) -> Self {
+    /// The visit of event `e` alone, converting the goals of its site's `settings` it
+    /// matches.
+    pub fn of_event(e: VisitEvent<'_>, settings: &Settings) -> Self {
         let is_pageview = e.event_type == domain::event::PAGE_VIEW;
-        let converted = goals
+        let matched: Vec<&Goal> = settings
+            .goals
             .iter()
             .filter(|g| g.matches(e.event_type, e.path))
-            .map(|g| (g.goal_id.clone(), 1))
             .collect();
+        let converted = matched.iter().map(|g| (g.goal_id.clone(), 1)).collect();
+        let mut steps: Vec<Step> = matched
+            .iter()
+            .filter(|g| settings.is_step(&g.goal_id))
+            .map(|g| (e.ts.timestamp_micros(), e.event_id, g.goal_id.clone()))
+            .collect();
+        steps.sort_unstable();
         let page = e.path.filter(|_| is_pageview).map(|p| PageMark {
             at: e.ts,
             event_id: e.event_id,
@@ -109,6 +128,7 @@ impl Visit {
             exit: page,
             attrs: e.attrs,
             goals: converted,
+            steps,
         }
     }
 
@@ -135,6 +155,10 @@ impl Visit {
         });
         for (goal, n) in other.goals {
             *self.goals.entry(goal).or_default() += n;
+        }
+        if !other.steps.is_empty() {
+            self.steps.extend(other.steps);
+            self.steps.sort_unstable();
         }
     }
 
@@ -218,6 +242,14 @@ mod tests {
                 page_path: None,
             },
         ];
+        let settings = Settings {
+            goals: goals.to_vec(),
+            funnels: vec![settings::FunnelSteps {
+                funnel_id: "f".into(),
+                steps: vec!["g_a".into(), "g_signup".into()],
+            }],
+            ..Settings::default()
+        };
         Visit::of_event(
             VisitEvent {
                 site_id: "s",
@@ -235,7 +267,7 @@ mod tests {
                     ..VisitAttrs::default()
                 },
             },
-            &goals,
+            &settings,
         )
     }
 
@@ -328,6 +360,13 @@ mod tests {
         );
         let again = merge(vec![after[0].clone(), event(50, 4, Some("/a"))]);
         assert_eq!(conversions(&again[0]), vec![("g_a", 2)]);
+        // The steps list holds both, in time order, whichever came first.
+        let steps: Vec<(i64, &str)> = again[0]
+            .steps
+            .iter()
+            .map(|(t, _, g)| ((*t - at(0).timestamp_micros()) / 60_000_000, g.as_str()))
+            .collect();
+        assert_eq!(steps, vec![(0, "g_a"), (50, "g_a")]);
         assert!(!after[0].is_bounce());
     }
 }

@@ -9,36 +9,60 @@
 //! non-page event).
 //!
 //! A goal's cells (days only) count the visits that converted it and their conversions,
-//! nothing else: a converting visit going on changes them only when it converts again.
+//! nothing else: a converting visit going on changes them only when it converts again (or
+//! for its exit page's). A funnel's cells (days only) count, per step, the visits that
+//! reached it or a later one: a visit getting further only joins cells.
 
 use super::Visit;
+use super::funnels::reach;
 use super::settings::SiteSettings;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, day_bucket};
+use domain::visits::{DAY_SPAN, FUNNEL_CELL_CODE, HOUR_SPAN, VisitDimension, day_bucket};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+/// Which visits a cell counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject<'a> {
+    /// Every visit.
+    Visits,
+    /// The visits that converted a goal (its id).
+    Goal(&'a str),
+    /// The visits that reached a funnel's step (the cell's value) or a later one.
+    Funnel(&'a str),
+}
 
 /// A row of `visit_rollups`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cell<'a> {
     pub site_id: &'a str,
     pub dimension: VisitDimension,
-    /// The goal of a goal's cell.
-    pub goal: Option<&'a str>,
+    pub subject: Subject<'a>,
     pub span_hours: i16,
     pub bucket: DateTime<Utc>,
     pub value: Option<&'a str>,
 }
 
-impl Cell<'_> {
+impl<'a> Cell<'a> {
     /// Its `visit_rollups.dimension`.
     pub fn code(&self) -> i16 {
-        if self.goal.is_some() {
-            self.dimension.goal_code()
-        } else {
-            self.dimension.code()
+        match self.subject {
+            Subject::Visits => self.dimension.code(),
+            Subject::Goal(_) => self.dimension.goal_code(),
+            Subject::Funnel(_) => FUNNEL_CELL_CODE,
+        }
+    }
+
+    /// Its `visit_rollups.goal_id`: the goal's or the funnel's id.
+    pub fn goal_id(&self) -> Option<&'a str> {
+        match self.subject {
+            Subject::Visits => None,
+            Subject::Goal(id) | Subject::Funnel(id) => Some(id),
         }
     }
 }
+
+/// The values of a funnel's cells: its steps.
+const STEP_VALUES: [&str; 8] = ["1", "2", "3", "4", "5", "6", "7", "8"];
 
 /// The sums a cell keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,8 +112,12 @@ pub struct RollupChanges<'a> {
 }
 
 /// The cells a visit counts in, with what it adds to each: every kept dimension's day in
-/// the site's zone `tz`, the totals' UTC hour, and the days of each goal it converted.
-fn cells_of<'v>(v: &'v Visit, settings: &SiteSettings) -> impl Iterator<Item = (Cell<'v>, Sums)> {
+/// the site's zone, the totals' UTC hour, the days of each goal it converted, and of each
+/// step of the site's funnels it reached.
+fn cells_of<'v>(
+    v: &'v Visit,
+    settings: &'v SiteSettings,
+) -> impl Iterator<Item = (Cell<'v>, Sums)> {
     let hour = v
         .started_at
         .duration_trunc(TimeDelta::hours(1))
@@ -105,7 +133,7 @@ fn cells_of<'v>(v: &'v Visit, settings: &SiteSettings) -> impl Iterator<Item = (
         let cell = move |span_hours, bucket| Cell {
             site_id: &v.site_id,
             dimension,
-            goal: None,
+            subject: Subject::Visits,
             span_hours,
             bucket,
             value: v.value(dimension),
@@ -135,7 +163,7 @@ fn cells_of<'v>(v: &'v Visit, settings: &SiteSettings) -> impl Iterator<Item = (
             let cell = Cell {
                 site_id: &v.site_id,
                 dimension,
-                goal: Some(goal.as_str()),
+                subject: Subject::Goal(goal.as_str()),
                 span_hours: DAY_SPAN,
                 bucket: day,
                 value: v.value(dimension),
@@ -148,13 +176,31 @@ fn cells_of<'v>(v: &'v Visit, settings: &SiteSettings) -> impl Iterator<Item = (
             (cell, sums)
         })
     });
-    plain.chain(goal_cells)
+    let funnel_cells = settings.funnels(&v.site_id).iter().flat_map(move |f| {
+        let reached = reach(&v.steps, &f.steps).min(STEP_VALUES.len());
+        STEP_VALUES[..reached].iter().map(move |step| {
+            let cell = Cell {
+                site_id: &v.site_id,
+                dimension: VisitDimension::All,
+                subject: Subject::Funnel(&f.funnel_id),
+                span_hours: DAY_SPAN,
+                bucket: day,
+                value: Some(*step),
+            };
+            let sums = Sums {
+                visits: 1,
+                ..Sums::default()
+            };
+            (cell, sums)
+        })
+    });
+    plain.chain(goal_cells).chain(funnel_cells)
 }
 
 impl<'a> RollupChanges<'a> {
     /// The changes of replacing `replaced` (stored visits, some perhaps rewritten
     /// unchanged) with `written`, each site's cells by its `settings`.
-    pub fn of(replaced: &'a [Visit], written: &'a [Visit], settings: &SiteSettings) -> Self {
+    pub fn of(replaced: &'a [Visit], written: &'a [Visit], settings: &'a SiteSettings) -> Self {
         let mut sums: HashMap<Cell<'a>, Sums> = HashMap::default();
         let mut before: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
         let mut after: HashSet<(Cell<'a>, &'a str)> = HashSet::default();
@@ -205,6 +251,9 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
+    static NO_SETTINGS: std::sync::LazyLock<SiteSettings> =
+        std::sync::LazyLock::new(SiteSettings::default);
+
     fn at(minute: i64) -> DateTime<Utc> {
         // 2025-11-14 06:00 UTC (a whole hour): minute 60 starts the next hour.
         DateTime::from_timestamp(1_763_100_000 + minute * 60, 0).expect("valid")
@@ -231,6 +280,7 @@ mod tests {
                 ..VisitAttrs::default()
             },
             goals: super::super::Conversions::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -246,7 +296,10 @@ mod tests {
     fn goal_sums<'a>(c: &'a RollupChanges<'a>) -> Vec<(&'a str, VisitDimension, Sums)> {
         c.cells
             .iter()
-            .filter_map(|(cell, s)| Some((cell.goal?, cell.dimension, *s)))
+            .filter_map(|(cell, s)| match cell.subject {
+                Subject::Goal(goal) => Some((goal, cell.dimension, *s)),
+                _ => None,
+            })
             .collect()
     }
 
@@ -265,7 +318,7 @@ mod tests {
     #[test]
     fn a_new_visit_adds_to_every_dimensions_day_and_the_totals_hour_and_joins_the_sketches() {
         let written = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&[], &written, &SiteSettings::default());
+        let c = RollupChanges::of(&[], &written, &NO_SETTINGS);
         assert_eq!(c.cells.len(), 9);
         assert_eq!(
             sums_of(&c, VisitDimension::Source, 24),
@@ -289,7 +342,7 @@ mod tests {
     fn a_visit_going_on_changes_sums_only_and_moves_its_exit_page() {
         let replaced = vec![visit(5, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(20, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written, &SiteSettings::default());
+        let c = RollupChanges::of(&replaced, &written, &NO_SETTINGS);
         assert_eq!(
             sums_of(&c, VisitDimension::All, 1),
             vec![(
@@ -324,7 +377,7 @@ mod tests {
     fn a_late_event_moving_the_start_to_an_earlier_hour_leaves_the_old_cells_stale() {
         let replaced = vec![visit(62, 1, Some("/a"), "Google")];
         let written = merge(vec![replaced[0].clone(), visit(50, 2, Some("/b"), "Bing")]);
-        let c = RollupChanges::of(&replaced, &written, &SiteSettings::default());
+        let c = RollupChanges::of(&replaced, &written, &NO_SETTINGS);
         let hourly_all = sums_of(&c, VisitDimension::All, 1);
         assert_eq!(hourly_all.len(), 2, "{hourly_all:?}");
         // The day cells keep the visit (same day) but its source and entry page changed.
@@ -387,7 +440,7 @@ mod tests {
         assert!(
             c.cells
                 .iter()
-                .all(|(cell, _)| cell.goal.is_none() || cell.span_hours == DAY_SPAN)
+                .all(|(cell, _)| cell.subject == Subject::Visits || cell.span_hours == DAY_SPAN)
         );
         // Plain cells as before (9), goal cells with a sketch take the visitor (6 of 8).
         assert_eq!(c.cells.len(), 17);
@@ -395,7 +448,7 @@ mod tests {
         assert_eq!(
             c.cells
                 .iter()
-                .find(|(cell, _)| cell.goal.is_some() && cell.dimension == VisitDimension::All)
+                .find(|(cell, _)| cell.goal_id().is_some() && cell.dimension == VisitDimension::All)
                 .map(|(cell, _)| cell.code()),
             Some(100)
         );
@@ -432,9 +485,46 @@ mod tests {
     }
 
     #[test]
+    fn a_visit_counts_in_each_funnel_step_it_reached_and_going_further_only_joins() {
+        let funnel = super::super::settings::FunnelSteps {
+            funnel_id: "f_1".into(),
+            steps: vec!["g_a".into(), "g_b".into(), "g_c".into()],
+        };
+        let settings = SiteSettings::default().with_funnels("s", vec![funnel]);
+        let mut first = visit(5, 1, Some("/a"), "Google");
+        first.steps = vec![(at(5).timestamp_micros(), Uuid::from_u128(1), "g_a".into())];
+        let written = vec![first];
+        fn steps(c: &RollupChanges<'_>) -> Vec<(Option<String>, i64)> {
+            c.cells
+                .iter()
+                .filter(|(cell, _)| matches!(cell.subject, Subject::Funnel("f_1")))
+                .map(|(cell, s)| (cell.value.map(str::to_string), s.visits))
+                .collect()
+        }
+        let c = RollupChanges::of(&[], &written, &settings);
+        assert_eq!(steps(&c), vec![(Some("1".to_string()), 1)]);
+        assert!(
+            c.cells
+                .iter()
+                .filter(|(cell, _)| cell.code() == FUNNEL_CELL_CODE)
+                .all(|(cell, _)| cell.span_hours == DAY_SPAN)
+        );
+        // The visit goes on to step 2: only step 2's cell changes, and it takes the visitor.
+        let mut next = visit(20, 2, Some("/b"), "Bing");
+        next.steps = vec![(at(20).timestamp_micros(), Uuid::from_u128(2), "g_b".into())];
+        let on = merge(vec![written[0].clone(), next]);
+        let c = RollupChanges::of(&written, &on, &settings);
+        assert_eq!(steps(&c), vec![(Some("2".to_string()), 1)]);
+        assert!(c.stale.is_empty());
+        assert!(c.members.iter().any(|(i, _)| {
+            c.cells[usize::try_from(*i - 1).expect("index")].0.subject == Subject::Funnel("f_1")
+        }));
+    }
+
+    #[test]
     fn rewriting_a_visit_unchanged_changes_nothing() {
         let v = vec![visit(5, 1, Some("/a"), "Google")];
-        let c = RollupChanges::of(&v, &v, &SiteSettings::default());
+        let c = RollupChanges::of(&v, &v, &NO_SETTINGS);
         assert!(c.cells.is_empty() && c.members.is_empty() && c.stale.is_empty());
     }
 }

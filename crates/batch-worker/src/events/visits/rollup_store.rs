@@ -91,7 +91,7 @@ impl<'a> CellColumns<'a> {
             c.spans.push(cell.span_hours);
             c.buckets.push(cell.bucket);
             c.values.push(cell.value);
-            c.goals.push(cell.goal);
+            c.goals.push(cell.goal_id());
         }
         c
     }

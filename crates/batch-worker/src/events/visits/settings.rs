@@ -1,18 +1,19 @@
-//! What each site's rollup cells are computed with (`visit_rollup_zones`, migrations 0012
-//! and 0013): the time zone its day cells are in, and the goals its visits convert.
+//! What each site's rollup cells are computed with (`visit_rollup_zones`, migrations 0012,
+//! 0013 and 0015): the time zone its day cells are in, the goals its visits convert, and
+//! its funnels.
 //!
 //! A writer inserts the row of a site seen for the first time before its transaction
-//! ([`add_missing`]: the site's stored zone and goals, else UTC and none), then reads its
+//! ([`add_missing`]: the site's stored settings, else UTC and none), then reads its
 //! sites' rows under a share lock held to its commit ([`lock_settings`]), before it reads
-//! or writes any visit. Storing a site whose zone or goals changed ([`resettle_sites`], in
-//! the sites' transaction) updates the row, which waits for the writers holding it and
-//! holds back the next ones, and then rebuilds from the stored visits and events what
-//! the change touches (the site's day cells in the new zone; its visits' conversions and
-//! goal cells) before it commits: so every cell is always of its site's current zone and
-//! goals, whichever order a site's change and its events are stored in. Both sides lock
-//! rows in site order, and a writer inserts none inside its transaction (a new row held
-//! there while share-locking another could close a cycle with a change holding the other
-//! and waiting for the new one).
+//! or writes any visit. Storing a site whose zone, goals or funnels changed
+//! ([`resettle_sites`], in the sites' transaction) updates the row, which waits for the
+//! writers holding it and holds back the next ones, and then rebuilds from the stored
+//! visits and events what the change touches (the site's day cells in the new zone; its
+//! visits' conversions and steps, goal and funnel cells) before it commits: so every cell
+//! is always of its site's current settings, whichever order a site's change and its
+//! events are stored in. Both sides lock rows in site order, and a writer inserts none
+//! inside its transaction (a new row held there while share-locking another could close a
+//! cycle with a change holding the other and waiting for the new one).
 
 use crate::lane::StoreError;
 use chrono_tz::Tz;
@@ -22,26 +23,59 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use std::str::FromStr;
 
-/// One site's settings.
-#[derive(Debug, Clone, Default)]
-struct Settings {
-    zone: Option<Tz>,
-    goals: Vec<Goal>,
+/// A funnel as `tally_funnel_matchers` (migration 0015) keeps it: its goal ids in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FunnelSteps {
+    pub funnel_id: String,
+    pub steps: Vec<String>,
 }
 
-/// Sites' settings; UTC and no goals for a site not listed.
+/// One site's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub zone: Option<Tz>,
+    pub goals: Vec<Goal>,
+    pub funnels: Vec<FunnelSteps>,
+}
+
+impl Settings {
+    /// Whether goal `goal_id` is a step of one of the funnels.
+    pub fn is_step(&self, goal_id: &str) -> bool {
+        self.funnels
+            .iter()
+            .any(|f| f.steps.iter().any(|s| s == goal_id))
+    }
+}
+
+static NO_SETTINGS: Settings = Settings {
+    zone: None,
+    goals: Vec::new(),
+    funnels: Vec::new(),
+};
+
+/// Sites' settings; UTC, no goals and no funnels for a site not listed.
 #[derive(Debug, Default)]
 pub struct SiteSettings(FxHashMap<String, Settings>);
 
 impl SiteSettings {
+    /// The settings of `site`.
+    pub fn of(&self, site: &str) -> &Settings {
+        self.0.get(site).unwrap_or(&NO_SETTINGS)
+    }
+
     /// The zone of `site`.
     pub fn zone(&self, site: &str) -> Tz {
-        self.0.get(site).and_then(|s| s.zone).unwrap_or(Tz::UTC)
+        self.of(site).zone.unwrap_or(Tz::UTC)
     }
 
     /// The goals of `site`.
     pub fn goals(&self, site: &str) -> &[Goal] {
-        self.0.get(site).map_or(&[], |s| s.goals.as_slice())
+        &self.of(site).goals
+    }
+
+    /// The funnels of `site`.
+    pub fn funnels(&self, site: &str) -> &[FunnelSteps] {
+        &self.of(site).funnels
     }
 
     /// Zones by name (a name this build does not know counts as UTC).
@@ -52,7 +86,7 @@ impl SiteSettings {
                 .map(|(site, name)| {
                     let settings = Settings {
                         zone: Tz::from_str(name).ok(),
-                        goals: Vec::new(),
+                        ..Settings::default()
                     };
                     (site.to_string(), settings)
                 })
@@ -64,6 +98,13 @@ impl SiteSettings {
     #[must_use]
     pub fn with_goals(mut self, site: &str, goals: Vec<Goal>) -> Self {
         self.0.entry(site.to_string()).or_default().goals = goals;
+        self
+    }
+
+    /// These settings with `funnels` for `site`.
+    #[must_use]
+    pub fn with_funnels(mut self, site: &str, funnels: Vec<FunnelSteps>) -> Self {
+        self.0.entry(site.to_string()).or_default().funnels = funnels;
         self
     }
 }
@@ -88,15 +129,16 @@ impl From<Matcher> for Goal {
 }
 
 const ADD_MISSING: &str = r"
-INSERT INTO visit_rollup_zones (site_id, timezone, goals)
+INSERT INTO visit_rollup_zones (site_id, timezone, goals, funnels)
 SELECT s, coalesce((SELECT timezone FROM sites WHERE site_id = s), 'UTC'),
-       tally_goal_matchers((SELECT goals FROM sites WHERE site_id = s))
+       tally_goal_matchers((SELECT goals FROM sites WHERE site_id = s)),
+       tally_funnel_matchers((SELECT funnels FROM sites WHERE site_id = s))
 FROM unnest($1::text[]) AS t(s) ORDER BY 1
 ON CONFLICT (site_id) DO NOTHING
 ";
 
 const READ_LOCKED: &str = r"
-SELECT site_id, timezone, goals FROM visit_rollup_zones WHERE site_id = ANY($1::text[])
+SELECT site_id, timezone, goals, funnels FROM visit_rollup_zones WHERE site_id = ANY($1::text[])
 ORDER BY site_id FOR SHARE
 ";
 
@@ -139,10 +181,14 @@ pub async fn lock_settings(
     let mut settings = SiteSettings::default();
     for r in &rows {
         let site: &str = r.get(0);
-        let goals: serde_json::Value = r.get(2);
-        let goals: Vec<Matcher> = serde_json::from_value(goals).map_err(|e| {
+        let goals: Vec<Matcher> = serde_json::from_value(r.get(2)).map_err(|e| {
             StoreError::Transient(anyhow::anyhow!(
                 "visit_rollup_zones.goals of site {site} is not a list of goals: {e}"
+            ))
+        })?;
+        let funnels: Vec<FunnelSteps> = serde_json::from_value(r.get(3)).map_err(|e| {
+            StoreError::Transient(anyhow::anyhow!(
+                "visit_rollup_zones.funnels of site {site} is not a list of funnels: {e}"
             ))
         })?;
         settings.0.insert(
@@ -150,6 +196,7 @@ pub async fn lock_settings(
             Settings {
                 zone: Tz::from_str(r.get(1)).ok(),
                 goals: goals.into_iter().map(Goal::from).collect(),
+                funnels,
             },
         );
     }
@@ -157,31 +204,37 @@ pub async fn lock_settings(
 }
 
 const ADD_STORED: &str = r"
-INSERT INTO visit_rollup_zones (site_id, timezone, goals)
-SELECT site_id, timezone, tally_goal_matchers(goals) FROM sites
+INSERT INTO visit_rollup_zones (site_id, timezone, goals, funnels)
+SELECT site_id, timezone, tally_goal_matchers(goals), tally_funnel_matchers(funnels) FROM sites
 WHERE site_id = ANY($1::text[]) ORDER BY site_id
 ON CONFLICT (site_id) DO NOTHING
 ";
 
-/// Locks the rows of the sites stored by `tx` (of those among `$1`) whose zone or goals
-/// differ from their `sites` row, and says which differ.
+/// Locks the rows of the sites stored by `tx` (of those among `$1`) whose zone, goals or
+/// funnels differ from their `sites` row, and says which differ (the zone; the goals or
+/// funnels).
 const CHANGED: &str = r"
 SELECT z.site_id, z.timezone IS DISTINCT FROM s.timezone,
        z.goals IS DISTINCT FROM tally_goal_matchers(s.goals)
+           OR z.funnels IS DISTINCT FROM tally_funnel_matchers(s.funnels)
 FROM visit_rollup_zones z JOIN sites s USING (site_id)
 WHERE z.site_id = ANY($1::text[])
-  AND (z.timezone IS DISTINCT FROM s.timezone OR z.goals IS DISTINCT FROM tally_goal_matchers(s.goals))
+  AND (z.timezone IS DISTINCT FROM s.timezone OR z.goals IS DISTINCT FROM tally_goal_matchers(s.goals)
+       OR z.funnels IS DISTINCT FROM tally_funnel_matchers(s.funnels))
 ORDER BY z.site_id FOR UPDATE OF z
 ";
 
 const SETTLE: &str = r"
-UPDATE visit_rollup_zones z SET timezone = s.timezone, goals = tally_goal_matchers(s.goals)
+UPDATE visit_rollup_zones z
+SET timezone = s.timezone, goals = tally_goal_matchers(s.goals),
+    funnels = tally_funnel_matchers(s.funnels)
 FROM sites s WHERE s.site_id = z.site_id AND z.site_id = $1
 ";
 
 /// Brings the settings of `sites` (just stored in `tx`) up to date: rebuilds the day
-/// cells of those whose zone changed, and recounts the conversions and goal cells of
-/// those whose goals changed. Returns the sites whose zone changed.
+/// cells of those whose zone changed, and recounts the conversions, steps, goal and
+/// funnel cells of those whose goals or funnels changed. Returns the sites whose zone
+/// changed.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
@@ -212,7 +265,7 @@ pub async fn resettle_sites(
             tx.execute("SELECT tally_rebuild_visit_goals($1)", &[&site])
                 .await
                 .map_err(StoreError::from_pg)?;
-            tracing::info!(site_id = %site, "recounted the site's conversions of its changed goals");
+            tracing::info!(site_id = %site, "recounted the site's conversions of its changed goals or funnels");
         }
         if zone_changed {
             tx.execute("SELECT tally_rebuild_visit_day_rollups($1)", &[&site])

@@ -22,7 +22,7 @@ use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
 use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
-use domain::visits::{HOUR_SPAN, SKETCH_PARAMS, VisitDimension};
+use domain::visits::{FUNNEL_CELL_CODE, HOUR_SPAN, SKETCH_PARAMS, VisitDimension};
 use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
@@ -107,6 +107,12 @@ expanded AS MATERIALIZED (
         UNION ALL
         SELECT x.* FROM jsonb_object_keys(v.goals) AS g(goal_id)
         CROSS JOIN LATERAL (VALUES {goal_values}) AS x
+        UNION ALL
+        SELECT {FUNNEL_CELL_CODE}, k::text, f.funnel_id
+        FROM visit_rollup_zones z
+        CROSS JOIN LATERAL jsonb_to_recordset(z.funnels) AS f(funnel_id text, steps jsonb)
+        CROSS JOIN LATERAL generate_series(1, tally_funnel_reach(v.steps, f.steps)) AS k
+        WHERE z.site_id = v.site_id AND v.steps IS NOT NULL
     ) AS d(code, value, goal_id)
     JOIN dims k ON (k.site_id, k.span_hours, k.bucket, k.dimension)
                  = (v.site_id, v.span_hours, v.bucket, d.code)

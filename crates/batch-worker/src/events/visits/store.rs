@@ -43,7 +43,7 @@ const FETCH_VISITS: &str = r"
 SELECT v.site_id, v.visitor, v.started_at, v.ended_at, v.first_event_id, v.events, v.pageviews,
        v.entry_at, v.entry_event_id, v.entry_page, v.exit_at, v.exit_event_id, v.exit_page,
        v.hostname, v.referrer, v.source, v.utm_source, v.utm_medium, v.utm_campaign,
-       v.utm_term, v.utm_content, v.device, v.browser, v.os, v.country, v.goals
+       v.utm_term, v.utm_content, v.device, v.browser, v.os, v.country, v.goals, v.steps
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS q(site_id, visitor, lo, hi)
 CROSS JOIN LATERAL (
     (SELECT * FROM visits b
@@ -68,7 +68,7 @@ WITH gone AS (
                          $14::timestamptz[], $15::uuid[], $16::text[], $17::text[], $18::text[],
                          $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
                          $24::text[], $25::text[], $26::text[], $27::text[], $28::text[],
-                         $29::jsonb[])
+                         $29::jsonb[], $30::jsonb[])
     ON CONFLICT (site_id, visitor, started_at) DO UPDATE SET
         ended_at = EXCLUDED.ended_at, first_event_id = EXCLUDED.first_event_id,
         events = EXCLUDED.events, pageviews = EXCLUDED.pageviews,
@@ -80,7 +80,7 @@ WITH gone AS (
         utm_campaign = EXCLUDED.utm_campaign, utm_term = EXCLUDED.utm_term,
         utm_content = EXCLUDED.utm_content, device = EXCLUDED.device,
         browser = EXCLUDED.browser, os = EXCLUDED.os, country = EXCLUDED.country,
-        goals = EXCLUDED.goals
+        goals = EXCLUDED.goals, steps = EXCLUDED.steps
 )
 SELECT 1
 ";
@@ -250,10 +250,19 @@ fn visit_of_row(r: &Row) -> Visit {
             .get::<_, Option<serde_json::Value>>(25)
             .and_then(|g| serde_json::from_value(g).ok())
             .unwrap_or_default(),
+        steps: r
+            .get::<_, Option<serde_json::Value>>(26)
+            .and_then(|s| serde_json::from_value::<Vec<super::Step>>(s).ok())
+            .map(|mut steps| {
+                // A recount (SQL) lists them in any order.
+                steps.sort_unstable();
+                steps
+            })
+            .unwrap_or_default(),
     }
 }
 
-/// The 26 columns of `visits`, in table order, as arrays.
+/// The 27 columns of `visits`, in table order, as arrays.
 fn visit_columns<'a>(visits: &[Visit], args: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) {
     fn column<T: ToSql + Sync + Send + 'static>(
         visits: &[Visit],
@@ -299,5 +308,8 @@ fn visit_columns<'a>(visits: &[Visit], args: &mut Vec<Box<dyn ToSql + Sync + Sen
     args.push(text(visits, |v| v.attrs.country.as_ref()));
     args.push(column(visits, |v| {
         (!v.goals.is_empty()).then(|| serde_json::to_value(&v.goals).unwrap_or_default())
+    }));
+    args.push(column(visits, |v| {
+        (!v.steps.is_empty()).then(|| serde_json::to_value(&v.steps).unwrap_or_default())
     }));
 }
