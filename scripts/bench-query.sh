@@ -7,7 +7,7 @@
 #
 # The data is written straight into what the worker keeps (visits and the path rollup),
 # shaped as a drain of that many events would leave them (about 3.2 events per visit), and
-# the raw events of those visits (goals are counted from them, funnels read them): draining ten million
+# the raw events of those visits (goal conversions and funnel steps are counted from them): draining ten million
 # events through the worker here would take longer than the whole benchmark and measure
 # the drain, which the main bench already does.
 # Results: bench/results/query-<timestamp>.json and bench/results/query-latest.md.
@@ -69,7 +69,7 @@ INSERT INTO rollup_hourly_paths (site_id, event_type, bucket, path_key, path, vi
 SELECT 'big.example', 'page_view', h, md5('/p' || p)::uuid, '/p' || p, 1 + (($EVENTS / 1080000.0) * 500.0 / (p + 1))::bigint
 FROM generate_series(date_trunc('hour', now() - interval '90 days'), now(), interval '1 hour') AS h,
      generate_series(0, 499) AS p;
--- The raw events of those visits (goals are counted from them, funnels read them): each visit's page views
+-- The raw events of those visits (goal conversions and funnel steps are counted from them): each visit's page views
 -- 47 s apart, entry and exit pages first and last, and a signup at the end of a quarter
 -- of the visits (the visits with one event more than page views).
 INSERT INTO events (event_id, site_id, event_type, ts, path, user_id, received_at)
@@ -143,13 +143,13 @@ queries = {
     "sources, filtered by device": {"metrics": ["visitors"], "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]},
     "goals": {"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]},
     "sources of converted visits": {"metrics": ["visitors", "conversion_rate"], "dimensions": ["visit:source"], "filters": [["is", "event:goal", ["signup"]]]},
-    "funnel (raw events)": {"GET": "/v1/sites/big.example/funnels/f_1?date_range=91d"},
+    "funnel": {"GET": "/v1/sites/big.example/funnels/f_1?date_range=91d"},
 }
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 # The queries the visit rollups answer (the others read visits or raw events).
-ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices", "goals", "sources of converted visits"]
+ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices", "goals", "sources of converted visits", "funnel"]
 # From the visits table and raw events, these take seconds: one run each.
-SLOW_WITHOUT_ROLLUPS = ["goals", "sources of converted visits"]
+SLOW_WITHOUT_ROLLUPS = ["goals", "sources of converted visits", "funnel"]
 if mode == "compare":
     # The same queries answered from the visits table (VISIT_ROLLUPS=false), uncached.
     out = {}
@@ -207,8 +207,8 @@ REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19081 RUST_LOG=warn PUBLIC_STATS_
 for _ in $(seq 100); do curl -fsS http://127.0.0.1:19081/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 cat > "$WORK/paint.cjs" <<'JS'
 // Time from navigation to the first meaningful paint (body[data-painted]: totals, chart and
-// visit panels) and to every panel drawn (body[data-loaded]: goals and funnel too, which
-// read raw events), per period: cold (the site's cached answers dropped first) and warm
+// visit panels) and to every panel drawn (body[data-loaded]: goals and funnel too), per
+// period: cold (the site's cached answers dropped first) and warm
 // (the same page again).
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("node:child_process");
@@ -257,7 +257,7 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo "| --- | --- | --- | --- | --- | --- |"
   jq -r '.visits_table_p50_ms as $v | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
   echo
-  echo "A change of the site's goals (three goals) recounts its events' conversions and rebuilds its goal cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
+  echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
   echo
   echo "The dashboard (release sse-gateway and stats-api, headless Chromium), three loads each: navigation to the first meaningful paint (totals, chart and visit panels drawn) and to every panel drawn (goals and funnel too):"
   echo
