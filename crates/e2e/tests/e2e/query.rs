@@ -731,9 +731,18 @@ async fn zones_and_goals_changed_while_events_drain_leave_every_cell_of_the_last
     };
     let events = generate(6_000, 7);
     let total = events.len() as i64;
+    // Two thirds of the events are sent at once, the rest once the first change is stored:
+    // so it lands mid-drain however fast the drain is.
+    let first_change_stored = std::sync::Arc::new(tokio::sync::Notify::new());
     let posting = tokio::spawn({
         let url = ingest.url();
-        async move { post_all(&url, &events).await }
+        let first_change_stored = first_change_stored.clone();
+        async move {
+            let (before, after) = events.split_at(events.len() * 2 / 3);
+            post_all(&url, before).await;
+            first_change_stored.notified().await;
+            post_all(&url, after).await;
+        }
     });
     // Each site changes zone three times while its events are being stored, the last
     // time to Chatham (UTC+12:45 in June: its days start at a quarter past the UTC hour).
@@ -806,6 +815,7 @@ async fn zones_and_goals_changed_while_events_drain_leave_every_cell_of_the_last
                 stored < total,
                 "the first change should land mid-drain ({stored} of {total} stored)"
             );
+            first_change_stored.notify_one();
         }
     }
     posting.await.expect("posted");
