@@ -137,26 +137,7 @@ $$;
 CREATE OR REPLACE FUNCTION tally_visit_day_rollups(p_site text)
 RETURNS SETOF visit_rollups
 LANGUAGE sql STABLE AS $$
-SELECT v.site_id, d.code::smallint, 24::smallint,
-       ((v.started_at AT TIME ZONE coalesce(z.timezone, 'UTC'))::date)::timestamp AT TIME ZONE 'UTC',
-       tally_rollup_value_key(NULL, d.value), d.value,
-       count(*),
-       -- Entry and exit pages count visits only (VisitDimension::rollup_counts_visits_only).
-       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.pageviews) END,
-       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.events) END,
-       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(*) FILTER (WHERE v.pageviews = 1) END,
-       CASE WHEN d.code IN (1, 2) THEN 0
-            ELSE sum((extract(epoch FROM v.ended_at - v.started_at) * 1000000)::bigint) END,
-       CASE WHEN d.code NOT IN (1, 2) THEN hll_add_agg(hll_hash_text(v.visitor), 14, 5, -1, 1) END,
-       NULL::text
-FROM visits v
-LEFT JOIN visit_rollup_zones z ON z.site_id = v.site_id
-CROSS JOIN LATERAL (VALUES
-    (0, NULL), (1, v.entry_page), (2, v.exit_page), (3, v.source),
-    (10, v.device), (11, v.browser), (12, v.os), (13, v.country)
-) AS d(code, value)
-WHERE p_site IS NULL OR v.site_id = p_site
-GROUP BY v.site_id, d.code, 4, d.value
+SELECT * FROM tally_visit_plain_day_rollups(p_site)
 UNION ALL
 SELECT * FROM tally_visit_goal_day_rollups(p_site)
 UNION ALL

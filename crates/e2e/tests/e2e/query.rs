@@ -222,6 +222,22 @@ async fn truth(
     truth_rows(&client, &sql, (site, zone), (first, last), 6).await
 }
 
+/// How far a visitor count above the sketches' exact size may be off: 4 standard errors
+/// (docs/api.md).
+const SKETCH_BOUND: f64 = 4.0 * 1.04 / 128.0;
+
+fn assert_same_groups(
+    got: &BTreeMap<Vec<String>, Vec<f64>>,
+    expected: &BTreeMap<Vec<String>, Vec<f64>>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{what}: the groups"
+    );
+}
+
 /// Rows of `[visitors, visits, pageviews, bounce_rate, visit_duration, percentage]`: every
 /// count, rate and duration exactly; visitors exactly up to the sketches' exact size
 /// (docs/api.md), within 4 standard errors (3.3%) beyond; percentages as their visitors.
@@ -230,12 +246,7 @@ fn assert_visit_rows(
     expected: &BTreeMap<Vec<String>, Vec<f64>>,
     what: &str,
 ) {
-    const BOUND: f64 = 4.0 * 1.04 / 128.0;
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "{what}: the groups"
-    );
+    assert_same_groups(got, expected, what);
     let exact_up_to = domain::visits::EXACT_VISITORS_UP_TO as f64;
     let mut worst: f64 = 0.0;
     for (key, want) in expected {
@@ -251,11 +262,14 @@ fn assert_visit_rows(
         } else {
             let error = (v - t).abs() / t;
             worst = worst.max(error);
-            assert!(error <= BOUND, "{what} {key:?}: visitors {v}, truth {t}");
+            assert!(
+                error <= SKETCH_BOUND,
+                "{what} {key:?}: visitors {v}, truth {t}"
+            );
         }
         // The percentage's total is a sketch's count too.
         if let (Some(have), Some(want)) = (have.get(5), want.get(5)) {
-            let allowed = 0.1 + 2.0 * BOUND * want;
+            let allowed = 0.1 + 2.0 * SKETCH_BOUND * want;
             assert!(
                 (have - want).abs() <= allowed,
                 "{what} {key:?}: percentage {have} against {want}"
@@ -648,24 +662,19 @@ fn assert_conversion_rows(
     rated: [usize; 2],
     what: &str,
 ) {
-    const BOUND: f64 = 4.0 * 1.04 / 128.0;
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "{what}: the groups"
-    );
+    assert_same_groups(got, expected, what);
     let exact_up_to = domain::visits::EXACT_VISITORS_UP_TO as f64;
     for (key, want) in expected {
         let have = &got[key];
         for (i, (h, w)) in have.iter().zip(want).enumerate() {
             if i == rated[0] && *w > exact_up_to {
                 assert!(
-                    (h - w).abs() <= BOUND * w,
+                    (h - w).abs() <= SKETCH_BOUND * w,
                     "{what} {key:?}: visitors {h}, truth {w}"
                 );
             } else if i == rated[1] {
                 assert!(
-                    (h - w).abs() <= 0.01 + 2.0 * BOUND * w,
+                    (h - w).abs() <= 0.01 + 2.0 * SKETCH_BOUND * w,
                     "{what} {key:?}: conversion rate {h}, truth {w}"
                 );
             } else {
@@ -881,7 +890,7 @@ async fn zones_and_goals_changed_while_events_drain_leave_every_cell_of_the_last
             events["all_visitors"].as_f64().expect("a count"),
         );
         assert!(
-            (all - truth).abs() <= 4.0 * 1.04 / 128.0 * truth,
+            (all - truth).abs() <= SKETCH_BOUND * truth,
             "{site}: all visitors {all}, from events {truth}"
         );
         completed += events["steps"][1]["visitors"].as_i64().expect("a count");
