@@ -374,7 +374,7 @@ pub async fn store_events(
     } else {
         VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
-    // The sites' zones and goals, share-locked before any visit is read: a change of a
+    // The sites' zones and goals, their locks taken shared before any visit is read: a change of a
     // site's goals recounts its visits, and of its zone its day rows; this batch's must
     // be of the settings that rebuild used, or of the next ones (see visits::settings).
     let mut fresh_sites: Vec<&str> = fresh

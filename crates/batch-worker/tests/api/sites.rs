@@ -206,3 +206,114 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
         1
     );
 }
+
+/// Writers of a site's events hold its settings lock shared for their transactions; two
+/// lanes' transactions overlap without a gap under a steady drain. A change of the site's
+/// zone must still get its turn (under row share locks it waited until the writers
+/// stopped: PostgreSQL lets a share lock past a waiting update).
+#[tokio::test]
+async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_settings() {
+    use batch_worker::events::visits::settings::{add_missing, lock_settings};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let h = Harness::new().await;
+    let mut conn = h.redis.conn().await;
+    site_registry::marker::set_restored(&mut conn, &h.keys())
+        .await
+        .expect("marker");
+    create(&h, "a", "UTC").await;
+    let mut worker = h.site_worker("s1");
+    let shutdown = domain::shutdown::CancellationToken::new();
+    while worker
+        .run_one_batch(&shutdown)
+        .await
+        .expect("batch")
+        .claimed
+        > 0
+    {}
+    let pool = h.db.pool();
+    add_missing(&pool.get().await.expect("pg"), &["a"])
+        .await
+        .expect("settings row");
+
+    let stored = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    // Each writer holds the lock 40 ms (its batch's work) and takes it again at once, the
+    // second 20 ms behind the first: the lock is never free while they run.
+    let writers: Vec<_> = (0..2u64)
+        .map(|i| {
+            let (pool, stored, rounds) = (pool.clone(), stored.clone(), rounds.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20 * i)).await;
+                let mut client = pool.get().await.expect("pg");
+                let give_up = Instant::now() + Duration::from_secs(20);
+                while !stored.load(Ordering::SeqCst) {
+                    if Instant::now() > give_up {
+                        return false;
+                    }
+                    let tx = client.transaction().await.expect("tx");
+                    let settings = lock_settings(&tx, &["a"]).await.expect("settings");
+                    assert!(settings.of("a").zone.is_some());
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    tx.commit().await.expect("commit");
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+                true
+            })
+        })
+        .collect();
+    domain::testing::eventually(Duration::from_secs(10), "writers under way", || async {
+        (rounds.load(Ordering::SeqCst) >= 4).then_some(())
+    })
+    .await;
+
+    let patch = SitePatch {
+        timezone: Some("Asia/Tokyo".into()),
+        ..SitePatch::default()
+    };
+    site_registry::update(&mut conn, &h.keys(), "a", &patch, Utc::now())
+        .await
+        .expect("update");
+    let change = tokio::spawn(async move {
+        worker.run_one_batch(&shutdown).await.expect("batch");
+    });
+    // Once the change waits for its lock, only the writers' transactions already holding
+    // it may finish before it: each writer's next one queues behind the change.
+    let watcher = pool.get().await.expect("pg");
+    let mut rounds_when_waiting = None;
+    while !change.is_finished() {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if waiting > 0 {
+            rounds_when_waiting = Some(rounds.load(Ordering::SeqCst));
+            break;
+        }
+    }
+    change.await.expect("change stored");
+    let rounds_when_stored = rounds.load(Ordering::SeqCst);
+    stored.store(true, Ordering::SeqCst);
+    for writer in writers {
+        assert!(writer.await.expect("writer"), "the writers gave up first");
+    }
+    if let Some(waiting) = rounds_when_waiting {
+        assert!(
+            rounds_when_stored - waiting <= 2,
+            "{} writer transactions went ahead of the waiting change",
+            rounds_when_stored - waiting
+        );
+    }
+    assert_eq!(
+        h.text("SELECT timezone FROM visit_rollup_zones WHERE site_id = 'a'")
+            .await,
+        Some("Asia/Tokyo".into())
+    );
+}

@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "funnel_steps_in_visits",
         include_str!("../../../../migrations/0015_funnel_steps_in_visits.sql"),
     ),
+    (
+        16,
+        "site_settings_locks",
+        include_str!("../../../../migrations/0016_site_settings_locks.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

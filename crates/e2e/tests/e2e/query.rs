@@ -812,8 +812,9 @@ async fn zones_and_goals_changed_while_events_drain_leave_every_cell_of_the_last
             }
         }
         let in_pg = format!("SELECT count(*) FROM sites WHERE timezone = '{zone}'");
+        // The change waits for the transactions writing the sites' events, then recounts.
         eventually(
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             "the zone in PostgreSQL",
             || async { (stack.count(&in_pg).await == 3).then_some(()) },
         )

@@ -3,17 +3,19 @@
 //! its funnels.
 //!
 //! A writer inserts the row of a site seen for the first time before its transaction
-//! ([`add_missing`]: the site's stored settings, else UTC and none), then reads its
-//! sites' rows under a share lock held to its commit ([`lock_settings`]), before it reads
-//! or writes any visit. Storing a site whose zone, goals or funnels changed
-//! ([`resettle_sites`], in the sites' transaction) updates the row, which waits for the
-//! writers holding it and holds back the next ones, and then rebuilds from the stored
-//! visits and events what the change touches (the site's day cells in the new zone; its
-//! visits' conversions and steps, goal and funnel cells) before it commits: so every cell
-//! is always of its site's current settings, whichever order a site's change and its
-//! events are stored in. Both sides lock rows in site order, and a writer inserts none
-//! inside its transaction (a new row held there while share-locking another could close a
-//! cycle with a change holding the other and waiting for the new one).
+//! ([`add_missing`]: the site's stored settings, else UTC and none), then takes its sites'
+//! settings locks shared (`tally_lock_site_settings`, migration 0016: advisory locks held
+//! to its commit) and reads their rows ([`lock_settings`]), before it reads or writes any
+//! visit. Storing a site whose zone, goals or funnels changed ([`resettle_sites`], in the
+//! sites' transaction) takes the site's lock exclusive, which waits for the writers
+//! holding it and, the lock manager's queue being fair, holds back the next ones; it then
+//! updates the row and rebuilds from the stored visits and events what the change touches
+//! (the site's day cells in the new zone; its visits' conversions and steps, goal and
+//! funnel cells) before it commits: so every cell is always of its site's current
+//! settings, whichever order a site's change and its events are stored in. Both sides
+//! lock in one order, and a writer inserts no row inside its transaction (a new row held
+//! there while it waits for a lock could close a cycle with a change holding the lock
+//! and waiting for the new row).
 
 use crate::lane::StoreError;
 use chrono_tz::Tz;
@@ -137,9 +139,11 @@ FROM unnest($1::text[]) AS t(s) ORDER BY 1
 ON CONFLICT (site_id) DO NOTHING
 ";
 
-const READ_LOCKED: &str = r"
+/// Takes the settings locks of `$1`, shared (`$2` false) or exclusive.
+const LOCK: &str = "SELECT tally_lock_site_settings($1::text[], $2)";
+
+const READ: &str = r"
 SELECT site_id, timezone, goals, funnels FROM visit_rollup_zones WHERE site_id = ANY($1::text[])
-ORDER BY site_id FOR SHARE
 ";
 
 /// Inserts the rows `sites` lack, on `client` outside any transaction.
@@ -158,8 +162,8 @@ pub async fn add_missing(client: &Client, sites: &[&str]) -> Result<(), StoreErr
     Ok(())
 }
 
-/// The settings of `sites` (their rows added by [`add_missing`] before `tx` began),
-/// share-locked until `tx` ends.
+/// The settings of `sites` (their rows added by [`add_missing`] before `tx` began), their
+/// locks held shared until `tx` ends.
 ///
 /// # Errors
 /// [`StoreError`] when PostgreSQL fails.
@@ -170,10 +174,12 @@ pub async fn lock_settings(
     if sites.is_empty() {
         return Ok(SiteSettings::default());
     }
-    let read = tx
-        .prepare_cached(READ_LOCKED)
+    let lock = tx.prepare_cached(LOCK).await.map_err(StoreError::from_pg)?;
+    tx.execute(&lock, &[&sites, &false])
         .await
         .map_err(StoreError::from_pg)?;
+    // A statement of its own: its snapshot is taken after the locks were granted.
+    let read = tx.prepare_cached(READ).await.map_err(StoreError::from_pg)?;
     let rows = tx
         .query(&read, &[&sites])
         .await
@@ -210,9 +216,8 @@ WHERE site_id = ANY($1::text[]) ORDER BY site_id
 ON CONFLICT (site_id) DO NOTHING
 ";
 
-/// Locks the rows of the sites stored by `tx` (of those among `$1`) whose zone, goals or
-/// funnels differ from their `sites` row, and says which differ (the zone; the goals or
-/// funnels).
+/// The sites among `$1` whose zone, goals or funnels differ from their `sites` row (as
+/// `tx` stored it), and which differ (the zone; the goals or funnels).
 const CHANGED: &str = r"
 SELECT z.site_id, z.timezone IS DISTINCT FROM s.timezone,
        z.goals IS DISTINCT FROM tally_goal_matchers(s.goals)
@@ -221,7 +226,7 @@ FROM visit_rollup_zones z JOIN sites s USING (site_id)
 WHERE z.site_id = ANY($1::text[])
   AND (z.timezone IS DISTINCT FROM s.timezone OR z.goals IS DISTINCT FROM tally_goal_matchers(s.goals)
        OR z.funnels IS DISTINCT FROM tally_funnel_matchers(s.funnels))
-ORDER BY z.site_id FOR UPDATE OF z
+ORDER BY z.site_id
 ";
 
 const SETTLE: &str = r"
@@ -248,8 +253,26 @@ pub async fn resettle_sites(
     tx.execute(ADD_STORED, &[&sites])
         .await
         .map_err(StoreError::from_pg)?;
-    let rows = tx
+    let candidates: Vec<String> = tx
         .query(CHANGED, &[&sites])
+        .await
+        .map_err(StoreError::from_pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Waits for the writers of these sites and holds back the next ones; then the rows
+    // read again are the ones no change in between could have settled already.
+    let waited = std::time::Instant::now();
+    tx.execute(LOCK, &[&candidates, &true])
+        .await
+        .map_err(StoreError::from_pg)?;
+    metrics::histogram!("batch_worker_site_settings_lock_wait_seconds")
+        .record(waited.elapsed().as_secs_f64());
+    let rows = tx
+        .query(CHANGED, &[&candidates])
         .await
         .map_err(StoreError::from_pg)?;
     let mut rezoned = Vec::new();
@@ -259,21 +282,40 @@ pub async fn resettle_sites(
         tx.execute(SETTLE, &[&site])
             .await
             .map_err(StoreError::from_pg)?;
-        // Statements after the row's lock: they read every visit and event committed
-        // until then.
+        // Statements after the lock: they read every visit and event committed until then.
         if goals_changed {
-            tx.execute("SELECT tally_rebuild_visit_goals($1)", &[&site])
-                .await
-                .map_err(StoreError::from_pg)?;
-            tracing::info!(site_id = %site, "recounted the site's conversions of its changed goals or funnels");
+            let took = rebuild(tx, "SELECT tally_rebuild_visit_goals($1)", &site, "goals").await?;
+            tracing::info!(site_id = %site, seconds = took, "recounted the site's conversions of its changed goals or funnels");
         }
         if zone_changed {
-            tx.execute("SELECT tally_rebuild_visit_day_rollups($1)", &[&site])
-                .await
-                .map_err(StoreError::from_pg)?;
-            tracing::info!(site_id = %site, "rebuilt the site's visit rollups in its new time zone");
+            let took = rebuild(
+                tx,
+                "SELECT tally_rebuild_visit_day_rollups($1)",
+                &site,
+                "zone",
+            )
+            .await?;
+            tracing::info!(site_id = %site, seconds = took, "rebuilt the site's visit rollups in its new time zone");
             rezoned.push(site);
         }
     }
     Ok(rezoned)
+}
+
+/// Runs one rebuild of `site` (the site's writers wait meanwhile), timed in
+/// `batch_worker_site_settings_rebuild_seconds{change}`; returns its seconds.
+async fn rebuild(
+    tx: &Transaction<'_>,
+    sql: &str,
+    site: &str,
+    change: &'static str,
+) -> Result<f64, StoreError> {
+    let started = std::time::Instant::now();
+    tx.execute(sql, &[&site])
+        .await
+        .map_err(StoreError::from_pg)?;
+    let took = started.elapsed().as_secs_f64();
+    metrics::histogram!("batch_worker_site_settings_rebuild_seconds", "change" => change)
+        .record(took);
+    Ok(took)
 }
