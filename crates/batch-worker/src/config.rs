@@ -48,6 +48,10 @@ pub struct WorkerSettings {
     /// How often the visitor sketches of visit rollup cells a late event moved a visit out
     /// of are recomputed (they count the moved visitor twice until then).
     pub visit_sketch_repair_interval_ms: u64,
+    /// How often the visitors queued for large visit rollup sketches are merged into them
+    /// (readers count the queue meanwhile; a longer interval writes each busy sketch less
+    /// often).
+    pub visit_sketch_fold_interval_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
 }
@@ -70,6 +74,7 @@ impl Default for WorkerSettings {
             events_retention_days: 0,
             events_retention_interval_ms: 3_600_000,
             visit_sketch_repair_interval_ms: 1_000,
+            visit_sketch_fold_interval_ms: 5_000,
             run_migrations: true,
         }
     }
@@ -359,6 +364,11 @@ impl ServiceConfig for Config {
         if worker.visit_sketch_repair_interval_ms == 0 {
             return Err(ConfigError(
                 "VISIT_SKETCH_REPAIR_INTERVAL_MS must be at least 1".into(),
+            ));
+        }
+        if worker.visit_sketch_fold_interval_ms == 0 {
+            return Err(ConfigError(
+                "VISIT_SKETCH_FOLD_INTERVAL_MS must be at least 1".into(),
             ));
         }
         for (name, value) in [

@@ -389,3 +389,58 @@ async fn a_dead_letter_list_keeps_the_newest_ten_thousand() {
         format!("old {}", domain::queue::MAX_DEAD_LETTERS - 4)
     );
 }
+
+/// A cell's sketch past 1 KB takes a batch's new visitors as a queued row (migration
+/// 0017): readers count them at once, and a fold merges them into the cell.
+#[tokio::test]
+async fn visitors_of_a_large_sketch_are_queued_counted_and_folded_in() {
+    use batch_worker::events::visits::sketch_fold::fold_once;
+    let h = Harness::new().await;
+    let visits = |visitors: std::ops::Range<u32>, first_id: u32| {
+        visitors
+            .enumerate()
+            .map(|(n, v)| {
+                message(
+                    &uuid(first_id + n as u32),
+                    "s",
+                    Some("/"),
+                    Some(&format!("u{v}")),
+                    "2025-11-14T10:00:00Z",
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let totals = |table: &str| {
+        format!(
+            "SELECT coalesce(round(hll_cardinality(hll_union_agg(visitors))), 0)::bigint FROM {table} \
+             WHERE site_id = 's' AND dimension = 0 AND span_hours = 24"
+        )
+    };
+    let queued = "SELECT count(*) FROM visit_rollup_pending";
+    h.push(&visits(0..200, 0)).await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 200);
+    fold_once(&h.db.pool()).await.expect("fold");
+    assert_eq!(h.count(queued).await, 0);
+    assert_eq!(h.count(&totals("visit_rollups")).await, 200);
+
+    // 500 new visitors and 50 of the first ones again, 12 hours later (new visits).
+    let mut more = visits(200..700, 1_000);
+    more.extend(visits(0..50, 2_000));
+    for m in &mut more {
+        m["ts"] = serde_json::json!("2025-11-14T22:00:00Z");
+    }
+    h.push(&more).await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 550);
+    assert!(h.count(queued).await > 0, "the new visitors are queued");
+    assert_eq!(
+        h.count(&totals("visit_rollups")).await,
+        200,
+        "the large sketch is not rewritten per batch"
+    );
+    assert_eq!(h.count(&totals("visit_rollup_cells")).await, 700);
+
+    assert!(fold_once(&h.db.pool()).await.expect("fold") > 0);
+    assert_eq!(h.count(queued).await, 0);
+    assert_eq!(h.count(&totals("visit_rollups")).await, 700);
+    assert_eq!(h.count(&totals("visit_rollup_cells")).await, 700);
+}

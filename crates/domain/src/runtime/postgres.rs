@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "site_settings_locks",
         include_str!("../../../../migrations/0016_site_settings_locks.sql"),
     ),
+    (
+        17,
+        "visit_sketch_members_pending",
+        include_str!("../../../../migrations/0017_visit_sketch_members_pending.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

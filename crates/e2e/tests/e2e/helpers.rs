@@ -371,7 +371,9 @@ CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, sourc
 GROUP BY v.site_id, d.code, 4, g.key, d.value";
 
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
-/// their visitors exactly up to the sketches' exact size (within 4 standard errors above).
+/// their visitors exactly up to the sketches' exact size (within 4 standard errors above):
+/// as readers see them (the cells with their queued members, `visit_rollup_cells`), and
+/// once every queued member is folded in, the cells alone.
 pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     // Cells a late event moved a visit out of are repaired a moment after (a worker runs).
     domain::testing::eventually(
@@ -382,11 +384,37 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
         },
     )
     .await;
+    let as_read = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,
+                          coalesce(goal_id || '/', '') || coalesce(md5(value), '-') AS value_key,
+                          sum(visits)::bigint AS visits, sum(pageviews)::bigint AS pageviews,
+                          sum(events)::bigint AS events, sum(bounces)::bigint AS bounces,
+                          sum(duration_us)::bigint AS duration_us,
+                          coalesce(round(hll_cardinality(hll_union_agg(visitors))), 0)::bigint AS visitors
+                   FROM visit_rollup_cells WHERE dimension < 200
+                   GROUP BY site_id, dimension, span_hours, bucket, goal_id, value";
+    assert_rollups_equal_visits(stack, as_read, "as read").await;
+    domain::testing::eventually(
+        std::time::Duration::from_secs(60),
+        "every queued sketch member folded",
+        || async {
+            (stack
+                .count("SELECT count(*) FROM visit_rollup_pending")
+                .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
     let stored = "SELECT site_id, dimension AS code, span_hours AS span, bucket AT TIME ZONE 'UTC' AS bucket,
                          coalesce(goal_id || '/', '') || coalesce(md5(value), '-') AS value_key,
                          visits, pageviews, events, bounces,
                          duration_us, coalesce(round(hll_cardinality(visitors)), 0)::bigint AS visitors
                   FROM visit_rollups WHERE dimension < 200";
+    assert_rollups_equal_visits(stack, stored, "folded").await;
+}
+
+/// Compares rollup rows `stored` (SQL) with the cells computed from the visits.
+async fn assert_rollups_equal_visits(stack: &Stack, stored: &str, what: &str) {
     let (wrong, sample): (i64, Option<String>) = {
         let client = stack.db.pool().get().await.expect("pg");
         let row = client
@@ -412,7 +440,7 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     };
     assert_eq!(
         wrong, 0,
-        "visit rollups differ from the stored visits, e.g. (truth, stored) = {sample:?}"
+        "visit rollups ({what}) differ from the stored visits, e.g. (truth, stored) = {sample:?}"
     );
 }
 

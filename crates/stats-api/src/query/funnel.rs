@@ -27,10 +27,10 @@ static FROM_CELLS: LazyLock<String> = LazyLock::new(|| {
     let visitors = "round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0))::bigint";
     let days = format!("site_id = $1 AND span_hours = {DAY_SPAN} AND bucket >= $3 AND bucket < $4");
     format!(
-        "SELECT 0, {visitors} FROM visit_rollups WHERE {days} AND dimension = {all} \
+        "SELECT 0, {visitors} FROM visit_rollup_cells WHERE {days} AND dimension = {all} \
          AND $2::text IS NOT NULL \
          UNION ALL \
-         SELECT value::int, {visitors} FROM visit_rollups \
+         SELECT value::int, {visitors} FROM visit_rollup_cells \
          WHERE {days} AND dimension = {FUNNEL_CELL_CODE} AND goal_id = $2 GROUP BY value",
         all = VisitDimension::All.code()
     )

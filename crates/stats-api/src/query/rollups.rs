@@ -1,5 +1,6 @@
 //! Visit queries answered from `visit_rollups` (migrations 0011 and 0012, kept by the
-//! worker with the visits): a range is whole days of the site's zone, which the day rows
+//! worker with the visits; read through `visit_rollup_cells`, which adds the visitors
+//! queued for large sketches, migration 0017): a range is whole days of the site's zone, which the day rows
 //! are in, so a 90-day breakdown merges 90 rows per value instead of reading every visit;
 //! the totals by hour merge the UTC hour rows. Visitors come from the rows' sketches (exact up to
 //! [`EXACT_VISITORS_UP_TO`] distinct visitors, 0.8% standard error beyond).
@@ -93,7 +94,8 @@ pub fn day_rows(range: &DayRange) -> (DateTime<Utc>, DateTime<Utc>) {
 /// [`day_rows`]), or with `hours` the totals' UTC hours over `[$2, $3)` (a chart by hour).
 pub fn cells(code: i16, days: (&str, &str), hours: bool) -> String {
     let (first, last) = days;
-    let base = format!("SELECT * FROM visit_rollups WHERE site_id = $1 AND dimension = {code}");
+    let base =
+        format!("SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND dimension = {code}");
     if hours {
         return format!("{base} AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3");
     }
@@ -105,7 +107,7 @@ pub fn cells(code: i16, days: (&str, &str), hours: bool) -> String {
 pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str)) -> String {
     let (first, last) = days;
     format!(
-        "SELECT * FROM visit_rollups WHERE site_id = $1 AND dimension IN ({}, {}) \
+        "SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND dimension IN ({}, {}) \
          AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last} \
          AND (goal_id IS NULL OR goal_id = {goal})",
         d.code(),
@@ -118,7 +120,7 @@ pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str)) -> Str
 pub fn goal_cells(ids: &str, names: &str, days: (&str, &str)) -> String {
     let (first, last) = days;
     format!(
-        "SELECT r.*, g.name AS goal FROM visit_rollups r \
+        "SELECT r.*, g.name AS goal FROM visit_rollup_cells r \
          JOIN unnest({ids}::text[], {names}::text[]) AS g(id, name) ON r.goal_id = g.id \
          WHERE r.site_id = $1 AND r.dimension = {} AND r.span_hours = {DAY_SPAN} \
          AND r.bucket >= {first} AND r.bucket < {last}",

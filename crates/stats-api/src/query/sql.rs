@@ -62,7 +62,7 @@ impl Source {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
             Self::PageDays => "page_day_rollups",
-            Self::VisitRollups | Self::GoalRollups => "visit_rollups",
+            Self::VisitRollups | Self::GoalRollups => "visit_rollup_cells",
             Self::Names => "rollup_hourly",
             Self::Goals | Self::Events => "events",
         }

@@ -22,6 +22,7 @@ pub mod funnels;
 pub mod rollup;
 pub mod rollup_store;
 pub mod settings;
+pub mod sketch_fold;
 pub mod sketch_repair;
 pub mod store;
 

@@ -1,6 +1,7 @@
 //! Writes [`RollupChanges`] in the visits' transaction: the cells a visit left recorded for
 //! [`super::sketch_repair`], then one upsert of every changed cell (in key order, so two
-//! writers lock shared cells in the same order).
+//! writers lock shared cells in the same order), queueing the new visitors of cells with a
+//! large sketch for [`super::sketch_fold`].
 
 use super::rollup::{Cell, RollupChanges};
 use crate::lane::StoreError;
@@ -12,6 +13,12 @@ use std::sync::LazyLock;
 /// The key of a cell `c`'s value (and goal), as migration 0013 computes it.
 pub(super) const VALUE_KEY: &str = "tally_rollup_value_key(c.goal_id, c.value)";
 
+/// A sketch stored in more bytes than this is not merged into in place: the batch's
+/// members of its cell are queued in `visit_rollup_pending` and folded in later
+/// (migration 0017, [`super::sketch_fold`]). Smaller ones (explicit or sparse, stored
+/// inline) merge cheaply.
+pub const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
+
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
         r"
@@ -19,26 +26,39 @@ WITH members AS (
     SELECT i, hll_add_agg(hll_hash_text(visitor), {SKETCH_PARAMS}) AS visitors
     FROM unnest($11::int8[], $12::text[]) AS m(i, visitor)
     GROUP BY i
+),
+cells AS (
+    SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY} AS value_key, c.value,
+           c.visits, c.pageviews, c.events, c.bounces, c.duration_us, m.visitors, c.goal_id
+    FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[],
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $13::text[]) WITH ORDINALITY
+         AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, goal_id, i)
+    LEFT JOIN members m ON m.i = c.i
+),
+written AS (
+    INSERT INTO visit_rollups AS r
+    SELECT * FROM cells
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
+        visits = r.visits + EXCLUDED.visits,
+        pageviews = r.pageviews + EXCLUDED.pageviews,
+        events = r.events + EXCLUDED.events,
+        bounces = r.bounces + EXCLUDED.bounces,
+        duration_us = r.duration_us + EXCLUDED.duration_us,
+        -- Untouched when nobody joins: every hll operation unpacks its operands (128 KB each).
+        visitors = CASE WHEN EXCLUDED.visitors IS NULL THEN r.visitors
+                        WHEN r.visitors IS NULL THEN EXCLUDED.visitors
+                        WHEN pg_column_size(r.visitors) > {MERGE_IN_PLACE_BELOW_BYTES} THEN r.visitors
+                        ELSE hll_union(r.visitors, EXCLUDED.visitors) END
+    -- Large now: the members were not merged (or, a sketch that just grew, merged: queued
+    -- again, which a union does not count twice).
+    RETURNING site_id, dimension, span_hours, bucket, value_key,
+              pg_column_size(visitors) > {MERGE_IN_PLACE_BELOW_BYTES} AS queued
 )
-INSERT INTO visit_rollups AS r
-SELECT c.site_id, c.dimension, c.span_hours, c.bucket, {VALUE_KEY}, c.value,
-       c.visits, c.pageviews, c.events, c.bounces, c.duration_us,
-       m.visitors, c.goal_id
-FROM unnest($1::text[], $2::int2[], $3::int2[], $4::timestamptz[], $5::text[],
-            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $13::text[]) WITH ORDINALITY
-     AS c(site_id, dimension, span_hours, bucket, value, visits, pageviews, events, bounces, duration_us, goal_id, i)
-LEFT JOIN members m ON m.i = c.i
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (site_id, dimension, span_hours, bucket, value_key) DO UPDATE SET
-    visits = r.visits + EXCLUDED.visits,
-    pageviews = r.pageviews + EXCLUDED.pageviews,
-    events = r.events + EXCLUDED.events,
-    bounces = r.bounces + EXCLUDED.bounces,
-    duration_us = r.duration_us + EXCLUDED.duration_us,
-    -- Untouched when nobody joins: every hll operation unpacks its operands (128 KB each).
-    visitors = CASE WHEN EXCLUDED.visitors IS NULL THEN r.visitors
-                    WHEN r.visitors IS NULL THEN EXCLUDED.visitors
-                    ELSE hll_union(r.visitors, EXCLUDED.visitors) END
+INSERT INTO visit_rollup_pending
+SELECT c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key, c.value, c.goal_id, c.visitors
+FROM written w JOIN cells c USING (site_id, dimension, span_hours, bucket, value_key)
+WHERE w.queued AND c.visitors IS NOT NULL
 "
     )
 });

@@ -42,10 +42,12 @@ WHERE (s.site_id, s.dimension, s.span_hours, s.bucket, s.value_key)
 RETURNING s.span_hours, s.site_id, s.dimension, s.bucket, s.value_key
 ";
 
-const CELLS: &str = "unnest($1::int2[], $2::text[], $3::int2[], $4::timestamptz[], $5::uuid[]) \
+/// The cells of the statement's parameters: spans, sites, dimensions, buckets, value keys.
+pub(super) const CELLS: &str = "unnest($1::int2[], $2::text[], $3::int2[], $4::timestamptz[], $5::uuid[]) \
                      AS c(span_hours, site_id, dimension, bucket, value_key)";
 
-static LOCK_CELLS: LazyLock<String> = LazyLock::new(|| {
+/// Locks [`CELLS`] in key order, as writers lock them.
+pub(super) static LOCK_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT 1 FROM visit_rollups r JOIN {CELLS} USING (site_id, dimension, span_hours, bucket, value_key) \
          ORDER BY r.site_id, r.dimension, r.span_hours, r.bucket, r.value_key FOR UPDATE OF r"
@@ -116,6 +118,12 @@ expanded AS MATERIALIZED (
     ) AS d(code, value, goal_id)
     JOIN dims k ON (k.site_id, k.span_hours, k.bucket, k.dimension)
                  = (v.site_id, v.span_hours, v.bucket, d.code)
+),
+-- Their queued members (migration 0017) are of visits read here: gone with the recount.
+queued AS (
+    DELETE FROM visit_rollup_pending p USING c
+    WHERE (p.site_id, p.dimension, p.span_hours, p.bucket, p.value_key)
+        = (c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key)
 ),
 computed AS (
     SELECT c.site_id, c.span_hours, c.bucket, c.dimension, c.value_key,
