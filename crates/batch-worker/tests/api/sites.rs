@@ -240,11 +240,18 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
 
     let stored = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicUsize::new(0));
+    // Writer transactions that read the zone from before the change.
+    let old_zone_rounds = Arc::new(AtomicUsize::new(0));
     // Each writer holds the lock 40 ms (its batch's work) and takes it again at once, the
     // second 20 ms behind the first: the lock is never free while they run.
     let writers: Vec<_> = (0..2u64)
         .map(|i| {
-            let (pool, stored, rounds) = (pool.clone(), stored.clone(), rounds.clone());
+            let (pool, stored, rounds, old_zone_rounds) = (
+                pool.clone(),
+                stored.clone(),
+                rounds.clone(),
+                old_zone_rounds.clone(),
+            );
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20 * i)).await;
                 let mut client = pool.get().await.expect("pg");
@@ -255,9 +262,12 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
                     }
                     let tx = client.transaction().await.expect("tx");
                     let settings = lock_settings(&tx, &["a"]).await.expect("settings");
-                    assert!(settings.of("a").zone.is_some());
+                    let old_zone = settings.of("a").zone == Some(chrono_tz::UTC);
                     tokio::time::sleep(Duration::from_millis(40)).await;
                     tx.commit().await.expect("commit");
+                    if old_zone {
+                        old_zone_rounds.fetch_add(1, Ordering::SeqCst);
+                    }
                     rounds.fetch_add(1, Ordering::SeqCst);
                 }
                 true
@@ -280,7 +290,8 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
         worker.run_one_batch(&shutdown).await.expect("batch");
     });
     // Once the change waits for its lock, only the writers' transactions already holding
-    // it may finish before it: each writer's next one queues behind the change.
+    // it may finish before it, with the old zone: each writer's next one queues behind the
+    // change and reads the new zone.
     let watcher = pool.get().await.expect("pg");
     let mut rounds_when_waiting = None;
     while !change.is_finished() {
@@ -294,21 +305,20 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
             .expect("pg_stat_activity")
             .get(0);
         if waiting > 0 {
-            rounds_when_waiting = Some(rounds.load(Ordering::SeqCst));
+            rounds_when_waiting = Some(old_zone_rounds.load(Ordering::SeqCst));
             break;
         }
     }
     change.await.expect("change stored");
-    let rounds_when_stored = rounds.load(Ordering::SeqCst);
     stored.store(true, Ordering::SeqCst);
     for writer in writers {
         assert!(writer.await.expect("writer"), "the writers gave up first");
     }
     if let Some(waiting) = rounds_when_waiting {
+        let ahead = old_zone_rounds.load(Ordering::SeqCst) - waiting;
         assert!(
-            rounds_when_stored - waiting <= 2,
-            "{} writer transactions went ahead of the waiting change",
-            rounds_when_stored - waiting
+            ahead <= 2,
+            "{ahead} writer transactions went ahead of the waiting change"
         );
     }
     assert_eq!(
