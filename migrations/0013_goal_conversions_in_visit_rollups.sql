@@ -72,8 +72,8 @@ WHERE v.goals IS NOT NULL AND (p_site IS NULL OR v.site_id = p_site)
 GROUP BY v.site_id, d.code, 4, g.goal_id, d.value;
 $$;
 
--- The plain day rows of a site (migration 0012's), with the goal column.
-CREATE FUNCTION tally_visit_plain_day_rollups(p_site text)
+-- Every day row of a site, plain (as migration 0012) and goal cells.
+CREATE OR REPLACE FUNCTION tally_visit_day_rollups(p_site text)
 RETURNS SETOF visit_rollups
 LANGUAGE sql STABLE AS $$
 SELECT v.site_id, d.code::smallint, 24::smallint,
@@ -95,14 +95,7 @@ CROSS JOIN LATERAL (VALUES
     (10, v.device), (11, v.browser), (12, v.os), (13, v.country)
 ) AS d(code, value)
 WHERE p_site IS NULL OR v.site_id = p_site
-GROUP BY v.site_id, d.code, 4, d.value;
-$$;
-
--- Every day row of a site: plain and goal cells.
-CREATE OR REPLACE FUNCTION tally_visit_day_rollups(p_site text)
-RETURNS SETOF visit_rollups
-LANGUAGE sql STABLE AS $$
-SELECT * FROM tally_visit_plain_day_rollups(p_site)
+GROUP BY v.site_id, d.code, 4, d.value
 UNION ALL
 SELECT * FROM tally_visit_goal_day_rollups(p_site);
 $$;

@@ -76,8 +76,8 @@ WHERE v.steps IS NOT NULL AND (p_site IS NULL OR v.site_id = p_site)
 GROUP BY v.site_id, 4, f.funnel_id, k;
 $$;
 
--- As migration 0013's, and each visit's steps list (the conversions of the goals that are
--- steps of the site's funnels).
+-- As migration 0013's, and each visit's steps list: the conversions of the goals that are
+-- steps of the site's funnels.
 CREATE OR REPLACE FUNCTION tally_count_visit_goals(p_site text) RETURNS void
 LANGUAGE sql AS $$
 UPDATE visits SET goals = NULL, steps = NULL
@@ -94,7 +94,7 @@ WITH goal AS MATERIALIZED (
     FROM events e JOIN goal g ON g.site_id = e.site_id
         AND (e.event_type = g.event_name OR (e.event_type = 'page_view' AND e.path ~ g.path_regex))
     WHERE e.user_id IS NOT NULL AND (p_site IS NULL OR e.site_id = p_site)
-), in_visit AS MATERIALIZED (
+), in_visit AS (
     SELECT v.site_id, v.visitor, v.started_at, m.goal_id, m.is_step, m.ts, m.event_id
     FROM matched m
     CROSS JOIN LATERAL (
@@ -109,11 +109,7 @@ WITH goal AS MATERIALIZED (
                (extract(epoch FROM ts) * 1000000)::bigint, event_id::text, goal_id))
                FILTER (WHERE is_step) AS steps
     FROM in_visit GROUP BY 1, 2, 3, 4
-), per_visit AS MATERIALIZED (
-    -- One aggregation, no join (the planner, misled by the events' statistics, re-ran a
-    -- joined aggregation once per visit: 20 s for 2,000 visits); materialised, so the
-    -- update looks each visit up by its key. A list's order does not matter: readers
-    -- sort it.
+), per_visit AS (
     SELECT site_id, visitor, started_at, jsonb_object_agg(goal_id, n) AS goals,
            nullif(jsonb_path_query_array(jsonb_agg(coalesce(steps, '[]')), '$[*][*]'), '[]') AS steps
     FROM counted GROUP BY 1, 2, 3
@@ -137,7 +133,26 @@ $$;
 CREATE OR REPLACE FUNCTION tally_visit_day_rollups(p_site text)
 RETURNS SETOF visit_rollups
 LANGUAGE sql STABLE AS $$
-SELECT * FROM tally_visit_plain_day_rollups(p_site)
+SELECT v.site_id, d.code::smallint, 24::smallint,
+       ((v.started_at AT TIME ZONE coalesce(z.timezone, 'UTC'))::date)::timestamp AT TIME ZONE 'UTC',
+       tally_rollup_value_key(NULL, d.value), d.value,
+       count(*),
+       -- Entry and exit pages count visits only (VisitDimension::rollup_counts_visits_only).
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.pageviews) END,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(v.events) END,
+       CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(*) FILTER (WHERE v.pageviews = 1) END,
+       CASE WHEN d.code IN (1, 2) THEN 0
+            ELSE sum((extract(epoch FROM v.ended_at - v.started_at) * 1000000)::bigint) END,
+       CASE WHEN d.code NOT IN (1, 2) THEN hll_add_agg(hll_hash_text(v.visitor), 14, 5, -1, 1) END,
+       NULL::text
+FROM visits v
+LEFT JOIN visit_rollup_zones z ON z.site_id = v.site_id
+CROSS JOIN LATERAL (VALUES
+    (0, NULL), (1, v.entry_page), (2, v.exit_page), (3, v.source),
+    (10, v.device), (11, v.browser), (12, v.os), (13, v.country)
+) AS d(code, value)
+WHERE p_site IS NULL OR v.site_id = p_site
+GROUP BY v.site_id, d.code, 4, d.value
 UNION ALL
 SELECT * FROM tally_visit_goal_day_rollups(p_site)
 UNION ALL

@@ -95,6 +95,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_sketch_members_pending",
         include_str!("../../../../migrations/0017_visit_sketch_members_pending.sql"),
     ),
+    (
+        18,
+        "goal_recount_in_one_aggregation",
+        include_str!("../../../../migrations/0018_goal_recount_in_one_aggregation.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
