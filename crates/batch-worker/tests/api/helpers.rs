@@ -94,7 +94,8 @@ impl Harness {
             .expect("LLEN")
     }
 
-    pub async fn drain(&self, worker: &mut Lane<EventWork>) -> u64 {
+    /// Runs `worker` until its queue is empty; returns the items it stored.
+    pub async fn drain<W: batch_worker::lane::Work>(&self, worker: &mut Lane<W>) -> u64 {
         let shutdown = CancellationToken::new();
         let mut stored = 0;
         loop {

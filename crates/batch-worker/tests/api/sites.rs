@@ -117,14 +117,7 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
         .await
         .expect("delete");
     let mut worker = h.site_worker("s1");
-    let shutdown = domain::shutdown::CancellationToken::new();
-    while worker
-        .run_one_batch(&shutdown)
-        .await
-        .expect("batch")
-        .claimed
-        > 0
-    {}
+    h.drain(&mut worker).await;
     let newest = h.count("SELECT max(version) FROM sites").await;
 
     // Redis loses everything under the test's prefix.
@@ -191,13 +184,7 @@ async fn a_registry_redis_lost_is_restored_from_postgres_above_every_stored_vers
         panic!("{again:?}");
     };
     assert!(site.version > newest, "{} <= {newest}", site.version);
-    while worker
-        .run_one_batch(&shutdown)
-        .await
-        .expect("batch")
-        .claimed
-        > 0
-    {}
+    h.drain(&mut worker).await;
     assert_eq!(
         h.count(
             "SELECT count(*) FROM sites WHERE site_id = 'gone' AND deleted_at IS NULL AND public"
@@ -226,13 +213,7 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
     create(&h, "a", "UTC").await;
     let mut worker = h.site_worker("s1");
     let shutdown = domain::shutdown::CancellationToken::new();
-    while worker
-        .run_one_batch(&shutdown)
-        .await
-        .expect("batch")
-        .claimed
-        > 0
-    {}
+    h.drain(&mut worker).await;
     let pool = h.db.pool();
     add_missing(&pool.get().await.expect("pg"), &["a"])
         .await

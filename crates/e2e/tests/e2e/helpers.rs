@@ -370,6 +370,10 @@ CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, sourc
     (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
 GROUP BY v.site_id, d.code, 4, g.key, d.value";
 
+/// How far a visitor count above the sketches' exact size may be off: 4 standard errors
+/// (docs/api.md).
+pub const SKETCH_BOUND: f64 = 4.0 * 1.04 / 128.0;
+
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
 /// their visitors exactly up to the sketches' exact size (within 4 standard errors above):
 /// as readers see them (the cells with their queued members, `visit_rollup_cells`), and
@@ -428,7 +432,7 @@ async fn assert_rollups_equal_visits(stack: &Stack, stored: &str, what: &str) {
                                   OR (t.visits, t.pageviews, t.events, t.bounces, t.duration_us)
                                      <> (s.visits, s.pageviews, s.events, s.bounces, s.duration_us)
                                   OR (t.visitors <= {exact} AND t.visitors <> s.visitors)
-                                  OR abs(t.visitors - s.visitors) > 0.033 * t.visitors))
+                                  OR abs(t.visitors - s.visitors) > {SKETCH_BOUND} * t.visitors))
                      SELECT count(*), min(j::text) FROM j",
                     exact = domain::visits::EXACT_VISITORS_UP_TO
                 ),

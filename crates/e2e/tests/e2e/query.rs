@@ -2,7 +2,9 @@
 //! gaps-and-islands pass in SQL over `events` (never the worker's `visits`), then plain
 //! aggregates. Also late events joining and bridging visits, and bad queries.
 
-use crate::helpers::{ADMIN_TOKEN, Service, Stack, VISITS_FROM_EVENTS, assert_visits_match_events};
+use crate::helpers::{
+    ADMIN_TOKEN, SKETCH_BOUND, Service, Stack, VISITS_FROM_EVENTS, assert_visits_match_events,
+};
 use domain::testing::eventually;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -221,10 +223,6 @@ async fn truth(
     let client = stack.db.pool().get().await.expect("pg");
     truth_rows(&client, &sql, (site, zone), (first, last), 6).await
 }
-
-/// How far a visitor count above the sketches' exact size may be off: 4 standard errors
-/// (docs/api.md).
-const SKETCH_BOUND: f64 = 4.0 * 1.04 / 128.0;
 
 fn assert_same_groups(
     got: &BTreeMap<Vec<String>, Vec<f64>>,

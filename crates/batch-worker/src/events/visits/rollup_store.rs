@@ -17,7 +17,7 @@ pub(super) const VALUE_KEY: &str = "tally_rollup_value_key(c.goal_id, c.value)";
 /// members of its cell are queued in `visit_rollup_pending` and folded in later
 /// (migration 0017, [`super::sketch_fold`]). Smaller ones (explicit or sparse, stored
 /// inline) merge cheaply.
-pub const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
+const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
 
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(

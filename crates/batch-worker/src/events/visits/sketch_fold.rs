@@ -11,7 +11,7 @@
 //! held no lock on these cells, so none exist: a writer queues members only for a cell it
 //! has locked.
 
-use super::sketch_repair::{CELLS, LOCK_CELLS};
+use super::sketch_repair::{CELLS, LOCK_CELLS, record_backlog};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
@@ -91,16 +91,12 @@ pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
         async move {
-            // The backlog, before this worker takes its share (an operator alerts on it).
-            if let Ok(client) = pg.get().await
-                && let Ok(row) = client
-                    .query_one("SELECT count(*) FROM visit_rollup_pending", &[])
-                    .await
-            {
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!("batch_worker_visit_sketch_queued_rows")
-                    .set(row.get::<_, i64>(0) as f64);
-            }
+            record_backlog(
+                &pg,
+                "SELECT count(*) FROM visit_rollup_pending",
+                "batch_worker_visit_sketch_queued_rows",
+            )
+            .await;
             loop {
                 match fold_once(&pg).await {
                     // A full claim: more may be queued.

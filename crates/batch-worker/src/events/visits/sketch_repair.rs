@@ -191,6 +191,17 @@ async fn forget_cached_answers(redis: &mut RedisConn, keys: &Keys, sites: &[Stri
     }
 }
 
+/// Sets `gauge` to the count `count_sql` reads: a backlog, measured before this worker
+/// takes its share (an operator alerts on it). A failure leaves the last value.
+pub(super) async fn record_backlog(pg: &Pool, count_sql: &str, gauge: &'static str) {
+    if let Ok(client) = pg.get().await
+        && let Ok(row) = client.query_one(count_sql, &[]).await
+    {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(gauge).set(row.get::<_, i64>(0) as f64);
+    }
+}
+
 /// Repairs stale sketches every `interval` until `stop`.
 pub async fn run(
     pg: Pool,
@@ -202,16 +213,12 @@ pub async fn run(
     every(interval, stop.clone(), || {
         let (pg, mut redis, keys) = (pg.clone(), redis.clone(), keys.clone());
         async move {
-            // The backlog, before this worker takes its share (an operator alerts on it).
-            if let Ok(client) = pg.get().await
-                && let Ok(row) = client
-                    .query_one("SELECT count(*) FROM visit_rollup_stale", &[])
-                    .await
-            {
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!("batch_worker_visit_rollup_stale_cells")
-                    .set(row.get::<_, i64>(0) as f64);
-            }
+            record_backlog(
+                &pg,
+                "SELECT count(*) FROM visit_rollup_stale",
+                "batch_worker_visit_rollup_stale_cells",
+            )
+            .await;
             loop {
                 match repair_once(&pg).await {
                     Ok((n, sites)) if n > 0 => {
