@@ -61,19 +61,22 @@ for port in "$INGEST" "$GATEWAY" "$STATS_PORT" "$WORKER"; do
 done
 
 say "fuzz: seeding a poll, a site and events"
-POLL=$(curl -fsS -X POST "http://127.0.0.1:$INGEST/v1/polls" -H "authorization: Bearer $ADMIN" \
+# Ready is not yet writable: until the worker has put the registries back into Redis,
+# writes answer 503 "restoring" (with Retry-After), as a client is told to retry them.
+seed() { curl -fsS --retry 10 --retry-max-time 30 "$@"; }
+POLL=$(seed -X POST "http://127.0.0.1:$INGEST/v1/polls" -H "authorization: Bearer $ADMIN" \
   -H 'content-type: application/json' -d '{"question":"Fuzz?","options":["yes","no"],"allow_change":true}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["poll_id"])')
-curl -fsS -X POST "http://127.0.0.1:$INGEST/v1/sites" -H "authorization: Bearer $ADMIN" \
+seed -X POST "http://127.0.0.1:$INGEST/v1/sites" -H "authorization: Bearer $ADMIN" \
   -H 'content-type: application/json' -d '{"site_id":"fuzz-site","timezone":"Europe/Paris"}' >/dev/null
-curl -fsS -X POST "http://127.0.0.1:$INGEST/v1/events" -H 'content-type: application/json' \
+seed -X POST "http://127.0.0.1:$INGEST/v1/events" -H 'content-type: application/json' \
   -d '{"events":[{"site_id":"fuzz-site","event_type":"page_view","timestamp":"2026-11-30T10:00:00Z","path":"/","user_id":"u1"}]}' >/dev/null
 for _ in $(seq 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $STATS" "http://127.0.0.1:$STATS_PORT/v1/polls/$POLL")" = 200 ] && break
   sleep 0.1
 done
 
-NOTIFICATION=$(curl -fsS -X POST "http://127.0.0.1:$INGEST/v1/notifications" -H "authorization: Bearer $ADMIN" \
+NOTIFICATION=$(seed -X POST "http://127.0.0.1:$INGEST/v1/notifications" -H "authorization: Bearer $ADMIN" \
   -H 'content-type: application/json' -d '{"recipients":["fuzz-user"],"title":"Fuzz","body":"b","channels":["in_app"]}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["notification_id"])')
 cat > "$OUT/schemathesis.toml" <<TOML
