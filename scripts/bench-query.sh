@@ -105,6 +105,13 @@ psql "$DATABASE_URL" -q -o /dev/null -c "SELECT tally_rebuild_visit_goals('big.e
 GOAL_RECOUNT_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 CONVERSIONS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(value::bigint), 0) FROM visits, jsonb_each_text(goals) WHERE site_id = 'big.example'")
 say "  a change of the site's goals recounts $CONVERSIONS conversions in $GOAL_RECOUNT_MS ms"
+# The site's sealed weeks, as a worker's week builder would have built them (migration
+# 0019): a 91-day range reads 12 or 13 week rows and the days around them.
+t0=$(date +%s%N)
+WEEK_CELLS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(tally_build_visit_week(site_id, week)), 0) FROM tally_visit_weeks_to_build(100000)")
+WEEKS_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+psql "$DATABASE_URL" -q -o /dev/null -c "VACUUM ANALYZE visit_rollups" -c "VACUUM ANALYZE visit_rollup_weeks"
+say "  its sealed weeks built: $WEEK_CELLS week cells in $WEEKS_MS ms"
 
 port_free 19082
 # The statement timeout raised from its 30 s default so slow queries are timed, not cut.
@@ -127,9 +134,11 @@ def post(body):
     conn.request("POST", "/v2/query", json.dumps(body), {"content-type": "application/json"})
     r = conn.getresponse(); data = r.read()
     assert r.status == 200, data
+    return data
 def get(path):
     conn.request("GET", path); r = conn.getresponse(); data = r.read()
     assert r.status == 200, data
+    return data
 base = {"site_id": "big.example", "date_range": "91d"}
 queries = {
     "totals": {"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]},
@@ -150,6 +159,27 @@ def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * 
 ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices", "goals", "sources of converted visits", "funnel"]
 # From the visits table and raw events, these take seconds: one run each.
 SLOW_WITHOUT_ROLLUPS = ["goals", "sources of converted visits", "funnel"]
+if mode == "answers":
+    # Each rollup query's answer, uncached (without the echoed query and timing meta).
+    out = {}
+    for name in ROLLUPS:
+        redis("INCR", prefix + ":{site:big.example}:gen")
+        answer = json.loads(post({**base, **queries[name]}))
+        answer.pop("meta", None); answer.pop("query", None)
+        out[name] = answer
+    print(json.dumps(out, sort_keys=True))
+    sys.exit(0)
+if mode == "days":
+    # The rollup queries with no week built: every range read from its day rows.
+    out = {}
+    for name in ROLLUPS:
+        times = []
+        for _ in range(runs):
+            redis("INCR", prefix + ":{site:big.example}:gen")
+            t = time.perf_counter(); post({**base, **queries[name]}); times.append((time.perf_counter() - t) * 1000)
+        out[name] = {"p50": round(pct(times, 50), 2), "p99": round(pct(times, 99), 2)}
+    print(json.dumps({"day_rows_ms": out}))
+    sys.exit(0)
 if mode == "compare":
     # The same queries answered from the visits table (VISIT_ROLLUPS=false), uncached.
     out = {}
@@ -184,6 +214,18 @@ PY
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 measure > "$WORK/result.json"
 grep -q '"uncached_p50_ms"' "$WORK/result.json" || die "the query benchmark failed (see $WORK)"
 
+say "the same rollup queries from day rows alone (no week built), and their answers compared"
+python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 answers > "$WORK/answers-weeks.json"
+psql "$DATABASE_URL" -q -o /dev/null -c "UPDATE visit_rollup_weeks SET built_generation = -1"
+python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 days > "$WORK/days.json"
+python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 answers > "$WORK/answers-days.json"
+psql "$DATABASE_URL" -q -o /dev/null -c "UPDATE visit_rollup_weeks SET built_generation = generation"
+cmp -s "$WORK/answers-weeks.json" "$WORK/answers-days.json" \
+  || die "answers read through week rows differ from those of day rows: see $WORK/answers-*.json"
+say "  the same answers, to the last digit, with and without week rows"
+jq -s '.[0] + .[1]' "$WORK/result.json" "$WORK/days.json" > "$WORK/result-all.json"
+mv "$WORK/result-all.json" "$WORK/result.json"
+
 say "the same visit queries from the visits table (VISIT_ROLLUPS=false), for comparison"
 port_free 19083
 REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19083 RUST_LOG=warn DATABASE_URL="$DATABASE_URL" VISIT_ROLLUPS=false \
@@ -191,8 +233,8 @@ REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19083 RUST_LOG=warn DATABASE_URL=
 for _ in $(seq 100); do curl -fsS http://127.0.0.1:19083/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19083 compare > "$WORK/compare.json" \
   || die "the visits-table comparison failed (see $WORK)"
-jq -s --argjson ms "$GOAL_RECOUNT_MS" --argjson n "$CONVERSIONS" \
-  '.[0] + .[1] + {goal_change_recount_ms: $ms, goal_change_conversions: $n}' \
+jq -s --argjson ms "$GOAL_RECOUNT_MS" --argjson n "$CONVERSIONS" --argjson wc "$WEEK_CELLS" --argjson wms "$WEEKS_MS" \
+  '.[0] + .[1] + {goal_change_recount_ms: $ms, goal_change_conversions: $n, week_cells: $wc, week_build_ms: $wms}' \
   "$WORK/result.json" "$WORK/compare.json" > "$WORK/result-all.json"
 mv "$WORK/result-all.json" "$WORK/result.json"
 
@@ -253,9 +295,11 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo
   echo "One site, $EVENTS events ($VISITS visits) over 90 days, Europe/Berlin; \`date_range: 91d\`; one stats-api (release), one connection; uncached: the site's cache generation bumped before each request. Same run: \`GET /healthz\` of the same server p50 $(jq .healthz_p50_ms "$WORK/result.json") ms."
   echo
-  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 | from visits (VISIT_ROLLUPS=false), uncached p50 |"
-  echo "| --- | --- | --- | --- | --- | --- |"
-  jq -r '.visits_table_p50_ms as $v | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
+  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 | from day rows alone (no week built), uncached p50 / p99 | from visits (VISIT_ROLLUPS=false), uncached p50 |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  jq -r '.visits_table_p50_ms as $v | .day_rows_ms as $d | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $d[.key] then "\($d[.key].p50) / \($d[.key].p99) ms" else "" end) | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
+  echo
+  echo "Sealed weeks built as the worker builds them (migration 0019): $(jq .week_cells "$WORK/result.json") week cells in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone, compared for every rollup query above."
   echo
   echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
   echo

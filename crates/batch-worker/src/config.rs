@@ -52,6 +52,10 @@ pub struct WorkerSettings {
     /// (readers count the queue meanwhile; a longer interval writes each busy sketch less
     /// often).
     pub visit_sketch_fold_interval_ms: u64,
+    /// How often sealed weeks of visit rollup cells are looked for and built (answers over
+    /// weeks not yet built read their days: the interval changes no answer, only how soon
+    /// a long range reads fewer rows).
+    pub visit_week_build_interval_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
 }
@@ -75,6 +79,7 @@ impl Default for WorkerSettings {
             events_retention_interval_ms: 3_600_000,
             visit_sketch_repair_interval_ms: 1_000,
             visit_sketch_fold_interval_ms: 5_000,
+            visit_week_build_interval_ms: 10_000,
             run_migrations: true,
         }
     }
@@ -369,6 +374,11 @@ impl ServiceConfig for Config {
         if worker.visit_sketch_fold_interval_ms == 0 {
             return Err(ConfigError(
                 "VISIT_SKETCH_FOLD_INTERVAL_MS must be at least 1".into(),
+            ));
+        }
+        if worker.visit_week_build_interval_ms == 0 {
+            return Err(ConfigError(
+                "VISIT_WEEK_BUILD_INTERVAL_MS must be at least 1".into(),
             ));
         }
         for (name, value) in [

@@ -387,6 +387,7 @@ impl Application {
             let spike_every = Duration::from_millis(config.notify.traffic_spike_interval_ms);
             let repair_every = Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
             let fold_every = Duration::from_millis(config.worker.visit_sketch_fold_interval_ms);
+            let weeks_every = Duration::from_millis(config.worker.visit_week_build_interval_ms);
             let (spike_multiple, spike_min) = (
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,
@@ -445,6 +446,11 @@ impl Application {
                 runs.push(tokio::spawn(crate::events::visits::sketch_fold::run(
                     pg.clone(),
                     fold_every,
+                    shutdown.clone(),
+                )));
+                runs.push(tokio::spawn(crate::events::visits::week_cells::run(
+                    pg.clone(),
+                    weeks_every,
                     shutdown.clone(),
                 )));
                 runs.push(tokio::spawn(crate::events::visits::sketch_repair::run(

@@ -7,3 +7,4 @@ mod polls;
 mod reliability;
 mod retention;
 mod sites;
+mod weeks;

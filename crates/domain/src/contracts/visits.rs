@@ -14,6 +14,10 @@ pub const HOUR_SPAN: i16 = 1;
 /// [`day_bucket`].
 pub const DAY_SPAN: i16 = 24;
 
+/// `visit_rollups.span_hours` of a week row (migration 0019): the sums and visitor union
+/// of the seven day rows from a Monday, keyed by the Monday's [`day_bucket`].
+pub const WEEK_SPAN: i16 = 168;
+
 /// The bucket of a day row: its date (in the site's time zone) at UTC midnight. A date
 /// rather than the instant the day starts, so days of 23 or 25 hours and zones whose
 /// midnight a DST change skips need no special case (migration 0012 writes the same).

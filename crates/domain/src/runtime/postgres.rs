@@ -100,6 +100,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "goal_recount_in_one_aggregation",
         include_str!("../../../../migrations/0018_goal_recount_in_one_aggregation.sql"),
     ),
+    (
+        19,
+        "visit_week_cells",
+        include_str!("../../../../migrations/0019_visit_week_cells.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

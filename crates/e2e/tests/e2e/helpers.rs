@@ -93,6 +93,8 @@ impl Stack {
             ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             ("RESTORE_CHECK_INTERVAL_MS".into(), "200".into()),
             ("VOTE_RATE_LIMIT_PER_IP_PER_S".into(), "0".into()),
+            // Weeks built while events drain (and put out of date by them), not only after.
+            ("VISIT_WEEK_BUILD_INTERVAL_MS".into(), "1000".into()),
         ]
     }
 
@@ -333,14 +335,15 @@ SELECT site_id, user_id AS visitor, min(ts) AS started_at, max(ts) AS ended_at,
 FROM numbered GROUP BY site_id, user_id, visit_no";
 
 /// The visit rollups a plain aggregation of the stored visits gives, written here
-/// independently of the worker and of migrations 0011 and 0012: per site, dimension code,
-/// span (UTC hours for the totals only; every dimension by the date in the site's time
-/// zone as the user set it), bucket and value, the sums (visits only for entry and exit
+/// independently of the worker and of migrations 0011, 0012 and 0019: per site, dimension
+/// code, span (UTC hours for the totals only; every dimension by the date in the site's
+/// time zone as the user set it, and by the Monday of that date), bucket and value, the sums (visits only for entry and exit
 /// pages) and the exact distinct visitors (none kept by entry or exit page).
 const ROLLUPS_FROM_VISITS: &str = "
 SELECT v.site_id, d.code, s.span,
        CASE s.span WHEN 1 THEN date_trunc('hour', v.started_at AT TIME ZONE 'UTC')
-            ELSE (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date END AS bucket,
+            WHEN 24 THEN (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date
+            ELSE date_trunc('week', (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date) END AS bucket,
        coalesce(md5(d.value), '-') AS value_key, count(*) AS visits,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(pageviews) END AS pageviews,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE sum(events) END AS events,
@@ -348,27 +351,29 @@ SELECT v.site_id, d.code, s.span,
        CASE WHEN d.code IN (1, 2) THEN 0
             ELSE sum(extract(epoch FROM ended_at - started_at) * 1000000)::bigint END AS duration_us,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(DISTINCT visitor) END AS visitors
-FROM visits v LEFT JOIN sites site USING (site_id) CROSS JOIN (VALUES (1), (24)) AS s(span)
+FROM visits v LEFT JOIN sites site USING (site_id) CROSS JOIN (VALUES (1), (24), (168)) AS s(span)
 CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source),
     (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
-WHERE s.span = 24 OR d.code = 0
+WHERE s.span <> 1 OR d.code = 0
 GROUP BY 1, 2, 3, 4, 5";
 
 /// The goal cells a plain aggregation of the stored visits' conversions gives (written
-/// here independently of the worker and of migration 0013): per site, goal, dimension
-/// code (100 and up), the date in the site's zone and value, the visits that converted
+/// here independently of the worker and of migrations 0013 and 0019): per site, goal,
+/// dimension code (100 and up), the date in the site's zone (and its Monday) and value, the visits that converted
 /// the goal, their conversions (as `events`) and exact distinct visitors (none by entry or
 /// exit page).
 const GOAL_CELLS_FROM_VISITS: &str = "
-SELECT v.site_id, 100 + d.code AS code, 24 AS span,
-       (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date AS bucket,
+SELECT v.site_id, 100 + d.code AS code, s.span,
+       CASE s.span WHEN 24 THEN (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date
+            ELSE date_trunc('week', (v.started_at AT TIME ZONE coalesce(site.timezone, 'UTC'))::date) END AS bucket,
        g.key || '/' || coalesce(md5(d.value), '-') AS value_key, count(*) AS visits,
        0 AS pageviews, sum(g.value::bigint) AS events, 0 AS bounces, 0::bigint AS duration_us,
        CASE WHEN d.code IN (1, 2) THEN 0 ELSE count(DISTINCT visitor) END AS visitors
 FROM visits v LEFT JOIN sites site USING (site_id) CROSS JOIN LATERAL jsonb_each_text(v.goals) AS g
+CROSS JOIN (VALUES (24), (168)) AS s(span)
 CROSS JOIN LATERAL (VALUES (0, NULL), (1, entry_page), (2, exit_page), (3, source),
     (10, device), (11, browser), (12, os), (13, country)) AS d(code, value)
-GROUP BY v.site_id, d.code, 4, g.key, d.value";
+GROUP BY v.site_id, d.code, s.span, 4, g.key, d.value";
 
 /// How far a visitor count above the sketches' exact size may be off: 4 standard errors
 /// (docs/api.md).
@@ -377,7 +382,8 @@ pub const SKETCH_BOUND: f64 = 4.0 * 1.04 / 128.0;
 /// Asserts that the worker's visit rollups hold exactly the sums of the stored visits, and
 /// their visitors exactly up to the sketches' exact size (within 4 standard errors above):
 /// as readers see them (the cells with their queued members, `visit_rollup_cells`), and
-/// once every queued member is folded in, the cells alone.
+/// once every queued member is folded in, the cells alone; week cells once every sealed
+/// week is built (those of weeks out of date are not read).
 pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
     // Cells a late event moved a visit out of are repaired a moment after (a worker runs).
     domain::testing::eventually(
@@ -385,6 +391,20 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
         "every stale visitor sketch repaired",
         || async {
             (stack.count("SELECT count(*) FROM visit_rollup_stale").await == 0).then_some(())
+        },
+    )
+    .await;
+    // Every sealed week is built and up to date a moment after its last change (a worker
+    // runs): the comparisons below then cover week cells too.
+    domain::testing::eventually(
+        std::time::Duration::from_secs(60),
+        "every sealed week built",
+        || async {
+            (stack
+                .count("SELECT count(*) FROM tally_visit_weeks_to_build(1)")
+                .await
+                == 0)
+                .then_some(())
         },
     )
     .await;
@@ -424,7 +444,12 @@ async fn assert_rollups_equal_visits(stack: &Stack, stored: &str, what: &str) {
         let row = client
             .query_one(
                 &format!(
-                    "WITH t AS ({ROLLUPS_FROM_VISITS} UNION ALL {GOAL_CELLS_FROM_VISITS}), s AS ({stored}),
+                    "WITH weeks AS (SELECT site_id, week AT TIME ZONE 'UTC' AS bucket FROM visit_rollup_weeks
+                                    WHERE generation = built_generation),
+                     t AS (SELECT * FROM ({ROLLUPS_FROM_VISITS} UNION ALL {GOAL_CELLS_FROM_VISITS}) t
+                           WHERE span <> 168 OR (site_id, bucket) IN (SELECT * FROM weeks)),
+                     s AS (SELECT * FROM ({stored}) s
+                           WHERE span <> 168 OR (site_id, bucket) IN (SELECT * FROM weeks)),
                      j AS (SELECT t, s FROM t FULL JOIN s USING (site_id, code, span, bucket, value_key)
                            WHERE NOT (t IS NULL AND s.visits = 0 AND s.pageviews = 0 AND s.events = 0
                                       AND s.bounces = 0 AND s.duration_us = 0 AND s.visitors = 0)

@@ -18,3 +18,4 @@ mod replication;
 mod sites;
 mod traces;
 mod triggers;
+mod weeks;

@@ -23,7 +23,7 @@ impl Seeded {
     }
 }
 
-const SITES: [(&str, &str); 3] = [
+pub(crate) const SITES: [(&str, &str); 3] = [
     ("q-utc", "UTC"),
     ("q-berlin", "Europe/Berlin"),
     ("q-nyc", "America/New_York"),
@@ -32,7 +32,7 @@ const SITES: [(&str, &str); 3] = [
 /// Visitors with one to four visits each over ten days of June 2025: a referrer or UTM
 /// tag on the first page of a visit, one to six pages minutes apart, sometimes a custom
 /// event, phones, tablets and desktops. Returns the events.
-fn generate(visitors: usize, seed: u64) -> Vec<Value> {
+pub(crate) fn generate(visitors: usize, seed: u64) -> Vec<Value> {
     let mut rng = Seeded(seed);
     let referrers = [
         None,

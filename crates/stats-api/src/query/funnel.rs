@@ -13,26 +13,34 @@
 //! independent statement of the rule the tests compare the cells against.
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
+use super::rollups::range_cells;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use domain::date_range::DayRange;
 use domain::goals::{Funnel, Goal};
-use domain::visits::{DAY_SPAN, FUNNEL_CELL_CODE, VisitDimension};
+use domain::visits::{FUNNEL_CELL_CODE, VisitDimension};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
 
 /// The range's visitors (step 0), then the visitors of each step of funnel `$2` reached,
-/// from the day rows `[$3, $4)`.
+/// from the rows of the days `[$3, $4)` (whole weeks from week rows).
 static FROM_CELLS: LazyLock<String> = LazyLock::new(|| {
     let visitors = "round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0))::bigint";
-    let days = format!("site_id = $1 AND span_hours = {DAY_SPAN} AND bucket >= $3 AND bucket < $4");
+    let days = ("$3", "$4");
     format!(
-        "SELECT 0, {visitors} FROM visit_rollup_cells WHERE {days} AND dimension = {all} \
-         AND $2::text IS NOT NULL \
+        "SELECT 0, {visitors} FROM ({all}) a WHERE $2::text IS NOT NULL \
          UNION ALL \
-         SELECT value::int, {visitors} FROM visit_rollup_cells \
-         WHERE {days} AND dimension = {FUNNEL_CELL_CODE} AND goal_id = $2 GROUP BY value",
-        all = VisitDimension::All.code()
+         SELECT value::int, {visitors} FROM ({steps}) s GROUP BY value",
+        all = range_cells(
+            &format!("dimension = {}", VisitDimension::All.code()),
+            days,
+            true
+        ),
+        steps = range_cells(
+            &format!("dimension = {FUNNEL_CELL_CODE} AND goal_id = $2"),
+            days,
+            true
+        ),
     )
 });
 

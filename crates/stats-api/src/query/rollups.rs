@@ -23,7 +23,7 @@
 use super::request::{Dimension, Filter, Metric, TimeGrain};
 use chrono::{DateTime, Utc};
 use domain::date_range::DayRange;
-use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, day_bucket};
+use domain::visits::{DAY_SPAN, HOUR_SPAN, VisitDimension, WEEK_SPAN, day_bucket};
 
 /// Whether the rollups answer a visit query of these metrics, dimensions and filters.
 pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) -> bool {
@@ -91,42 +91,85 @@ pub fn day_rows(range: &DayRange) -> (DateTime<Utc>, DateTime<Utc>) {
 }
 
 /// The rows of dimension `code` covering the range: its day rows (`days`, placeholders of
-/// [`day_rows`]), or with `hours` the totals' UTC hours over `[$2, $3)` (a chart by hour).
-pub fn cells(code: i16, days: (&str, &str), hours: bool) -> String {
-    let (first, last) = days;
-    let base =
-        format!("SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND dimension = {code}");
+/// [`day_rows`]; whole weeks from week rows unless `by_day`, see [`range_cells`]), or with
+/// `hours` the totals' UTC hours over `[$2, $3)` (a chart by hour).
+pub fn cells(code: i16, days: (&str, &str), hours: bool, by_day: bool) -> String {
     if hours {
-        return format!("{base} AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3");
+        return format!(
+            "SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND dimension = {code} \
+             AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3"
+        );
     }
-    format!("{base} AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last}")
+    range_cells(&format!("dimension = {code}"), days, !by_day)
 }
 
-/// Dimension `d`'s day rows over the range (`days`, placeholders of [`day_rows`]), and
-/// those of goal `goal`'s cells (a placeholder): a converted visit query's rows.
-pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str)) -> String {
-    let (first, last) = days;
-    format!(
-        "SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND dimension IN ({}, {}) \
-         AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last} \
-         AND (goal_id IS NULL OR goal_id = {goal})",
-        d.code(),
-        d.goal_code()
+/// Dimension `d`'s rows over the range (`days`, placeholders of [`day_rows`]; whole
+/// weeks from week rows unless `by_day`), and those of goal `goal`'s cells (a
+/// placeholder): a converted visit query's rows.
+pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str), by_day: bool) -> String {
+    range_cells(
+        &format!(
+            "dimension IN ({}, {}) AND (goal_id IS NULL OR goal_id = {goal})",
+            d.code(),
+            d.goal_code()
+        ),
+        days,
+        !by_day,
     )
 }
 
-/// The day rows of the totals of the goals `ids` (placeholders, with their `names`) over
-/// the range, each with its goal's name as `goal`: the `event:goal` breakdown's rows.
-pub fn goal_cells(ids: &str, names: &str, days: (&str, &str)) -> String {
-    let (first, last) = days;
+/// The rows of the totals of the goals `ids` (placeholders, with their `names`) over
+/// the range (whole weeks from week rows unless `by_day`), each with its goal's name as
+/// `goal`: the `event:goal` breakdown's rows.
+pub fn goal_cells(ids: &str, names: &str, days: (&str, &str), by_day: bool) -> String {
     format!(
-        "SELECT r.*, g.name AS goal FROM visit_rollup_cells r \
-         JOIN unnest({ids}::text[], {names}::text[]) AS g(id, name) ON r.goal_id = g.id \
-         WHERE r.site_id = $1 AND r.dimension = {} AND r.span_hours = {DAY_SPAN} \
-         AND r.bucket >= {first} AND r.bucket < {last}",
-        VisitDimension::All.goal_code()
+        "SELECT r.*, g.name AS goal FROM ({}) r \
+         JOIN unnest({ids}::text[], {names}::text[]) AS g(id, name) ON r.goal_id = g.id",
+        range_cells(
+            &format!("dimension = {}", VisitDimension::All.goal_code()),
+            days,
+            !by_day
+        )
     )
 }
+
+/// The cells matching `condition` (on the dimension and goal) whose rows cover the days
+/// `[first, last)` (placeholders of [`day_rows`]) of site `$1`: with `weeks`, the week
+/// rows (migration 0019) of the range's whole weeks that are built and up to date, when
+/// they are consecutive, and the day rows before and after them; otherwise the day rows.
+/// Either way the same sums and the same visitors (a week row is its days' sums and
+/// sketch union), from a seventh of the rows over long ranges. A grouping by day must not
+/// read week rows.
+pub fn range_cells(condition: &str, days: (&str, &str), weeks: bool) -> String {
+    let (first, last) = days;
+    let base = format!("SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND {condition}");
+    if !weeks {
+        return format!(
+            "{base} AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last}"
+        );
+    }
+    // `lo` = `hi` = `last` when no run of built weeks covers part of the range.
+    format!(
+        "WITH built AS ( \
+             SELECT count(*) AS n, min(week) AS lo, max(week) + interval '{WEEK_SPAN} hours' AS hi \
+             FROM visit_rollup_weeks WHERE site_id = $1 AND generation = built_generation \
+               AND week >= {first} AND week + interval '{WEEK_SPAN} hours' <= {last}), \
+         cover AS ( \
+             SELECT CASE WHEN whole THEN lo ELSE {last} END AS lo, \
+                    CASE WHEN whole THEN hi ELSE {last} END AS hi \
+             FROM (SELECT *, n > 0 AND extract(epoch FROM hi - lo) = n * {WEEK_SECONDS} AS whole \
+                   FROM built) b) \
+         {base} AND span_hours = {WEEK_SPAN} \
+             AND bucket >= (SELECT lo FROM cover) AND bucket < (SELECT hi FROM cover) \
+         UNION ALL {base} AND span_hours = {DAY_SPAN} \
+             AND bucket >= {first} AND bucket < (SELECT lo FROM cover) \
+         UNION ALL {base} AND span_hours = {DAY_SPAN} \
+             AND bucket >= (SELECT hi FROM cover) AND bucket < {last}"
+    )
+}
+
+/// Seconds in a week row's span.
+const WEEK_SECONDS: i64 = WEEK_SPAN as i64 * 3600;
 
 /// The distinct visitors of the rows aggregated.
 pub const VISITORS: &str = "coalesce(hll_cardinality(hll_union_agg(visitors)), 0)";
@@ -194,6 +237,11 @@ pub fn goal_metric_expr(m: Metric) -> String {
         // Not available with event:goal (see sql::supports).
         _ => "0::float8".into(),
     }
+}
+
+/// Whether a query groups by time: its rows must be days (or hours), never weeks.
+pub fn groups_by_time(dimensions: &[Dimension]) -> bool {
+    dimensions.iter().any(|d| matches!(d, Dimension::Time(_)))
 }
 
 /// The visit dimension a rollup query groups by (`All` when none).

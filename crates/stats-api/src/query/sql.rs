@@ -396,8 +396,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             .dimensions
             .iter()
             .any(|d| matches!(d, Dimension::Time(TimeGrain::Hour)));
+        let by_day = rollups::groups_by_time(shape.dimensions);
         let dimension = rollups::dimension_of(shape.dimensions);
-        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
+        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false, false);
         ctes.push(format!(
             "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
             rollups::VISITORS
@@ -405,9 +406,9 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         let cells = match shape.goals.and_then(|g| g.ids.first()) {
             Some(goal) => {
                 let goal = st.bind(goal.clone());
-                rollups::converted_cells(dimension, &goal, (&first, &last))
+                rollups::converted_cells(dimension, &goal, (&first, &last), by_day)
             }
-            None => rollups::cells(dimension.code(), (&first, &last), hours),
+            None => rollups::cells(dimension.code(), (&first, &last), hours, by_day),
         };
         // Day rows need neither the range's instants nor its zone, but every statement
         // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
@@ -422,19 +423,20 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
             conditions.join(" AND ")
         )
     } else if source == Source::GoalRollups {
+        let by_day = rollups::groups_by_time(shape.dimensions);
         let first = st.bind(shape.day_rows.0);
         let last = st.bind(shape.day_rows.1);
         let set = shape.goals.cloned().unwrap_or_default();
         let ids = st.bind(set.ids);
         let names = st.bind(set.names);
-        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false);
+        let all = rollups::cells(VisitDimension::All.code(), (&first, &last), false, false);
         ctes.push(format!(
             "total AS (SELECT round({})::numeric AS n FROM ({all}) a)",
             rollups::VISITORS
         ));
         format!(
             "SELECT * FROM ({}) c WHERE {UNUSED_RANGE}",
-            rollups::goal_cells(&ids, &names, (&first, &last))
+            rollups::goal_cells(&ids, &names, (&first, &last), by_day)
         )
     } else if goal_filtered {
         // The range's converted visits, from the converting events (few), never a search

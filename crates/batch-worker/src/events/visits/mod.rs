@@ -25,6 +25,7 @@ pub mod settings;
 pub mod sketch_fold;
 pub mod sketch_repair;
 pub mod store;
+pub mod week_cells;
 
 use chrono::{DateTime, Utc};
 use domain::goals::Goal;

@@ -7,7 +7,7 @@ use super::rollup::{Cell, RollupChanges};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Transaction;
-use domain::visits::SKETCH_PARAMS;
+use domain::visits::{DAY_SPAN, SKETCH_PARAMS};
 use std::sync::LazyLock;
 
 /// The key of a cell `c`'s value (and goal), as migration 0013 computes it.
@@ -18,6 +18,20 @@ pub(super) const VALUE_KEY: &str = "tally_rollup_value_key(c.goal_id, c.value)";
 /// (migration 0017, [`super::sketch_fold`]). Smaller ones (explicit or sparse, stored
 /// inline) merge cheaply.
 const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
+
+/// Bumps the generation of every marked week (migration 0019) that a day cell of `cells`
+/// (a relation with `site_id`, `span_hours` and `bucket`) is in, making the week's cells
+/// out of date until they are built again. Its rows are locked in key order, after the
+/// cells: a late event's writer, the repair and the week builder take them in that order.
+pub(super) fn mark_weeks(cells: &str) -> String {
+    format!(
+        "INSERT INTO visit_rollup_weeks AS w (site_id, week, generation, built_generation) \
+         SELECT DISTINCT site_id, tally_visit_week(bucket), 1, -1 FROM {cells} \
+         WHERE span_hours = {DAY_SPAN} AND tally_visit_week_marked(tally_visit_week(bucket)) \
+         ORDER BY 1, 2 \
+         ON CONFLICT (site_id, week) DO UPDATE SET generation = w.generation + 1"
+    )
+}
 
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -54,12 +68,15 @@ written AS (
     -- again, which a union does not count twice).
     RETURNING site_id, dimension, span_hours, bucket, value_key,
               pg_column_size(visitors) > {MERGE_IN_PLACE_BELOW_BYTES} AS queued
-)
+),
+-- Unreferenced, so run after the statement's other parts, the cell locks taken.
+weeks AS ({weeks})
 INSERT INTO visit_rollup_pending
 SELECT c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key, c.value, c.goal_id, c.visitors
 FROM written w JOIN cells c USING (site_id, dimension, span_hours, bucket, value_key)
 WHERE w.queued AND c.visitors IS NOT NULL
-"
+",
+        weeks = mark_weeks("cells")
     )
 });
 

@@ -15,7 +15,7 @@
 //! a lock: a zone change rebuilds the site's day cells after this transaction (it waits
 //! for the cell locks), or before it, having deleted its records.
 
-use super::rollup_store::VALUE_KEY;
+use super::rollup_store::{VALUE_KEY, mark_weeks};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
@@ -125,6 +125,8 @@ queued AS (
     WHERE (p.site_id, p.dimension, p.span_hours, p.bucket, p.value_key)
         = (c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key)
 ),
+-- The weeks of repaired days are out of date (migration 0019); run after the update.
+weeks AS ({weeks}),
 computed AS (
     SELECT c.site_id, c.span_hours, c.bucket, c.dimension, c.value_key,
            hll_add_agg(hll_hash_text(e.visitor), {SKETCH_PARAMS}) AS sketch
@@ -142,6 +144,7 @@ WHERE r.site_id = c.site_id AND r.dimension = c.dimension AND r.span_hours = c.s
 ",
         values = dimension_values(None),
         goal_values = dimension_values(Some("g.goal_id")),
+        weeks = mark_weeks("c"),
     )
 });
 

@@ -1,0 +1,224 @@
+//! Week cells (migration 0019) seen from the query API: every rollup query answers the
+//! same through week rows as from day rows alone, and the week rows are really read.
+
+use crate::helpers::{ADMIN_TOKEN, Service, Stack, assert_visits_match_events};
+use crate::query::{SITES, generate, post_all, query};
+use domain::testing::eventually;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The dashboard's rollup queries, and the goal and funnel ones, over `range`.
+fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
+    let base = json!({"site_id": site, "date_range": [range.0, range.1]});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    vec![
+        with(
+            json!({"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"]}),
+        ),
+        with(json!({"metrics": ["visitors"], "dimensions": ["time:day"]})),
+        with(json!({"metrics": ["visitors", "percentage"], "dimensions": ["visit:source"]})),
+        with(json!({"metrics": ["visits"], "dimensions": ["visit:entry_page"]})),
+        with(json!({"metrics": ["visits"], "dimensions": ["visit:exit_page"]})),
+        with(
+            json!({"metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:device"]}),
+        ),
+        with(
+            json!({"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]}),
+        ),
+        with(
+            json!({"metrics": ["visitors", "conversion_rate"], "dimensions": ["visit:source"],
+                    "filters": [["is", "event:goal", ["signup"]]]}),
+        ),
+    ]
+}
+
+/// Every answer of `bodies` for every site and range, uncached, and the funnel's.
+async fn answers(
+    stack: &Stack,
+    stats: &Service,
+    funnels: &[String],
+    ranges: &[(&str, &str)],
+) -> Vec<Value> {
+    let mut redis = stack.redis.conn().await;
+    let keys = stack.redis.keys();
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for ((site, _), funnel) in SITES.iter().zip(funnels) {
+        for range in ranges {
+            for body in bodies(site, *range) {
+                let mut pipe = domain::redis_client::pipe();
+                domain::cache::bump_sites(&mut pipe, &keys, [*site]);
+                pipe.query_async::<()>(&mut redis)
+                    .await
+                    .expect("cache dropped");
+                let (status, mut answer) = query(stats, &body).await;
+                assert_eq!(status, 200, "{body}: {answer}");
+                answer.as_object_mut().map(|a| a.remove("meta"));
+                out.push(json!({"body": body, "answer": answer}));
+            }
+            let funnel = client
+                .get(format!(
+                    "{}/v1/sites/{site}/funnels/{funnel}?date_range={},{}",
+                    stats.url(),
+                    range.0,
+                    range.1
+                ))
+                .send()
+                .await
+                .expect("stats-api reachable");
+            assert_eq!(funnel.status(), 200);
+            out.push(funnel.json().await.expect("funnel JSON"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
+    let stack = Stack::new().await;
+    let ingest = stack.start("ingest-api", &[]).await;
+    let worker = stack
+        .start("batch-worker", &[("BATCH_MAX_WAIT_MS", "20")])
+        .await;
+    let stats = stack.start("stats-api", &[]).await;
+    let mut funnels = Vec::new();
+    for (site, zone) in SITES {
+        let admin = |path: String, body: Value| admin_post(ingest.url(), path, body);
+        admin(
+            "/v1/sites".into(),
+            json!({"site_id": site, "domains": [format!("{site}.example")], "timezone": zone}),
+        )
+        .await;
+        admin(
+            format!("/v1/sites/{site}/goals"),
+            json!({"page_path": "/p1*"}),
+        )
+        .await;
+        admin(
+            format!("/v1/sites/{site}/goals"),
+            json!({"event_name": "signup"}),
+        )
+        .await;
+        let funnel = admin(
+            format!("/v1/sites/{site}/funnels"),
+            json!({"name": "p1 then signup", "steps": ["Visit /p1*", "signup"]}),
+        )
+        .await;
+        funnels.push(
+            funnel["funnel_id"]
+                .as_str()
+                .expect("a funnel id")
+                .to_string(),
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the funnels in PostgreSQL",
+        || async {
+            (stack
+                .count("SELECT count(*) FROM sites WHERE jsonb_array_length(funnels) = 1")
+                .await
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let events = generate(1_500, 20_261_206);
+    post_all(&ingest.url(), &events).await;
+    stack
+        .wait_all_stored(
+            events.len() as i64,
+            Duration::from_secs(300),
+            "every event stored",
+        )
+        .await;
+    // Checks the rows against the visits, week rows included, once every week is built.
+    assert_visits_match_events(&stack).await;
+    let built = "SELECT count(*) FROM visit_rollup_weeks WHERE generation = built_generation";
+    assert!(
+        stack.count(built).await >= 6,
+        "two weeks of each site built"
+    );
+    // No worker from here on: it would build the weeks made out of date below.
+    worker.kill_9().await;
+
+    // A whole week with a day either side, two whole weeks, a range inside one week, and
+    // one holding no whole week.
+    let ranges = [
+        ("2025-06-01", "2025-06-09"),
+        ("2025-06-02", "2025-06-15"),
+        ("2025-06-03", "2025-06-06"),
+        ("2025-05-30", "2025-06-04"),
+    ];
+    let through_weeks = answers(&stack, &stats, &funnels, &ranges).await;
+    execute(
+        &stack,
+        "UPDATE visit_rollup_weeks SET built_generation = -1",
+    )
+    .await;
+    let from_days = answers(&stack, &stats, &funnels, &ranges).await;
+    for (w, d) in through_weeks.iter().zip(&from_days) {
+        assert_eq!(
+            w, d,
+            "an answer through week rows differs from day rows alone"
+        );
+    }
+
+    // Week rows are read: visits added to them show in a range's totals once they count
+    // as built again (and only then).
+    execute(
+        &stack,
+        "UPDATE visit_rollups SET visits = visits + 1000 WHERE span_hours = 168 AND dimension = 0",
+    )
+    .await;
+    let before = q_utc_visits(&stack, &stats, ranges[1]).await;
+    execute(
+        &stack,
+        "UPDATE visit_rollup_weeks SET built_generation = generation",
+    )
+    .await;
+    assert!(
+        (q_utc_visits(&stack, &stats, ranges[1]).await - before - 2_000.0).abs() < f64::EPSILON,
+        "the two whole weeks of the range are read from their week rows"
+    );
+}
+
+async fn execute(stack: &Stack, sql: &str) {
+    let client = stack.db.pool().get().await.expect("pg");
+    client.batch_execute(sql).await.expect(sql);
+}
+
+async fn admin_post(ingest: String, path: String, body: Value) -> Value {
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "an admin write", || async {
+        let res = client
+            .post(format!("{ingest}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        (res.status() == 201).then_some(res.json::<Value>().await.ok()?)
+    })
+    .await
+}
+
+/// The visits of site `q-utc` over `range`, uncached.
+async fn q_utc_visits(stack: &Stack, stats: &Service, range: (&str, &str)) -> f64 {
+    let body = json!({"site_id": "q-utc", "metrics": ["visits"], "date_range": [range.0, range.1]});
+    let mut redis = stack.redis.conn().await;
+    let mut pipe = domain::redis_client::pipe();
+    domain::cache::bump_sites(&mut pipe, &stack.redis.keys(), ["q-utc"]);
+    pipe.query_async::<()>(&mut redis)
+        .await
+        .expect("cache dropped");
+    let (status, answer) = query(stats, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["results"][0]["metrics"][0].as_f64().expect("visits")
+}
