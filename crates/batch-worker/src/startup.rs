@@ -23,6 +23,7 @@ use domain::queue::WorkerQueue;
 use domain::redis::RedisConn;
 use domain::shutdown::CancellationToken;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A bound, not yet running, batch-worker.
@@ -39,6 +40,8 @@ pub struct Application {
     email_lane: DeliveryLane<EmailSender>,
     sms_lane: DeliveryLane<SmsSender>,
     triggers: Arc<crate::triggers::Triggers>,
+    /// Set once the first check of what Redis lost has finished (readiness waits for it).
+    restore_checked: Arc<AtomicBool>,
     keys: Keys,
     worker_id: String,
     redis: RedisConn,
@@ -226,15 +229,27 @@ impl Application {
 
         let timeout = Duration::from_millis(config.redis.redis_timeout_ms);
         let (check_redis, check_pg) = (redis.clone(), pg.clone());
+        // Set by the restore task once it has checked (after the migrations).
+        let restore_checked = Arc::new(AtomicBool::new(false));
+        let checked = restore_checked.clone();
         let ops = Ops::new(domain::metrics::install(), shutdown.clone(), move || {
-            let (mut redis, pg) = (check_redis.clone(), check_pg.clone());
+            let (mut redis, pg, checked) = (check_redis.clone(), check_pg.clone(), checked.clone());
             Box::pin(async move {
                 domain::redis::ping(&mut redis, timeout)
                     .await
                     .map_err(|e| format!("redis: {e:#}"))?;
                 domain::postgres::ping(&pg, timeout)
                     .await
-                    .map_err(|e| format!("postgres: {e:#}"))
+                    .map_err(|e| format!("postgres: {e:#}"))?;
+                if checked.load(Ordering::Acquire) {
+                    Ok(())
+                } else {
+                    Err(
+                        "starting: the migrations, or putting back into Redis the site \
+                         registry, webhook endpoints or polls it lacks, have not finished"
+                            .into(),
+                    )
+                }
             })
         })
         .refreshing({
@@ -271,6 +286,7 @@ impl Application {
             email_lane,
             sms_lane,
             triggers,
+            restore_checked,
             keys,
             worker_id,
             redis,
@@ -332,6 +348,7 @@ impl Application {
             email_lane,
             sms_lane,
             triggers,
+            restore_checked,
             keys,
             worker_id,
             redis,
@@ -466,6 +483,7 @@ impl Application {
                     keys,
                     worker_id,
                     restore_every,
+                    restore_checked,
                     shutdown.clone(),
                 )));
                 for run in runs {

@@ -93,6 +93,32 @@ pub mod marker {
         redis::cmd("EXISTS").arg(key).query_async(conn).await
     }
 
+    /// Whether every registry a write may need is in Redis: the site registry, the webhook
+    /// endpoints, the topic subscriptions and every vote shard's polls (a write finding
+    /// one missing answers 503 "restoring").
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn all_set<C: ConnectionLike + Send + Sync>(
+        conn: &mut C,
+        keys: &crate::keys::Keys,
+    ) -> RedisResult<bool> {
+        let markers = [
+            keys.sites_restored(),
+            keys.endpoints_restored(),
+            keys.topics_restored(),
+        ]
+        .into_iter()
+        .chain((0..crate::keys::VOTE_SHARDS).map(|s| keys.vote_shard_restored(s)));
+        // One by one: in a cluster the markers live in different slots.
+        for marker in markers {
+            if !is_set(conn, &marker).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Takes a restore lock for `owner`; false when someone else holds it.
     ///
     /// # Errors

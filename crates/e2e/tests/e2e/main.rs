@@ -13,6 +13,7 @@ mod notify;
 mod polls;
 mod proxy;
 mod query;
+mod readiness;
 mod receiver;
 mod replication;
 mod sites;
