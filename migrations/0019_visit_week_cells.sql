@@ -37,6 +37,9 @@ CREATE TABLE visit_rollup_weeks (
     built_generation bigint      NOT NULL,
     PRIMARY KEY (site_id, week)
 );
+-- The weeks to build again, found without reading every week of every site.
+CREATE INDEX visit_rollup_weeks_out_of_date ON visit_rollup_weeks (week)
+    WHERE generation <> built_generation;
 
 -- The week of a day bucket: its Monday's bucket. Buckets are UTC midnights, so no zone.
 CREATE FUNCTION tally_visit_week(p_bucket timestamptz) RETURNS timestamptz

@@ -34,12 +34,12 @@ static FROM_CELLS: LazyLock<String> = LazyLock::new(|| {
         all = range_cells(
             &format!("dimension = {}", VisitDimension::All.code()),
             days,
-            true
+            false
         ),
         steps = range_cells(
             &format!("dimension = {FUNNEL_CELL_CODE} AND goal_id = $2"),
             days,
-            true
+            false
         ),
     )
 });

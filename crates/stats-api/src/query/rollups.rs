@@ -1,8 +1,9 @@
 //! Visit queries answered from `visit_rollups` (migrations 0011 and 0012, kept by the
 //! worker with the visits; read through `visit_rollup_cells`, which adds the visitors
-//! queued for large sketches, migration 0017): a range is whole days of the site's zone, which the day rows
-//! are in, so a 90-day breakdown merges 90 rows per value instead of reading every visit;
-//! the totals by hour merge the UTC hour rows. Visitors come from the rows' sketches (exact up to
+//! queued for large sketches, migration 0017): a range is whole days of the site's zone,
+//! which the day rows are in, and its whole past weeks are also week rows (migration
+//! 0019), so a 91-day breakdown merges about 20 rows per value instead of reading every
+//! visit; the totals by hour merge the UTC hour rows. Visitors come from the rows' sketches (exact up to
 //! [`EXACT_VISITORS_UP_TO`] distinct visitors, 0.8% standard error beyond).
 //!
 //! Rollups have no cross-dimension cells, so a query with a filter, with two visit
@@ -100,7 +101,7 @@ pub fn cells(code: i16, days: (&str, &str), hours: bool, by_day: bool) -> String
              AND span_hours = {HOUR_SPAN} AND bucket >= $2 AND bucket < $3"
         );
     }
-    range_cells(&format!("dimension = {code}"), days, !by_day)
+    range_cells(&format!("dimension = {code}"), days, by_day)
 }
 
 /// Dimension `d`'s rows over the range (`days`, placeholders of [`day_rows`]; whole
@@ -114,7 +115,7 @@ pub fn converted_cells(d: VisitDimension, goal: &str, days: (&str, &str), by_day
             d.goal_code()
         ),
         days,
-        !by_day,
+        by_day,
     )
 }
 
@@ -128,22 +129,22 @@ pub fn goal_cells(ids: &str, names: &str, days: (&str, &str), by_day: bool) -> S
         range_cells(
             &format!("dimension = {}", VisitDimension::All.goal_code()),
             days,
-            !by_day
+            by_day
         )
     )
 }
 
 /// The cells matching `condition` (on the dimension and goal) whose rows cover the days
-/// `[first, last)` (placeholders of [`day_rows`]) of site `$1`: with `weeks`, the week
-/// rows (migration 0019) of the range's whole weeks that are built and up to date, when
-/// they are consecutive, and the day rows before and after them; otherwise the day rows.
-/// Either way the same sums and the same visitors (a week row is its days' sums and
-/// sketch union), from a seventh of the rows over long ranges. A grouping by day must not
-/// read week rows.
-pub fn range_cells(condition: &str, days: (&str, &str), weeks: bool) -> String {
+/// `[first, last)` (placeholders of [`day_rows`]) of site `$1`: the week rows (migration
+/// 0019) of the range's whole weeks that are built and up to date, when they are
+/// consecutive, and the day rows before and after them; with `by_day` (a grouping by
+/// day, which week rows cannot answer) the day rows alone. Either way the same sums and
+/// the same visitors (a week row is its days' sums and sketch union), from a seventh of
+/// the rows over long ranges.
+pub fn range_cells(condition: &str, days: (&str, &str), by_day: bool) -> String {
     let (first, last) = days;
     let base = format!("SELECT * FROM visit_rollup_cells WHERE site_id = $1 AND {condition}");
-    if !weeks {
+    if by_day {
         return format!(
             "{base} AND span_hours = {DAY_SPAN} AND bucket >= {first} AND bucket < {last}"
         );
