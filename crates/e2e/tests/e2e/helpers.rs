@@ -441,6 +441,12 @@ pub async fn assert_visit_rollups_match_visits(stack: &Stack) {
 async fn assert_rollups_equal_visits(stack: &Stack, stored: &str, what: &str) {
     let (wrong, sample): (i64, Option<String>) = {
         let client = stack.db.pool().get().await.expect("pg");
+        // The test's own aggregation of a million events' visits by hour, day and week
+        // takes longer than the services' statement timeout on a busy machine.
+        client
+            .batch_execute("SET statement_timeout = '600s'")
+            .await
+            .expect("statement timeout");
         let row = client
             .query_one(
                 &format!(
