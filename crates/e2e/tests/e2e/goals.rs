@@ -2,7 +2,7 @@
 //! below by hand: made on ingest-api, stored by the worker with the site, applied by
 //! stats-api to past events, replays included.
 
-use crate::helpers::{ADMIN_TOKEN, Service, Stack};
+use crate::helpers::{Service, Stack, admin_post};
 use crate::query::{post_all, query, rows};
 use domain::testing::eventually;
 use serde_json::{Value, json};
@@ -95,21 +95,6 @@ fn data_set(site: &str) -> Vec<Value> {
         desktop,
     ));
     events
-}
-
-async fn admin_post(ingest: &Service, path: &str, body: &Value) -> Value {
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "an admin write", || async {
-        let res = client
-            .post(format!("{}{path}", ingest.url()))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await
-            .ok()?;
-        (res.status() == 201).then_some(res.json::<Value>().await.ok()?)
-    })
-    .await
 }
 
 async fn get(stats: &Service, path: &str) -> (u16, Value) {

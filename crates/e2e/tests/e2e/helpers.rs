@@ -8,6 +8,27 @@ use tokio::process::{Child, Command};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// POSTs `body` to ingest-api's admin route `path` until it answers 201 (the worker may
+/// still be restoring the registries); returns the answer.
+pub async fn admin_post(
+    ingest: &Service,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    domain::testing::eventually(Duration::from_secs(30), "an admin write", || async {
+        let res = client
+            .post(format!("{}{path}", ingest.url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        (res.status() == 201).then_some(res.json::<serde_json::Value>().await.ok()?)
+    })
+    .await
+}
+
 /// The directory holding the workspace's binaries (next to this test's `deps/`).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

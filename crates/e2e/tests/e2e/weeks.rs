@@ -1,7 +1,7 @@
 //! Week cells (migration 0019) seen from the query API: every rollup query answers the
 //! same through week rows as from day rows alone, and the week rows are really read.
 
-use crate::helpers::{ADMIN_TOKEN, Service, Stack, assert_visits_match_events};
+use crate::helpers::{Service, Stack, admin_post, assert_visits_match_events};
 use crate::query::{SITES, generate, post_all, query};
 use domain::testing::eventually;
 use serde_json::{Value, json};
@@ -45,18 +45,12 @@ async fn answers(
     funnels: &[String],
     ranges: &[(&str, &str)],
 ) -> Vec<Value> {
-    let mut redis = stack.redis.conn().await;
-    let keys = stack.redis.keys();
     let client = reqwest::Client::new();
     let mut out = Vec::new();
     for ((site, _), funnel) in SITES.iter().zip(funnels) {
         for range in ranges {
             for body in bodies(site, *range) {
-                let mut pipe = domain::redis_client::pipe();
-                domain::cache::bump_sites(&mut pipe, &keys, [*site]);
-                pipe.query_async::<()>(&mut redis)
-                    .await
-                    .expect("cache dropped");
+                drop_cached_answers(stack, site).await;
                 let (status, mut answer) = query(stats, &body).await;
                 assert_eq!(status, 200, "{body}: {answer}");
                 answer.as_object_mut().map(|a| a.remove("meta"));
@@ -89,25 +83,19 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
     let stats = stack.start("stats-api", &[]).await;
     let mut funnels = Vec::new();
     for (site, zone) in SITES {
-        let admin = |path: String, body: Value| admin_post(ingest.url(), path, body);
-        admin(
-            "/v1/sites".into(),
-            json!({"site_id": site, "domains": [format!("{site}.example")], "timezone": zone}),
+        admin_post(
+            &ingest,
+            "/v1/sites",
+            &json!({"site_id": site, "domains": [format!("{site}.example")], "timezone": zone}),
         )
         .await;
-        admin(
-            format!("/v1/sites/{site}/goals"),
-            json!({"page_path": "/p1*"}),
-        )
-        .await;
-        admin(
-            format!("/v1/sites/{site}/goals"),
-            json!({"event_name": "signup"}),
-        )
-        .await;
-        let funnel = admin(
-            format!("/v1/sites/{site}/funnels"),
-            json!({"name": "p1 then signup", "steps": ["Visit /p1*", "signup"]}),
+        let goals = format!("/v1/sites/{site}/goals");
+        admin_post(&ingest, &goals, &json!({"page_path": "/p1*"})).await;
+        admin_post(&ingest, &goals, &json!({"event_name": "signup"})).await;
+        let funnel = admin_post(
+            &ingest,
+            &format!("/v1/sites/{site}/funnels"),
+            &json!({"name": "p1 then signup", "steps": ["Visit /p1*", "signup"]}),
         )
         .await;
         funnels.push(
@@ -194,30 +182,20 @@ async fn execute(stack: &Stack, sql: &str) {
     client.batch_execute(sql).await.expect(sql);
 }
 
-async fn admin_post(ingest: String, path: String, body: Value) -> Value {
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "an admin write", || async {
-        let res = client
-            .post(format!("{ingest}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .ok()?;
-        (res.status() == 201).then_some(res.json::<Value>().await.ok()?)
-    })
-    .await
+/// Drops the answers cached for `site`.
+async fn drop_cached_answers(stack: &Stack, site: &str) {
+    let mut redis = stack.redis.conn().await;
+    let mut pipe = domain::redis_client::pipe();
+    domain::cache::bump_sites(&mut pipe, &stack.redis.keys(), [site]);
+    pipe.query_async::<()>(&mut redis)
+        .await
+        .expect("cache dropped");
 }
 
 /// The visits of site `q-utc` over `range`, uncached.
 async fn q_utc_visits(stack: &Stack, stats: &Service, range: (&str, &str)) -> f64 {
     let body = json!({"site_id": "q-utc", "metrics": ["visits"], "date_range": [range.0, range.1]});
-    let mut redis = stack.redis.conn().await;
-    let mut pipe = domain::redis_client::pipe();
-    domain::cache::bump_sites(&mut pipe, &stack.redis.keys(), ["q-utc"]);
-    pipe.query_async::<()>(&mut redis)
-        .await
-        .expect("cache dropped");
+    drop_cached_answers(stack, "q-utc").await;
     let (status, answer) = query(stats, &body).await;
     assert_eq!(status, 200, "{answer}");
     answer["results"][0]["metrics"][0].as_f64().expect("visits")
