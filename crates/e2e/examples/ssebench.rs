@@ -141,7 +141,7 @@ async fn main() {
                 client.clone(),
             );
             tokio::spawn(async move {
-                let mut conn = client
+                let conn = client
                     .get_multiplexed_async_connection()
                     .await
                     .expect("redis");
@@ -156,14 +156,10 @@ async fn main() {
                         user_id: format!("v{n}"),
                     };
                     if let Ok(VoteOutcome::Accepted(body)) = domain::poll::vote(
-                        &mut conn,
+                        &conn,
                         &keys,
-                        &poll_id,
-                        &ballot,
-                        domain::poll::voter_token::Proof::Missing,
-                        None,
+                        &domain::poll::Vote::open(poll_id.as_str(), ballot),
                         chrono::Utc::now(),
-                        None,
                     )
                     .await
                     {

@@ -4,7 +4,9 @@
 //! Redis, and the batch-worker takes it from there.
 
 pub mod admission;
+pub mod ballot_box;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod limits;

@@ -1,32 +1,28 @@
 //! Events of concurrent requests pushed to Redis together: one `LPUSH` per shard carries
-//! every request that arrived while the previous push was in flight.
-//!
-//! Redis spends most of an event's cost on the command around it (parsing, dispatch, the
-//! reply), not on the list element, and so does the client; on a loaded server a push
-//! of many requests' events costs about what one request's did. Nothing waits for a
-//! batch to fill: a request alone is pushed at once, as before. Each request's events
-//! stay in one `LPUSH`, so a request is still queued whole or not at all, and it is
-//! answered only once Redis has acknowledged that push.
+//! every request that arrived while the previous push was in flight (see
+//! [`crate::coalesce`]). Each request's events stay in one `LPUSH`, so a request is still
+//! queued whole or not at all, and it is answered only once Redis has acknowledged that
+//! push.
 //!
 //! With `REDIS_WAIT_REPLICAS` set, a push is acknowledged only once that many replicas
 //! hold it (`WAIT` after the `LPUSH`): a failover then loses no acknowledged event. One
 //! `WAIT` covers every request of the push, so the replication round trip is paid per
 //! push, not per request.
 
+use crate::coalesce::{Coalescer, Limits};
 use domain::keys::QueueKeys;
 use domain::redis::RedisConn;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Requests one push carries at most...
-const MAX_REQUESTS_PER_PUSH: usize = 256;
-/// ...and events (a push is one Redis command, held whole in memory).
-const MAX_EVENTS_PER_PUSH: usize = 10_000;
-/// Pushes in flight at once (each a round trip; more requests wait in the channel).
-const PUSHES_IN_FLIGHT: usize = 4;
-/// Requests waiting to be pushed before new ones wait to be accepted.
-const WAITING: usize = 4_096;
+const LIMITS: Limits = Limits {
+    max_requests: 256,
+    // A push is one Redis command, held whole in memory.
+    max_weight: 10_000,
+    in_flight: 4,
+    waiting: 4_096,
+    metric: "ingest_api_requests_per_push",
+};
 
 /// Replicas that must hold a push before its requests are answered (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,26 +45,29 @@ pub enum PushError {
 
 type Pushed = Result<u64, PushError>;
 
-struct Request {
+struct Push {
     shard: usize,
     items: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Pushed>,
 }
 
 /// One HTTP worker's pusher (its task runs on that worker's runtime, on its connection).
 #[derive(Clone)]
 pub struct EventPusher {
-    tx: mpsc::Sender<Request>,
+    pushes: Coalescer<Push, Pushed>,
     replicas: u32,
 }
 
 impl EventPusher {
     /// Starts the pushing task on the current runtime.
     pub fn start(conn: RedisConn, queues: Vec<QueueKeys>, replication: Replication) -> Self {
-        let (tx, rx) = mpsc::channel(WAITING);
-        tokio::spawn(run(rx, conn, Arc::new(queues), replication));
+        let queues = Arc::new(queues);
+        let pushes = Coalescer::start(
+            LIMITS,
+            |push: &Push| push.items.len(),
+            move |batch| push_batch(conn.clone(), queues.clone(), batch, replication),
+        );
         Self {
-            tx,
+            pushes,
             replicas: replication.replicas,
         }
     }
@@ -93,90 +92,51 @@ impl EventPusher {
     /// Redis's, when the push failed (none of `items` was queued), or too few replicas
     /// acknowledged it.
     pub async fn push(&self, shard: usize, items: Vec<Vec<u8>>) -> Pushed {
-        let (reply, answer) = oneshot::channel();
-        let gone = || {
-            domain::redis_client::RedisError::from((
-                domain::redis_client::ErrorKind::Io,
-                "the event pusher stopped",
-            ))
-        };
-        self.tx
-            .send(Request {
-                shard,
-                items,
-                reply,
-            })
+        self.pushes
+            .call(Push { shard, items })
             .await
-            .map_err(|_| PushError::Redis(gone()))?;
-        answer.await.map_err(|_| PushError::Redis(gone()))?
-    }
-}
-
-async fn run(
-    mut rx: mpsc::Receiver<Request>,
-    conn: RedisConn,
-    queues: Arc<Vec<QueueKeys>>,
-    replication: Replication,
-) {
-    let in_flight = Arc::new(Semaphore::new(PUSHES_IN_FLIGHT));
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut events = first.items.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_REQUESTS_PER_PUSH && events < MAX_EVENTS_PER_PUSH {
-            match rx.try_recv() {
-                Ok(next) => {
-                    events += next.items.len();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        metrics::histogram!("ingest_api_requests_per_push").record(batch.len() as f64);
-        let (conn, queues) = (conn.clone(), queues.clone());
-        tokio::spawn(async move {
-            push_batch(conn, &queues, batch, replication).await;
-            drop(permit);
-        });
+            .unwrap_or_else(|| {
+                Err(PushError::Redis(domain::redis_client::RedisError::from((
+                    domain::redis_client::ErrorKind::Io,
+                    "the event pusher stopped",
+                ))))
+            })
     }
 }
 
 /// One `LPUSH` per shard the batch touches, answered to each of its requests.
 async fn push_batch(
     conn: RedisConn,
-    queues: &[QueueKeys],
-    batch: Vec<Request>,
+    queues: Arc<Vec<QueueKeys>>,
+    batch: Vec<Push>,
     replication: Replication,
-) {
-    let mut by_shard: Vec<Vec<Request>> = (0..queues.len()).map(|_| Vec::new()).collect();
-    for request in batch {
-        let shard = request.shard.min(queues.len() - 1);
-        by_shard[shard].push(request);
+) -> Vec<Pushed> {
+    let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); queues.len()];
+    for (i, push) in batch.iter().enumerate() {
+        by_shard[push.shard.min(queues.len() - 1)].push(i);
     }
     let pushes = by_shard
         .into_iter()
         .enumerate()
         .filter(|(_, requests)| !requests.is_empty())
         .map(|(shard, requests)| {
-            let mut conn = conn.clone();
-            let keys = &queues[shard];
+            let (mut conn, keys, batch) = (conn.clone(), &queues[shard], &batch);
             async move {
                 let items: Vec<&[u8]> = requests
                     .iter()
-                    .flat_map(|r| r.items.iter().map(Vec::as_slice))
+                    .flat_map(|&i| batch[i].items.iter().map(Vec::as_slice))
                     .collect();
                 let pushed = push_and_wait(&mut conn, keys, &items, replication).await;
-                for request in requests {
-                    let _ = request.reply.send(pushed.clone());
-                }
+                (requests, pushed)
             }
         });
-    futures_util::future::join_all(pushes).await;
+    let mut answers: Vec<Option<Pushed>> = vec![None; batch.len()];
+    for (requests, pushed) in futures_util::future::join_all(pushes).await {
+        for i in requests {
+            answers[i] = Some(pushed.clone());
+        }
+    }
+    answers.into_iter().flatten().collect()
 }
 
 /// One `LPUSH`, then (when replicas are asked for) a `WAIT` on the same connection, which

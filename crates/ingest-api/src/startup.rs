@@ -163,6 +163,10 @@ impl Application {
                             ),
                         },
                     )))
+                    .app_data(web::Data::new(crate::ballot_box::BallotBox::start(
+                        worker_redis.clone(),
+                        state.keys.clone(),
+                    )))
                     .app_data(web::Data::new(WorkerRedis(worker_redis)))
                     .app_data(state.clone())
                     .service(events::post_events)

@@ -2,7 +2,7 @@
 //!
 //! | channel | published by | payload |
 //! | --- | --- | --- |
-//! | `P:chan:poll:ID` | the poll scripts (`vote.lua`, `close_poll.lua`, `restore_poll.lua`) | [`crate::poll::PollState`] without question and options |
+//! | `P:chan:poll:ID` | the poll scripts (`votes.lua`, `close_poll.lua`, `restore_poll.lua`) | [`crate::poll::PollState`] without question and options |
 //! | `P:chan:site:S` | batch-worker, after each committed batch touching site `S` | [`crate::site::SiteBatchSummary`] |
 //! | `P:chan:feeds:M` | `feed_append.lua`, `feed_read.lua`: new feed items and read marks of the users of feed shard `M` | [`crate::notify::feed::FeedLive`] |
 //!

@@ -5,6 +5,7 @@
 //! state after the vote, atomically.
 
 use super::{client_rate_limit, read_json_body, require_admin, traceparent};
+use crate::ballot_box::BallotBox;
 use crate::error::ApiError;
 use crate::limits::retry_after_secs;
 use crate::pusher::EventPusher;
@@ -12,7 +13,7 @@ use crate::startup::{AppState, WorkerRedis};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
-use domain::poll::{self, Ballot, BallotError, CloseOutcome, VoteOutcome, Voters, voter_token};
+use domain::poll::{self, BallotError, CloseOutcome, Vote, VoteOutcome, Voters, voter_token};
 use serde_json::json;
 
 /// Longest poll id accepted in a path (ids we create are 36 characters).
@@ -151,7 +152,7 @@ pub async fn post_vote(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-    redis: web::Data<WorkerRedis>,
+    ballot_box: web::Data<BallotBox>,
     pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     let poll_id = path.into_inner();
@@ -193,16 +194,15 @@ pub async fn post_vote(
             Some(key)
         }
     };
-    let counted = cast(
-        &state,
-        &redis,
-        &poll_id,
-        &ballot,
+    let vote = Vote {
+        idempotency_key: idempotency_key.map(str::to_string),
+        traceparent: traceparent(&req),
+        poll_id,
+        ballot,
         proof,
-        idempotency_key,
-        traceparent(&req).as_deref(),
-    )
-    .await?;
+    };
+    let poll_id = vote.poll_id.clone();
+    let counted = cast(&ballot_box, vote).await?;
     match replicated(&pusher, counted).await? {
         VoteOutcome::Accepted(body) | VoteOutcome::Unchanged(body) | VoteOutcome::Replay(body) => {
             Ok(HttpResponse::Accepted()
@@ -270,7 +270,7 @@ pub async fn post_vote_compat(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    redis: web::Data<WorkerRedis>,
+    ballot_box: web::Data<BallotBox>,
     pusher: web::Data<EventPusher>,
 ) -> Result<HttpResponse, ApiError> {
     client_vote_limit(&req, &state)?;
@@ -322,16 +322,12 @@ pub async fn post_vote_compat(
         return Err(refusal(VoteOutcome::NotFound));
     }
     poll_vote_limit(&state, &poll_id)?;
-    let counted = cast(
-        &state,
-        &redis,
-        &poll_id,
-        &ballot,
-        voter_token::Proof::Missing,
-        idempotency_key,
-        traceparent(&req).as_deref(),
-    )
-    .await?;
+    let vote = Vote {
+        idempotency_key: idempotency_key.map(str::to_string),
+        traceparent: traceparent(&req),
+        ..Vote::open(poll_id, ballot)
+    };
+    let counted = cast(&ballot_box, vote).await?;
     match replicated(&pusher, counted).await? {
         VoteOutcome::Accepted(_) | VoteOutcome::Unchanged(_) | VoteOutcome::Replay(_) => {
             Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
@@ -393,27 +389,8 @@ fn poll_vote_limit(state: &AppState, poll_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn cast(
-    state: &AppState,
-    redis: &WorkerRedis,
-    poll_id: &str,
-    ballot: &Ballot,
-    proof: voter_token::Proof,
-    idempotency_key: Option<&str>,
-    traceparent: Option<&str>,
-) -> Result<VoteOutcome, ApiError> {
-    let outcome = poll::vote(
-        &mut redis.0.clone(),
-        &state.keys,
-        poll_id,
-        ballot,
-        proof,
-        idempotency_key,
-        Utc::now(),
-        traceparent,
-    )
-    .await
-    .map_err(queue_unavailable)?;
+async fn cast(ballot_box: &BallotBox, vote: Vote) -> Result<VoteOutcome, ApiError> {
+    let outcome = ballot_box.cast(vote).await.map_err(queue_unavailable)?;
     let label = match &outcome {
         VoteOutcome::Accepted(_) => "accepted",
         VoteOutcome::Unchanged(_) => "unchanged",

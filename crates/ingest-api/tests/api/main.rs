@@ -1,5 +1,6 @@
 //! ingest-api against real Redis: one binary, one module per resource.
 
+mod ballots;
 mod events;
 mod goals;
 mod helpers;

@@ -145,12 +145,8 @@ impl TestGateway {
         let outcome = domain::poll::vote(
             conn,
             &self.keys,
-            poll,
-            &ballot,
-            domain::poll::voter_token::Proof::Missing,
-            None,
+            &domain::poll::Vote::open(poll, ballot),
             chrono::Utc::now(),
-            None,
         )
         .await
         .expect("vote");

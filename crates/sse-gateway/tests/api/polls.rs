@@ -203,21 +203,17 @@ async fn a_browser_that_stops_reading_stalls_nobody_and_is_resynchronised_later(
         .map(|lane| {
             let (keys, redis, poll) = (gw.keys.clone(), gw.redis.clone(), poll.clone());
             tokio::spawn(async move {
-                let mut conn = domain::redis::connection(&redis).expect("REDIS_URL parses");
+                let conn = domain::redis::connection(&redis).expect("REDIS_URL parses");
                 for i in (lane..votes).step_by(4) {
                     let ballot = domain::poll::Ballot {
                         option_ids: vec!["o1".into()],
                         user_id: format!("u{i}"),
                     };
                     domain::poll::vote(
-                        &mut conn,
+                        &conn,
                         &keys,
-                        &poll,
-                        &ballot,
-                        domain::poll::voter_token::Proof::Missing,
-                        None,
+                        &domain::poll::Vote::open(poll.as_str(), ballot),
                         chrono::Utc::now(),
-                        None,
                     )
                     .await
                     .expect("vote");

@@ -6,7 +6,7 @@
 -- ARGV[2]  options, JSON [{"id": .., "label": ..}, ...]
 -- ARGV[3]  closes_at in epoch ms, or "" for none
 -- ARGV[4]  the queue message (kind "poll")
--- ARGV[5..] the poll's settings: field, value, ... (see vote.lua)
+-- ARGV[5..] the poll's settings: field, value, ... (see votes.lua)
 -- Returns  1 when created, 0 when a poll with this id already exists (nothing done).
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0

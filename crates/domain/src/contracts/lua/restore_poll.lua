@@ -9,7 +9,7 @@
 -- ARGV[7]  tally, JSON {"option id": votes}
 -- ARGV[8]  pub/sub channel of the poll   ARGV[9]  the poll id as a JSON string
 -- ARGV[10] the poll's new epoch (the restore's time, epoch ms)
--- ARGV[11..] the poll's settings: field, value, ... (see vote.lua)
+-- ARGV[11..] the poll's settings: field, value, ... (see votes.lua)
 -- Returns  1 when restored, 0 when the poll already exists (nothing done).
 --
 -- The restored state is published with a new epoch: its sequence number may be lower than

@@ -29,7 +29,7 @@ pub enum PollMessage {
         #[serde(default)]
         queued_at_ms: i64,
     },
-    /// A vote was counted, or a voter moved theirs (written by `vote.lua`): the voter's
+    /// A vote was counted, or a voter moved theirs (written by `votes.lua`): the voter's
     /// choice as of `seq`, which replaces any earlier one.
     Vote {
         vote_id: Uuid,

@@ -25,4 +25,4 @@ pub use definition::{
 pub use lifecycle::{CloseOutcome, PersistedPoll, close, create, restore};
 pub use message::PollMessage;
 pub use state::{PollLookup, PollState, lookup, read_state, shard_marker};
-pub use voting::{VoteOutcome, vote};
+pub use voting::{MAX_VOTES_PER_CALL, Vote, VoteOutcome, vote, vote_all};
