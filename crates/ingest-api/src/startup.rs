@@ -172,8 +172,10 @@ impl Application {
                     .service(events::post_events)
                     .service(events::post_event_compat)
                     .service(polls::post_poll)
-                    .service(polls::close_poll)
+                    // Votes before the other routes with a path parameter: a path
+                    // parameter is matched by a regex, and votes are the busiest of them.
                     .service(polls::post_vote)
+                    .service(polls::close_poll)
                     .service(polls::post_vote_compat)
                     .service(sites::post_site)
                     .service(sites::list_sites)

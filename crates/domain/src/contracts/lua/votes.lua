@@ -49,9 +49,9 @@
 --
 -- JSON is assembled from strings rather than with cjson: option ids are the service's own
 -- ("o1", "o2", ...), everything client-supplied arrives escaped, and cjson.encode calls
--- were most of a vote's cost. Numbers are turned into text once per change (Lua formats
--- them with sprintf, the next largest cost), and each poll's tally text is kept between
--- votes.
+-- were most of a vote's cost. Numbers are turned into text once per change, mostly by
+-- changing the last digit of the text before (Lua formats numbers with sprintf, the next
+-- largest cost), and each poll's tally text is kept between votes.
 local now = tonumber(ARGV[1])
 local poll_count = tonumber(ARGV[2])
 local polls = {}
@@ -61,6 +61,18 @@ local remembered_order = {}
 local queued = {}
 local replies = {}
 local shard_restored
+
+-- The users voting on each poll of the call.
+local voters_of = {}
+for a = 3 + 2 * poll_count, #ARGV, 6 do
+  local j = tonumber(ARGV[a])
+  local users = voters_of[j]
+  if not users then
+    users = {}
+    voters_of[j] = users
+  end
+  users[#users + 1] = ARGV[a + 2]
+end
 
 local function poll_of(j)
   local p = polls[j]
@@ -79,6 +91,7 @@ local function poll_of(j)
     -- its `"id":count` text.
     p.options = {}
     p.counts = {}
+    p.count_texts = {}
     p.parts = {}
     p.slot = {}
     local flat = redis.call('HGETALL', p.tally_key)
@@ -86,6 +99,7 @@ local function poll_of(j)
       local n = #p.options + 1
       p.options[n] = flat[i]
       p.counts[flat[i]] = tonumber(flat[i + 1])
+      p.count_texts[flat[i]] = flat[i + 1]
       p.parts[n] = '"' .. flat[i] .. '":' .. flat[i + 1]
       p.slot[flat[i]] = n
     end
@@ -94,15 +108,35 @@ local function poll_of(j)
     p.total_text = def[10] or '0'
     p.total = tonumber(p.total_text) or 0
     p.results = def[6] or 'always'
+    p.min_choices = tonumber(def[4] or '1') or 1
+    p.max_choices = tonumber(def[5] or '1') or 1
+    -- Every voter of the call at once: whether each voted before, and for what.
+    local users = voters_of[j]
+    local previous = redis.call('HMGET', p.voters_key, unpack(users))
+    for i, user in ipairs(users) do
+      p.voters[user] = previous[i]
+    end
   end
   polls[j] = p
   return p
 end
 
+-- The text of a number one more than the one `text` spells, or nil: most of the time only
+-- its last digit changes, which is far cheaper than Lua formatting a number (sprintf).
+local function next_text(text)
+  local last = string.byte(text, -1)
+  if last and last >= 48 and last < 57 then
+    return string.sub(text, 1, -2) .. string.char(last + 1)
+  end
+  return nil
+end
+
 local function count(p, option, by)
   local n = p.counts[option] + by
+  local text = by == 1 and next_text(p.count_texts[option]) or tostring(n)
   p.counts[option] = n
-  p.parts[p.slot[option]] = '"' .. option .. '":' .. n
+  p.count_texts[option] = text
+  p.parts[p.slot[option]] = '"' .. option .. '":' .. text
   p.tally_json = nil
 end
 
@@ -189,10 +223,8 @@ local function cast(a)
   else
     choices = {choice_list}
   end
-  local min_choices = tonumber(def[4] or '1') or 1
-  local max_choices = tonumber(def[5] or '1') or 1
-  if #choices < min_choices or #choices > max_choices then
-    return 'choice_count', min_choices .. ',' .. max_choices
+  if #choices < p.min_choices or #choices > p.max_choices then
+    return 'choice_count', p.min_choices .. ',' .. p.max_choices
   end
   for _, option in ipairs(choices) do
     if not p.counts[option] then
@@ -200,10 +232,6 @@ local function cast(a)
     end
   end
   local previous = p.voters[user]
-  if previous == nil then
-    previous = redis.call('HGET', p.voters_key, user)
-    p.voters[user] = previous
-  end
   if previous then
     if def[7] ~= '1' then
       return 'duplicate', ''
@@ -218,7 +246,7 @@ local function cast(a)
     end
   else
     p.total = p.total + 1
-    p.total_text = tostring(p.total)
+    p.total_text = next_text(p.total_text) or tostring(p.total)
   end
   p.voters[user] = choice_list
   if not p.moved[user] then
@@ -229,7 +257,7 @@ local function cast(a)
     count(p, option, 1)
   end
   p.seq = p.seq + 1
-  p.seq_text = tostring(p.seq)
+  p.seq_text = next_text(p.seq_text) or tostring(p.seq)
   if not p.changed then
     p.changed = true
     touched[#touched + 1] = p
@@ -257,10 +285,10 @@ for _, p in ipairs(touched) do
   local counts = {}
   for _, option in ipairs(p.options) do
     counts[#counts + 1] = option
-    counts[#counts + 1] = p.counts[option]
+    counts[#counts + 1] = p.count_texts[option]
   end
   redis.call('HSET', p.tally_key, unpack(counts))
-  redis.call('HSET', p.def_key, 'seq', p.seq, 'total', p.total)
+  redis.call('HSET', p.def_key, 'seq', p.seq_text, 'total', p.total_text)
 end
 if #queued > 0 then
   redis.call('LPUSH', KEYS[1], unpack(queued))
@@ -272,6 +300,6 @@ for _, p in ipairs(touched) do
 end
 for _, key in ipairs(remembered_order) do
   local value = remembered[key]
-  redis.call('SET', key, value[1], 'EX', tonumber(value[2]))
+  redis.call('SET', key, value[1], 'EX', value[2])
 end
 return replies

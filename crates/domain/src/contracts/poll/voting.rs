@@ -95,7 +95,7 @@ pub async fn vote_all<C: ConnectionLike + Clone + Send + Sync>(
     let mut by_shard: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
     for (i, vote) in votes.iter().enumerate() {
         by_shard
-            .entry(keys.poll(&vote.poll_id).shard)
+            .entry(crate::keys::vote_shard(&vote.poll_id))
             .or_default()
             .push(i);
     }
