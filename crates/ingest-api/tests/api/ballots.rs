@@ -37,22 +37,25 @@ async fn votes_cast_in_one_call_are_each_decided_as_if_cast_alone_in_order() {
     // Three polls on one vote shard (one to be closed; "moving" allows changes, "fixed"
     // does not) and one on another shard, from polls made until the shards fit.
     let mut by_shard: std::collections::HashMap<u16, Vec<String>> = Default::default();
-    let (moving, fixed, closed, elsewhere) = loop {
+    let (moving, closed, elsewhere) = loop {
         let id = app
             .create_poll_with(serde_json::json!({
                 "question": "Which?", "options": ["a", "b", "c"], "allow_change": true
             }))
             .await;
         by_shard.entry(keys.poll(&id).shard).or_default().push(id);
-        let full = by_shard.values().find(|ids| ids.len() >= 2).cloned();
-        let other = by_shard.values().find(|ids| ids.len() == 1).cloned();
-        if let (Some(pair), Some(other)) = (full, other) {
-            let fixed = app
-                .create_poll_with(serde_json::json!({"question": "Fixed?", "options": ["a", "b"]}))
-                .await;
-            if keys.poll(&fixed).shard == keys.poll(&pair[0]).shard {
-                break (pair[0].clone(), fixed, pair[1].clone(), other[0].clone());
-            }
+        let pair = by_shard.iter().find(|(_, ids)| ids.len() >= 2);
+        let other = pair.and_then(|(shard, _)| by_shard.iter().find(|(s, _)| *s != shard));
+        if let (Some((_, pair)), Some((_, other))) = (pair, other) {
+            break (pair[0].clone(), pair[1].clone(), other[0].clone());
+        }
+    };
+    let fixed = loop {
+        let id = app
+            .create_poll_with(serde_json::json!({"question": "Fixed?", "options": ["a", "b"]}))
+            .await;
+        if keys.poll(&id).shard == keys.poll(&moving).shard {
+            break id;
         }
     };
     app.close(&closed).await;
