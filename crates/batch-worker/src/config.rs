@@ -56,6 +56,9 @@ pub struct WorkerSettings {
     /// weeks not yet built read their days: the interval changes no answer, only how soon
     /// a long range reads fewer rows).
     pub visit_week_build_interval_ms: u64,
+    /// How often the events set aside while their site's settings changed are stored,
+    /// once no change holds the site any more.
+    pub events_waiting_interval_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
 }
@@ -80,6 +83,7 @@ impl Default for WorkerSettings {
             visit_sketch_repair_interval_ms: 1_000,
             visit_sketch_fold_interval_ms: 5_000,
             visit_week_build_interval_ms: 10_000,
+            events_waiting_interval_ms: 1_000,
             run_migrations: true,
         }
     }
@@ -382,6 +386,10 @@ impl ServiceConfig for Config {
             ));
         }
         for (name, value) in [
+            (
+                "EVENTS_WAITING_INTERVAL_MS",
+                worker.events_waiting_interval_ms,
+            ),
             ("REAP_INTERVAL_MS", worker.reap_interval_ms),
             ("STORE_TIMEOUT_MS", worker.store_timeout_ms),
             (

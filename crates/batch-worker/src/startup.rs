@@ -405,6 +405,7 @@ impl Application {
             let repair_every = Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
             let fold_every = Duration::from_millis(config.worker.visit_sketch_fold_interval_ms);
             let weeks_every = Duration::from_millis(config.worker.visit_week_build_interval_ms);
+            let waiting_every = Duration::from_millis(config.worker.events_waiting_interval_ms);
             let (spike_multiple, spike_min) = (
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,
@@ -468,6 +469,13 @@ impl Application {
                 runs.push(tokio::spawn(crate::events::visits::week_cells::run(
                     pg.clone(),
                     weeks_every,
+                    shutdown.clone(),
+                )));
+                runs.push(tokio::spawn(crate::events::waiting::run(
+                    pg.clone(),
+                    redis.clone(),
+                    keys.clone(),
+                    waiting_every,
                     shutdown.clone(),
                 )));
                 runs.push(tokio::spawn(crate::events::visits::sketch_repair::run(

@@ -158,7 +158,7 @@ pub async fn totals(
     );
     let row = client
         .query_one(
-            &format!("SELECT count(*), count(DISTINCT user_id) {matching}"),
+            &format!("SELECT count(*), count(DISTINCT user_id COLLATE \"C\") {matching}"),
             &params,
         )
         .await?;
@@ -199,7 +199,7 @@ pub async fn series(
     filters: &Filters,
 ) -> anyhow::Result<Vec<(DateTime<Utc>, i64)>> {
     let value = if visitors {
-        "count(DISTINCT user_id)"
+        "count(DISTINCT user_id COLLATE \"C\")"
     } else {
         "count(*)"
     };

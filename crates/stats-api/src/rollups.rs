@@ -122,7 +122,7 @@ pub async fn series(
              GROUP BY bucket"
         }
         (Metric::Visitors, Interval::Day) if clock.is_utc() => {
-            "SELECT (day::timestamp AT TIME ZONE 'UTC'), count(DISTINCT user_id) FROM daily_visitors
+            "SELECT (day::timestamp AT TIME ZONE 'UTC'), count(DISTINCT user_id COLLATE \"C\") FROM daily_visitors
              WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2)
                AND day >= ($3 AT TIME ZONE 'UTC')::date AND day < ($4 AT TIME ZONE 'UTC')::date + 1
              GROUP BY day"
@@ -131,7 +131,7 @@ pub async fn series(
             return local_daily_visitors(&client, site_id, event_type, clock, from, to).await;
         }
         (Metric::Visitors, Interval::Hour) => {
-            "SELECT t, count(DISTINCT user_id) FROM (
+            "SELECT t, count(DISTINCT user_id COLLATE \"C\") FROM (
                 SELECT (day::timestamp AT TIME ZONE 'UTC') + make_interval(hours => h) AS t, user_id
                 FROM daily_visitors, generate_series(0, 23) AS h
                 WHERE site_id = $1 AND ($2::text IS NULL OR event_type = $2)
@@ -194,7 +194,7 @@ async fn local_daily_visitors(
     let stmt = client
         .prepare_cached(
             "WITH b AS (SELECT * FROM unnest($5::date[], $6::int[], $7::date[]) AS b(day, split, first_local))
-             SELECT local_day, count(DISTINCT user_id) FROM (
+             SELECT local_day, count(DISTINCT user_id COLLATE \"C\") FROM (
                 SELECT b.first_local AS local_day, v.user_id
                 FROM daily_visitors v JOIN b ON b.day = v.day
                 WHERE v.site_id = $1 AND ($2::text IS NULL OR v.event_type = $2)

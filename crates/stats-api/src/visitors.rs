@@ -110,7 +110,7 @@ pub async fn distinct_visitors(
     // the masked ones of the first and last day.
     let exact = client
         .prepare_cached(
-            "SELECT count(DISTINCT user_id) FROM daily_visitors
+            "SELECT count(DISTINCT user_id COLLATE \"C\") FROM daily_visitors
              WHERE site_id = $1 AND event_type = $2 AND day >= $3 AND day <= $4
                AND hours & (CASE WHEN day = $3 THEN $5 ELSE -1 END)
                          & (CASE WHEN day = $4 THEN $6 ELSE -1 END) <> 0",

@@ -2,7 +2,8 @@
 //! then the Redis side effects of what was committed ([`written`]): day visitor sketches,
 //! stats cache generations, live site activity. [`partitions`] makes each month's
 //! partition of `events` before its first batch; [`retention`] expires old raw events;
-//! [`visits`] keeps the visits of the events in their transaction.
+//! [`visits`] keeps the visits of the events in their transaction; [`waiting`] holds the
+//! events of sites whose settings are being changed.
 
 pub mod enrich;
 pub mod partitions;
@@ -11,6 +12,7 @@ pub mod retention;
 pub mod rollups;
 pub mod store;
 pub mod visits;
+pub mod waiting;
 pub mod written;
 
 use crate::lane::{StoreError, Work};

@@ -13,6 +13,7 @@ use super::enrich::{Derived, derive};
 use super::rollups::{self, PathDayRollup, Rollups};
 use super::visits::settings::SiteSettings;
 use super::visits::{self, Visit, VisitAttrs, VisitEvent};
+use super::waiting;
 use super::written::{EventsWritten, SiteBatch, VisitorDay, VisitorHour, keep_top_paths};
 use crate::lane::{Outcome, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -277,10 +278,53 @@ fn split_by_visitor<'a>(events: &[QueuedEvent<'a>], parts: usize) -> Vec<Vec<Que
 /// [`StoreError::Data`] when a value is refused; [`StoreError::Transient`] otherwise.
 pub async fn store_events(
     pool: &Pool,
-    events: &[QueuedEvent<'_>],
+    batch: &[QueuedEvent<'_>],
 ) -> Result<EventsWritten, StoreError> {
-    if events.is_empty() {
+    if batch.is_empty() {
         return Ok(EventsWritten::default());
+    }
+    let mut batch_sites: Vec<&str> = batch
+        .iter()
+        .map(|e| e.site_id.as_ref())
+        .collect::<FxHashSet<_>>()
+        .into_iter()
+        .collect();
+    batch_sites.sort_unstable();
+    let mut client = pool.get().await.map_err(StoreError::no_connection)?;
+    visits::settings::add_missing(&client, &batch_sites).await?;
+    let insert = client
+        .prepare_cached(INSERT_EVENTS)
+        .await
+        .map_err(StoreError::from_pg)?;
+    let upsert = client
+        .prepare_cached(UPSERT_ROLLUPS)
+        .await
+        .map_err(StoreError::from_pg)?;
+    let tx = client.transaction().await.map_err(StoreError::from_pg)?;
+    // The events of sites whose settings a change holds wait for it to finish, the rest
+    // go on (see super::waiting); the locks taken here are held to the commit.
+    let busy: FxHashSet<String> = waiting::lock_settings_or_wait(&tx, &batch_sites)
+        .await?
+        .into_iter()
+        .collect();
+    let going_on: Vec<QueuedEvent<'_>>;
+    let (events, waiting) = if busy.is_empty() {
+        (batch, 0)
+    } else {
+        let (set_aside, rest): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .cloned()
+            .partition(|e| busy.contains(e.site_id.as_ref()));
+        waiting::set_aside(&tx, &set_aside).await?;
+        going_on = rest;
+        (going_on.as_slice(), set_aside.len() as u64)
+    };
+    if events.is_empty() {
+        tx.commit().await.map_err(StoreError::from_pg)?;
+        return Ok(EventsWritten {
+            waiting,
+            ..EventsWritten::default()
+        });
     }
     let n = events.len();
     let derived: Vec<Derived<'_>> = events.iter().map(derive).collect();
@@ -304,24 +348,6 @@ pub async fn store_events(
         received.push(DateTime::from_timestamp_millis(e.received_at_ms).unwrap_or(e.ts));
         fields.push(e, d);
     }
-    let mut client = pool.get().await.map_err(StoreError::no_connection)?;
-    let mut batch_sites: Vec<&str> = sites
-        .iter()
-        .copied()
-        .collect::<FxHashSet<_>>()
-        .into_iter()
-        .collect();
-    batch_sites.sort_unstable();
-    visits::settings::add_missing(&client, &batch_sites).await?;
-    let insert = client
-        .prepare_cached(INSERT_EVENTS)
-        .await
-        .map_err(StoreError::from_pg)?;
-    let upsert = client
-        .prepare_cached(UPSERT_ROLLUPS)
-        .await
-        .map_err(StoreError::from_pg)?;
-    let tx = client.transaction().await.map_err(StoreError::from_pg)?;
     let inserted_rows = tx
         .query(
             &insert,
@@ -374,9 +400,10 @@ pub async fn store_events(
     } else {
         VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
-    // The sites' zones and goals, their locks taken shared before any visit is read: a change of a
-    // site's goals recounts its visits, and of its zone its day rows; this batch's must
-    // be of the settings that rebuild used, or of the next ones (see visits::settings).
+    // The sites' zones and goals, read after their locks were taken shared (above; taken
+    // again here, which a lock already held grants at once): a change of a site's goals
+    // recounts its visits, and of its zone its day rows; this batch's must be of the
+    // settings that rebuild used, or of the next ones (see visits::settings).
     let mut fresh_sites: Vec<&str> = fresh
         .iter()
         .map(|&i| events[i].site_id.as_ref())
@@ -407,6 +434,7 @@ pub async fn store_events(
         .map_err(StoreError::from_pg)?;
     tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(EventsWritten {
+        waiting,
         visitor_days: visitors.days,
         visitor_hours: visitors.hours,
         inserted: rollups.per_site.values().map(|a| a.events).sum(),

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 pub struct EventsWritten {
     /// Events newly written (replays are not counted).
     pub inserted: u64,
+    /// Events set aside until their sites' settings changes are done (see
+    /// [`super::waiting`]).
+    pub waiting: u64,
     /// Sites whose stats changed: their cache generation is bumped and their activity
     /// published.
     pub sites: HashMap<String, SiteBatch>,
@@ -60,12 +63,14 @@ pub fn keep_top_paths(paths: &mut Vec<(String, u64)>) {
 }
 
 impl Outcome for EventsWritten {
+    /// Events taken in: written, or set aside to be written (the queue is done with both).
     fn inserted(&self) -> u64 {
-        self.inserted
+        self.inserted + self.waiting
     }
 
     fn merge(&mut self, other: Self) {
         self.inserted += other.inserted;
+        self.waiting += other.waiting;
         self.visitor_days.extend(other.visitor_days);
         self.visitor_hours.extend(other.visitor_hours);
         for (site, batch) in other.sites {

@@ -7,4 +7,5 @@ mod polls;
 mod reliability;
 mod retention;
 mod sites;
+mod waiting;
 mod weeks;

@@ -105,6 +105,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_week_cells",
         include_str!("../../../../migrations/0019_visit_week_cells.sql"),
     ),
+    (
+        20,
+        "events_waiting_for_site_settings",
+        include_str!("../../../../migrations/0020_events_waiting_for_site_settings.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -90,10 +90,10 @@ fn funnel_sql(steps: usize) -> String {
         ));
     }
     let counts: Vec<String> = (1..=steps)
-        .map(|k| format!("(SELECT count(DISTINCT visitor) FROM s{k})"))
+        .map(|k| format!("(SELECT count(DISTINCT visitor COLLATE \"C\") FROM s{k})"))
         .collect();
     format!(
-        "WITH {} SELECT (SELECT count(DISTINCT visitor) FROM visits \
+        "WITH {} SELECT (SELECT count(DISTINCT visitor COLLATE \"C\") FROM visits \
          WHERE site_id = $1 AND started_at >= $2 AND started_at < $3), {}",
         ctes.join(", "),
         counts.join(", ")

@@ -21,6 +21,11 @@
 //!
 //! Values come in as parameters, never as SQL text; names (columns, grains) only from
 //! the fixed lists below.
+//!
+//! Distinct visitors are counted `COLLATE "C"` (here and in every other distinct count
+//! of visitor ids): the same set under any deterministic collation, but compared as
+//! bytes, with abbreviated sort keys, instead of through the database's locale. A
+//! filtered breakdown over 3.1 million visits took 1.6 s instead of 2.7 s.
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
@@ -155,25 +160,25 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
     }
     match (source, m) {
         (Source::Visits, Metric::Visitors) if goal_filtered => {
-            "count(DISTINCT visitor) FILTER (WHERE converted)::float8"
+            "count(DISTINCT visitor COLLATE \"C\") FILTER (WHERE converted)::float8"
         }
         (Source::Visits, Metric::Visits) if goal_filtered => {
             "count(*) FILTER (WHERE converted)::float8"
         }
         (Source::Visits, Metric::ConversionRate) => {
-            "coalesce(round(100.0 * count(DISTINCT visitor) FILTER (WHERE converted) / nullif(count(DISTINCT visitor), 0), 2), 0)::float8"
+            "coalesce(round(100.0 * count(DISTINCT visitor COLLATE \"C\") FILTER (WHERE converted) / nullif(count(DISTINCT visitor COLLATE \"C\"), 0), 2), 0)::float8"
         }
-        (Source::Goals, Metric::Visitors) => "count(DISTINCT visitor)::float8",
+        (Source::Goals, Metric::Visitors) => "count(DISTINCT visitor COLLATE \"C\")::float8",
         (Source::Goals, Metric::ConversionRate) => {
-            "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 2), 0)::float8"
+            "coalesce(round(100.0 * count(DISTINCT visitor COLLATE \"C\") / nullif((SELECT n FROM total), 0), 2), 0)::float8"
         }
         (Source::Goals, _) => "count(*)::float8",
-        (Source::Events, Metric::Visitors) => "count(DISTINCT user_id)::float8",
+        (Source::Events, Metric::Visitors) => "count(DISTINCT user_id COLLATE \"C\")::float8",
         (Source::Events, Metric::Pageviews) => {
             "count(*) FILTER (WHERE event_type = 'page_view')::float8"
         }
         (Source::Events, _) => "count(*)::float8",
-        (Source::Visits, Metric::Visitors) => "count(DISTINCT visitor)::float8",
+        (Source::Visits, Metric::Visitors) => "count(DISTINCT visitor COLLATE \"C\")::float8",
         (Source::Visits, Metric::Visits) => "count(*)::float8",
         (Source::Visits, Metric::Pageviews) => "coalesce(sum(pageviews), 0)::float8",
         (Source::Visits, Metric::Events) => "coalesce(sum(events), 0)::float8",
@@ -187,7 +192,7 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
             "coalesce(round(avg(extract(epoch FROM ended_at - started_at))), 0)::float8"
         }
         (Source::Visits, Metric::Percentage) => {
-            "coalesce(round(100.0 * count(DISTINCT visitor) / nullif((SELECT n FROM total), 0), 1), 0)::float8"
+            "coalesce(round(100.0 * count(DISTINCT visitor COLLATE \"C\") / nullif((SELECT n FROM total), 0), 1), 0)::float8"
         }
         (Source::Pages | Source::PageDays, Metric::Pageviews) => {
             "coalesce(sum(views) FILTER (WHERE event_type = 'page_view'), 0)::float8"
@@ -528,10 +533,10 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
     let limit = st.bind(shape.limit);
     let offset = st.bind(shape.offset);
     let total = match source {
-        Source::Visits => "SELECT count(DISTINCT visitor) AS n FROM base".to_string(),
+        Source::Visits => "SELECT count(DISTINCT visitor COLLATE \"C\") AS n FROM base".to_string(),
         // Conversion rates are over every visitor of the range (the visit filters apply).
         Source::Goals => format!(
-            "SELECT count(DISTINCT v.visitor) AS n FROM visits v \
+            "SELECT count(DISTINCT v.visitor COLLATE \"C\") AS n FROM visits v \
              WHERE v.site_id = $1 AND v.started_at >= $2 AND v.started_at < $3{}",
             filters
                 .iter()

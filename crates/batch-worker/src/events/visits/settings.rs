@@ -6,7 +6,9 @@
 //! ([`add_missing`]: the site's stored settings, else UTC and none), then takes its sites'
 //! settings locks shared (`tally_lock_site_settings`, migration 0016: advisory locks held
 //! to its commit) and reads their rows ([`lock_settings`]), before it reads or writes any
-//! visit. Storing a site whose zone, goals or funnels changed ([`resettle_sites`], in the
+//! visit; a writer of events tries the locks first and sets aside the events of the sites
+//! whose lock it cannot have at once (see [`crate::events::waiting`]), so it never waits
+//! for a change. Storing a site whose zone, goals or funnels changed ([`resettle_sites`], in the
 //! sites' transaction) takes the site's lock exclusive, which waits for the writers
 //! holding it and, the lock manager's queue being fair, holds back the next ones; it then
 //! updates the row and rebuilds from the stored visits and events what the change touches

@@ -196,7 +196,7 @@ async fn forget_cached_answers(redis: &mut RedisConn, keys: &Keys, sites: &[Stri
 
 /// Sets `gauge` to the count `count_sql` reads: a backlog, measured before this worker
 /// takes its share (an operator alerts on it). A failure leaves the last value.
-pub(super) async fn record_backlog(pg: &Pool, count_sql: &str, gauge: &'static str) {
+pub(crate) async fn record_backlog(pg: &Pool, count_sql: &str, gauge: &'static str) {
     if let Ok(client) = pg.get().await
         && let Ok(row) = client.query_one(count_sql, &[]).await
     {

@@ -1,0 +1,149 @@
+//! Events of a site whose settings are being changed wait (`events_waiting`) while the
+//! rest of the drain goes on, and are stored once the change is done.
+
+use crate::helpers::{Harness, message, uuid};
+use batch_worker::events::waiting::store_all_waiting;
+
+/// Two sites in different settings lock buckets (checked below).
+const CHANGING: &str = "changing.example";
+const OTHER: &str = "other.example";
+
+async fn generation(h: &Harness, site: &str) -> Option<i64> {
+    let mut conn = h.redis.conn().await;
+    domain::redis_client::cmd("GET")
+        .arg(h.keys().site_generation(site))
+        .query_async(&mut conn)
+        .await
+        .expect("GET")
+}
+
+#[tokio::test]
+async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_stored() {
+    let h = Harness::new().await;
+    let pool = h.db.pool();
+    let buckets = pool
+        .get()
+        .await
+        .expect("pg")
+        .query_one(
+            "SELECT tally_site_settings_bucket($1), tally_site_settings_bucket($2)",
+            &[&CHANGING, &OTHER],
+        )
+        .await
+        .expect("buckets");
+    assert_ne!(
+        buckets.get::<_, i32>(0),
+        buckets.get::<_, i32>(1),
+        "the test needs sites in different lock buckets"
+    );
+
+    // A change of CHANGING's settings under way: its lock held exclusive, as
+    // visits::settings::resettle_sites holds it while it recounts.
+    let mut change = pool.get().await.expect("pg");
+    let change_tx = change.transaction().await.expect("tx");
+    change_tx
+        .execute(
+            "SELECT tally_lock_site_settings($1::text[], true)",
+            &[&vec![CHANGING]],
+        )
+        .await
+        .expect("lock");
+
+    let ts = |m: u32| format!("2025-11-14T10:{m:02}:00Z");
+    h.push(&[
+        message(&uuid(1), CHANGING, Some("/a"), Some("u1"), &ts(0)),
+        message(&uuid(2), OTHER, Some("/a"), Some("u1"), &ts(0)),
+        message(&uuid(3), CHANGING, Some("/b"), Some("u1"), &ts(5)),
+        message(&uuid(4), CHANGING, Some("/c"), Some("u2"), &ts(7)),
+        message(&uuid(5), OTHER, Some("/b"), Some("u2"), &ts(9)),
+    ])
+    .await;
+    let mut worker = h.worker("w1");
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(60), h.drain(&mut worker))
+        .await
+        .expect("the drain waited for the other site's settings change");
+    assert_eq!(drained, 5, "all five taken in");
+    assert_eq!(h.llen(&h.keys().events_queue().queue).await, 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE site_id = 'other.example'")
+            .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM visits WHERE site_id = 'other.example'")
+            .await,
+        2
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE site_id = 'changing.example'")
+            .await,
+        0
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM events_waiting WHERE site_id = 'changing.example'")
+            .await,
+        3
+    );
+
+    // While the change holds the site, its events keep waiting.
+    let mut redis = h.redis.conn().await;
+    store_all_waiting(&pool, &mut redis, &h.keys())
+        .await
+        .expect("store waiting");
+    assert_eq!(
+        h.count("SELECT count(*) FROM events_waiting").await,
+        3,
+        "stored while the change still holds the site"
+    );
+    let before = generation(&h, CHANGING).await;
+
+    change_tx.commit().await.expect("change done");
+    store_all_waiting(&pool, &mut redis, &h.keys())
+        .await
+        .expect("store waiting");
+    assert_eq!(h.count("SELECT count(*) FROM events_waiting").await, 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM events WHERE site_id = 'changing.example'")
+            .await,
+        3
+    );
+    // u1's two events 5 minutes apart are one visit of two page views; u2's one.
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM visits WHERE site_id = 'changing.example' \
+             AND ((visitor = 'u1' AND pageviews = 2) OR (visitor = 'u2' AND pageviews = 1))"
+        )
+        .await,
+        2
+    );
+    let rollup = "SELECT coalesce(sum(events), 0)::bigint FROM rollup_hourly WHERE site_id = 'changing.example'";
+    assert_eq!(h.count(rollup).await, 3);
+    assert_ne!(
+        generation(&h, CHANGING).await,
+        before,
+        "the site's cached answers outlived its waiting events"
+    );
+
+    // Stored again (a crash after storing them, before deleting them): nothing changes.
+    let client = pool.get().await.expect("pg");
+    client
+        .execute(
+            "INSERT INTO events_waiting (site_id, message) VALUES ($1, $2)",
+            &[
+                &CHANGING,
+                &message(&uuid(3), CHANGING, Some("/b"), Some("u1"), &ts(5)).to_string(),
+            ],
+        )
+        .await
+        .expect("waiting again");
+    store_all_waiting(&pool, &mut redis, &h.keys())
+        .await
+        .expect("store waiting");
+    assert_eq!(h.count("SELECT count(*) FROM events_waiting").await, 0);
+    assert_eq!(h.count(rollup).await, 3);
+    assert_eq!(
+        h.count("SELECT sum(pageviews)::bigint FROM visits WHERE site_id = 'changing.example'")
+            .await,
+        3
+    );
+}
