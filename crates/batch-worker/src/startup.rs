@@ -40,6 +40,8 @@ pub struct Application {
     email_lane: DeliveryLane<EmailSender>,
     sms_lane: DeliveryLane<SmsSender>,
     triggers: Arc<crate::triggers::Triggers>,
+    /// The events lanes' work, which also stores the events that waited for their site.
+    events: Arc<EventWork>,
     /// Set once the first check of what Redis lost has finished (readiness waits for it).
     restore_checked: Arc<AtomicBool>,
     keys: Keys,
@@ -286,6 +288,7 @@ impl Application {
             email_lane,
             sms_lane,
             triggers,
+            events,
             restore_checked,
             keys,
             worker_id,
@@ -348,6 +351,7 @@ impl Application {
             email_lane,
             sms_lane,
             triggers,
+            events,
             restore_checked,
             keys,
             worker_id,
@@ -406,6 +410,9 @@ impl Application {
             let fold_every = Duration::from_millis(config.worker.visit_sketch_fold_interval_ms);
             let weeks_every = Duration::from_millis(config.worker.visit_week_build_interval_ms);
             let waiting_every = Duration::from_millis(config.worker.events_waiting_interval_ms);
+            let waiting_work = events.clone();
+            let waiting_dead =
+                WorkerQueue::new(keys.events_queue(), format!("{worker_id}.waiting"));
             let (spike_multiple, spike_min) = (
                 config.notify.traffic_spike_multiple,
                 config.notify.traffic_spike_min_visitors,
@@ -472,9 +479,9 @@ impl Application {
                     shutdown.clone(),
                 )));
                 runs.push(tokio::spawn(crate::events::waiting::run(
-                    pg.clone(),
+                    waiting_work,
                     redis.clone(),
-                    keys.clone(),
+                    waiting_dead,
                     waiting_every,
                     shutdown.clone(),
                 )));

@@ -13,14 +13,15 @@
 //! So one site's recount delays that site's new events (and those of the sites sharing its
 //! lock bucket), not the drain.
 
-use super::store::store_events;
-use crate::lane::StoreError;
+use super::EventWork;
+use crate::lane::{StoreError, Work, write_isolating_bad_rows};
 use anyhow::Context;
-use domain::deadpool_postgres::{Pool, Transaction};
+use domain::deadpool_postgres::Transaction;
 use domain::event::QueuedEvent;
-use domain::keys::Keys;
+use domain::queue::{DeadLetter, WorkerQueue};
 use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Waiting events stored per transaction.
@@ -89,19 +90,20 @@ pub async fn set_aside(tx: &Transaction<'_>, events: &[QueuedEvent<'_>]) -> Resu
     Ok(())
 }
 
-/// Stores up to [`CLAIM`] waiting events of `site` (those of a change begun since wait
-/// again), applies their Redis side effects, and deletes the rows they were; returns
-/// whether more of the site's events may be ready.
+/// Stores up to [`CLAIM`] waiting events of `site` as the events lanes store a batch
+/// (those of a change begun since wait again; one PostgreSQL refuses goes to the events'
+/// dead letters), applies their Redis side effects, and deletes the rows they were;
+/// returns whether more of the site's events may be ready.
 ///
 /// # Errors
 /// When PostgreSQL or Redis fails: the events stay waiting.
 pub async fn store_waiting(
-    pg: &Pool,
+    work: &EventWork,
     redis: &mut RedisConn,
-    keys: &Keys,
+    dead: &WorkerQueue,
     site: &str,
 ) -> anyhow::Result<bool> {
-    let mut client = pg.get().await.context("no PostgreSQL connection")?;
+    let mut client = work.pg.get().await.context("no PostgreSQL connection")?;
     // Holds the claimed rows, so another worker skips them, until they are deleted.
     let tx = client.transaction().await.context("beginning")?;
     let rows = tx
@@ -109,23 +111,43 @@ pub async fn store_waiting(
         .await
         .context("claiming waiting events")?;
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let messages: Vec<&str> = rows.iter().map(|r| r.get(1)).collect();
     let mut events = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let message: &str = r.get(1);
-        events.push(
-            domain::event::parse_queued_event(message.as_bytes())
-                .with_context(|| format!("a waiting event of site {site} does not parse"))?,
-        );
+    let mut unparsed = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        match work.parse(message.as_bytes()) {
+            Ok(e) => events.push((i, e)),
+            Err(why) => unparsed.push((i, format!("unparseable waiting event: {why}"))),
+        }
     }
-    if events.is_empty() {
+    if rows.is_empty() {
         return Ok(false);
     }
-    let written = store_events(pg, &events)
+    let (indexes, events): (Vec<usize>, Vec<QueuedEvent<'_>>) = events.into_iter().unzip();
+    // The lanes' write: partitions made, goal triggers sent (again: they are sent once
+    // per subject), rows PostgreSQL refuses isolated.
+    let (written, refused) = write_isolating_bad_rows(work, &events)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("storing waiting events")?;
     let mut pipe = domain::redis_client::pipe();
-    written.effects_in(&mut pipe, keys, chrono::Utc::now().timestamp_millis());
+    work.on_commit(&mut pipe, &written);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let dead_letters: Vec<(usize, String)> = unparsed
+        .into_iter()
+        .chain(refused.into_iter().map(|(i, why)| (indexes[i], why)))
+        .collect();
+    for (i, reason) in &dead_letters {
+        dead.dead_letter_in(
+            &mut pipe,
+            &DeadLetter {
+                reason,
+                item: messages[*i],
+                at_ms: now_ms,
+                worker_id: dead.worker_id(),
+            },
+        );
+    }
     if !pipe.is_empty() {
         pipe.query_async::<()>(redis)
             .await
@@ -136,6 +158,11 @@ pub async fn store_waiting(
         .context("deleting stored waiting events")?;
     tx.commit().await.context("committing")?;
     metrics::counter!("batch_worker_events_waited_stored_total").increment(written.inserted);
+    if !dead_letters.is_empty() {
+        metrics::counter!("batch_worker_dead_lettered_total", "queue" => EventWork::NAME)
+            .increment(dead_letters.len() as u64);
+        tracing::error!(site_id = %site, items = dead_letters.len(), "waiting events dead-lettered");
+    }
     Ok(rows.len() as i64 == CLAIM && written.waiting == 0)
 }
 
@@ -144,11 +171,12 @@ pub async fn store_waiting(
 /// # Errors
 /// When PostgreSQL or Redis fails.
 pub async fn store_all_waiting(
-    pg: &Pool,
+    work: &EventWork,
     redis: &mut RedisConn,
-    keys: &Keys,
+    dead: &WorkerQueue,
 ) -> anyhow::Result<()> {
-    let sites: Vec<String> = pg
+    let sites: Vec<String> = work
+        .pg
         .get()
         .await
         .context("no PostgreSQL connection")?
@@ -159,29 +187,30 @@ pub async fn store_all_waiting(
         .map(|r| r.get(0))
         .collect();
     for site in &sites {
-        while store_waiting(pg, redis, keys, site).await? {}
+        while store_waiting(work, redis, dead, site).await? {}
     }
     Ok(())
 }
 
-/// Stores waiting events every `interval` until `stop`.
+/// Stores waiting events every `interval` until `stop`; `dead` is where the events
+/// PostgreSQL refuses go (the events queue's dead letters).
 pub async fn run(
-    pg: Pool,
+    work: Arc<EventWork>,
     redis: RedisConn,
-    keys: Keys,
+    dead: WorkerQueue,
     interval: Duration,
     stop: CancellationToken,
 ) {
     every(interval, stop.clone(), || {
-        let (pg, mut redis, keys) = (pg.clone(), redis.clone(), keys.clone());
+        let (work, mut redis, dead) = (work.clone(), redis.clone(), dead.clone());
         async move {
             super::visits::sketch_repair::record_backlog(
-                &pg,
+                &work.pg,
                 "SELECT count(*) FROM events_waiting",
                 "batch_worker_events_waiting",
             )
             .await;
-            if let Err(e) = store_all_waiting(&pg, &mut redis, &keys).await {
+            if let Err(e) = store_all_waiting(&work, &mut redis, &dead).await {
                 metrics::counter!("batch_worker_events_waiting_failures_total").increment(1);
                 tracing::warn!(error = format!("{e:#}"), "storing waiting events failed");
             }

@@ -2,7 +2,9 @@
 //! rest of the drain goes on, and are stored once the change is done.
 
 use crate::helpers::{Harness, message, uuid};
+use batch_worker::events::EventWork;
 use batch_worker::events::waiting::store_all_waiting;
+use domain::queue::WorkerQueue;
 
 /// Two sites in different settings lock buckets (checked below).
 const CHANGING: &str = "changing.example";
@@ -86,8 +88,16 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
     );
 
     // While the change holds the site, its events keep waiting.
+    let work = EventWork {
+        pg: pool.clone(),
+        keys: h.keys(),
+        partitions: Default::default(),
+        triggers: None,
+        write_parts: 1,
+    };
+    let dead = WorkerQueue::new(h.keys().events_queue(), "w1.waiting");
     let mut redis = h.redis.conn().await;
-    store_all_waiting(&pool, &mut redis, &h.keys())
+    store_all_waiting(&work, &mut redis, &dead)
         .await
         .expect("store waiting");
     assert_eq!(
@@ -98,7 +108,7 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
     let before = generation(&h, CHANGING).await;
 
     change_tx.commit().await.expect("change done");
-    store_all_waiting(&pool, &mut redis, &h.keys())
+    store_all_waiting(&work, &mut redis, &dead)
         .await
         .expect("store waiting");
     assert_eq!(h.count("SELECT count(*) FROM events_waiting").await, 0);
@@ -136,7 +146,7 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
         )
         .await
         .expect("waiting again");
-    store_all_waiting(&pool, &mut redis, &h.keys())
+    store_all_waiting(&work, &mut redis, &dead)
         .await
         .expect("store waiting");
     assert_eq!(h.count("SELECT count(*) FROM events_waiting").await, 0);
@@ -146,4 +156,27 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
             .await,
         3
     );
+
+    // What PostgreSQL refuses (a NUL in a path) or what does not parse goes to the
+    // events' dead letters; the rest is stored.
+    let nul_path = message(&uuid(6), CHANGING, Some("/a\u{0}b"), Some("u3"), &ts(20)).to_string();
+    for m in [
+        nul_path.as_str(),
+        "not an event",
+        &message(&uuid(7), CHANGING, Some("/d"), Some("u3"), &ts(21)).to_string(),
+    ] {
+        client
+            .execute(
+                "INSERT INTO events_waiting (site_id, message) VALUES ($1, $2)",
+                &[&CHANGING, &m],
+            )
+            .await
+            .expect("waiting");
+    }
+    store_all_waiting(&work, &mut redis, &dead)
+        .await
+        .expect("store waiting");
+    assert_eq!(h.count("SELECT count(*) FROM events_waiting").await, 0);
+    assert_eq!(h.count(rollup).await, 4);
+    assert_eq!(h.llen(&h.keys().events_queue().dead).await, 2);
 }
