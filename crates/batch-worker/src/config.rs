@@ -59,6 +59,11 @@ pub struct WorkerSettings {
     /// How often the events set aside while their site's settings changed are stored,
     /// once no change holds the site any more.
     pub events_waiting_interval_ms: u64,
+    /// The longest a change of a site's zone, goals or funnels may take to recount the
+    /// site's stored visits and events (its statements' `statement_timeout`, and the
+    /// sites lane's store timeout): minutes for a site of ten million events, far above
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`.
+    pub site_rebuild_timeout_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
 }
@@ -84,6 +89,7 @@ impl Default for WorkerSettings {
             visit_sketch_fold_interval_ms: 5_000,
             visit_week_build_interval_ms: 10_000,
             events_waiting_interval_ms: 1_000,
+            site_rebuild_timeout_ms: 3_600_000,
             run_migrations: true,
         }
     }

@@ -1,7 +1,7 @@
 //! Builds the batch-worker from its configuration: the drain lanes, their background
 //! duties, and the small HTTP server for health and metrics.
 
-use crate::config::Config;
+use crate::config::{Config, WorkerSettings};
 use crate::delivery::email::EmailSender;
 use crate::delivery::log::AttemptLogWork;
 use crate::delivery::records::Records;
@@ -133,10 +133,18 @@ impl Application {
             Arc::new(SiteWork {
                 pg: pg.clone(),
                 keys: keys.clone(),
+                rebuild_timeout: Duration::from_millis(config.worker.site_rebuild_timeout_ms),
             }),
             redis.clone(),
             blocking.clone(),
-            config.worker.clone(),
+            WorkerSettings {
+                // A batch holding a change of a large site's goals recounts for minutes.
+                store_timeout_ms: config
+                    .worker
+                    .store_timeout_ms
+                    .max(config.worker.site_rebuild_timeout_ms.saturating_add(60_000)),
+                ..config.worker.clone()
+            },
         );
 
         let directory = Arc::new(EndpointDirectory::new(keys.clone()));

@@ -15,6 +15,8 @@ use tracing::Instrument;
 pub struct SiteWork {
     pub pg: Pool,
     pub keys: Keys,
+    /// `statement_timeout` of a change's recount (`SITE_REBUILD_TIMEOUT_MS`).
+    pub rebuild_timeout: std::time::Duration,
 }
 
 /// What a stored batch of registry changes changed.
@@ -52,7 +54,9 @@ impl Work for SiteWork {
         changes: &'s [SiteChange],
     ) -> BoxFuture<'s, Result<SitesWritten, StoreError>> {
         let span = tracing::info_span!("postgres.write", tables = "sites", rows = changes.len());
-        Box::pin(store::store_site_changes(&self.pg, changes).instrument(span))
+        Box::pin(
+            store::store_site_changes(&self.pg, changes, self.rebuild_timeout).instrument(span),
+        )
     }
 
     fn on_commit(&self, pipe: &mut domain::redis_client::Pipeline, written: &SitesWritten) {

@@ -38,6 +38,7 @@ RETURNING site_id
 pub async fn store_site_changes(
     pg: &Pool,
     changes: &[SiteChange],
+    rebuild_timeout: std::time::Duration,
 ) -> Result<SitesWritten, StoreError> {
     // One row per site (ON CONFLICT cannot touch a row twice in one statement).
     let mut newest: HashMap<&str, &SiteChange> = HashMap::new();
@@ -86,7 +87,7 @@ pub async fn store_site_changes(
         .await
         .map_err(StoreError::from_pg)?;
     let sites: Vec<String> = stored.iter().map(|r| r.get(0)).collect();
-    resettle_sites(&tx, &sites).await?;
+    resettle_sites(&tx, &sites, rebuild_timeout).await?;
     tx.commit().await.map_err(StoreError::from_pg)?;
     Ok(SitesWritten {
         inserted: sites.len() as u64,

@@ -140,6 +140,15 @@ pub fn uuid(n: u32) -> String {
 impl Harness {
     /// A lane draining the site registry's queue.
     pub fn site_worker(&self, id: &str) -> Lane<batch_worker::sites::SiteWork> {
+        self.site_worker_with_pg(id, &self.db.config)
+    }
+
+    /// The same, on its own pool of `pg`.
+    pub fn site_worker_with_pg(
+        &self,
+        id: &str,
+        pg: &domain::config::PostgresConfig,
+    ) -> Lane<batch_worker::sites::SiteWork> {
         let keys = self.keys();
         let redis = domain::redis::connection(&self.redis.config).expect("redis");
         let blocking = domain::redis::blocking_pool(&self.redis.config, 1, Duration::from_secs(2))
@@ -147,8 +156,9 @@ impl Harness {
         Lane::new(
             vec![WorkerQueue::new(keys.sites_queue(), id)],
             Arc::new(batch_worker::sites::SiteWork {
-                pg: self.db.pool(),
+                pg: domain::postgres::pool(pg).expect("pool"),
                 keys,
+                rebuild_timeout: Duration::from_millis(self.settings.site_rebuild_timeout_ms),
             }),
             redis,
             blocking,

@@ -308,3 +308,72 @@ async fn a_zone_change_is_stored_while_overlapping_writers_keep_reading_the_sett
         Some("Asia/Tokyo".into())
     );
 }
+
+/// A change of a large site's zone or goals recounts for minutes, far past the service's
+/// statement timeout (`DATABASE_STATEMENT_TIMEOUT_MS`): its statements run under
+/// `SITE_REBUILD_TIMEOUT_MS` instead, or the change would be cancelled and retried forever.
+#[tokio::test]
+async fn a_site_change_whose_rebuild_outlasts_the_statement_timeout_is_stored() {
+    let h = Harness::new().await;
+    let mut conn = h.redis.conn().await;
+    site_registry::marker::set_restored(&mut conn, &h.keys())
+        .await
+        .expect("marker");
+    create(&h, "big", "UTC").await;
+    let mut short = h.db.config.clone();
+    short.database_statement_timeout_ms = 300;
+    let mut worker = h.site_worker_with_pg("s1", &short);
+    h.drain(&mut worker).await;
+    // 300,000 visits: rebuilding their day cells in another zone takes seconds.
+    let client = h.db.pool().get().await.expect("pg");
+    client
+        .batch_execute(
+            "INSERT INTO visits (site_id, visitor, started_at, ended_at, first_event_id, events, \
+                                 pageviews, entry_at, entry_event_id, entry_page, exit_at, \
+                                 exit_event_id, exit_page, source, device, country) \
+             SELECT 'big', 'v' || (i % 100000), t, t + interval '1 minute', gen_random_uuid(), 2, 2, \
+                    t, gen_random_uuid(), '/p' || (i % 50), t + interval '1 minute', \
+                    gen_random_uuid(), '/p' || (i % 30), 'Google', 'mobile', 'DE' \
+             FROM (SELECT i, timestamptz '2025-06-01' + i * interval '1 minute' AS t \
+                   FROM generate_series(1, 300000) AS i) g; \
+             SELECT tally_rebuild_visit_rollups('big');",
+        )
+        .await
+        .expect("visits");
+    let started = std::time::Instant::now();
+    client
+        .batch_execute("SELECT tally_rebuild_visit_day_rollups('big')")
+        .await
+        .expect("rebuild");
+    let rebuild = started.elapsed();
+    assert!(
+        rebuild > std::time::Duration::from_millis(600),
+        "the rebuild took only {rebuild:?}: the test needs one well past the 300 ms timeout"
+    );
+
+    let patch = SitePatch {
+        timezone: Some("Asia/Tokyo".into()),
+        ..SitePatch::default()
+    };
+    site_registry::update(&mut conn, &h.keys(), "big", &patch, Utc::now())
+        .await
+        .expect("update");
+    tokio::time::timeout(std::time::Duration::from_secs(120), h.drain(&mut worker))
+        .await
+        .expect("the change was never stored (cancelled by the statement timeout and retried)");
+    assert_eq!(
+        h.text("SELECT timezone FROM visit_rollup_zones WHERE site_id = 'big'")
+            .await,
+        Some("Asia/Tokyo".into())
+    );
+    // The day cells are Tokyo's days: June 1st there ends at 15:00 UTC, after the visits
+    // of its first 899 minutes (1,439 in UTC's).
+    assert_eq!(
+        h.count(
+            "SELECT sum(visits)::bigint FROM visit_rollups WHERE site_id = 'big' \
+             AND dimension = 0 AND span_hours = 24 AND bucket = timestamptz '2025-06-01 00:00:00+00'"
+        )
+        .await,
+        899
+    );
+}

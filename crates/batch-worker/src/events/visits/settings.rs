@@ -248,6 +248,7 @@ FROM sites s WHERE s.site_id = z.site_id AND z.site_id = $1
 pub async fn resettle_sites(
     tx: &Transaction<'_>,
     sites: &[String],
+    rebuild_timeout: std::time::Duration,
 ) -> Result<Vec<String>, StoreError> {
     // Rows of sites no writer has seen yet, as a writer would add them: a writer adding
     // one meanwhile (from the site as it was) conflicts on the key, so one of the two
@@ -265,6 +266,14 @@ pub async fn resettle_sites(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
+    // The lock's wait and the recounts take longer than the service's statement_timeout
+    // for a large site: under it, the change would be cancelled and retried forever.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        rebuild_timeout.as_millis()
+    ))
+    .await
+    .map_err(StoreError::from_pg)?;
     // Waits for the writers of these sites and holds back the next ones; then the rows
     // read again are the ones no change in between could have settled already.
     let waited = std::time::Instant::now();
