@@ -99,11 +99,65 @@ VACUUM ANALYZE events;
 SQL
 say "  written in $(( $(date +%s) - t0 )) s"
 # What a change of the site's goals costs: the recount of its events' conversions and its
-# goal cells, as the batch-worker runs it in the transaction storing the change.
+# goal cells, as the batch-worker runs it storing the change (under the site's settings
+# lock, held exclusive); and what the drain does meanwhile: one release batch-worker
+# drains RECOUNT_DRAIN_EVENTS live events of 20 other sites and 2,000 of the recounted
+# one (dated 2025-11-14, outside every range queried below), queued once the lock is held.
+RECOUNT_DRAIN_EVENTS="${BENCH_RECOUNT_DRAIN_EVENTS:-200000}"
+QUEUE="$PREFIX:{events}:queue"
+python3 scripts/bench_data.py live "$RECOUNT_DRAIN_EVENTS" "$QUEUE" "$WORK/recount-drain.resp" "$WORK/recount-drain.csv"
+python3 - "$QUEUE" >> "$WORK/recount-drain.resp" <<'PY'
+import json, sys, uuid
+q = sys.argv[1].encode()
+msgs = [json.dumps({"v": 1, "event_id": str(uuid.UUID(int=i + 1)), "site_id": "big.example", "event_type": "page_view",
+                    "ts": "2025-11-14T10:%02d:%02dZ" % (i // 60 % 60, i % 60), "path": "/p%d" % (i % 7), "user_id": "late-%d" % (i % 500),
+                    "received_at_ms": 1763114400000}).encode() for i in range(2000)]
+bulk = lambda b: b"$%d\r\n%s\r\n" % (len(b), b)
+for k in range(0, len(msgs), 1000):
+    parts = [b"LPUSH", q] + msgs[k:k + 1000]
+    sys.stdout.buffer.write(b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts))
+PY
+port_free 19091
+REDIS_KEY_PREFIX="$PREFIX" BIND_ADDR=127.0.0.1:19091 RUST_LOG=warn RUN_MIGRATIONS=false VISIT_WEEK_BUILD_INTERVAL_MS=3600000 DATABASE_URL="$DATABASE_URL" \
+  "$BIN/batch-worker" > "$WORK/worker.log" 2>&1 & WPID=$!; pids+=($WPID)
+for _ in $(seq 300); do curl -fsS http://127.0.0.1:19091/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS http://127.0.0.1:19091/readyz >/dev/null || die "the batch-worker is not ready (see $WORK/worker.log)"
 t0=$(date +%s%N)
-psql "$DATABASE_URL" -q -o /dev/null -c "SELECT tally_rebuild_visit_goals('big.example')"
-GOAL_RECOUNT_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+psql "$DATABASE_URL" -q -o /dev/null -c "BEGIN" -c "SELECT tally_lock_site_settings(ARRAY['big.example'], true)" \
+  -c "SELECT tally_rebuild_visit_goals('big.example')" -c "COMMIT" & RECOUNT_PID=$!
+until [ "$(psql "$DATABASE_URL" -tAc "SELECT tally_site_settings_changing('big.example')")" = t ]; do
+  kill -0 "$RECOUNT_PID" 2>/dev/null || die "the recount ended before its lock was seen"
+  sleep 0.05
+done
+queued_left() {
+  redis-cli -h "$RHOST" -p "$RPORT" eval "local n = redis.call('LLEN', KEYS[1]); for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', k) end; return n" 1 "$QUEUE" "$PREFIX:{events}:processing:*"
+}
+t_push=$(date +%s%N)
+redis-cli -h "$RHOST" -p "$RPORT" --pipe < "$WORK/recount-drain.resp" > /dev/null
+while [ "$(queued_left)" != 0 ]; do
+  kill -0 "$WPID" 2>/dev/null || die "the batch-worker exited during the recount (see $WORK/worker.log)"
+  sleep 0.05
+done
+t_drained=$(date +%s%N)
+RECOUNT_RUNNING_AFTER_DRAIN=$(kill -0 "$RECOUNT_PID" 2>/dev/null && echo true || echo false)
+wait "$RECOUNT_PID" || die "the recount failed"
+t_recounted=$(date +%s%N)
+WAITED=$(curl -fsS http://127.0.0.1:19091/metrics | awk '/^batch_worker_events_set_aside_total/ {print $2}')
+until [ "$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events_waiting")" = 0 ]; do
+  kill -0 "$WPID" 2>/dev/null || die "the batch-worker exited before storing the waiting events (see $WORK/worker.log)"
+  sleep 0.05
+done
+t_waited=$(date +%s%N)
+kill "$WPID"; wait "$WPID" 2>/dev/null || true
+OTHER_STORED=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events WHERE site_id LIKE 'site-%'")
+LATE_STORED=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events WHERE site_id = 'big.example' AND user_id LIKE 'late-%'")
+[ "$OTHER_STORED" = "$RECOUNT_DRAIN_EVENTS" ] && [ "$LATE_STORED" = 2000 ] \
+  || die "stored $OTHER_STORED events of other sites (expected $RECOUNT_DRAIN_EVENTS) and $LATE_STORED of the recounted one (expected 2000)"
+GOAL_RECOUNT_MS=$(( (t_recounted - t0) / 1000000 ))
+DRAIN_DURING_RECOUNT_MS=$(( (t_drained - t_push) / 1000000 ))
+WAITING_STORED_AFTER_MS=$(( (t_waited - t_recounted) / 1000000 ))
 CONVERSIONS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(value::bigint), 0) FROM visits, jsonb_each_text(goals) WHERE site_id = 'big.example'")
+say "  drained $RECOUNT_DRAIN_EVENTS events of other sites in $DRAIN_DURING_RECOUNT_MS ms during the recount (still running after: $RECOUNT_RUNNING_AFTER_DRAIN); ${WAITED:-0} events waited, stored $WAITING_STORED_AFTER_MS ms after it"
 say "  a change of the site's goals recounts $CONVERSIONS conversions in $GOAL_RECOUNT_MS ms"
 # The site's sealed weeks, as a worker's week builder would have built them (migration
 # 0019): a 91-day range reads 12 or 13 week rows and the days around them.
@@ -234,7 +288,11 @@ for _ in $(seq 100); do curl -fsS http://127.0.0.1:19083/readyz >/dev/null 2>&1 
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19083 compare > "$WORK/compare.json" \
   || die "the visits-table comparison failed (see $WORK)"
 jq -s --argjson ms "$GOAL_RECOUNT_MS" --argjson n "$CONVERSIONS" --argjson wc "$WEEK_CELLS" --argjson wms "$WEEKS_MS" \
-  '.[0] + .[1] + {goal_change_recount_ms: $ms, goal_change_conversions: $n, week_cells: $wc, week_build_ms: $wms}' \
+  --argjson dn "$RECOUNT_DRAIN_EVENTS" --argjson dms "$DRAIN_DURING_RECOUNT_MS" --argjson during "$RECOUNT_RUNNING_AFTER_DRAIN" \
+  --argjson waited "${WAITED:-0}" --argjson wafter "$WAITING_STORED_AFTER_MS" \
+  '.[0] + .[1] + {goal_change_recount_ms: $ms, goal_change_conversions: $n, week_cells: $wc, week_build_ms: $wms,
+                  drain_during_goal_recount: {events: $dn, ms: $dms, events_per_s: ($dn * 1000 / $dms), recount_still_running_when_drained: $during,
+                                              events_waited: $waited, waiting_stored_ms_after_recount: $wafter}}' \
   "$WORK/result.json" "$WORK/compare.json" > "$WORK/result-all.json"
 mv "$WORK/result-all.json" "$WORK/result.json"
 
@@ -302,6 +360,8 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo "Sealed weeks built as the worker builds them (migration 0019): $(jq .week_cells "$WORK/result.json") week cells in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone, compared for every rollup query above."
   echo
   echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
+  echo
+  echo "Meanwhile (the site's settings lock held exclusive, as the worker storing the change holds it) one release batch-worker drained $(jq .drain_during_goal_recount.events "$WORK/result.json") events of 20 other sites in $(jq .drain_during_goal_recount.ms "$WORK/result.json") ms ($(jq '.drain_during_goal_recount.events_per_s | floor' "$WORK/result.json") events/s; the recount still running when they were all stored: $(jq .drain_during_goal_recount.recount_still_running_when_drained "$WORK/result.json")); $(jq .drain_during_goal_recount.events_waited "$WORK/result.json") events of the recounted site (and of sites sharing its lock bucket) waited in \`events_waiting\` and were all stored $(jq .drain_during_goal_recount.waiting_stored_ms_after_recount "$WORK/result.json") ms after the recount committed."
   echo
   echo "The dashboard (release sse-gateway and stats-api, headless Chromium), three loads each: navigation to the first meaningful paint (totals, chart and visit panels drawn) and to every panel drawn (goals and funnel too):"
   echo

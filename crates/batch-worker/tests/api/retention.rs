@@ -194,3 +194,58 @@ async fn events_dated_outside_the_horizon_share_the_default_partition_and_stay_o
         3
     );
 }
+
+/// Making a month's partition locks `events` exclusively, which waits for every reader:
+/// with a long query reading events (a goal recount, an export), the worker must not stop
+/// the drain (and every reader queued behind its lock) until that query ends.
+#[tokio::test]
+async fn a_month_whose_partition_would_wait_for_a_long_reader_goes_to_the_default_partition() {
+    let h = Harness::new().await;
+    let pool = h.db.pool();
+    let mut reader = pool.get().await.expect("pg");
+    let long_read = reader.transaction().await.expect("tx");
+    // Holds its lock on events until it ends, like a long statement.
+    long_read
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("read");
+
+    let msgs = vec![
+        message(&uuid(1), "s", Some("/"), Some("u"), "2024-03-14T10:00:00Z"),
+        message(&uuid(2), "s", Some("/"), Some("v"), "2024-03-15T10:00:00Z"),
+    ];
+    h.push(&msgs).await;
+    let mut worker = h.worker("w");
+    let drained = tokio::time::timeout(Duration::from_secs(60), h.drain(&mut worker))
+        .await
+        .expect("the drain waited for the long reader of events");
+    assert_eq!(drained, 2);
+    long_read.commit().await.expect("reader done");
+    assert_eq!(tables_named(&h, "events_202403").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM events_default").await, 2);
+
+    // The month stays there, once-only, when its partition could be made.
+    let mut again = msgs.clone();
+    again.push(message(
+        &uuid(3),
+        "s",
+        Some("/"),
+        Some("w"),
+        "2024-03-16T10:00:00Z",
+    ));
+    h.push(&again).await;
+    assert_eq!(h.drain(&mut h.worker("w2")).await, 1);
+    assert_eq!(h.count("SELECT count(*) FROM events_default").await, 3);
+    assert_eq!(h.count("SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        h.count("SELECT sum(events)::bigint FROM rollup_hourly")
+            .await,
+        3
+    );
+    // Next month's partition was made ahead once the lock was free (w2's first batch).
+    use chrono::Datelike;
+    let next = (Utc::now().date_naive().with_day(1).expect("day") + chrono::Months::new(1))
+        .format("events_%Y%m")
+        .to_string();
+    assert_eq!(tables_named(&h, &next).await, 1);
+}
