@@ -51,12 +51,15 @@ END;
 $$;
 
 -- Whether a change holds (or waits for) the settings lock of `p_site`: its waiting
--- events would wait again.
+-- events would wait again. pg_locks lists every database's locks; advisory locks are
+-- per database.
 CREATE FUNCTION tally_site_settings_changing(p_site text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
 SELECT EXISTS (
     SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND classid = 1936027252::oid
+    WHERE locktype = 'advisory'
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND classid = 1936027252::oid
       AND objid = tally_site_settings_bucket(p_site)::oid AND objsubid = 2
       AND mode = 'ExclusiveLock')
 $$;

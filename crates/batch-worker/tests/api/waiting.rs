@@ -180,3 +180,32 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
     assert_eq!(h.count(rollup).await, 4);
     assert_eq!(h.llen(&h.keys().events_queue().dead).await, 2);
 }
+
+/// Advisory locks belong to a database, and so does a change: one of another database on
+/// the same server (a staging copy, another test) does not hold this database's events.
+#[tokio::test]
+async fn a_change_in_another_database_holds_no_events_here() {
+    let h = Harness::new().await;
+    let other = domain::testing::TestDb::new().await;
+    let mut change = other.pool().get().await.expect("pg");
+    let change_tx = change.transaction().await.expect("tx");
+    change_tx
+        .execute(
+            "SELECT tally_lock_site_settings($1::text[], true)",
+            &[&vec![CHANGING]],
+        )
+        .await
+        .expect("lock");
+    let changing = |pool: domain::deadpool_postgres::Pool| async move {
+        pool.get()
+            .await
+            .expect("pg")
+            .query_one("SELECT tally_site_settings_changing($1)", &[&CHANGING])
+            .await
+            .expect("changing")
+            .get::<_, bool>(0)
+    };
+    assert!(changing(other.pool()).await, "the change's own database");
+    assert!(!changing(h.db.pool()).await, "another database");
+    change_tx.commit().await.expect("done");
+}
