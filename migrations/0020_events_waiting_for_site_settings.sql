@@ -21,9 +21,30 @@ CREATE TABLE events_waiting (
     PRIMARY KEY (site_id, id)
 );
 
--- The settings lock bucket of a site (as tally_lock_site_settings computes it).
+-- The settings lock bucket of a site (migration 0016's), written once for every function
+-- that takes or looks at the locks.
 CREATE FUNCTION tally_site_settings_bucket(p_site text) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT hashtext(p_site) & 63 $$;
+
+-- As migration 0016's, with the bucket from tally_site_settings_bucket.
+CREATE OR REPLACE FUNCTION tally_lock_site_settings(p_sites text[], p_exclusive boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    settings_lock_class CONSTANT integer := 1936027252;
+    bucket integer;
+BEGIN
+    FOR bucket IN
+        SELECT DISTINCT tally_site_settings_bucket(s) FROM unnest(p_sites) AS t(s) ORDER BY 1
+    LOOP
+        IF p_exclusive THEN
+            PERFORM pg_advisory_xact_lock(settings_lock_class, bucket);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(settings_lock_class, bucket);
+        END IF;
+    END LOOP;
+END;
+$$;
 
 -- Takes the settings locks of `p_sites` shared where that needs no wait, in ascending
 -- order, and returns the sites whose lock is held or asked for exclusive (a try fails

@@ -400,10 +400,10 @@ pub async fn store_events(
     } else {
         VisitorGroups::of(&Rollups::of(events.iter().zip(paths.iter().copied())))
     };
-    // The sites' zones and goals, read after their locks were taken shared (above; taken
-    // again here, which a lock already held grants at once): a change of a site's goals
-    // recounts its visits, and of its zone its day rows; this batch's must be of the
-    // settings that rebuild used, or of the next ones (see visits::settings).
+    // The sites' zones and goals, read after their locks were taken shared (above): a
+    // change of a site's goals recounts its visits, and of its zone its day rows; this
+    // batch's must be of the settings that rebuild used, or of the next ones (see
+    // visits::settings).
     let mut fresh_sites: Vec<&str> = fresh
         .iter()
         .map(|&i| events[i].site_id.as_ref())
@@ -411,7 +411,7 @@ pub async fn store_events(
         .into_iter()
         .collect();
     fresh_sites.sort_unstable();
-    let settings = visits::settings::lock_settings(&tx, &fresh_sites).await?;
+    let settings = visits::settings::read_settings(&tx, &fresh_sites).await?;
     let fresh_visits: Vec<Visit> = fresh
         .iter()
         .filter_map(|&i| visit_of_event(&events[i], &derived[i], &settings))

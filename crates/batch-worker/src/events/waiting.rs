@@ -110,6 +110,9 @@ pub async fn store_waiting(
         .query(CLAIM_WAITING, &[&site, &CLAIM])
         .await
         .context("claiming waiting events")?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     let messages: Vec<&str> = rows.iter().map(|r| r.get(1)).collect();
     let mut events = Vec::with_capacity(rows.len());
@@ -119,9 +122,6 @@ pub async fn store_waiting(
             Ok(e) => events.push((i, e)),
             Err(why) => unparsed.push((i, format!("unparseable waiting event: {why}"))),
         }
-    }
-    if rows.is_empty() {
-        return Ok(false);
     }
     let (indexes, events): (Vec<usize>, Vec<QueuedEvent<'_>>) = events.into_iter().unzip();
     // The lanes' write: partitions made, goal triggers sent (again: they are sent once

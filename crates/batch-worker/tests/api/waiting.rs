@@ -10,6 +10,17 @@ use domain::queue::WorkerQueue;
 const CHANGING: &str = "changing.example";
 const OTHER: &str = "other.example";
 
+/// Takes `site`'s settings lock exclusive in `tx`, as a change of its settings
+/// (visits::settings::resettle_sites) holds it while it recounts.
+async fn hold_change(tx: &domain::deadpool_postgres::Transaction<'_>, site: &str) {
+    tx.execute(
+        "SELECT tally_lock_site_settings($1::text[], true)",
+        &[&vec![site]],
+    )
+    .await
+    .expect("lock");
+}
+
 async fn generation(h: &Harness, site: &str) -> Option<i64> {
     let mut conn = h.redis.conn().await;
     domain::redis_client::cmd("GET")
@@ -39,17 +50,10 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
         "the test needs sites in different lock buckets"
     );
 
-    // A change of CHANGING's settings under way: its lock held exclusive, as
-    // visits::settings::resettle_sites holds it while it recounts.
+    // A change of CHANGING's settings under way.
     let mut change = pool.get().await.expect("pg");
     let change_tx = change.transaction().await.expect("tx");
-    change_tx
-        .execute(
-            "SELECT tally_lock_site_settings($1::text[], true)",
-            &[&vec![CHANGING]],
-        )
-        .await
-        .expect("lock");
+    hold_change(&change_tx, CHANGING).await;
 
     let ts = |m: u32| format!("2025-11-14T10:{m:02}:00Z");
     h.push(&[
@@ -189,13 +193,7 @@ async fn a_change_in_another_database_holds_no_events_here() {
     let other = domain::testing::TestDb::new().await;
     let mut change = other.pool().get().await.expect("pg");
     let change_tx = change.transaction().await.expect("tx");
-    change_tx
-        .execute(
-            "SELECT tally_lock_site_settings($1::text[], true)",
-            &[&vec![CHANGING]],
-        )
-        .await
-        .expect("lock");
+    hold_change(&change_tx, CHANGING).await;
     let changing = |pool: domain::deadpool_postgres::Pool| async move {
         pool.get()
             .await

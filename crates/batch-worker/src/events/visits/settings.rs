@@ -180,7 +180,21 @@ pub async fn lock_settings(
     tx.execute(&lock, &[&sites, &false])
         .await
         .map_err(StoreError::from_pg)?;
-    // A statement of its own: its snapshot is taken after the locks were granted.
+    read_settings(tx, sites).await
+}
+
+/// The settings of `sites`, whose locks `tx` holds (taken in an earlier statement: this
+/// one's snapshot is taken after they were granted).
+///
+/// # Errors
+/// [`StoreError`] when PostgreSQL fails.
+pub async fn read_settings(
+    tx: &Transaction<'_>,
+    sites: &[&str],
+) -> Result<SiteSettings, StoreError> {
+    if sites.is_empty() {
+        return Ok(SiteSettings::default());
+    }
     let read = tx.prepare_cached(READ).await.map_err(StoreError::from_pg)?;
     let rows = tx
         .query(&read, &[&sites])
