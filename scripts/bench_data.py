@@ -14,12 +14,15 @@ Profiles:
   uniform  the worst case for rollups: every field uniformly random, timestamps over two
            days, so almost every event lands in a rollup row of its own (imports, replays).
 
+Events start at BENCH_DATA_START (epoch seconds; default 2025-11-14T10:00:00Z).
+
 Usage: bench_data.py PROFILE N QUEUE_KEY OUT_RESP OUT_CSV
        bench_data.py votes N OUT_LINES   (vote bodies of N distinct users, one per line)
 """
 import bisect
 import itertools
 import json
+import os
 import random
 import sys
 import uuid
@@ -32,7 +35,7 @@ if sys.argv[1] == "votes":
 
 profile, n, queue, resp_path, csv_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rng = random.Random(42)
-start_s = 1763114400  # 2025-11-14T10:00:00Z
+start_s = int(os.environ.get("BENCH_DATA_START", 1763114400))  # default 2025-11-14T10:00:00Z
 received_ms = start_s * 1000
 SITES, PATHS, VISITORS = 20, 500, 100_000
 # (referrer URL, source name, stored referrer) per visitor; None: direct.
@@ -110,8 +113,8 @@ with open(resp_path, "wb") as resp, open(csv_path, "w") as csv:
         source = "newsletter" if utm else (ref[1] if ref else "")
         referrer = ref[2] if ref else ""
         utm_cols = "newsletter,email,c%d,," % (visitor % 7) if utm else ",,,,"
-        csv.write("%s,%s,%s,%s,%s,%s,,2025-11-14T10:00:00Z,%s,%s,%s,%s,%s,%s,%s,%s\n" % (
-            eid, site, etype, ts, path, user, host, referrer, source, utm_cols,
+        csv.write("%s,%s,%s,%s,%s,%s,,%s,%s,%s,%s,%s,%s,%s,%s,%s\n" % (
+            eid, site, etype, ts, path, user, iso(start_s), host, referrer, source, utm_cols,
             agent[0], agent[1], "mobile" if width < 576 else ("tablet" if width < 992 else "desktop"),
             COUNTRIES[visitor % len(COUNTRIES)]))
         if len(chunk) == 1000 or i == n - 1:

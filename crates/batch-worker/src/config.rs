@@ -34,8 +34,10 @@ pub struct WorkerSettings {
     pub worker_concurrency: usize,
     /// Lanes draining the vote shard queues (polls, closes, votes).
     pub vote_worker_concurrency: usize,
-    /// Concurrent transactions each batch of events is written in, every visitor in one
-    /// (batches under 1,000 events per part are written whole).
+    /// Transactions each batch of events is written in, every visitor in one; with two or
+    /// more, each part's transactions one at a time in this process (see
+    /// [`crate::events::store::WriteParts`]; batches under 1,000 events per part are
+    /// written whole).
     pub event_write_parts: usize,
     /// How often to check that Redis still has every vote shard's polls (and restore them
     /// from PostgreSQL when it lost them).
@@ -81,7 +83,7 @@ impl Default for WorkerSettings {
             worker_id: None,
             worker_concurrency: 2,
             vote_worker_concurrency: 1,
-            event_write_parts: 1,
+            event_write_parts: 2,
             restore_check_interval_ms: 1_000,
             events_retention_days: 0,
             events_retention_interval_ms: 3_600_000,

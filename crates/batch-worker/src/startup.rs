@@ -89,7 +89,7 @@ impl Application {
             keys: keys.clone(),
             partitions: Default::default(),
             triggers: Some(triggers.clone()),
-            write_parts: config.worker.event_write_parts,
+            write_parts: crate::events::store::WriteParts::new(config.worker.event_write_parts),
         });
         let votes = Arc::new(VoteWork {
             pg: pg.clone(),

@@ -31,8 +31,8 @@ pub struct EventWork {
     pub partitions: partitions::Partitions,
     /// `goal.converted` for the goals the batch's events convert.
     pub triggers: Option<std::sync::Arc<crate::triggers::Triggers>>,
-    /// Concurrent transactions a batch is written in (`EVENT_WRITE_PARTS`).
-    pub write_parts: usize,
+    /// The transactions a batch is written in (`EVENT_WRITE_PARTS`).
+    pub write_parts: store::WriteParts,
 }
 
 impl Work for EventWork {
@@ -61,7 +61,7 @@ impl Work for EventWork {
             async move {
                 self.partitions.ensure(&self.pg, events).await?;
                 let written =
-                    store::store_events_in_parts(&self.pg, events, self.write_parts).await?;
+                    store::store_events_in_parts(&self.pg, events, &self.write_parts).await?;
                 if let Some(triggers) = &self.triggers {
                     triggers
                         .after_event_batch(events)

@@ -213,26 +213,62 @@ impl<'a> RollupArgs<'a> {
 /// a connection and a round of shared rollup cells more than it saves.
 const MIN_EVENTS_PER_PART: usize = 1_000;
 
-/// Writes `events` in up to `parts` concurrent transactions ([`store_events`] each), every
-/// visitor's events in one of them: the parts never wait for each other's visitor locks
-/// (taken for the visits and held to the commit), where two lanes writing whole batches
-/// do, since every large batch shares visitors with every other. Each part is idempotent
-/// on its own, so a part that committed before another failed is replayed harmlessly
-/// when the batch is retried.
+/// How one process writes its batches: each in up to `parts` transactions, every visitor's
+/// events in the part its key hashes to, and (with two parts or more) each part's
+/// transactions one at a time, whichever lane's batch they are of. So two transactions of
+/// one process never share a visitor, and never wait for each other's visitor locks (held
+/// from the visits to the commit): two lanes writing whole batches did, since live traffic
+/// spreads each visitor's events over consecutive batches; a lane waited out most of the
+/// other's transaction. The lanes still overlap: one parses, derives and writes one part
+/// while the other writes another.
+pub struct WriteParts {
+    /// One gate per part (none with one part: the lanes then write side by side).
+    gates: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl WriteParts {
+    /// `parts` parts (at least 1).
+    pub fn new(parts: usize) -> Self {
+        let parts = parts.max(1);
+        let gates = if parts == 1 { 0 } else { parts };
+        Self {
+            gates: (0..gates).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn parts(&self) -> usize {
+        self.gates.len().max(1)
+    }
+}
+
+/// Writes `events` in up to `parts` transactions ([`store_events`] each, see
+/// [`WriteParts`]). Each part is idempotent on its own, so a part that committed before
+/// another failed is replayed harmlessly when the batch is retried.
 ///
 /// # Errors
 /// As [`store_events`]; a transient failure of any part before a refusal of another.
 pub async fn store_events_in_parts(
     pool: &Pool,
     events: &[QueuedEvent<'_>],
-    parts: usize,
+    parts: &WriteParts,
 ) -> Result<EventsWritten, StoreError> {
-    let parts = parts.min(events.len() / MIN_EVENTS_PER_PART).max(1);
-    if parts == 1 {
+    let split_in = parts.parts().min(events.len() / MIN_EVENTS_PER_PART).max(1);
+    if split_in == 1 {
+        // Every part's visitors: every gate, in order (a lane holding some waits for no
+        // one holding others, since a part holds one).
+        let mut held = Vec::with_capacity(parts.gates.len());
+        for gate in &parts.gates {
+            held.push(gate.lock().await);
+        }
         return store_events(pool, events).await;
     }
-    let split = split_by_visitor(events, parts);
-    let written = futures_util::future::join_all(split.iter().map(|p| store_events(pool, p))).await;
+    let split = split_by_visitor(events, parts.parts());
+    let written =
+        futures_util::future::join_all(split.iter().enumerate().map(|(i, part)| async move {
+            let _gate = parts.gates[i].lock().await;
+            store_events(pool, part).await
+        }))
+        .await;
     let mut all = EventsWritten::default();
     let mut refused = None;
     for part in written {
@@ -613,6 +649,54 @@ impl VisitorGroups {
 mod tests {
     use super::*;
     use domain::event::parse_event_body;
+
+    /// The gates of [`WriteParts`] keep a process's transactions visitor-disjoint only if
+    /// a visitor lands in the same part in every batch.
+    #[test]
+    fn a_visitor_is_in_the_same_part_in_every_batch() {
+        let batch = |users: &[u32]| -> Vec<u8> {
+            let events: Vec<String> = users
+                .iter()
+                .map(|u| {
+                    format!(
+                        r#"{{"site_id":"s{}","event_type":"page_view","timestamp":"2025-11-14T10:00:00Z","user_id":"u{u}"}}"#,
+                        u % 3
+                    )
+                })
+                .collect();
+            format!(r#"{{"events":[{}]}}"#, events.join(",")).into_bytes()
+        };
+        let first = batch(&(0..400).collect::<Vec<_>>());
+        let second = batch(&(200..600).rev().collect::<Vec<_>>());
+        let part_of = |body: &[u8]| -> HashMap<String, usize> {
+            let events = parse_event_body(body, Utc::now(), None).expect("valid");
+            let mut parts = HashMap::new();
+            for (i, part) in split_by_visitor(&events, 3).iter().enumerate() {
+                for e in part {
+                    let visitor = format!("{}/{}", e.site_id, e.user_id.as_deref().unwrap_or(""));
+                    assert_eq!(
+                        *parts.entry(visitor).or_insert(i),
+                        i,
+                        "one visitor, one part"
+                    );
+                }
+            }
+            parts
+        };
+        let (a, b) = (part_of(&first), part_of(&second));
+        let shared: Vec<_> = a.keys().filter(|v| b.contains_key(*v)).collect();
+        assert_eq!(shared.len(), 200);
+        assert!(
+            shared.iter().all(|v| a[*v] == b[*v]),
+            "a shared visitor changed parts"
+        );
+        let sizes = (0..3).map(|i| a.values().filter(|p| **p == i).count());
+        assert!(
+            sizes.clone().all(|n| n > 50),
+            "parts: {:?}",
+            sizes.collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn visitors_are_grouped_by_site_type_and_day_each_once() {

@@ -53,7 +53,9 @@ impl Harness {
                 keys,
                 partitions: Default::default(),
                 triggers: None,
-                write_parts: self.settings.event_write_parts,
+                write_parts: batch_worker::events::store::WriteParts::new(
+                    self.settings.event_write_parts,
+                ),
             }),
             redis,
             blocking,

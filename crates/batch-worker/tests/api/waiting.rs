@@ -97,7 +97,7 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
         keys: h.keys(),
         partitions: Default::default(),
         triggers: None,
-        write_parts: 1,
+        write_parts: batch_worker::events::store::WriteParts::new(1),
     };
     let dead = WorkerQueue::new(h.keys().events_queue(), "w1.waiting");
     let mut redis = h.redis.conn().await;

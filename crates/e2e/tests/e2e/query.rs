@@ -569,8 +569,10 @@ async fn conversions_match_ground_truth(
             assert_eq!(res.status(), 201);
         }
     }
+    // Each change recounts the site's stored events; six of them, on a box running other
+    // tests.
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         "the goals in PostgreSQL",
         || async {
             let n = stack
