@@ -75,6 +75,7 @@ impl Application {
             vote_lanes = config.worker.vote_worker_concurrency,
             "worker identity"
         );
+        let directory = Arc::new(EndpointDirectory::new(keys.clone()));
         let triggers = Arc::new(crate::triggers::Triggers {
             redis: redis.clone(),
             keys: keys.clone(),
@@ -83,6 +84,7 @@ impl Application {
             vote_thresholds: config.notify.vote_thresholds(),
             usual: Default::default(),
             goals: Default::default(),
+            directory: directory.clone(),
         });
         let events = Arc::new(EventWork {
             pg: pg.clone(),
@@ -147,7 +149,6 @@ impl Application {
             },
         );
 
-        let directory = Arc::new(EndpointDirectory::new(keys.clone()));
         let notify_settings = crate::config::WorkerSettings {
             batch_max_items: config.notify.notify_batch_max_items,
             batch_max_wait_ms: config.notify.notify_batch_max_wait_ms,

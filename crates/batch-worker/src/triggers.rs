@@ -15,13 +15,14 @@
 //! `goal.converted:<site>:<goal>:<visitor>:<day>`), so a trigger emitted again (a batch
 //! replayed after a crash, two workers checking at once) is one notification.
 
+use crate::notify::directory::EndpointDirectory;
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::event::QueuedEvent;
 use domain::goals::Goal;
 use domain::keys::Keys;
 use domain::notify::accept::{self, trigger_id};
-use domain::notify::{ChannelKind, Notification, Priority};
+use domain::notify::{ChannelKind, Notification, Priority, endpoints, topics};
 use domain::poll::PollMessage;
 use domain::redis::RedisConn;
 use domain::shutdown::{CancellationToken, every};
@@ -51,6 +52,8 @@ pub struct Triggers {
     pub usual: std::sync::Mutex<std::collections::HashMap<(String, i64), f64>>,
     /// The goals of every site that has some, read again after [`GOALS_TTL`].
     pub goals: tokio::sync::Mutex<SiteGoals>,
+    /// The webhook endpoints (shared with the fan-out), to tell whether anyone listens.
+    pub directory: Arc<EndpointDirectory>,
 }
 
 impl Triggers {
@@ -71,11 +74,22 @@ impl Triggers {
         body: String,
         data: Value,
     ) -> anyhow::Result<()> {
-        if self.channels.is_empty() {
-            return Ok(());
-        }
+        let notice = self.notice(event_type, subject, title, body, data);
+        self.send(event_type, &[(notice, subject.to_string())])
+            .await
+    }
+
+    /// The notification of trigger `subject`: its id and idempotency key are the subject's.
+    fn notice(
+        &self,
+        event_type: &str,
+        subject: &str,
+        title: String,
+        body: String,
+        data: Value,
+    ) -> Notification {
         let now = Utc::now().timestamp_millis();
-        let n = Notification {
+        Notification {
             notification_id: trigger_id(subject),
             event_type: event_type.to_string(),
             title,
@@ -90,13 +104,67 @@ impl Triggers {
             queued_at_ms: now,
             idempotency_key: Some(subject.to_string()),
             traceparent: None,
-        };
-        let outcome = accept::accept(&mut self.redis.clone(), &self.keys, &n, subject).await?;
-        if matches!(outcome, accept::AcceptOutcome::Accepted(_)) {
-            metrics::counter!("batch_worker_triggers_total", "event_type" => event_type.to_string()).increment(1);
-            tracing::info!(event_type, subject, "trigger sent");
+        }
+    }
+
+    /// Sends `notices` of `event_type` (with their subjects), in one script call per
+    /// notification shard; none when nobody listens to `event_type`.
+    async fn send(
+        &self,
+        event_type: &str,
+        notices: &[(Notification, String)],
+    ) -> anyhow::Result<()> {
+        if self.channels.is_empty() || notices.is_empty() {
+            return Ok(());
+        }
+        if !self.listened(event_type).await? {
+            metrics::counter!("batch_worker_triggers_unheard_total", "event_type" => event_type.to_string())
+                .increment(notices.len() as u64);
+            return Ok(());
+        }
+        let pairs: Vec<(&Notification, &str)> = notices
+            .iter()
+            .map(|(n, subject)| (n, subject.as_str()))
+            .collect();
+        let outcomes = accept::accept_many(&self.redis, &self.keys, &pairs).await?;
+        let mut sent = 0;
+        for ((_, subject), outcome) in notices.iter().zip(outcomes) {
+            if matches!(outcome, accept::AcceptOutcome::Accepted(_)) {
+                sent += 1;
+                tracing::debug!(event_type, subject, "trigger sent");
+            }
+        }
+        if sent > 0 {
+            metrics::counter!("batch_worker_triggers_total", "event_type" => event_type.to_string()).increment(sent);
+            tracing::info!(event_type, sent, "triggers sent");
         }
         Ok(())
+    }
+
+    /// Whether anyone would receive a notification of `event_type`: a webhook endpoint that
+    /// takes it, or a subscriber of its topic (on the trigger channels). Read as of now (a
+    /// trigger must reach an endpoint made just before its events), and yes while a
+    /// registry is being restored after Redis lost it.
+    async fn listened(&self, event_type: &str) -> anyhow::Result<bool> {
+        let mut redis = self.redis.clone();
+        if self.channels.contains(&ChannelKind::Webhook) {
+            let (version, restored) = endpoints::version(&mut redis, &self.keys).await?;
+            if !restored {
+                return Ok(true);
+            }
+            let endpoints = self.directory.as_of(&mut redis, version).await?;
+            if endpoints
+                .values()
+                .any(|e| !e.disabled && e.accepts(event_type))
+            {
+                return Ok(true);
+            }
+        }
+        if self.channels.iter().any(|c| *c != ChannelKind::Webhook) {
+            return Ok(!topics::restored(&mut redis, &self.keys).await?
+                || topics::count(&mut redis, &self.keys, event_type).await? > 0);
+        }
+        Ok(false)
     }
 
     /// After a batch of poll messages is stored: `poll.closed` for its closes,
@@ -168,22 +236,23 @@ impl Triggers {
                     .or_insert((e, goal));
             }
         }
-        for (subject, (e, goal)) in conversions {
-            self.emit(
-                "goal.converted",
-                &subject,
-                format!("{}: {}", e.site_id, goal.display_name),
-                format!(
-                    "A visitor of {} converted on {}.",
-                    e.site_id, goal.display_name
-                ),
-                json!({"site_id": e.site_id, "goal_id": goal.goal_id, "goal": goal.display_name,
-                       "visitor": e.user_id, "event_id": e.event_id, "event_type": e.event_type,
-                       "at": e.ts}),
-            )
-            .await?;
-        }
-        Ok(())
+        let notices: Vec<(Notification, String)> =
+            conversions
+                .into_iter()
+                .map(|(subject, (e, goal))| {
+                    let notice = self.notice(
+                    "goal.converted",
+                    &subject,
+                    format!("{}: {}", e.site_id, goal.display_name),
+                    format!("A visitor of {} converted on {}.", e.site_id, goal.display_name),
+                    json!({"site_id": e.site_id, "goal_id": goal.goal_id, "goal": goal.display_name,
+                           "visitor": e.user_id, "event_id": e.event_id, "event_type": e.event_type,
+                           "at": e.ts}),
+                );
+                    (notice, subject)
+                })
+                .collect();
+        self.send("goal.converted", &notices).await
     }
 
     /// The goals of every site that has some (read from PostgreSQL at most every

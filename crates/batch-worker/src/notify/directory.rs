@@ -87,6 +87,29 @@ impl EndpointDirectory {
         Ok(self.lock().endpoints.clone())
     }
 
+    /// The endpoints as of registry version `version` (just read), loaded now if the copy
+    /// is of another version.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn as_of(
+        &self,
+        redis: &mut RedisConn,
+        version: i64,
+    ) -> anyhow::Result<Arc<HashMap<String, Endpoint>>> {
+        {
+            let copy = self.lock();
+            if copy.version == version {
+                return Ok(copy.endpoints.clone());
+            }
+        }
+        let _refreshing = self.refreshing.lock().await;
+        if self.lock().version != version {
+            self.refresh(redis).await?;
+        }
+        Ok(self.lock().endpoints.clone())
+    }
+
     /// Forces the next read to check the registry (after this process changed it).
     pub fn invalidate(&self) {
         self.lock().checked = None;

@@ -13,9 +13,10 @@ use crate::lane::{StoreError, Work};
 use directory::EndpointDirectory;
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
-use domain::notify::{ChannelKind, Notification};
+use domain::notify::{ChannelKind, Notification, Recipient};
 use domain::redis::RedisConn;
 use futures_util::future::BoxFuture;
+use std::collections::HashMap;
 use std::sync::Arc;
 use store::NotifyWritten;
 use tracing::Instrument;
@@ -29,21 +30,38 @@ pub struct NotifyWork {
 }
 
 impl NotifyWork {
-    /// The Redis half of one notification's fan-out (safe to repeat).
-    async fn fan_out(&self, n: &Notification, now_ms: i64) -> anyhow::Result<fanout::FannedOut> {
+    /// The Redis half of one notification's fan-out (safe to repeat). A topic's audience
+    /// is read once per batch (`audiences`): a batch of triggers shares one topic.
+    async fn fan_out(
+        &self,
+        n: &Notification,
+        audiences: &mut HashMap<String, Arc<Vec<Recipient>>>,
+        now_ms: i64,
+    ) -> anyhow::Result<fanout::FannedOut> {
         let mut redis = self.redis.clone();
         let started = std::time::Instant::now();
-        let users = fanout::audience(&mut redis, &self.keys, n).await?;
+        let users = match &n.topic {
+            Some(topic) => match audiences.get(topic) {
+                Some(users) => users.clone(),
+                None => {
+                    let users = Arc::new(fanout::audience(&mut redis, &self.keys, n).await?);
+                    audiences.insert(topic.clone(), users.clone());
+                    users
+                }
+            },
+            None => Arc::new(n.recipients.clone()),
+        };
+        let users = users.as_slice();
         let resolved = started.elapsed();
         let record = n.record();
         let feed = if n.has(ChannelKind::InApp) {
-            fanout::append_to_feeds(&self.redis, &self.keys, &record, &users, now_ms).await?
+            fanout::append_to_feeds(&self.redis, &self.keys, &record, users, now_ms).await?
         } else {
             Vec::new()
         };
         let appended = started.elapsed();
         let (deliveries, skipped) =
-            fanout::deliveries(&mut redis, &self.directory, n, &users, now_ms).await?;
+            fanout::deliveries(&mut redis, &self.directory, n, users, now_ms).await?;
         tracing::debug!(
             recipients = users.len(),
             resolve_ms = resolved.as_millis() as u64,
@@ -81,9 +99,10 @@ impl Work for NotifyWork {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
             let mut fanned = Vec::with_capacity(items.len());
+            let mut audiences = HashMap::new();
             for n in items {
                 let out = self
-                    .fan_out(n, now)
+                    .fan_out(n, &mut audiences, now)
                     .instrument(
                         tracing::info_span!("fan_out", notification_id = %n.notification_id),
                     )

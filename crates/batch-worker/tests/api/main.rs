@@ -1,5 +1,6 @@
 //! batch-worker against real Redis and PostgreSQL.
 
+mod accept;
 mod drain;
 mod enrichment;
 mod helpers;

@@ -189,10 +189,8 @@ async fn a_site_far_above_its_usual_visitors_for_the_hour_sends_one_traffic_spik
 async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
     let stack = Stack::new().await;
     let (api, ingest, _stats) = Notify::start(&stack, &[]).await;
-    let _worker = stack.start("batch-worker", WORKER).await;
+    let worker = stack.start("batch-worker", WORKER).await;
     let receiver = Receiver::start().await;
-    api.endpoint(&receiver.url("/ok/goals"), &["goal.converted"])
-        .await;
     let admin = |path: String, body: Value| {
         let client = api.client.clone();
         async move {
@@ -235,6 +233,38 @@ async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
         (n == 1).then_some(())
     })
     .await;
+    // Before anyone listens (no endpoint takes goal.converted, no one subscribes to it), a
+    // conversion sends nothing: it is counted as unheard.
+    let early = json!({"site_id": site, "event_type": "Signup", "path": "/join",
+                       "user_id": "early", "timestamp": chrono::Utc::now().to_rfc3339()});
+    post_events(&api, &ingest, &[early]).await;
+    domain::testing::eventually(
+        Duration::from_secs(20),
+        "the conversion counted as unheard",
+        || async {
+            let metrics = api
+                .client
+                .get(format!("{}/metrics", worker.url()))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with(
+                        "batch_worker_triggers_unheard_total{event_type=\"goal.converted\"}",
+                    ) && !l.ends_with(" 0")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // An endpoint made just before the events it must hear of.
+    api.endpoint(&receiver.url("/ok/goals"), &["goal.converted"])
+        .await;
     // a: signs up twice and sees /thanks/a today; b: signs up today and yesterday; c: a
     // page that is no goal; d: a signup two days ago (too old to notify).
     let now = chrono::Utc::now();
@@ -302,7 +332,7 @@ async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
     post_events(&api, &ingest, &events).await;
     stack
         .wait_all_stored(
-            2 * events.len() as i64,
+            2 * events.len() as i64 + 1,
             Duration::from_secs(20),
             "the resend stored",
         )

@@ -1,31 +1,40 @@
--- Accepts a notification: records it and queues its fan-out in one atomic step, so a 202
--- always means the notification is in Redis and will reach every channel it names.
+-- Accepts notifications of one shard: records each and queues its fan-out in one atomic
+-- step, so a 202 always means the notification is in Redis and will reach every channel
+-- it names. A trigger sends the notifications of a whole batch in one call.
 --
--- KEYS[1]  the notification shard's queue
--- KEYS[2]  the notification's public record
--- KEYS[3]  the idempotency key of the request (when ARGV[4] is "0": unused, any key of the shard)
--- ARGV[1]  the queue message (the notification, JSON)
--- ARGV[2]  the public record (JSON)        ARGV[3]  the record's TTL, seconds
--- ARGV[4]  idempotency TTL in seconds, "0" when the request has no Idempotency-Key
--- ARGV[5]  the notification id             ARGV[6]  the request's fingerprint
--- Returns  {outcome, notification id}. outcome: accepted | replay (the key answered this
---          same request before: its notification id) | key_reused (the key answered
---          another request: nothing done).
-local use_idem = ARGV[4] ~= '0'
-if use_idem then
-  local prior = redis.call('GET', KEYS[3])
+-- KEYS[1]        the notification shard's queue
+-- KEYS[2i]       notification i's public record
+-- KEYS[2i+1]     notification i's idempotency key (when its idempotency TTL is "0":
+--                unused, any key of the shard)
+-- ARGV[1]        the records' TTL, seconds
+-- ARGV[5i-3..5i+1], for notification i:
+--                the queue message (the notification, JSON), the public record (JSON),
+--                the idempotency TTL in seconds ("0" when it has no Idempotency-Key),
+--                the notification id, the request's fingerprint
+-- Returns  {outcome, notification id} for each notification, flat. outcome: accepted |
+--          replay (the key answered this same request before: its notification id) |
+--          key_reused (the key answered another request: nothing done).
+local out = {}
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local record, idem = KEYS[2 * i], KEYS[2 * i + 1]
+  local a = 5 * i - 3
+  local message, public, idem_ttl = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local id, fingerprint = ARGV[a + 3], ARGV[a + 4]
+  local prior = idem_ttl > 0 and redis.call('GET', idem)
   if prior then
     local nl = string.find(prior, '\n', 1, true)
-    local id = string.sub(prior, 1, nl - 1)
-    if string.sub(prior, nl + 1) == ARGV[6] then
-      return {'replay', id}
+    local prior_id = string.sub(prior, 1, nl - 1)
+    out[#out + 1] = string.sub(prior, nl + 1) == fingerprint and 'replay' or 'key_reused'
+    out[#out + 1] = prior_id
+  else
+    redis.call('SET', record, public, 'EX', tonumber(ARGV[1]))
+    redis.call('LPUSH', KEYS[1], message)
+    if idem_ttl > 0 then
+      redis.call('SET', idem, id .. '\n' .. fingerprint, 'EX', idem_ttl)
     end
-    return {'key_reused', id}
+    out[#out + 1] = 'accepted'
+    out[#out + 1] = id
   end
 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('LPUSH', KEYS[1], ARGV[1])
-if use_idem then
-  redis.call('SET', KEYS[3], ARGV[5] .. '\n' .. ARGV[6], 'EX', tonumber(ARGV[4]))
-end
-return {'accepted', ARGV[5]}
+return out

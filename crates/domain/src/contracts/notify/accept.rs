@@ -65,6 +65,10 @@ pub fn trigger_id(subject: &str) -> Uuid {
     )
 }
 
+/// Notifications accepted by one script call at most (a trigger's batch may convert
+/// thousands of visitors; one call holds Redis for its whole length).
+const ACCEPT_CHUNK: usize = 500;
+
 /// Records and queues `notification` (its id must come from [`notification_id`] or
 /// [`trigger_id`] with the same key). `fingerprint` identifies the request, so an
 /// idempotency key reused for different content is told apart from a retry.
@@ -78,35 +82,100 @@ pub async fn accept<C: ConnectionLike + Send + Sync>(
     notification: &Notification,
     fingerprint: &str,
 ) -> RedisResult<AcceptOutcome> {
-    let shard = shard_of(&notification.notification_id);
-    let id = notification.notification_id.to_string();
-    let record = keys.notification(shard, &id);
-    let idem = notification.idempotency_key.as_deref();
-    let idem_key = idem.map_or_else(|| record.clone(), |k| keys.notify_idempotency(shard, k));
-    let message = serde_json::to_string(notification).unwrap_or_default();
-    let public = serde_json::to_string(&notification.record()).unwrap_or_default();
-    let (outcome, answered): (String, String) = ACCEPT
+    let mut outcomes = accept_of_shard(conn, keys, &[(notification, fingerprint)]).await?;
+    Ok(outcomes.pop().unwrap_or(AcceptOutcome::KeyReused))
+}
+
+/// [`accept`] for many notifications, one script call per shard and [`ACCEPT_CHUNK`],
+/// the calls under way at once. Outcomes in the order of `notifications`.
+///
+/// # Errors
+/// When Redis fails: then some may be accepted (accepting them again is a replay, when
+/// they have idempotency keys).
+pub async fn accept_many<C: ConnectionLike + Send + Sync + Clone>(
+    conn: &C,
+    keys: &Keys,
+    notifications: &[(&Notification, &str)],
+) -> RedisResult<Vec<AcceptOutcome>> {
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (i, (n, _)) in notifications.iter().enumerate() {
+        by_shard
+            .entry(shard_of(&n.notification_id))
+            .or_default()
+            .push(i);
+    }
+    let calls = by_shard
+        .values()
+        .flat_map(|at| at.chunks(ACCEPT_CHUNK))
+        .map(|at| {
+            let mut conn = conn.clone();
+            let chunk: Vec<(&Notification, &str)> = at.iter().map(|&i| notifications[i]).collect();
+            async move {
+                accept_of_shard(&mut conn, keys, &chunk)
+                    .await
+                    .map(|o| (at, o))
+            }
+        });
+    let mut outcomes = vec![AcceptOutcome::KeyReused; notifications.len()];
+    for answer in futures_util::future::join_all(calls).await {
+        let (at, answered) = answer?;
+        for (&i, outcome) in at.iter().zip(answered) {
+            outcomes[i] = outcome;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// One script call accepting `notifications`, all of one shard.
+async fn accept_of_shard<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    notifications: &[(&Notification, &str)],
+) -> RedisResult<Vec<AcceptOutcome>> {
+    let Some((first, _)) = notifications.first() else {
+        return Ok(Vec::new());
+    };
+    let shard = shard_of(&first.notification_id);
+    let mut invocation = ACCEPT.prepare_invoke();
+    invocation
         .key(&keys.notify_queue(shard).queue)
-        .key(&record)
-        .key(idem_key)
-        .arg(message)
-        .arg(public)
-        .arg(RECORD_TTL_SECONDS)
-        .arg(if idem.is_some() {
-            IDEMPOTENCY_TTL_SECONDS
-        } else {
-            0
+        .arg(RECORD_TTL_SECONDS);
+    for (notification, fingerprint) in notifications {
+        debug_assert_eq!(
+            shard_of(&notification.notification_id),
+            shard,
+            "one shard per call"
+        );
+        let id = notification.notification_id.to_string();
+        let record = keys.notification(shard, &id);
+        let idem = notification.idempotency_key.as_deref();
+        let idem_key = idem.map_or_else(|| record.clone(), |k| keys.notify_idempotency(shard, k));
+        invocation
+            .key(record)
+            .key(idem_key)
+            .arg(serde_json::to_string(notification).unwrap_or_default())
+            .arg(serde_json::to_string(&notification.record()).unwrap_or_default())
+            .arg(if idem.is_some() {
+                IDEMPOTENCY_TTL_SECONDS
+            } else {
+                0
+            })
+            .arg(id)
+            .arg(*fingerprint);
+    }
+    let flat: Vec<String> = invocation.invoke_async(conn).await?;
+    Ok(notifications
+        .iter()
+        .zip(flat.chunks_exact(2))
+        .map(|((n, _), pair)| {
+            let answered = pair[1].parse().unwrap_or(n.notification_id);
+            match pair[0].as_str() {
+                "accepted" => AcceptOutcome::Accepted(answered),
+                "replay" => AcceptOutcome::Replay(answered),
+                _ => AcceptOutcome::KeyReused,
+            }
         })
-        .arg(&id)
-        .arg(fingerprint)
-        .invoke_async(conn)
-        .await?;
-    let answered = answered.parse().unwrap_or(notification.notification_id);
-    Ok(match outcome.as_str() {
-        "accepted" => AcceptOutcome::Accepted(answered),
-        "replay" => AcceptOutcome::Replay(answered),
-        _ => AcceptOutcome::KeyReused,
-    })
+        .collect())
 }
 
 /// A notification's public record from Redis (while it is kept there).
