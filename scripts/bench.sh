@@ -232,9 +232,13 @@ redis-cli -h "$RHOST" -p "$RPORT" del "$QUEUE" >/dev/null  # nothing is left; to
 LIVE_START=$(( $(date +%s) / 60 * 60 - 2400 ))
 rm -f "$WORK"/live.v3.*
 
-# drain PROFILE LANES [goals]: prints "<copy seconds> <drain seconds>" for DRAIN_EVENTS
-# events; with "goals", every site has three goals first (the home page, a page pattern
-# of a tenth of its pages, and a custom event none of the data sends).
+# drain PROFILE LANES [goals|goals-heard]: prints "<copy seconds> <drain seconds> <worker
+# CPU> <PostgreSQL CPU> <notifications>" for DRAIN_EVENTS events; with "goals", every site
+# has three goals first (the home page, a page pattern of a tenth of its pages, and a
+# custom event none of the data sends): nobody listens to goal.converted, so its triggers
+# are only counted. With "goals-heard", one user subscribes to the goal.converted topic
+# first: every conversion is a notification the worker accepts and fans out to that
+# user's feed (<notifications>: how many were stored when the events were).
 drain() {
   local profile="$1" lanes="$2" goals="${3:-}"
   say "drain [$profile data, $lanes lane(s)]: generating $DRAIN_EVENTS events"
@@ -250,6 +254,10 @@ drain() {
                {\"goal_id\": \"g_ten\", \"display_name\": \"Tens\", \"page_path\": \"/page/1*\"},
                {\"goal_id\": \"g_signup\", \"display_name\": \"Signup\", \"event_name\": \"signup\"}]'
       FROM generate_series(0, 19) AS i"
+  fi
+  if [ "$goals" = goals-heard ]; then
+    # Straight into the topic registry (the worker's restore keeps what Redis holds).
+    redis-cli -h "$RHOST" -p "$RPORT" hset "$PREFIX:{topics}:subs:goal.converted" owner '{}' >/dev/null
   fi
   say "  ceiling: plain COPY of the same rows into a table shaped like events"
   psql "$DATABASE_URL" -q -o /dev/null -c "CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)"
@@ -283,12 +291,15 @@ drain() {
   stored=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM events")
   rollup=$(psql "$DATABASE_URL" -tAc "SELECT sum(events) FROM rollup_hourly")
   [ "$stored" = "$DRAIN_EVENTS" ] && [ "$rollup" = "$DRAIN_EVENTS" ] || die "stored $stored, rollups $rollup, expected $DRAIN_EVENTS"
-  echo "$copy_s $drain_s $worker_cpu $pg_cpu"
+  local notified; notified=$(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM notifications")
+  redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h "$RHOST" -p "$RPORT" del >/dev/null
+  echo "$copy_s $drain_s $worker_cpu $pg_cpu $notified"
 }
-read -r LIVE_COPY_S LIVE_S LIVE_WORKER_CPU LIVE_PG_CPU < <(drain live 2)
-read -r _ LIVE1_S _ _ < <(drain live 1)
-read -r UNI_COPY_S UNI_S _ _ < <(drain uniform 2)
-read -r _ GOALS_S _ _ < <(drain live 2 goals)
+read -r LIVE_COPY_S LIVE_S LIVE_WORKER_CPU LIVE_PG_CPU _ < <(drain live 2)
+read -r _ LIVE1_S _ _ _ < <(drain live 1)
+read -r UNI_COPY_S UNI_S _ _ _ < <(drain uniform 2)
+read -r _ GOALS_S _ _ _ < <(drain live 2 goals)
+read -r _ HEARD_S _ _ HEARD_STORED < <(drain live 2 goals-heard)
 
 # ---------------------------------------------------------------- results
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -316,6 +327,7 @@ jq -n \
   --slurpfile sse10kc10 "$WORK/sse-10k-c10.json" \
   --argjson events "$DRAIN_EVENTS" --argjson live_s "$LIVE_S" --argjson live1_s "$LIVE1_S" --argjson live_copy_s "$LIVE_COPY_S" \
   --argjson uni_s "$UNI_S" --argjson uni_copy_s "$UNI_COPY_S" --argjson goals_s "$GOALS_S" \
+  --argjson heard_s "$HEARD_S" --argjson heard_stored "$HEARD_STORED" \
   --argjson cluster_sat "$CLUSTER_SAT_RPS" --argjson cluster_non202 "$CLUSTER_NON202" \
   --argjson single_backlog "$SINGLE_BACKLOG" --argjson single_backlog_s "$SINGLE_BACKLOG_S" \
   --argjson cluster_backlog "$CLUSTER_BACKLOG" --argjson cluster_backlog_s "$CLUSTER_BACKLOG_S" \
@@ -352,6 +364,7 @@ jq -n \
                              per_core: {batch_worker_events_per_cpu_s: ($events / $live_worker_cpu), postgres_events_per_cpu_s: ($events / $live_pg_cpu)}},
                    lanes_1: {seconds: $live1_s, events_per_s: ($events / $live1_s), ratio_to_copy_ceiling: ($live_copy_s / $live1_s)},
                    lanes_2_sites_with_goals: {seconds: $goals_s, events_per_s: ($events / $goals_s), ratio_to_copy_ceiling: ($live_copy_s / $goals_s)},
+                   lanes_2_goals_heard: {seconds: $heard_s, events_per_s: ($events / $heard_s), ratio_to_copy_ceiling: ($live_copy_s / $heard_s), notifications_stored_when_drained: $heard_stored},
                    copy_ceiling_seconds: $live_copy_s, copy_ceiling_rows_per_s: ($events / $live_copy_s)},
             uniform: {lanes_2: {seconds: $uni_s, events_per_s: ($events / $uni_s), ratio_to_copy_ceiling: ($uni_copy_s / $uni_s)},
                       copy_ceiling_seconds: $uni_copy_s, copy_ceiling_rows_per_s: ($events / $uni_copy_s)}}
@@ -391,7 +404,8 @@ jq -r '
   "| data | batch-worker | plain COPY of the same rows | worker / COPY |", "| --- | --- | --- | --- |",
   "| live, 2 lanes (default) | \(.drain.live.lanes_2.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "| live, 1 lane | \(.drain.live.lanes_1.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_1.ratio_to_copy_ceiling * 100 | round) % |",
-  "| live, 2 lanes, every site with three goals (Berlin) | \(.drain.live.lanes_2_sites_with_goals.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2_sites_with_goals.ratio_to_copy_ceiling * 100 | round) % |",
+  "| live, 2 lanes, every site with three goals (Berlin), nobody listening to goal.converted | \(.drain.live.lanes_2_sites_with_goals.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2_sites_with_goals.ratio_to_copy_ceiling * 100 | round) % |",
+  "| the same, one user subscribed to goal.converted (a notification per converting visitor-day: \(.drain.live.lanes_2_goals_heard.notifications_stored_when_drained) stored when the events were) | \(.drain.live.lanes_2_goals_heard.events_per_s | floor) events/s | \(.drain.live.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.live.lanes_2_goals_heard.ratio_to_copy_ceiling * 100 | round) % |",
   "| uniform, 2 lanes | \(.drain.uniform.lanes_2.events_per_s | floor) events/s | \(.drain.uniform.copy_ceiling_rows_per_s | floor) rows/s | \(.drain.uniform.lanes_2.ratio_to_copy_ceiling * 100 | round) % |",
   "\nPer core, live data with 2 lanes (CPU time of each process): batch-worker \(.drain.live.lanes_2.per_core.batch_worker_events_per_cpu_s | floor) events per CPU-second, PostgreSQL \(.drain.live.lanes_2.per_core.postgres_events_per_cpu_s | floor) events per CPU-second (its writes, rollups included)."
 ' "$OUT/latest.json" > "$OUT/latest.md"
