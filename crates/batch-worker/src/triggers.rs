@@ -65,18 +65,10 @@ impl Triggers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends the notification of trigger `subject` (once, however often it is called).
-    async fn emit(
-        &self,
-        event_type: &str,
-        subject: &str,
-        title: String,
-        body: String,
-        data: Value,
-    ) -> anyhow::Result<()> {
-        let notice = self.notice(event_type, subject, title, body, data);
-        self.send(event_type, &[(notice, subject.to_string())])
-            .await
+    /// Sends one trigger's notification (once, however often it is called).
+    async fn emit(&self, notice: Notification) -> anyhow::Result<()> {
+        let event_type = notice.event_type.clone();
+        self.send(&event_type, &[notice]).await
     }
 
     /// The notification of trigger `subject`: its id and idempotency key are the subject's.
@@ -107,13 +99,9 @@ impl Triggers {
         }
     }
 
-    /// Sends `notices` of `event_type` (with their subjects), in one script call per
+    /// Sends `notices` of `event_type` (made by [`Self::notice`]), in one script call per
     /// notification shard; none when nobody listens to `event_type`.
-    async fn send(
-        &self,
-        event_type: &str,
-        notices: &[(Notification, String)],
-    ) -> anyhow::Result<()> {
+    async fn send(&self, event_type: &str, notices: &[Notification]) -> anyhow::Result<()> {
         if self.channels.is_empty() || notices.is_empty() {
             return Ok(());
         }
@@ -122,13 +110,14 @@ impl Triggers {
                 .increment(notices.len() as u64);
             return Ok(());
         }
+        // A trigger's fingerprint is its subject, which is also its idempotency key.
         let pairs: Vec<(&Notification, &str)> = notices
             .iter()
-            .map(|(n, subject)| (n, subject.as_str()))
+            .map(|n| (n, n.idempotency_key.as_deref().unwrap_or_default()))
             .collect();
         let outcomes = accept::accept_many(&self.redis, &self.keys, &pairs).await?;
         let mut sent = 0;
-        for ((_, subject), outcome) in notices.iter().zip(outcomes) {
+        for ((_, subject), outcome) in pairs.iter().zip(outcomes) {
             if matches!(outcome, accept::AcceptOutcome::Accepted(_)) {
                 sent += 1;
                 tracing::debug!(event_type, subject, "trigger sent");
@@ -236,11 +225,11 @@ impl Triggers {
                     .or_insert((e, goal));
             }
         }
-        let notices: Vec<(Notification, String)> =
+        let notices: Vec<Notification> =
             conversions
                 .into_iter()
                 .map(|(subject, (e, goal))| {
-                    let notice = self.notice(
+                    self.notice(
                     "goal.converted",
                     &subject,
                     format!("{}: {}", e.site_id, goal.display_name),
@@ -248,8 +237,7 @@ impl Triggers {
                     json!({"site_id": e.site_id, "goal_id": goal.goal_id, "goal": goal.display_name,
                            "visitor": e.user_id, "event_id": e.event_id, "event_type": e.event_type,
                            "at": e.ts}),
-                );
-                    (notice, subject)
+                )
                 })
                 .collect();
         self.send("goal.converted", &notices).await
@@ -304,13 +292,13 @@ impl Triggers {
             .collect::<Vec<_>>()
             .join(", ");
         let question = question.unwrap_or_else(|| poll_id.to_string());
-        self.emit(
+        self.emit(self.notice(
             "poll.closed",
             &format!("poll.closed:{poll_id}"),
             format!("Poll closed: {question}"),
             format!("Final results: {summary}"),
             json!({"poll_id": poll_id, "question": question, "results": results}),
-        )
+        ))
         .await
     }
 
@@ -340,13 +328,13 @@ impl Triggers {
             .await?;
         for (threshold, _) in passed.iter().zip(sent).filter(|(_, sent)| !sent) {
             let question = question.clone().unwrap_or_else(|| poll_id.to_string());
-            self.emit(
+            self.emit(self.notice(
                 "poll.votes_reached",
                 &format!("poll.votes_reached:{poll_id}:{threshold}"),
                 format!("{threshold} votes: {question}"),
                 format!("The poll \"{question}\" has {total} votes."),
                 json!({"poll_id": poll_id, "question": question, "threshold": threshold, "votes": total}),
-            )
+            ))
             .await?;
             // Marked after it is sent: a crash in between sends it again, which its
             // idempotency key makes the same notification.
@@ -424,13 +412,13 @@ impl Triggers {
             }
             spikes += 1;
             let at = hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            self.emit(
+            self.emit(self.notice(
                 "site.traffic_spike",
                 &format!("site.traffic_spike:{site}:{}", hour.timestamp()),
                 format!("Traffic spike on {site}"),
                 format!("{visitors} visitors since {at}, against {usual:.1} usually at this hour."),
                 json!({"site_id": site, "hour": at, "visitors": visitors, "usual": usual, "multiple": multiple}),
-            )
+            ))
             .await?;
         }
         Ok(spikes)

@@ -129,19 +129,9 @@ async fn a_silently_dead_redis_turns_the_gateway_unready_and_it_recovers_by_itse
         Duration::from_secs(30),
         "the subscription's unanswered PING counted",
         || async {
-            let metrics = client
-                .get(format!("{}/metrics", gateway.url()))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics
-                .lines()
-                .any(|l| {
-                    l.starts_with("sse_gateway_redis_ping_failures_total") && !l.ends_with(" 0")
-                })
+            gateway
+                .counted(&client, "sse_gateway_redis_ping_failures_total")
+                .await?
                 .then_some(())
         },
     )

@@ -53,6 +53,24 @@ impl Service {
         self.child.id().unwrap_or(0)
     }
 
+    /// Whether the service's `/metrics` shows `series` (a name with its labels, as
+    /// written there) above zero; `None` when `/metrics` does not answer.
+    pub async fn counted(&self, client: &reqwest::Client, series: &str) -> Option<bool> {
+        let metrics = client
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(series) && !l.ends_with(" 0")),
+        )
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub async fn kill_9(mut self) {
         let _ = self.child.kill().await;

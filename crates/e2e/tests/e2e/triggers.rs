@@ -242,22 +242,12 @@ async fn a_visitors_first_conversion_of_a_goal_on_a_day_notifies_once() {
         Duration::from_secs(20),
         "the conversion counted as unheard",
         || async {
-            let metrics = api
-                .client
-                .get(format!("{}/metrics", worker.url()))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics
-                .lines()
-                .any(|l| {
-                    l.starts_with(
-                        "batch_worker_triggers_unheard_total{event_type=\"goal.converted\"}",
-                    ) && !l.ends_with(" 0")
-                })
+            worker
+                .counted(
+                    &api.client,
+                    "batch_worker_triggers_unheard_total{event_type=\"goal.converted\"}",
+                )
+                .await?
                 .then_some(())
         },
     )
