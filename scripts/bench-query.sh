@@ -159,13 +159,15 @@ WAITING_STORED_AFTER_MS=$(( (t_waited - t_recounted) / 1000000 ))
 CONVERSIONS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(value::bigint), 0) FROM visits, jsonb_each_text(goals) WHERE site_id = 'big.example'")
 say "  drained $RECOUNT_DRAIN_EVENTS events of other sites in $DRAIN_DURING_RECOUNT_MS ms during the recount (still running after: $RECOUNT_RUNNING_AFTER_DRAIN); ${WAITED:-0} events waited, stored $WAITING_STORED_AFTER_MS ms after it"
 say "  a change of the site's goals recounts $CONVERSIONS conversions in $GOAL_RECOUNT_MS ms"
-# The site's sealed weeks, as a worker's week builder would have built them (migration
-# 0019): a 91-day range reads 12 or 13 week rows and the days around them.
+# The site's sealed weeks, as a worker's week builder would have built them (migrations
+# 0019 and 0021: visit cells and page rows): a 91-day range reads 12 or 13 week rows and
+# the days around them.
 t0=$(date +%s%N)
 WEEK_CELLS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(tally_build_visit_week(site_id, week)), 0) FROM tally_visit_weeks_to_build(100000)")
 WEEKS_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
-psql "$DATABASE_URL" -q -o /dev/null -c "VACUUM ANALYZE visit_rollups" -c "VACUUM ANALYZE visit_rollup_weeks"
-say "  its sealed weeks built: $WEEK_CELLS week cells in $WEEKS_MS ms"
+psql "$DATABASE_URL" -q -o /dev/null -c "VACUUM ANALYZE visit_rollups" -c "VACUUM ANALYZE visit_rollup_weeks" \
+  -c "VACUUM ANALYZE page_week_rollups"
+say "  its sealed weeks built: $WEEK_CELLS week cells and page rows in $WEEKS_MS ms"
 
 port_free 19082
 # The statement timeout raised from its 30 s default so slow queries are timed, not cut.
@@ -211,12 +213,14 @@ queries = {
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 # The queries the visit rollups answer (the others read visits or raw events).
 ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices", "goals", "sources of converted visits", "funnel"]
+# The queries week rows answer (the rollup queries and the page rows').
+WEEKS = ROLLUPS + ["top pages"]
 # From the visits table and raw events, these take seconds: one run each.
 SLOW_WITHOUT_ROLLUPS = ["goals", "sources of converted visits", "funnel"]
 if mode == "answers":
     # Each rollup query's answer, uncached (without the echoed query and timing meta).
     out = {}
-    for name in ROLLUPS:
+    for name in WEEKS:
         redis("INCR", prefix + ":{site:big.example}:gen")
         answer = json.loads(post({**base, **queries[name]}))
         answer.pop("meta", None); answer.pop("query", None)
@@ -226,7 +230,7 @@ if mode == "answers":
 if mode == "days":
     # The rollup queries with no week built: every range read from its day rows.
     out = {}
-    for name in ROLLUPS:
+    for name in WEEKS:
         times = []
         for _ in range(runs):
             redis("INCR", prefix + ":{site:big.example}:gen")
@@ -357,7 +361,7 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   jq -r '.visits_table_p50_ms as $v | .day_rows_ms as $d | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $d[.key] then "\($d[.key].p50) / \($d[.key].p99) ms" else "" end) | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
   echo
-  echo "Sealed weeks built as the worker builds them (migration 0019): $(jq .week_cells "$WORK/result.json") week cells in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone, compared for every rollup query above."
+  echo "Sealed weeks built as the worker builds them (migrations 0019 and 0021): $(jq .week_cells "$WORK/result.json") week cells and page week rows in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone, compared for every rollup query above and top pages."
   echo
   echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
   echo

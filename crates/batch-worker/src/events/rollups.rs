@@ -43,6 +43,26 @@ pub fn path_days<'a>(
     days
 }
 
+/// The distinct `(site, Monday)` weeks of page day rows `days` whose week may be marked
+/// (migration 0019: ended a day before `now`) by PostgreSQL's clock: their generations are
+/// bumped before the page days change (migration 0021). An hour of margin for the two
+/// clocks; the statement bumping them checks again with PostgreSQL's. Live traffic has
+/// none, so its batches skip that statement.
+pub fn weeks_maybe_marked<'a>(
+    days: &[PathDayRollup<'a>],
+    now: DateTime<Utc>,
+) -> (Vec<&'a str>, Vec<NaiveDate>) {
+    let latest_marked = (now + TimeDelta::hours(1) - TimeDelta::days(8)).date_naive();
+    let mut weeks: Vec<(&'a str, NaiveDate)> = days
+        .iter()
+        .map(|((st, day, _), _)| (st.0, day.week(chrono::Weekday::Mon).first_day()))
+        .filter(|(_, monday)| *monday <= latest_marked)
+        .collect();
+    weeks.sort_unstable();
+    weeks.dedup();
+    weeks.into_iter().unzip()
+}
+
 /// Everything a batch adds to the rollups: one entry per distinct key, sorted by key.
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {

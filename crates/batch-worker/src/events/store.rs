@@ -21,7 +21,9 @@ use domain::deadpool_postgres::Pool;
 use domain::event::QueuedEvent;
 use domain::tokio_postgres::types::ToSql;
 use rustc_hash::{FxHashMap, FxHashSet};
+use domain::visits::DAY_SPAN;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 const INSERT_EVENTS: &str = r"
@@ -69,6 +71,17 @@ WITH minutely AS (
 )
 SELECT 1
 ";
+
+/// Bumps the generations of the marked weeks (site `$1`, Monday `$2`) whose page days
+/// the batch changes, so their week rows (migration 0021) are not read until built again.
+/// After the visits' cells and week rows, before the page days: the order every writer
+/// takes them in.
+static MARK_PAGE_WEEKS: LazyLock<String> = LazyLock::new(|| {
+    visits::rollup_store::mark_weeks(&format!(
+        "(SELECT site_id, {DAY_SPAN}::int2 AS span_hours, tally_page_week(day) AS bucket \
+         FROM unnest($1::text[], $2::date[]) AS d(site_id, day)) p"
+    ))
+});
 
 /// The rollups as the column arrays `UPSERT_ROLLUPS` takes.
 struct RollupArgs<'a> {
@@ -464,6 +477,12 @@ pub async fn store_events(
     visits::store::store_visits(&tx, &fresh_visits, &settings).await?;
     visits::store::unlock_visitors(&tx, &locked_sites, &locked_visitors).await?;
     let path_days = rollups::path_days(&rollups.paths, |site| settings.zone(site));
+    let (late_sites, late_weeks) = rollups::weeks_maybe_marked(&path_days, Utc::now());
+    if !late_sites.is_empty() {
+        tx.execute(MARK_PAGE_WEEKS.as_str(), &[&late_sites, &late_weeks])
+            .await
+            .map_err(StoreError::from_pg)?;
+    }
     let args = RollupArgs::from(&rollups).with_path_days(&path_days);
     tx.execute(&upsert, &args.params())
         .await

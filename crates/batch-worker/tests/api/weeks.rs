@@ -1,5 +1,6 @@
-//! Week cells (migration 0019): built from sealed weeks' days, out of date after a late
-//! event, built again; never for a week still being written.
+//! Week cells (migration 0019) and page week rows (migration 0021): built from sealed
+//! weeks' days, out of date after a late event, built again; never for a week still being
+//! written.
 
 use crate::helpers::{Harness, message, uuid};
 use batch_worker::events::visits::week_cells::build_once;
@@ -28,6 +29,27 @@ SELECT count(*) FROM truth t FULL JOIN built b USING (week, code, value)
 WHERE coalesce(t.week, b.week) IN (SELECT week FROM built)
   AND (t IS NULL OR b IS NULL OR (t.visits, t.visitors) <> (b.visits, b.visitors)
        OR (t.code = 0 AND t.pageviews <> b.pageviews))
+";
+
+/// Rows `(week, type, path, views)` that differ between the page week rows of the built
+/// weeks of site `s` and its stored events counted by week (UTC site) and path.
+const PAGE_WEEKS_DIFFERING_FROM_EVENTS: &str = "
+WITH truth AS (
+    SELECT date_trunc('week', e.ts AT TIME ZONE 'UTC')::date AS week, e.event_type, e.path,
+           count(*) AS views
+    FROM events e WHERE e.site_id = 's' AND e.path IS NOT NULL
+    GROUP BY 1, 2, 3
+), built AS (
+    SELECT p.week, p.event_type, p.path, p.views
+    FROM page_week_rollups p JOIN visit_rollup_weeks w
+      ON w.site_id = p.site_id AND (w.week AT TIME ZONE 'UTC')::date = p.week
+         AND w.generation = w.built_generation
+    WHERE p.site_id = 's'
+)
+SELECT count(*) FROM truth t FULL JOIN built b USING (week, event_type, path)
+WHERE coalesce(t.week, b.week) IN (SELECT (week AT TIME ZONE 'UTC')::date FROM visit_rollup_weeks
+                                   WHERE site_id = 's' AND generation = built_generation)
+  AND (t IS NULL OR b IS NULL OR t.views <> b.views)
 ";
 
 const BUILT_WEEKS: &str =
@@ -73,6 +95,7 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     assert_eq!(round.weeks, 3, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         build_once(&h.db.pool()).await.expect("build").weeks,
         0,
@@ -107,6 +130,7 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     assert_eq!(round.weeks, 1, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         h.count(
             "SELECT round(hll_cardinality(visitors))::bigint FROM visit_rollups \
@@ -115,6 +139,38 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
         .await,
         13,
         "the late visitor is in the rebuilt week"
+    );
+
+    // A late page view of nobody (no visitor, so no visit cell changes): its page day's
+    // writer puts the week out of date all the same.
+    h.push(&[message(
+        &uuid(90_001),
+        "s",
+        Some("/late"),
+        None,
+        "2025-11-12T08:00:00Z",
+    )])
+    .await;
+    assert_eq!(h.drain(&mut h.worker("w")).await, 1);
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM visit_rollup_weeks \
+             WHERE site_id = 's' AND week = '2025-11-10T00:00:00Z' AND generation <> built_generation"
+        )
+        .await,
+        1,
+        "the second week is out of date"
+    );
+    assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 1);
+    assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
+    assert_eq!(
+        h.count(
+            "SELECT views FROM page_week_rollups \
+             WHERE site_id = 's' AND week = '2025-11-10' AND path = '/late'"
+        )
+        .await,
+        1,
+        "the late page view is in the rebuilt week"
     );
 }
 
@@ -165,4 +221,5 @@ async fn weeks_still_written_are_not_built_and_a_held_week_stops_the_round() {
     assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 2);
     assert_eq!(h.count(BUILT_WEEKS).await, 2);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
 }

@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "events_waiting_for_site_settings",
         include_str!("../../../../migrations/0020_events_waiting_for_site_settings.sql"),
     ),
+    (
+        21,
+        "page_week_rollups",
+        include_str!("../../../../migrations/0021_page_week_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -577,6 +577,27 @@ pub async fn assert_page_days_match_events(stack: &Stack) {
         differing, 0,
         "page day rows differ from the raw page events"
     );
+    // The page week rows of built weeks: the same counts by the Monday of each day.
+    let truth_weeks = format!(
+        "SELECT site_id, event_type, path, date_trunc('week', day)::date AS week, sum(views)::bigint \
+         FROM ({truth}) t GROUP BY 1, 2, 3, 4"
+    );
+    let built = "SELECT site_id, (week AT TIME ZONE 'UTC')::date AS week FROM visit_rollup_weeks \
+                 WHERE generation = built_generation";
+    let stored_weeks = "SELECT site_id, event_type, path, week, views FROM page_week_rollups";
+    let differing = stack
+        .count(&format!(
+            "WITH built AS ({built}), \
+                  t AS (SELECT * FROM ({truth_weeks}) t WHERE (site_id, week) IN (SELECT * FROM built)), \
+                  s AS (SELECT * FROM ({stored_weeks}) s WHERE (site_id, week) IN (SELECT * FROM built)) \
+             SELECT count(*) FROM ((SELECT * FROM s EXCEPT ALL SELECT * FROM t) \
+                 UNION ALL (SELECT * FROM t EXCEPT ALL SELECT * FROM s)) d"
+        ))
+        .await;
+    assert_eq!(
+        differing, 0,
+        "page week rows of built weeks differ from the raw page events"
+    );
 }
 
 /// Asserts that the stored visits are exactly those of the raw events (their conversions

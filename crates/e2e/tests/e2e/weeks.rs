@@ -23,6 +23,7 @@ fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
         ),
         with(json!({"metrics": ["visitors"], "dimensions": ["time:day"]})),
         with(json!({"metrics": ["visitors", "percentage"], "dimensions": ["visit:source"]})),
+        with(json!({"metrics": ["pageviews", "events"], "dimensions": ["event:page"]})),
         with(json!({"metrics": ["visits"], "dimensions": ["visit:entry_page"]})),
         with(json!({"metrics": ["visits"], "dimensions": ["visit:exit_page"]})),
         with(
@@ -165,7 +166,13 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
         "UPDATE visit_rollups SET visits = visits + 1000 WHERE span_hours = 168 AND dimension = 0",
     )
     .await;
+    execute(
+        &stack,
+        "UPDATE page_week_rollups SET views = views + 1000 WHERE event_type = 'page_view'",
+    )
+    .await;
     let before = q_utc_visits(&stack, &stats, ranges[1]).await;
+    let pages_before = q_utc_pageviews(&stack, &stats, ranges[1]).await;
     execute(
         &stack,
         "UPDATE visit_rollup_weeks SET built_generation = generation",
@@ -175,6 +182,39 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
         (q_utc_visits(&stack, &stats, ranges[1]).await - before - 2_000.0).abs() < f64::EPSILON,
         "the two whole weeks of the range are read from their week rows"
     );
+    let week_rows = stack
+        .count(
+            "SELECT count(*) FROM page_week_rollups \
+             WHERE site_id = 'q-utc' AND event_type = 'page_view' AND week IN ('2025-06-02', '2025-06-09')",
+        )
+        .await;
+    assert!(week_rows > 0, "page week rows of the range's weeks");
+    let pages_after = q_utc_pageviews(&stack, &stats, ranges[1]).await;
+    assert_eq!(pages_after.len(), pages_before.len(), "the same paths");
+    let added: f64 = pages_after
+        .iter()
+        .zip(&pages_before)
+        .map(|(after, before)| after - before)
+        .sum();
+    assert!(
+        (added - 1_000.0 * week_rows as f64).abs() < f64::EPSILON,
+        "the range's two whole weeks are read from page week rows: {added} added"
+    );
+}
+
+/// The page views per path of site `q-utc` over `range`, uncached, ordered by path.
+async fn q_utc_pageviews(stack: &Stack, stats: &Service, range: (&str, &str)) -> Vec<f64> {
+    let body = json!({"site_id": "q-utc", "metrics": ["pageviews"], "dimensions": ["event:page"],
+                      "date_range": [range.0, range.1], "order_by": [["event:page", "asc"]]});
+    drop_cached_answers(stack, "q-utc").await;
+    let (status, answer) = query(stats, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["metrics"][0].as_f64().expect("page views"))
+        .collect()
 }
 
 async fn execute(stack: &Stack, sql: &str) {

@@ -7,7 +7,8 @@
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
 //! - `page_day_rollups` for `event:page` by days of the site's zone (page views and events
-//!   per path, a row per day), unless filtered by visit dimensions or by hour;
+//!   per path, a row per day; whole weeks from `page_week_rollups` unless grouped by
+//!   time), unless filtered by visit dimensions or by hour;
 //! - `rollup_hourly_paths` for the other `event:page` queries; filtered by
 //!   visit dimensions, the range's raw page events joined to their visits (bounded by the
 //!   range and `statement_timeout`, like the filters of `/v1/stats`).
@@ -419,12 +420,13 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
         format!("SELECT * FROM ({cells}) c WHERE {UNUSED_RANGE}")
     } else if source == Source::PageDays {
-        let first = st.bind(shape.day_rows.0.date_naive());
-        let after = st.bind(shape.day_rows.1.date_naive());
-        conditions[0] =
-            format!("site_id = $1 AND day >= {first} AND day < {after} AND {UNUSED_RANGE}");
+        let first = st.bind(shape.day_rows.0);
+        let last = st.bind(shape.day_rows.1);
+        let by_day = rollups::groups_by_time(shape.dimensions);
+        conditions[0] = UNUSED_RANGE.to_string();
         format!(
-            "SELECT * FROM page_day_rollups WHERE {}",
+            "SELECT * FROM ({}) p WHERE {}",
+            rollups::page_rows((&first, &last), by_day),
             conditions.join(" AND ")
         )
     } else if source == Source::GoalRollups {

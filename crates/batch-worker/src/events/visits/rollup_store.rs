@@ -23,7 +23,7 @@ const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
 /// (a relation with `site_id`, `span_hours` and `bucket`) is in, making the week's cells
 /// out of date until they are built again. Its rows are locked in key order, after the
 /// cells: a late event's writer, the repair and the week builder take them in that order.
-pub(super) fn mark_weeks(cells: &str) -> String {
+pub(crate) fn mark_weeks(cells: &str) -> String {
     format!(
         "INSERT INTO visit_rollup_weeks AS w (site_id, week, generation, built_generation) \
          SELECT DISTINCT site_id, tally_visit_week(bucket), 1, -1 FROM {cells} \
