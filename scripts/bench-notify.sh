@@ -6,7 +6,9 @@
 #      same sized body to it);
 #   2. fan-out: one notification to a topic of 100,000 subscribers: its 202, when every
 #      open feed stream has it, when PostgreSQL holds every feed item; and the gateway's
-#      memory per feed stream beside per poll stream.
+#      memory per feed stream beside per poll stream;
+#   3. feeds: a batch of notifications to one subscriber (a goal's triggers), accepted in
+#      Redis at once: how soon PostgreSQL holds every one in the user's feed.
 # Results: bench/results/notify-<timestamp>.json and bench/results/notify-latest.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -16,6 +18,7 @@ ENDPOINTS="${BENCH_ENDPOINTS:-100}"
 NOTIFICATIONS="${BENCH_NOTIFICATIONS:-500}"
 SUBSCRIBERS="${BENCH_SUBSCRIBERS:-100000}"
 STREAMS="${BENCH_FEED_STREAMS:-2000}"
+FEED_NOTIFICATIONS="${BENCH_FEED_NOTIFICATIONS:-20000}"
 OUT="$ROOT/bench/results"; mkdir -p "$OUT"
 WORK="$STATE/bench-notify"; mkdir -p "$WORK"
 
@@ -91,14 +94,19 @@ ulimit -n 65536 2>/dev/null || true
   "$REDIS_URL" "$PREFIX" "$DATABASE_URL" "$GATEWAY_PID" "$SUBSCRIBERS" "$STREAMS" > "$WORK/fanout.json"
 cat "$WORK/fanout.json"
 
+say "feeds: $FEED_NOTIFICATIONS notifications to one subscriber, accepted at once"
+"$BIN/examples/notifybench" feeds http://127.0.0.1:18080 bench "$REDIS_URL" "$PREFIX" "$DATABASE_URL" \
+  "$FEED_NOTIFICATIONS" > "$WORK/feeds.json"
+cat "$WORK/feeds.json"
+
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 jq -n --arg when "$STAMP" --argjson ceiling "$CEILING" \
   --arg cpu "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-  --slurpfile webhooks "$WORK/webhooks.json" --slurpfile fanout "$WORK/fanout.json" \
+  --slurpfile webhooks "$WORK/webhooks.json" --slurpfile fanout "$WORK/fanout.json" --slurpfile feeds "$WORK/feeds.json" \
   '{when: $when, machine: $cpu,
     webhooks: ($webhooks[0] + {receiver_ceiling_requests_per_s: $ceiling,
                                ratio_to_receiver_ceiling: ($webhooks[0].steady_deliveries_per_s / $ceiling)}),
-    fanout: $fanout[0]}' > "$OUT/notify-$STAMP.json"
+    fanout: $fanout[0], feeds: $feeds[0]}' > "$OUT/notify-$STAMP.json"
 cp "$OUT/notify-$STAMP.json" "$OUT/notify-latest.json"
 jq -r '
   "# Tally notifications benchmark \(.when)\n\nMachine: \(.machine). Same run, same machine.\n",
@@ -114,6 +122,10 @@ jq -r '
   "| 202 of the notification | \(.fanout.accepted_ms * 10 | round / 10) ms (small notifications: p50 \(.fanout.small_accept.p50_ms * 100 | round / 100) ms, p99 \(.fanout.small_accept.p99_ms * 100 | round / 100) ms) |",
   "| every one of \(.fanout.feed_streams_open) open feed streams got it | \(.fanout.all_open_streams_got_it_ms // -1 | floor) ms (p50 \(.fanout.stream_arrival.p50_ms // 0 | floor) ms) |",
   "| PostgreSQL holds all \(.fanout.subscribers) feed items | \(.fanout.all_feed_items_stored_ms // -1 | floor) ms |",
-  "| gateway memory per stream | feed \(.fanout.gateway_kib_per_feed_stream * 10 | round / 10) KiB, poll \(.fanout.gateway_kib_per_poll_stream * 10 | round / 10) KiB (\(.fanout.poll_streams_open) of each, same gateway) |"
+  "| gateway memory per stream | feed \(.fanout.gateway_kib_per_feed_stream * 10 | round / 10) KiB, poll \(.fanout.gateway_kib_per_poll_stream * 10 | round / 10) KiB (\(.fanout.poll_streams_open) of each, same gateway) |",
+  "\n## Feeds: \(.feeds.notifications) notifications to one subscriber (a goal'"'"'s triggers), accepted at once\n",
+  "| measure | value |", "| --- | --- |",
+  "| accepted in Redis | \(.feeds.accepted_ms | floor) ms |",
+  "| PostgreSQL holds every one in the user'"'"'s feed | \(.feeds.all_in_the_feed_ms // -1 | floor) ms (\(.feeds.notifications_per_s // 0 | floor) notifications/s) |"
 ' "$OUT/notify-latest.json" > "$OUT/notify-latest.md"
 cat "$OUT/notify-latest.md"

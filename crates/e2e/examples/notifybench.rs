@@ -11,6 +11,11 @@
 //! feed streams of subscribers (gateway memory per stream of each kind), sends one
 //! notification to the topic and measures its 202, when every open feed stream got it,
 //! and when PostgreSQL holds all SUBSCRIBERS feed items.
+//!
+//! `notifybench feeds INGEST_URL ADMIN_TOKEN REDIS_URL KEY_PREFIX DATABASE_URL NOTIFICATIONS`:
+//! subscribes one user to a topic and accepts NOTIFICATIONS notifications to it in Redis
+//! at once, as the worker accepts a batch's triggers (`goal.converted` to one subscriber):
+//! measures how soon PostgreSQL holds every one of them in the user's feed.
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -374,12 +379,100 @@ async fn fanout(a: &[String]) -> Value {
     })
 }
 
+async fn feeds(a: &[String]) -> Value {
+    let (ingest, admin, redis_url, prefix, database_url) = (&a[2], &a[3], &a[4], &a[5], &a[6]);
+    let notifications: usize = a[7].parse().expect("NOTIFICATIONS");
+    let http = reqwest::Client::new();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let topic = format!("bench-feeds-{run}");
+    let user = format!("one-{run}");
+    let (status, _) = post_ready(
+        &http,
+        &format!("{ingest}/v1/topics/{topic}/subscribers"),
+        admin,
+        &json!({"subscribers": [user]}),
+    )
+    .await;
+    assert_eq!(status, 200, "subscribing");
+    let keys = domain::keys::Keys::new(prefix.clone());
+    let client = domain::redis_client::Client::open(redis_url.as_str()).expect("REDIS_URL");
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (pg, _) = domain::tokio_postgres::connect(database_url, domain::tokio_postgres::NoTls)
+        .await
+        .map(|(c, conn)| {
+            tokio::spawn(conn);
+            (c, ())
+        })
+        .expect("postgres");
+    let subjects: Vec<String> = (0..notifications)
+        .map(|i| format!("bench.converted:{run}:{i}"))
+        .collect();
+    let notices: Vec<domain::notify::Notification> = subjects
+        .iter()
+        .map(|subject| domain::notify::Notification {
+            notification_id: domain::notify::accept::trigger_id(subject),
+            event_type: "bench.converted".into(),
+            title: subject.clone(),
+            body: String::new(),
+            html: None,
+            data: Value::Null,
+            channels: vec![domain::notify::ChannelKind::InApp],
+            priority: domain::notify::Priority::Normal,
+            recipients: Vec::new(),
+            topic: Some(topic.clone()),
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+            queued_at_ms: 0,
+            idempotency_key: Some(subject.clone()),
+            traceparent: None,
+        })
+        .collect();
+    let start = Instant::now();
+    for chunk in notices.chunks(500).zip(subjects.chunks(500)) {
+        let pairs: Vec<(&domain::notify::Notification, &str)> = chunk
+            .0
+            .iter()
+            .zip(chunk.1)
+            .map(|(n, s)| (n, s.as_str()))
+            .collect();
+        domain::notify::accept::accept_many(&conn, &keys, &pairs)
+            .await
+            .expect("accepted");
+    }
+    let accepted_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut stored_ms = None;
+    while stored_ms.is_none() && Instant::now() < deadline {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM feed_items WHERE user_id = $1",
+                &[&user],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if n as usize >= notifications {
+            stored_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    json!({
+        "notifications": notifications,
+        "accepted_ms": accepted_ms,
+        "all_in_the_feed_ms": stored_ms,
+        "notifications_per_s": stored_ms.map(|ms| notifications as f64 / (ms / 1000.0)),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
     let out = match a.get(1).map(String::as_str) {
         Some("webhooks") if a.len() >= 9 => webhooks(&a).await,
         Some("fanout") if a.len() >= 12 => fanout(&a).await,
+        Some("feeds") if a.len() >= 8 => feeds(&a).await,
         _ => panic!("usage: see the module documentation of notifybench"),
     };
     println!("{out}");

@@ -47,20 +47,26 @@ pub async fn audience(
     }
 }
 
-/// Users and where the item landed in their feeds.
-type Placed = Vec<(String, FeedPosition)>;
+/// Users and where an item landed in their feeds.
+pub type Placed = Vec<(String, FeedPosition)>;
 
-/// Appends the notification to every recipient's feed, by feed shard, in chunks.
+/// Appends notifications `records` (in order) to the feeds of every one of `users`, by
+/// feed shard, in chunks of about [`APPEND_CHUNK`] items: a trigger's batch to its one
+/// subscriber is a script call per thousand notifications, not one per notification.
+/// Returns, per record, the users and where its item landed.
+///
+/// A user's items must land in the records' order: each chunk of users takes the records
+/// group after group, one call at a time; the chunks (other users) go on at once.
 ///
 /// # Errors
-/// When Redis fails (some feeds may hold the item: running again is safe).
+/// When Redis fails (some feeds may hold some items: running again is safe).
 pub async fn append_to_feeds(
     redis: &RedisConn,
     keys: &Keys,
-    record: &NotificationRecord,
+    records: &[&NotificationRecord],
     users: &[Recipient],
     now_ms: i64,
-) -> anyhow::Result<Vec<(String, FeedPosition)>> {
+) -> anyhow::Result<Vec<Placed>> {
     let mut by_shard: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
     for u in users {
         by_shard
@@ -74,25 +80,36 @@ pub async fn append_to_feeds(
         .collect();
     // Boxed futures, not a closure over the stream: a closure here is not general enough
     // over lifetimes for the lane's `Send` future.
-    let mut appends: Vec<BoxFuture<'_, anyhow::Result<Placed>>> = Vec::with_capacity(chunks.len());
+    let mut appends: Vec<BoxFuture<'_, anyhow::Result<Vec<Placed>>>> =
+        Vec::with_capacity(chunks.len());
     for chunk in chunks {
         let mut redis = redis.clone();
+        let per_call = (APPEND_CHUNK / chunk.len()).max(1);
         appends.push(Box::pin(async move {
-            let positions = feed::append(&mut redis, keys, record, chunk, now_ms).await?;
-            Ok(chunk
-                .iter()
-                .map(|u| (*u).to_string())
-                .zip(positions)
-                .collect())
+            let mut placed = Vec::with_capacity(records.len());
+            for group in records.chunks(per_call) {
+                for positions in feed::append_many(&mut redis, keys, group, chunk, now_ms).await? {
+                    placed.push(
+                        chunk
+                            .iter()
+                            .map(|u| (*u).to_string())
+                            .zip(positions)
+                            .collect::<Placed>(),
+                    );
+                }
+            }
+            Ok(placed)
         }));
     }
-    let results: Vec<anyhow::Result<Placed>> = futures_util::stream::iter(appends)
+    let results: Vec<anyhow::Result<Vec<Placed>>> = futures_util::stream::iter(appends)
         .buffer_unordered(APPEND_PARALLELISM)
         .collect()
         .await;
-    let mut out = Vec::with_capacity(users.len());
+    let mut out: Vec<Placed> = vec![Vec::new(); records.len()];
     for r in results {
-        out.extend(r?);
+        for (record, placed) in out.iter_mut().zip(r?) {
+            record.extend(placed);
+        }
     }
     Ok(out)
 }

@@ -13,7 +13,7 @@ use crate::lane::{StoreError, Work};
 use directory::EndpointDirectory;
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
-use domain::notify::{ChannelKind, Notification, Recipient};
+use domain::notify::{ChannelKind, Notification, NotificationRecord, Recipient};
 use domain::redis::RedisConn;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -30,52 +30,83 @@ pub struct NotifyWork {
 }
 
 impl NotifyWork {
-    /// The Redis half of one notification's fan-out (safe to repeat). A topic's audience
-    /// is read once per batch (`audiences`): a batch of triggers shares one topic.
+    /// The Redis half of a batch's fan-out (safe to repeat), a [`fanout::FannedOut`] per
+    /// notification. A topic's audience is read once per batch (a batch of triggers
+    /// shares one topic), and a run of in-app notifications to one audience is appended
+    /// to its feeds together ([`fanout::append_to_feeds`]); runs go one after the other,
+    /// so every user's items land in the batch's order.
     async fn fan_out(
         &self,
-        n: &Notification,
-        audiences: &mut HashMap<String, Arc<Vec<Recipient>>>,
+        items: &[Notification],
         now_ms: i64,
-    ) -> anyhow::Result<fanout::FannedOut> {
+    ) -> anyhow::Result<Vec<fanout::FannedOut>> {
         let mut redis = self.redis.clone();
         let started = std::time::Instant::now();
-        let users = match &n.topic {
-            Some(topic) => match audiences.get(topic) {
-                Some(users) => users.clone(),
-                None => {
-                    let users = Arc::new(fanout::audience(&mut redis, &self.keys, n).await?);
-                    audiences.insert(topic.clone(), users.clone());
-                    users
-                }
-            },
-            None => Arc::new(n.recipients.clone()),
-        };
-        let users = users.as_slice();
+        let mut audiences: HashMap<&str, Arc<Vec<Recipient>>> = HashMap::new();
+        let mut audience_of = Vec::with_capacity(items.len());
+        for n in items {
+            let users = match &n.topic {
+                Some(topic) => match audiences.get(topic.as_str()) {
+                    Some(users) => users.clone(),
+                    None => {
+                        let users = Arc::new(fanout::audience(&mut redis, &self.keys, n).await?);
+                        audiences.insert(topic, users.clone());
+                        users
+                    }
+                },
+                None => Arc::new(n.recipients.clone()),
+            };
+            audience_of.push(users);
+        }
         let resolved = started.elapsed();
-        let record = n.record();
-        let feed = if n.has(ChannelKind::InApp) {
-            fanout::append_to_feeds(&self.redis, &self.keys, &record, users, now_ms).await?
-        } else {
-            Vec::new()
-        };
+        let records: Vec<NotificationRecord> = items.iter().map(Notification::record).collect();
+        let mut feeds: Vec<fanout::Placed> = vec![Vec::new(); items.len()];
+        let mut first = 0;
+        while first < items.len() {
+            if !items[first].has(ChannelKind::InApp) {
+                first += 1;
+                continue;
+            }
+            let users = &audience_of[first];
+            let end = first
+                + items[first..]
+                    .iter()
+                    .zip(&audience_of[first..])
+                    .take_while(|(n, u)| n.has(ChannelKind::InApp) && Arc::ptr_eq(u, users))
+                    .count();
+            let run: Vec<&NotificationRecord> = records[first..end].iter().collect();
+            let placed =
+                fanout::append_to_feeds(&self.redis, &self.keys, &run, users, now_ms).await?;
+            for (feed, placed) in feeds[first..end].iter_mut().zip(placed) {
+                *feed = placed;
+            }
+            first = end;
+        }
         let appended = started.elapsed();
-        let (deliveries, skipped) =
-            fanout::deliveries(&mut redis, &self.directory, n, users, now_ms).await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut recipients = 0;
+        for ((n, record), (users, feed)) in
+            items.iter().zip(records).zip(audience_of.iter().zip(feeds))
+        {
+            let (deliveries, skipped) =
+                fanout::deliveries(&mut redis, &self.directory, n, users, now_ms).await?;
+            recipients += users.len();
+            out.push(fanout::FannedOut {
+                record: Some(record),
+                feed,
+                deliveries,
+                skipped,
+                audience: users.len(),
+            });
+        }
         tracing::debug!(
-            recipients = users.len(),
+            notifications = items.len(),
+            recipients,
             resolve_ms = resolved.as_millis() as u64,
             feeds_ms = (appended - resolved).as_millis() as u64,
-            deliveries = deliveries.len(),
             "fanned out in Redis"
         );
-        Ok(fanout::FannedOut {
-            record: Some(record),
-            feed,
-            deliveries,
-            skipped,
-            audience: users.len(),
-        })
+        Ok(out)
     }
 }
 
@@ -98,18 +129,11 @@ impl Work for NotifyWork {
     ) -> BoxFuture<'s, Result<NotifyWritten, StoreError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
-            let mut fanned = Vec::with_capacity(items.len());
-            let mut audiences = HashMap::new();
-            for n in items {
-                let out = self
-                    .fan_out(n, &mut audiences, now)
-                    .instrument(
-                        tracing::info_span!("fan_out", notification_id = %n.notification_id),
-                    )
-                    .await
-                    .map_err(|e| StoreError::Transient(e.context("fanning out in Redis")))?;
-                fanned.push(out);
-            }
+            let fanned = self
+                .fan_out(items, now)
+                .instrument(tracing::info_span!("fan_out", notifications = items.len()))
+                .await
+                .map_err(|e| StoreError::Transient(e.context("fanning out in Redis")))?;
             let pairs: Vec<(&Notification, &fanout::FannedOut)> =
                 items.iter().zip(fanned.iter()).collect();
             let span = tracing::info_span!(

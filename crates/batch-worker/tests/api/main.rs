@@ -3,6 +3,7 @@
 mod accept;
 mod drain;
 mod enrichment;
+mod feeds;
 mod helpers;
 mod polls;
 mod reliability;

@@ -27,7 +27,8 @@ static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lu
 
 /// Items a feed keeps in Redis (older ones are in PostgreSQL only).
 pub const FEED_KEEP: usize = 1_000;
-/// Users appended by one script call (a bound on how long one call holds Redis).
+/// Feed items appended by one script call (users × notifications; a bound on how long
+/// one call holds Redis). A call takes at least one notification.
 pub const APPEND_CHUNK: usize = 1_000;
 
 /// Where an item landed in a user's feed.
@@ -50,9 +51,34 @@ pub async fn append<C: ConnectionLike + Send + Sync>(
     users: &[&str],
     now_ms: i64,
 ) -> RedisResult<Vec<FeedPosition>> {
+    Ok(append_many(conn, keys, &[record], users, now_ms)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Appends notifications `records`, in order, to the feeds of `users`, who must all be of
+/// one feed shard, in one script call, and publishes the new items (a message per
+/// notification). Returns, per record, each user's position of its item (the existing
+/// one for a user who had it already). Keep `records.len() * users.len()` near
+/// [`APPEND_CHUNK`].
+///
+/// # Errors
+/// When Redis is unreachable (then some feeds may hold some items: appending again is
+/// safe, and keeps their order).
+pub async fn append_many<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    records: &[&NotificationRecord],
+    users: &[&str],
+    now_ms: i64,
+) -> RedisResult<Vec<Vec<FeedPosition>>> {
     let Some(first) = users.first() else {
-        return Ok(Vec::new());
+        return Ok(vec![Vec::new(); records.len()]);
     };
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
     let shard = keys.feed(first).shard;
     let mut invocation = APPEND.prepare_invoke();
     for user in users {
@@ -61,21 +87,29 @@ pub async fn append<C: ConnectionLike + Send + Sync>(
         invocation.key(k.items).key(k.state).key(k.read);
     }
     invocation
-        .arg(record.id.to_string())
         .arg(now_ms)
         .arg(FEED_KEEP)
         .arg(Channel::FeedShard(shard).name(keys))
-        .arg(record.feed_json().to_string());
+        .arg(users.len());
     for user in users {
         invocation.arg(serde_json::Value::from(*user).to_string());
     }
+    for record in records {
+        invocation
+            .arg(record.id.to_string())
+            .arg(record.feed_json().to_string());
+    }
     let flat: Vec<String> = invocation.invoke_async(conn).await?;
-    Ok(flat
+    let positions: Vec<FeedPosition> = flat
         .chunks_exact(2)
         .map(|p| FeedPosition {
             epoch: p[0].parse().unwrap_or(0),
             seq: p[1].parse().unwrap_or(0),
         })
+        .collect();
+    Ok(positions
+        .chunks(users.len())
+        .map(<[FeedPosition]>::to_vec)
         .collect())
 }
 
