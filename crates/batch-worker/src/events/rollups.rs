@@ -200,6 +200,36 @@ mod tests {
     }
 
     #[test]
+    fn only_weeks_that_may_have_ended_a_day_ago_are_marked_each_once() {
+        let now: DateTime<Utc> = "2025-11-19T12:00:00Z".parse().expect("time");
+        let date = |d: &str| -> NaiveDate { d.parse().expect("date") };
+        let day = |site, d: &str| ((site, "page_view"), date(d), path_key("/a"));
+        let days: Vec<PathDayRollup<'_>> = [
+            // The week of Monday the 10th ended on the 17th: marked a day later, the 18th.
+            day("s", "2025-11-10"),
+            day("s", "2025-11-16"),
+            day("t", "2025-11-12"),
+            // This week's.
+            day("s", "2025-11-17"),
+            day("s", "2025-11-19"),
+            // Weeks long past.
+            day("s", "2025-10-01"),
+        ]
+        .into_iter()
+        .map(|k| (k, ("/a", 1)))
+        .collect();
+        let (sites, weeks) = weeks_maybe_marked(&days, now);
+        assert_eq!(sites, vec!["s", "s", "t"]);
+        assert_eq!(
+            weeks,
+            vec![date("2025-09-29"), date("2025-11-10"), date("2025-11-10")]
+        );
+        // On the 17th at noon the 10th's week had ended less than a day ago.
+        let (_, weeks) = weeks_maybe_marked(&days, now - TimeDelta::days(2));
+        assert_eq!(weeks, vec![date("2025-09-29")]);
+    }
+
+    #[test]
     fn events_are_aggregated_per_key_with_hour_bits() {
         let body = br#"{"events":[
             {"site_id":"s","event_type":"page_view","timestamp":"2025-11-14T10:00:05Z","path":"/a","user_id":"u"},
