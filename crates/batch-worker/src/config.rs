@@ -230,6 +230,15 @@ impl NotifySettings {
                 return Err(ConfigError(format!("{name} must be at least 1")));
             }
         }
+        // A replayed batch must find each of its items still in a feed: a batch of more
+        // notifications to one user than a feed keeps would have trimmed its first ones,
+        // and their replay would add them again.
+        if self.notify_batch_max_items > domain::notify::feed::FEED_KEEP {
+            return Err(ConfigError(format!(
+                "NOTIFY_BATCH_MAX_ITEMS must be at most {} (the items a feed keeps)",
+                domain::notify::feed::FEED_KEEP
+            )));
+        }
         domain::notify::delivery::RetrySchedule::parse(&self.delivery_retry_schedule)
             .map_err(|e| ConfigError(format!("DELIVERY_RETRY_SCHEDULE: {e}")))?;
         for t in self
@@ -498,6 +507,7 @@ mod tests {
         for (var, value) in [
             ("DELIVERY_RETRY_SCHEDULE", "5 minutes"),
             ("WEBHOOK_CONCURRENCY", "0"),
+            ("NOTIFY_BATCH_MAX_ITEMS", "1001"),
             ("POLL_VOTE_THRESHOLDS", "10,-1"),
             ("TRIGGER_CHANNELS", "in_app,pigeon"),
             ("SMTP_URL", "smtp://"),
