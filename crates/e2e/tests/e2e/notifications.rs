@@ -719,3 +719,102 @@ async fn read_until(stream: &mut reqwest::Response, text: &mut String, needle: &
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+#[tokio::test]
+async fn kill_9_of_the_worker_while_it_fills_a_readers_feed_puts_every_notification_there_once() {
+    const TOTAL: usize = 20_000;
+    let stack = Stack::new().await;
+    let (api, _ingest, _stats) = Notify::start(&stack, &[]).await;
+    let first = stack.start("batch-worker", WORKER).await;
+    // The topics registry is ready once the worker has marked it restored (503 before).
+    domain::testing::eventually(Duration::from_secs(20), "the reader subscribed", || async {
+        let res = api
+            .client
+            .post(format!("{}/v1/topics/digest/subscribers", api.ingest))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .json(&json!({"subscribers": ["reader"]}))
+            .send()
+            .await
+            .ok()?;
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    first.kill_9().await;
+    // Queued with no worker, then fanned out in runs of a batch each (one feed call per
+    // run), by workers killed one after another.
+    let sent: Vec<String> = futures_util::stream::iter(0..TOTAL)
+        .map(|i| {
+            let api = &api;
+            async move {
+                api.send(
+                    &json!({"topic": "digest", "title": format!("n{i}"), "body": "b",
+                                  "channels": ["in_app"]}),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let in_feed = "SELECT count(*) FROM feed_items WHERE user_id = 'reader'";
+    for step in 1..=3 {
+        let worker = stack.start("batch-worker", WORKER).await;
+        domain::testing::eventually(
+            Duration::from_secs(120),
+            &format!("{step} fifths in the feed"),
+            || async { (stack.count(in_feed).await >= (step * TOTAL / 5) as i64).then_some(()) },
+        )
+        .await;
+        worker.kill_9().await;
+        eprintln!(
+            "killed with {} of {TOTAL} in the feed",
+            stack.count(in_feed).await
+        );
+    }
+    let _last = stack.start("batch-worker", WORKER).await;
+    domain::testing::eventually(
+        Duration::from_secs(180),
+        "every notification in the feed",
+        || async { (stack.count(in_feed).await >= TOTAL as i64).then_some(()) },
+    )
+    .await;
+
+    // Once each: PostgreSQL's feed holds exactly the notifications sent.
+    let client = stack.db.pool().get().await.expect("pg");
+    let stored: Vec<String> = client
+        .query(
+            "SELECT notification_id::text FROM feed_items WHERE user_id = 'reader'",
+            &[],
+        )
+        .await
+        .expect("feed")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(stored_sorted.len(), TOTAL, "one feed item per notification");
+    assert_eq!(
+        stored_sorted, sent_sorted,
+        "the feed holds exactly the notifications sent"
+    );
+    // Redis keeps the newest ones, each under its own sequence number.
+    let keys = stack.redis.keys();
+    let feed = keys.feed("reader");
+    let kept: Vec<(String, f64)> = domain::redis_client::cmd("ZRANGE")
+        .arg(&feed.items)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut stack.redis.conn().await)
+        .await
+        .expect("feed");
+    assert_eq!(kept.len(), domain::notify::feed::FEED_KEEP);
+    let sent_set: std::collections::HashSet<&String> = sent.iter().collect();
+    assert!(
+        kept.iter().all(|(id, _)| sent_set.contains(id)),
+        "the live feed holds only notifications sent"
+    );
+}
