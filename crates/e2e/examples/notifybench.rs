@@ -46,6 +46,22 @@ fn cpu_s(pid: &str) -> f64 {
     ticks / 100.0
 }
 
+async fn postgres(url: &str) -> domain::tokio_postgres::Client {
+    let (client, connection) = domain::tokio_postgres::connect(url, domain::tokio_postgres::NoTls)
+        .await
+        .expect("postgres");
+    tokio::spawn(connection);
+    client
+}
+
+async fn redis(url: &str) -> domain::redis_client::aio::MultiplexedConnection {
+    domain::redis_client::Client::open(url)
+        .expect("REDIS_URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
 fn percentiles(mut v: Vec<f64>) -> Value {
     if v.is_empty() {
         return json!({"samples": 0});
@@ -234,11 +250,7 @@ async fn fanout(a: &[String]) -> Value {
 
     // Memory per stream: poll streams first, then feed streams, on the same gateway.
     let keys = domain::keys::Keys::new(prefix.clone());
-    let client = domain::redis_client::Client::open(redis_url.as_str()).expect("REDIS_URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = redis(redis_url).await;
     domain::poll::shard_marker::set_all_restored(&mut conn, &keys)
         .await
         .expect("markers");
@@ -296,13 +308,7 @@ async fn fanout(a: &[String]) -> Value {
         assert_eq!(status, 202);
         small.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let (pg, _) = domain::tokio_postgres::connect(database_url, domain::tokio_postgres::NoTls)
-        .await
-        .map(|(c, conn)| {
-            tokio::spawn(conn);
-            (c, ())
-        })
-        .expect("postgres");
+    let pg = postgres(database_url).await;
     // Wait until the small ones are fanned out, so they do not share the measurement.
     let deadline = Instant::now() + Duration::from_secs(60);
     while pg
@@ -395,18 +401,8 @@ async fn feeds(a: &[String]) -> Value {
     .await;
     assert_eq!(status, 200, "subscribing");
     let keys = domain::keys::Keys::new(prefix.clone());
-    let client = domain::redis_client::Client::open(redis_url.as_str()).expect("REDIS_URL");
-    let conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let (pg, _) = domain::tokio_postgres::connect(database_url, domain::tokio_postgres::NoTls)
-        .await
-        .map(|(c, conn)| {
-            tokio::spawn(conn);
-            (c, ())
-        })
-        .expect("postgres");
+    let conn = redis(redis_url).await;
+    let pg = postgres(database_url).await;
     let subjects: Vec<String> = (0..notifications)
         .map(|i| format!("bench.converted:{run}:{i}"))
         .collect();

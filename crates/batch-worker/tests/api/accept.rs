@@ -1,30 +1,12 @@
 //! Accepting notifications in Redis, many at once (a trigger's batch): each once, on its
 //! own shard, answered in the order asked.
 
+use crate::helpers::trigger;
 use domain::keys::NOTIFY_SHARDS;
-use domain::notify::accept::{AcceptOutcome, accept_many, record, trigger_id};
+use domain::notify::Notification;
+use domain::notify::accept::{AcceptOutcome, accept_many, record};
 use domain::notify::model::shard_of;
-use domain::notify::{ChannelKind, Notification, Priority};
 use domain::testing::TestRedis;
-
-fn trigger(subject: &str) -> Notification {
-    Notification {
-        notification_id: trigger_id(subject),
-        event_type: "goal.converted".into(),
-        title: subject.into(),
-        body: String::new(),
-        html: None,
-        data: serde_json::Value::Null,
-        channels: vec![ChannelKind::InApp],
-        priority: Priority::Normal,
-        recipients: Vec::new(),
-        topic: Some("goal.converted".into()),
-        created_at_ms: 0,
-        queued_at_ms: 0,
-        idempotency_key: Some(subject.into()),
-        traceparent: None,
-    }
-}
 
 #[tokio::test]
 async fn many_notifications_are_accepted_once_each_in_their_shards_and_answered_in_order() {

@@ -1,9 +1,10 @@
 //! A batch's in-app notifications appended to their audience's feeds together: every
 //! user's items in the batch's order, each once, whatever the calls they were cut into.
 
+use crate::helpers::trigger;
 use batch_worker::notify::fanout::{Placed, append_to_feeds};
 use domain::keys::feed_shard;
-use domain::notify::{ChannelKind, Notification, NotificationRecord, Priority, Recipient};
+use domain::notify::{NotificationRecord, Recipient};
 use domain::testing::TestRedis;
 
 fn recipient(user_id: &str) -> Recipient {
@@ -45,25 +46,7 @@ async fn a_run_of_notifications_lands_in_every_feed_in_order_once() {
     // More than a call holds for the pair (1,800 items: two calls),
     // fewer than a feed keeps (a replay finds every item).
     let records: Vec<NotificationRecord> = (0..900)
-        .map(|i| {
-            Notification {
-                notification_id: uuid::Uuid::from_u128(i + 1),
-                event_type: "goal.converted".into(),
-                title: format!("n{i}"),
-                body: String::new(),
-                html: None,
-                data: serde_json::Value::Null,
-                channels: vec![ChannelKind::InApp],
-                priority: Priority::Normal,
-                recipients: Vec::new(),
-                topic: Some("goal.converted".into()),
-                created_at_ms: 0,
-                queued_at_ms: 0,
-                idempotency_key: None,
-                traceparent: None,
-            }
-            .record()
-        })
+        .map(|i| trigger(&format!("goal.converted:s:g:v{i}:d")).record())
         .collect();
     let run: Vec<&NotificationRecord> = records.iter().collect();
     let placed = sorted(

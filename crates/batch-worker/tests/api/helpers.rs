@@ -174,3 +174,24 @@ impl Harness {
         client.query_one(sql, &[]).await.expect(sql).get(0)
     }
 }
+
+/// A trigger's in-app notification to topic `goal.converted`, as the worker makes one:
+/// its id and idempotency key are `subject`'s.
+pub fn trigger(subject: &str) -> domain::notify::Notification {
+    domain::notify::Notification {
+        notification_id: domain::notify::accept::trigger_id(subject),
+        event_type: "goal.converted".into(),
+        title: subject.into(),
+        body: String::new(),
+        html: None,
+        data: serde_json::Value::Null,
+        channels: vec![domain::notify::ChannelKind::InApp],
+        priority: domain::notify::Priority::Normal,
+        recipients: Vec::new(),
+        topic: Some("goal.converted".into()),
+        created_at_ms: 0,
+        queued_at_ms: 0,
+        idempotency_key: Some(subject.into()),
+        traceparent: None,
+    }
+}

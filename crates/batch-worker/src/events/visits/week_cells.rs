@@ -22,7 +22,7 @@ const LIST: i32 = 200;
 pub struct Round {
     /// Weeks built.
     pub weeks: u64,
-    /// Cells written.
+    /// Week cells and page week rows written.
     pub cells: u64,
     /// Whether the round stopped at a week another transaction held.
     pub stopped_at_locked: bool,
