@@ -220,6 +220,8 @@ CLUSTER_NON202=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "2
 kill "$CLUSTER_INGEST_PID" 2>/dev/null || true
 say "drain of the cluster ingest run's backlog, three shards"
 read -r CLUSTER_BACKLOG CLUSTER_BACKLOG_S < <(backlog_drain "$CLUSTER_URL" 3)
+say "pub/sub on the cluster: Redis CPU per message and publish rate, PUBLISH against SPUBLISH"
+read -r PUB_CLASSIC_RATE PUB_CLASSIC_US PUB_SHARDED_RATE PUB_SHARDED_US < <(scripts/bench-pubsub-cluster.sh "$CLUSTER_BASE")
 scripts/redis-cluster.sh stop "$CLUSTER_BASE"
 
 # ---------------------------------------------------------------- 2. drain vs COPY
@@ -331,6 +333,8 @@ jq -n \
   --argjson cluster_sat "$CLUSTER_SAT_RPS" --argjson cluster_non202 "$CLUSTER_NON202" \
   --argjson single_backlog "$SINGLE_BACKLOG" --argjson single_backlog_s "$SINGLE_BACKLOG_S" \
   --argjson cluster_backlog "$CLUSTER_BACKLOG" --argjson cluster_backlog_s "$CLUSTER_BACKLOG_S" \
+  --argjson pub_classic_rate "$PUB_CLASSIC_RATE" --argjson pub_classic_us "$PUB_CLASSIC_US" \
+  --argjson pub_sharded_rate "$PUB_SHARDED_RATE" --argjson pub_sharded_us "$PUB_SHARDED_US" \
   --arg cpu "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
   '{
     when: $when, machine: $cpu,
@@ -356,7 +360,10 @@ jq -n \
                        ratio_to_single_node: ($cluster_sat / $sat)},
               backlog_drain_2_lanes: {single_node: {events: $single_backlog, seconds: $single_backlog_s, events_per_s: ($single_backlog / $single_backlog_s)},
                                       cluster: {events: $cluster_backlog, seconds: $cluster_backlog_s, events_per_s: ($cluster_backlog / $cluster_backlog_s)},
-                                      ratio_to_single_node: (($cluster_backlog / $cluster_backlog_s) / ($single_backlog / $single_backlog_s))}},
+                                      ratio_to_single_node: (($cluster_backlog / $cluster_backlog_s) / ($single_backlog / $single_backlog_s))},
+              pubsub: {classic_publish: {messages_per_s: $pub_classic_rate, redis_cpu_us_per_message: $pub_classic_us},
+                       sharded_spublish: {messages_per_s: $pub_sharded_rate, redis_cpu_us_per_message: $pub_sharded_us},
+                       cpu_ratio_sharded_to_classic: ($pub_sharded_us / $pub_classic_us)}},
     streams: {streams_1000: ($sse1k[0] + {coalesce_ms: 100}), streams_10000: ($sse10k[0] + {coalesce_ms: 100}),
               streams_10000_coalesce_10ms: ($sse10kc10[0] + {coalesce_ms: 10})},
     drain: {events: $events,
@@ -395,6 +402,7 @@ jq -r '
   "| measure | one Redis | cluster | cluster / one Redis |", "| --- | --- | --- | --- |",
   "| POST /v1/events at saturation | \(.cluster.ingest.single_node_requests_per_s | floor) req/s | \(.cluster.ingest.requests_per_s | floor) req/s (non-202: \(.cluster.ingest.non_202)) | \(.cluster.ingest.ratio_to_single_node * 100 | round) % |",
   "| drain of the backlog of that run, one worker, 2 lanes | \(.cluster.backlog_drain_2_lanes.single_node.events_per_s | floor) events/s (\(.cluster.backlog_drain_2_lanes.single_node.events) events) | \(.cluster.backlog_drain_2_lanes.cluster.events_per_s | floor) events/s (\(.cluster.backlog_drain_2_lanes.cluster.events) events) | \(.cluster.backlog_drain_2_lanes.ratio_to_single_node * 100 | round) % |",
+  "\nPub/sub on the cluster, one subscriber, 150-byte messages: classic `PUBLISH` \(.cluster.pubsub.classic_publish.messages_per_s | floor) messages/s, \(.cluster.pubsub.classic_publish.redis_cpu_us_per_message * 10 | round / 10) µs of Redis CPU (all six nodes) per message; sharded `SPUBLISH` (what the services use on a cluster) \(.cluster.pubsub.sharded_spublish.messages_per_s | floor) messages/s, \(.cluster.pubsub.sharded_spublish.redis_cpu_us_per_message * 10 | round / 10) µs per message (\(.cluster.pubsub.cpu_ratio_sharded_to_classic * 100 | round) % of classic).",
   "\n## Live streams: vote-to-browser latency at 1,000 votes/s (one poll)\n",
   "| streams | coalescing | vote to browser | ended on the final state | gateway memory per stream | bare Redis PUBLISH to a subscriber |", "| --- | --- | --- | --- | --- | --- |",
   (.streams | to_entries[] | .value | "| \(.streams_open) | \(.coalesce_ms) ms | p50 \(.vote_to_browser.p50_ms * 10 | round / 10) ms, p99 \(.vote_to_browser.p99_ms * 10 | round / 10) ms | \(.streams_with_final_state) | \(.gateway_kib_per_stream * 10 | round / 10) KiB | p50 \(.bare_publish.p50_ms * 100 | round / 100) ms, p99 \(.bare_publish.p99_ms * 100 | round / 100) ms |"),

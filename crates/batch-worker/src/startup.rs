@@ -58,7 +58,7 @@ impl Application {
     /// # Errors
     /// When a URL is unusable or the port cannot be bound.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let keys = domain::redis::keys(&config.redis);
         let redis = domain::redis::connection(&config.redis)?;
         // Each lane blocks (BLMOVE, up to about a second) on a connection of its own;
         // claims and acknowledgements share the multiplexed one.

@@ -81,7 +81,7 @@ impl TestRedis {
     }
 
     pub fn keys(&self) -> crate::keys::Keys {
-        crate::keys::Keys::new(self.config.redis_key_prefix.clone())
+        crate::redis::keys(&self.config)
     }
 
     /// A multiplexed connection for assertions (to the cluster when `REDIS_URL` names one).

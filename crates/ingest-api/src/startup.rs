@@ -57,7 +57,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a URL or setting is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let keys = domain::redis::keys(&config.redis);
         let redis = domain::redis::connection(&config.redis)?;
         let trusted_proxies =
             TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,7 @@
 //! The in-process fan-out of live updates, knowing nothing of polls or sites.
 //!
-//! One Redis pattern subscription feeds [`Hub::on_message`], which routes each message by
-//! its [`Channel`] to the topic browsers of that channel read. A topic's [`Feed`] (a poll's,
+//! The Redis subscription ([`crate::subscriber`]) feeds [`Hub::on_message`], which routes
+//! each message by its [`Channel`] to the topic browsers of that channel read. A topic's [`Feed`] (a poll's,
 //! a site's: see [`crate::feeds`]) turns the channel's messages into updates; the topic
 //! does the rest, the same for every kind:
 //!
@@ -537,6 +537,11 @@ mod tests {
         )
     }
 
+    /// The name topic `p` is published on.
+    fn channel() -> String {
+        Channel::Poll("p".into()).name(&Keys::new("t"))
+    }
+
     fn at(seq: i64) -> Position {
         Position { epoch: 0, seq }
     }
@@ -547,7 +552,7 @@ mod tests {
         let topic = topic(&hub, 100);
         let mut rx = topic.subscribe();
         for seq in 1..=5 {
-            hub.on_message("t:chan:poll:p", &seq.to_string());
+            hub.on_message(&channel(), &seq.to_string());
         }
         // The first goes out at once, the rest fold into one at the interval's end.
         assert_eq!(rx.recv().await.map(|u| u.position.seq).ok(), Some(1));
@@ -562,7 +567,7 @@ mod tests {
         let hub = hub();
         let topic = topic(&hub, 0);
         for seq in 1..=6 {
-            hub.on_message("t:chan:poll:p", &seq.to_string());
+            hub.on_message(&channel(), &seq.to_string());
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let replay = topic.replay_since(at(4), at(6)).expect("covered");
@@ -585,11 +590,11 @@ mod tests {
         let hub = hub();
         let topic = topic(&hub, 0);
         let mut rx = topic.subscribe();
-        hub.on_message("t:chan:poll:p", "10");
+        hub.on_message(&channel(), "10");
         tokio::time::sleep(Duration::from_millis(1)).await;
-        hub.on_message("t:chan:poll:p", "77.3");
+        hub.on_message(&channel(), "77.3");
         tokio::time::sleep(Duration::from_millis(1)).await;
-        hub.on_message("t:chan:poll:p", "77.12");
+        hub.on_message(&channel(), "77.12");
         assert_eq!(rx.recv().await.map(|u| u.event).ok(), Some("tally"));
         let reset = rx.recv().await.expect("reset");
         assert_eq!(
@@ -613,10 +618,10 @@ mod tests {
         let hub = hub();
         let topic = topic(&hub, 0);
         let mut rx = topic.subscribe();
-        hub.on_message("t:chan:poll:p", "5");
+        hub.on_message(&channel(), "5");
         tokio::time::sleep(Duration::from_millis(1)).await;
-        hub.on_message("t:chan:poll:p", "3");
-        hub.on_message("t:chan:poll:p", "5");
+        hub.on_message(&channel(), "3");
+        hub.on_message(&channel(), "5");
         assert_eq!(rx.recv().await.map(|u| u.position.seq).ok(), Some(5));
         assert!(rx.try_recv().is_err());
     }
@@ -639,7 +644,7 @@ mod tests {
     #[test]
     fn messages_of_unwatched_topics_are_ignored() {
         let hub = hub();
-        hub.on_message("t:chan:poll:nobody", "1");
+        hub.on_message(&Channel::Poll("nobody".into()).name(&Keys::new("t")), "1");
         assert!(hub.existing(&Channel::Poll("nobody".into())).is_none());
     }
 

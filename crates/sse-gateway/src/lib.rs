@@ -1,9 +1,10 @@
 //! sse-gateway: streams live poll tallies and live site activity to browsers over
 //! Server-Sent Events, with a long-polling fallback and a demo page.
 //!
-//! One Redis pattern subscription per process ([`subscriber`]) feeds an in-process hub
-//! ([`hub`]) of generic topics that fan updates out to any number of browsers, coalescing
-//! bursts and resynchronising browsers that fall behind or reconnect. What each kind of
+//! One Redis pattern subscription per process (a subscription per channel on a cluster:
+//! [`subscriber`]) feeds an in-process hub ([`hub`]) of generic topics that fan updates
+//! out to any number of browsers, coalescing bursts and resynchronising browsers that fall
+//! behind or reconnect. What each kind of
 //! topic makes of its channel's messages is a feed ([`feeds`]: polls, sites).
 
 pub mod config;

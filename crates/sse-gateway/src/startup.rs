@@ -21,6 +21,10 @@ pub struct AppState {
     pub keys: Keys,
     pub redis: RedisConn,
     pub hub: Arc<Hub>,
+    /// What a reader waits on before reading the state it follows.
+    pub listener: crate::subscriber::Listener,
+    /// How long a reader waits for its channel's subscription.
+    pub redis_timeout_ms: u64,
     /// What users' feed topics read Redis with.
     pub feed_reads: Arc<crate::feeds::feed::FeedReads>,
     pub limits: ConnectionLimits,
@@ -44,7 +48,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a setting is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let keys = Keys::new(config.redis.redis_key_prefix.clone());
+        let keys = domain::redis::keys(&config.redis);
         let redis = domain::redis::connection(&config.redis)?;
         let g = &config.gateway;
         crate::peer::set_watching(g.hangup_watch);
@@ -60,10 +64,21 @@ impl Application {
                 lag_capacity: g.max_client_lag,
             },
         ));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let (listener, subscription) = crate::subscriber::start(
+            config.redis.clone(),
+            Duration::from_millis(config.gateway.subscription_ping_ms),
+            keys.clone(),
+            hub.clone(),
+            subscribed.clone(),
+            shutdown.clone(),
+        );
         let state = web::Data::new(AppState {
             keys: keys.clone(),
             redis: redis.clone(),
             hub: hub.clone(),
+            listener,
+            redis_timeout_ms: config.redis.redis_timeout_ms,
             feed_reads: Arc::new(crate::feeds::feed::FeedReads {
                 keys: keys.clone(),
                 redis: redis.clone(),
@@ -75,16 +90,8 @@ impl Application {
             shutdown: shutdown.clone(),
         });
 
-        let subscribed = Arc::new(AtomicBool::new(false));
         let background = vec![
-            tokio::spawn(crate::subscriber::run(
-                config.redis.clone(),
-                Duration::from_millis(config.gateway.subscription_ping_ms),
-                keys,
-                hub.clone(),
-                subscribed.clone(),
-                shutdown.clone(),
-            )),
+            subscription,
             tokio::spawn(collect_garbage(hub.clone(), shutdown.clone())),
             tokio::spawn(crate::presence::run(
                 hub,

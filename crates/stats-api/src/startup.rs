@@ -44,7 +44,7 @@ impl Application {
         let redis = domain::redis::connection(&config.redis)?;
         let pg = domain::postgres::pool(&config.postgres)?;
         let state = web::Data::new(AppState {
-            keys: Keys::new(config.redis.redis_key_prefix.clone()),
+            keys: domain::redis::keys(&config.redis),
             redis: redis.clone(),
             pg: pg.clone(),
             settings: config.stats.clone(),

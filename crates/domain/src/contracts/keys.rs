@@ -79,6 +79,9 @@
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    /// Live updates go out on sharded channels (`SPUBLISH`; a Redis Cluster), not on
+    /// classic ones (see [`crate::channel`]).
+    sharded_channels: bool,
 }
 
 /// The keys of one reliable queue (see [`crate::queue`]).
@@ -108,7 +111,21 @@ impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            sharded_channels: false,
         }
+    }
+
+    /// These keys with live updates on sharded channels (`SPUBLISH`/`SSUBSCRIBE`) when
+    /// `sharded`: what every service of a Redis Cluster deployment uses.
+    #[must_use]
+    pub fn with_sharded_channels(mut self, sharded: bool) -> Self {
+        self.sharded_channels = sharded;
+        self
+    }
+
+    /// Whether live updates go out on sharded channels.
+    pub fn sharded_channels(&self) -> bool {
+        self.sharded_channels
     }
 
     pub fn prefix(&self) -> &str {

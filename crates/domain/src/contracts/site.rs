@@ -37,7 +37,7 @@ impl SiteBatchSummary {
     /// Adds the publication of this summary on its site's channel to `pipe`.
     pub fn publish_in(&self, pipe: &mut redis::Pipeline, keys: &Keys) {
         if let Ok(text) = serde_json::to_string(self) {
-            pipe.cmd("PUBLISH")
+            pipe.cmd(crate::channel::publish_command(keys))
                 .arg(Channel::Site(self.site_id.clone()).name(keys))
                 .arg(text)
                 .ignore();

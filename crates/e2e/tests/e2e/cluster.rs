@@ -288,3 +288,143 @@ async fn a_master_killed_under_load_costs_503s_during_the_failover_and_nothing_a
     );
     assert!(lost >= 0, "more stored than accepted");
 }
+
+/// Reads `stream` into `text` until it holds `needle` (60 s failure bound).
+async fn read_until(stream: &mut reqwest::Response, text: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !text.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{needle} within 60 s; the stream held: {text}"))
+            .expect("stream")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// How many subscribers `node` has of sharded channel `channel`.
+async fn shard_subscribers(node: u16, channel: &str) -> i64 {
+    let out = PrivateCluster::cli(node, &["pubsub", "shardnumsub", channel]).await;
+    out.lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn live_updates_go_out_on_sharded_channels_and_a_stream_outlives_its_shards_master() {
+    let cluster = PrivateCluster::start().await;
+    let stack = Stack::with_redis_url(&cluster.url).await;
+    let ingest = stack
+        .start("ingest-api", &[("VOTE_RATE_LIMIT_PER_POLL_PER_S", "0")])
+        .await;
+    let _worker = stack.start("batch-worker", &[]).await;
+    let gateway = stack
+        .start("sse-gateway", &[("SUBSCRIPTION_PING_MS", "500")])
+        .await;
+    crate::polls::wait_until_restored(&stack).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let (poll, options) = crate::polls::create_poll(&client, &ingest.url(), &["a", "b"]).await;
+    let vote = |user: String| {
+        let (client, url, option) = (
+            client.clone(),
+            format!("{}/v1/polls/{poll}/votes", ingest.url()),
+            options[0].clone(),
+        );
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"option_ids": [option], "user_id": user}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut stream = client
+        .get(format!("{}/v1/polls/{poll}/stream", gateway.url()))
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, "\"total\":0").await;
+    assert_eq!(vote("u1".into()).await, 202);
+    read_until(&mut stream, &mut text, "\"total\":1").await;
+
+    // The gateway listens to the poll's sharded channel at the shard's master, and holds
+    // no classic pattern subscription anywhere.
+    let keys = stack.redis.keys();
+    let channel = domain::channel::Channel::Poll(poll.clone()).name(&keys);
+    let (master, replica) = cluster.master_and_replica_of(&channel).await;
+    assert_eq!(shard_subscribers(master, &channel).await, 1);
+    for node in cluster.base..cluster.base + 6 {
+        let patterns = PrivateCluster::cli(node, &["pubsub", "numpat"]).await;
+        assert_eq!(patterns.trim(), "0", "node {node}: no pattern subscription");
+    }
+
+    // The shard's master goes: the gateway subscribes again at the promoted replica, and
+    // the open stream shows a vote cast after the failover.
+    cluster.kill_9(master).await;
+    domain::testing::eventually(
+        Duration::from_secs(60),
+        "the replica is promoted",
+        || async {
+            PrivateCluster::cli(replica, &["role"])
+                .await
+                .starts_with("master")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut user = 2;
+    domain::testing::eventually(
+        Duration::from_secs(60),
+        "a vote is accepted after the failover",
+        || {
+            user += 1;
+            let voted = vote(format!("u{user}"));
+            async move { (voted.await == 202).then_some(()) }
+        },
+    )
+    .await;
+    // A vote answered 503 during the failover may have counted too: Redis says how many.
+    let total = || async {
+        let mut conn = stack.redis.conn().await;
+        let total: i64 = domain::redis_client::cmd("HGET")
+            .arg(keys.poll(&poll).def)
+            .arg("total")
+            .query_async(&mut conn)
+            .await
+            .expect("the poll's total");
+        total
+    };
+    read_until(
+        &mut stream,
+        &mut text,
+        &format!("\"total\":{}", total().await),
+    )
+    .await;
+    domain::testing::eventually(
+        Duration::from_secs(30),
+        "the gateway listens at the promoted replica",
+        || async { (shard_subscribers(replica, &channel).await == 1).then_some(()) },
+    )
+    .await;
+    let ready = format!("{}/readyz", gateway.url());
+    domain::testing::eventually(Duration::from_secs(30), "the gateway is ready", || async {
+        (client.get(&ready).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(vote("u-last".into()).await, 202);
+    read_until(
+        &mut stream,
+        &mut text,
+        &format!("\"total\":{}", total().await),
+    )
+    .await;
+}

@@ -346,7 +346,8 @@ async fn kill_9_of_the_worker_during_10000_webhook_deliveries_delivers_every_one
         .query(
             "SELECT d.delivery_id, count(a.*),
                     count(*) FILTER (WHERE a.outcome = 'delivered'),
-                    count(*) FILTER (WHERE a.outcome = 'interrupted')
+                    count(*) FILTER (WHERE a.outcome = 'interrupted'),
+                    count(*) FILTER (WHERE a.outcome = 'failed' AND a.status_code IS NULL)
              FROM deliveries d JOIN delivery_attempts a USING (delivery_id)
              GROUP BY d.delivery_id",
             &[],
@@ -358,17 +359,19 @@ async fn kill_9_of_the_worker_during_10000_webhook_deliveries_delivers_every_one
     let mut interrupted_total = 0;
     for row in &rows {
         let id: String = row.get(0);
-        let (attempts, delivered, interrupted): (i64, i64, i64) =
-            (row.get(1), row.get(2), row.get(3));
+        let (attempts, delivered, interrupted, unanswered): (i64, i64, i64, i64) =
+            (row.get(1), row.get(2), row.get(3), row.get(4));
         let seen = at_receiver.get(&id).copied().unwrap_or(0);
         assert_eq!(delivered, 1, "{id}: one delivered attempt");
         assert!(
             seen <= attempts,
             "{id}: the receiver saw {seen} requests, PostgreSQL records {attempts} attempts"
         );
+        // An attempt the worker was killed in, or one that failed without an answer (a
+        // connection the receiver, busy on two shared cores, never accepted in time).
         assert!(
-            attempts - seen <= interrupted,
-            "{id}: {attempts} attempts, {seen} seen: only interrupted attempts may be unseen"
+            attempts - seen <= interrupted + unanswered,
+            "{id}: {attempts} attempts, {seen} seen: only interrupted or unanswered attempts may be unseen"
         );
         duplicates += seen - 1;
         interrupted_total += interrupted;

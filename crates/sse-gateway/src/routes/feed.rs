@@ -67,6 +67,7 @@ pub async fn feed_reader(
     // Subscribe before reading, so nothing appended in between is missed (duplicates are
     // dropped by position).
     let rx = topic.subscribe();
+    super::listen(state, &topic).await?;
     let (initial, last_sent) = catch_up(&mut state.redis.clone(), &state.keys, user_id, last_event)
         .await
         .map_err(ApiError::Unavailable)?;

@@ -36,6 +36,24 @@ pub fn acquire(req: &HttpRequest, state: &AppState) -> Result<Slot, ApiError> {
     })
 }
 
+/// Waits until `topic`'s channel reaches this gateway, so the state a reader reads next is
+/// followed by every update after it.
+///
+/// # Errors
+/// 503 when the subscription cannot be made within `REDIS_TIMEOUT_MS`.
+pub async fn listen(state: &AppState, topic: &crate::hub::Topic) -> Result<(), ApiError> {
+    let channel = topic.channel.name(&state.keys);
+    let timeout = Duration::from_millis(state.redis_timeout_ms);
+    if state.listener.listen(channel, timeout).await {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(anyhow::anyhow!(
+            "the live updates of {} could not be subscribed to",
+            topic.channel.topic()
+        )))
+    }
+}
+
 fn to_event(update: &Update, id: String, sees_everything: bool) -> sse::Event {
     sse::Data::new(update.data_for(sees_everything).clone())
         .event(update.event)

@@ -73,6 +73,7 @@ pub async fn poll_reader(
     // Subscribe before reading the state, so nothing published in between is missed;
     // duplicates are filtered by position.
     let rx = topic.subscribe();
+    super::listen(state, &topic).await?;
     let current = current_state(state, poll_id).await?;
     let current_snapshot = snapshot(&current);
     topic.seed(&current_snapshot);
@@ -181,6 +182,7 @@ pub async fn poll_updates(
     let poll_id = path.into_inner();
     let topic = poll_topic(&state, &poll_id);
     let mut watch = topic.watch();
+    super::listen(&state, &topic).await?;
     let mut current = current_state(&state, &poll_id).await?;
     if current.seq <= since && !wait.is_zero() {
         let moved = async {

@@ -35,6 +35,7 @@ pub async fn site_reader(
         },
     );
     let rx = topic.subscribe();
+    super::listen(state, &topic).await?;
     let first: Vec<_> = topic.render_snapshot().await.into_iter().collect();
     Ok(TopicReader::new(topic, rx, first, Position::START, true))
 }

@@ -69,7 +69,7 @@ async fn spawn_gateway_on(test_redis: TestRedis, tweak: impl FnOnce(&mut Config)
     tokio::spawn(app.run_until_stopped());
     TestGateway {
         address,
-        keys: Keys::new(config.redis.redis_key_prefix.clone()),
+        keys: domain::redis::keys(&config.redis),
         redis: config.redis,
         hub,
         shutdown,

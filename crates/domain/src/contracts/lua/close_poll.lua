@@ -25,6 +25,6 @@ for i = 1, #flat, 2 do
   tally[flat[i]] = tonumber(flat[i + 1])
 end
 local def = redis.call('HMGET', KEYS[1], 'total', 'epoch', 'results')
-redis.call('PUBLISH', ARGV[2], cjson.encode({poll_id = ARGV[3], epoch = tonumber(def[2] or '0'), seq = seq,
+redis.call(PUBLISH, ARGV[2], cjson.encode({poll_id = ARGV[3], epoch = tonumber(def[2] or '0'), seq = seq,
   tally = tally, total = tonumber(def[1]), closed = true, results = def[3] or 'always'}))
 return 'closed'

@@ -50,7 +50,7 @@ for n = 5 + users, #ARGV, 2 do
     end
   end
   if #fresh > 0 then
-    redis.call('PUBLISH', ARGV[3], '{"n":' .. ARGV[n + 1] .. ',"u":[' .. table.concat(fresh, ',') .. ']}')
+    redis.call(PUBLISH, ARGV[3], '{"n":' .. ARGV[n + 1] .. ',"u":[' .. table.concat(fresh, ',') .. ']}')
   end
 end
 return out

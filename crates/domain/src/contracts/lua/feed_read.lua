@@ -55,6 +55,6 @@ if newly > 0 then
     unread = 0
   end
   redis.call('LPUSH', KEYS[4], ARGV[4] .. ',"epoch":' .. st[1] .. marks .. '}')
-  redis.call('PUBLISH', ARGV[2], '{"r":[' .. ARGV[3] .. ',' .. st[1] .. ',' .. seq .. ',' .. unread .. ']}')
+  redis.call(PUBLISH, ARGV[2], '{"r":[' .. ARGV[3] .. ',' .. st[1] .. ',' .. seq .. ',' .. unread .. ']}')
 end
 return {newly, unread}

@@ -34,6 +34,6 @@ local closed = 'false'
 if ARGV[4] == '1' then
   closed = 'true'
 end
-redis.call('PUBLISH', ARGV[8], '{"poll_id":' .. ARGV[9] .. ',"epoch":' .. ARGV[10] .. ',"seq":' .. ARGV[5] .. ',"tally":' .. ARGV[7]
+redis.call(PUBLISH, ARGV[8], '{"poll_id":' .. ARGV[9] .. ',"epoch":' .. ARGV[10] .. ',"seq":' .. ARGV[5] .. ',"tally":' .. ARGV[7]
   .. ',"total":' .. ARGV[6] .. ',"closed":' .. closed .. ',"results":"' .. results .. '"}')
 return 1

@@ -294,7 +294,7 @@ if #queued > 0 then
   redis.call('LPUSH', KEYS[1], unpack(queued))
 end
 for _, p in ipairs(touched) do
-  redis.call('PUBLISH', p.channel, '{"poll_id":' .. p.poll_id_json .. ',"epoch":' .. (p.def[3] or '0')
+  redis.call(PUBLISH, p.channel, '{"poll_id":' .. p.poll_id_json .. ',"epoch":' .. (p.def[3] or '0')
     .. ',"seq":' .. p.seq_text .. ',"tally":' .. tally_json(p) .. ',"total":' .. p.total_text
     .. ',"closed":false,"results":"' .. p.results .. '"}')
 end

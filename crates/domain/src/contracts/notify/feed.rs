@@ -12,18 +12,19 @@
 //! one per appended chunk of users, and are read back with [`FeedLive::parse`].
 
 use super::model::NotificationRecord;
-use crate::channel::Channel;
+use crate::channel::{Channel, PublishingScript};
 use crate::keys::Keys;
+use redis::RedisResult;
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
-static APPEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/feed_append.lua")));
-static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/feed_read.lua")));
+static APPEND: LazyLock<PublishingScript> =
+    LazyLock::new(|| PublishingScript::new(include_str!("../lua/feed_append.lua")));
+static READ: LazyLock<PublishingScript> =
+    LazyLock::new(|| PublishingScript::new(include_str!("../lua/feed_read.lua")));
 
 /// Items a feed keeps in Redis (older ones are in PostgreSQL only).
 pub const FEED_KEEP: usize = 1_000;
@@ -80,7 +81,7 @@ pub async fn append_many<C: ConnectionLike + Send + Sync>(
         return Ok(Vec::new());
     }
     let shard = keys.feed(first).shard;
-    let mut invocation = APPEND.prepare_invoke();
+    let mut invocation = APPEND.for_keys(keys).prepare_invoke();
     for user in users {
         let k = keys.feed(user);
         debug_assert_eq!(k.shard, shard, "one feed shard per call");
@@ -144,7 +145,7 @@ pub async fn mark_read<C: ConnectionLike + Send + Sync>(
     })
     .to_string();
     message.pop();
-    let mut invocation = READ.prepare_invoke();
+    let mut invocation = READ.for_keys(keys).prepare_invoke();
     invocation
         .key(&k.items)
         .key(&k.state)

@@ -3,7 +3,7 @@
 
 use super::definition::{NewPoll, PollOption, PollSettings};
 use super::message::PollMessage;
-use crate::channel::Channel;
+use crate::channel::{Channel, PublishingScript};
 use crate::keys::Keys;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionLike;
@@ -12,10 +12,10 @@ use std::sync::LazyLock;
 
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/create_poll.lua")));
-static CLOSE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/close_poll.lua")));
-static RESTORE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/restore_poll.lua")));
+static CLOSE: LazyLock<PublishingScript> =
+    LazyLock::new(|| PublishingScript::new(include_str!("../lua/close_poll.lua")));
+static RESTORE: LazyLock<PublishingScript> =
+    LazyLock::new(|| PublishingScript::new(include_str!("../lua/restore_poll.lua")));
 
 /// Creates `poll` under `poll_id`. Returns false when the id is taken.
 ///
@@ -84,6 +84,7 @@ pub async fn close<C: ConnectionLike + Send + Sync>(
         queued_at_ms: now.timestamp_millis(),
     };
     let outcome: String = CLOSE
+        .for_keys(keys)
         .key(&k.def)
         .key(&k.tally)
         .key(&k.queue)
@@ -155,7 +156,7 @@ pub async fn restore<C: ConnectionLike + Send + Sync>(
     // One vote per voter: the total is the number of voters (the tally of a multi-choice
     // poll sums to more).
     let total = poll.voters.len() as i64;
-    let mut invocation = RESTORE.key(&k.def);
+    let mut invocation = RESTORE.for_keys(keys).key(&k.def);
     invocation
         .key(&k.tally)
         .arg(&poll.question)

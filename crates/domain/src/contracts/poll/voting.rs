@@ -2,15 +2,16 @@
 //! the votes of one vote shard, each as if it were cast alone.
 
 use super::ballot::{Ballot, IDEMPOTENCY_TTL_SECONDS, voter_token::Proof};
-use crate::channel::Channel;
+use crate::channel::{Channel, PublishingScript};
 use crate::keys::{Keys, PollKeys};
 use chrono::{DateTime, Utc};
+use redis::RedisResult;
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
-static VOTES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/votes.lua")));
+static VOTES: LazyLock<PublishingScript> =
+    LazyLock::new(|| PublishingScript::new(include_str!("../lua/votes.lua")));
 
 /// Votes one script call takes at most: Redis serves nobody else while a script runs
 /// (about 12 µs a vote), so a full call holds it under a millisecond. Under load a call
@@ -163,7 +164,7 @@ async fn call<C: ConnectionLike + Send + Sync>(
         return Ok(Vec::new());
     };
     debug_assert!(poll_keys.iter().all(|k| k.shard == shard));
-    let mut invocation = VOTES.prepare_invoke();
+    let mut invocation = VOTES.for_keys(keys).prepare_invoke();
     invocation
         .key(&first.queue)
         .key(&first.restored)

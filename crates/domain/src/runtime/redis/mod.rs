@@ -113,6 +113,14 @@ pub fn target(cfg: &RedisConfig) -> anyhow::Result<Target> {
     }
 }
 
+/// The keys of `cfg`'s prefix, with live updates on sharded channels on a Redis Cluster
+/// (see [`crate::channel`]): every service builds its keys here, so publishers and the
+/// gateway agree.
+pub fn keys(cfg: &RedisConfig) -> crate::keys::Keys {
+    crate::keys::Keys::new(cfg.redis_key_prefix.clone())
+        .with_sharded_channels(is_cluster_url(&cfg.redis_url))
+}
+
 /// A client for every node named in `REDIS_URL` (one for a single server). A classic
 /// pub/sub message published on any node of a cluster reaches subscribers on every node,
 /// so a subscriber may use any of them, and moves to the next when one is down.
@@ -169,6 +177,15 @@ fn cluster_client(
     nodes: Vec<ConnectionInfo>,
     timeout: Duration,
 ) -> anyhow::Result<redis::cluster::ClusterClient> {
+    cluster_client_builder(nodes, timeout)
+        .build()
+        .context("creating the Redis Cluster client")
+}
+
+fn cluster_client_builder(
+    nodes: Vec<ConnectionInfo>,
+    timeout: Duration,
+) -> redis::cluster::ClusterClientBuilder {
     redis::cluster::ClusterClientBuilder::new(nodes)
         .tcp_settings(tcp_settings())
         .connection_timeout(timeout)
@@ -176,8 +193,33 @@ fn cluster_client(
         .retries(3)
         .min_retry_wait(50)
         .max_retry_wait(500)
+}
+
+/// A connection to the cluster `REDIS_URL` names for sharded subscriptions
+/// (`SSUBSCRIBE`): RESP3, every push of every node (messages, subscription changes,
+/// disconnections) sent to `pushes`. The connection re-subscribes a node's channels when it
+/// reconnects to it; `None` when `REDIS_URL` names one server.
+///
+/// # Errors
+/// When `REDIS_URL` does not parse, or no node answers within `REDIS_TIMEOUT_MS`.
+pub async fn sharded_subscription(
+    cfg: &RedisConfig,
+    pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+) -> anyhow::Result<Option<redis::cluster_async::ClusterConnection>> {
+    let Target::Cluster(nodes) = target(cfg)? else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms);
+    let client = cluster_client_builder(nodes, timeout)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(pushes)
         .build()
-        .context("creating the Redis Cluster client")
+        .context("creating the Redis Cluster client for subscriptions")?;
+    let conn = tokio::time::timeout(timeout, client.get_async_connection())
+        .await
+        .context("no Redis Cluster node answered within REDIS_TIMEOUT_MS")?
+        .context("connecting to the Redis Cluster")?;
+    Ok(Some(conn))
 }
 
 /// Checks that Redis answers within `timeout` (on a cluster: the node it is routed to).

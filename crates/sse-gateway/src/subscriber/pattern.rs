@@ -1,8 +1,6 @@
-//! The gateway's one Redis subscription: a pattern over every Tally channel, feeding the
-//! hub. On a Redis Cluster it is made on any one node (classic pub/sub is broadcast over
-//! the cluster bus; sharded `SSUBSCRIBE` takes no patterns, see `docs/scaling.md`). It
-//! reconnects by itself, and after a reconnect has every topic's feed send a fresh
-//! snapshot, so no browser keeps a tally that missed updates while Redis was away.
+//! The subscription on one Redis server: a pattern over every Tally channel, feeding the
+//! hub. It reconnects by itself, and after a reconnect has every topic's feed send a
+//! fresh snapshot, so no browser keeps a tally that missed updates while Redis was away.
 //!
 //! A subscription only listens, so a socket whose peer vanished without a FIN (a host
 //! crash, a dropped NAT entry) would look quiet, not dead. The subscription is PINGed every
@@ -33,8 +31,8 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
     let timeout = Duration::from_millis(redis.redis_timeout_ms);
-    // On a cluster, any node carries every classic pub/sub message; a node that is down is
-    // skipped for the next one at the next attempt.
+    // Should the services publish classic messages on a cluster, any node carries every one
+    // of them; a node that is down is skipped for the next one at the next attempt.
     let mut attempt = 0usize;
     while !shutdown.is_cancelled() {
         let connected = async {
