@@ -312,7 +312,8 @@ async fn shard_subscribers(node: u16, channel: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn live_updates_go_out_on_sharded_channels_and_a_stream_outlives_its_shards_master() {
+async fn live_updates_go_out_on_sharded_channels_a_stream_outlives_its_shards_master_and_unread_ones_are_let_go()
+ {
     let cluster = PrivateCluster::start().await;
     let stack = Stack::with_redis_url(&cluster.url).await;
     let ingest = stack
@@ -425,6 +426,14 @@ async fn live_updates_go_out_on_sharded_channels_and_a_stream_outlives_its_shard
         &mut stream,
         &mut text,
         &format!("\"total\":{}", total().await),
+    )
+    .await;
+    // Once nobody reads the poll here, the gateway lets its channel go.
+    drop(stream);
+    domain::testing::eventually(
+        Duration::from_secs(60),
+        "the gateway unsubscribes a channel nobody reads",
+        || async { (shard_subscribers(replica, &channel).await == 0).then_some(()) },
     )
     .await;
 }
