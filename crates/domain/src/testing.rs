@@ -96,6 +96,52 @@ impl TestRedis {
         conn
     }
 
+    /// The payloads published on `channel` from now on, as the services publish them here
+    /// (classic pub/sub on one server, sharded on a cluster).
+    ///
+    /// # Panics
+    /// When Redis is unreachable.
+    pub async fn watch(&self, channel: &str) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (sender, payloads) = tokio::sync::mpsc::unbounded_channel();
+        if self.keys().sharded_channels() {
+            let (pushes, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let mut conn = crate::redis::sharded_subscription(&self.config, pushes)
+                .await
+                .expect("a cluster subscription")
+                .expect("a cluster URL");
+            conn.ssubscribe(channel).await.expect("SSUBSCRIBE");
+            tokio::spawn(async move {
+                let _subscribed = conn;
+                while let Some(push) = received.recv().await {
+                    if push.kind == redis::PushKind::SMessage
+                        && let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+                        && sender
+                            .send(String::from_utf8_lossy(payload).into_owned())
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        } else {
+            let client = crate::redis::node_clients(&self.config)
+                .expect("REDIS_URL parses")
+                .remove(0);
+            let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+            pubsub.subscribe(channel).await.expect("SUBSCRIBE");
+            tokio::spawn(async move {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                    let payload = message.get_payload::<String>().unwrap_or_default();
+                    if sender.send(payload).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        payloads
+    }
+
     /// Every shard of the events queue of this test's configuration.
     pub fn events_queues(&self) -> Vec<crate::keys::QueueKeys> {
         self.keys().events_queues(self.config.event_queue_shards)

@@ -3,7 +3,6 @@
 
 use crate::helpers::spawn_app;
 use domain::poll::{Ballot, Vote, VoteOutcome};
-use futures_util::StreamExt;
 use std::time::Duration;
 
 fn ballot(option: &str, user: &str) -> Ballot {
@@ -65,12 +64,8 @@ async fn votes_cast_in_one_call_are_each_decided_as_if_cast_alone_in_order() {
         .expect("some id is on the shard");
 
     // Live watchers of the moving poll.
-    let client = domain::redis::node_clients(&app.redis.config)
-        .expect("clients")
-        .remove(0);
-    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
     let channel = domain::channel::Channel::Poll(moving.clone()).name(&keys);
-    pubsub.subscribe(&channel).await.expect("subscribe");
+    let mut watched = app.redis.watch(&channel).await;
 
     let votes = vec![
         Vote::open(moving.as_str(), ballot("o1", "u1")),
@@ -235,14 +230,12 @@ async fn votes_cast_in_one_call_are_each_decided_as_if_cast_alone_in_order() {
     .await
     .expect("vote");
     let mut published = Vec::new();
-    let mut messages = pubsub.on_message();
     while published.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        let message = tokio::time::timeout(Duration::from_secs(10), watched.recv())
             .await
             .expect("published within 10 s")
             .expect("subscription open");
-        let payload: serde_json::Value =
-            serde_json::from_str(&message.get_payload::<String>().expect("text")).expect("JSON");
+        let payload: serde_json::Value = serde_json::from_str(&message).expect("JSON");
         published.push((payload["seq"].as_i64(), payload["tally"].clone()));
     }
     assert_eq!(
