@@ -152,54 +152,58 @@ impl Application {
             move || {
                 let worker_redis = domain::redis::connection(&redis_config)
                     .expect("REDIS_URL was validated when the application was built");
-                let app = domain::http::app("ingest_api", Some(&cors_origins), body_read_timeout)
-                    .app_data(web::Data::new(crate::pusher::EventPusher::start(
-                        worker_redis.clone(),
-                        state.events_queues.clone(),
-                        crate::pusher::Replication {
-                            replicas: state.settings.redis_wait_replicas,
-                            timeout: std::time::Duration::from_millis(
-                                state.settings.redis_wait_timeout_ms,
-                            ),
-                        },
-                    )))
-                    .app_data(web::Data::new(crate::ballot_box::BallotBox::start(
-                        worker_redis.clone(),
-                        state.keys.clone(),
-                    )))
-                    .app_data(web::Data::new(WorkerRedis(worker_redis)))
-                    .app_data(state.clone())
-                    .service(events::post_events)
-                    .service(events::post_event_compat)
-                    .service(polls::post_poll)
-                    // Votes before the other routes with a path parameter: a path
-                    // parameter is matched by a regex, and votes are the busiest of them.
-                    .service(polls::post_vote)
-                    .service(polls::close_poll)
-                    .service(polls::post_vote_compat)
-                    .service(sites::post_site)
-                    .service(sites::list_sites)
-                    .service(sites::get_site)
-                    .service(sites::patch_site)
-                    .service(sites::delete_site)
-                    .service(goals::post_goal)
-                    .service(goals::list_goals)
-                    .service(goals::delete_goal)
-                    .service(goals::post_funnel)
-                    .service(goals::delete_funnel)
-                    .service(exports::post_export)
-                    .service(notifications::post_notification)
-                    .service(webhooks::post_endpoint)
-                    .service(webhooks::list_endpoints)
-                    .service(webhooks::get_endpoint)
-                    .service(webhooks::patch_endpoint)
-                    .service(webhooks::delete_endpoint)
-                    .service(webhooks::rotate_secret)
-                    .service(topics::post_subscribers)
-                    .service(topics::delete_subscriber)
-                    .service(topics::get_topic)
-                    .service(feed::post_feed_read);
-                let app = domain::http::with_ops(app, ops.clone());
+                // The probes and /metrics first: actix tries routes in order, and a route with a
+                // path parameter is matched by a regex (25 of them made /healthz cost 15% more).
+                let app = domain::http::with_ops(
+                    domain::http::app("ingest_api", Some(&cors_origins), body_read_timeout),
+                    ops.clone(),
+                )
+                .app_data(web::Data::new(crate::pusher::EventPusher::start(
+                    worker_redis.clone(),
+                    state.events_queues.clone(),
+                    crate::pusher::Replication {
+                        replicas: state.settings.redis_wait_replicas,
+                        timeout: std::time::Duration::from_millis(
+                            state.settings.redis_wait_timeout_ms,
+                        ),
+                    },
+                )))
+                .app_data(web::Data::new(crate::ballot_box::BallotBox::start(
+                    worker_redis.clone(),
+                    state.keys.clone(),
+                )))
+                .app_data(web::Data::new(WorkerRedis(worker_redis)))
+                .app_data(state.clone())
+                .service(events::post_events)
+                .service(events::post_event_compat)
+                .service(polls::post_poll)
+                // Votes before the other routes with a path parameter: a path
+                // parameter is matched by a regex, and votes are the busiest of them.
+                .service(polls::post_vote)
+                .service(polls::close_poll)
+                .service(polls::post_vote_compat)
+                .service(sites::post_site)
+                .service(sites::list_sites)
+                .service(sites::get_site)
+                .service(sites::patch_site)
+                .service(sites::delete_site)
+                .service(goals::post_goal)
+                .service(goals::list_goals)
+                .service(goals::delete_goal)
+                .service(goals::post_funnel)
+                .service(goals::delete_funnel)
+                .service(exports::post_export)
+                .service(notifications::post_notification)
+                .service(webhooks::post_endpoint)
+                .service(webhooks::list_endpoints)
+                .service(webhooks::get_endpoint)
+                .service(webhooks::patch_endpoint)
+                .service(webhooks::delete_endpoint)
+                .service(webhooks::rotate_secret)
+                .service(topics::post_subscribers)
+                .service(topics::delete_subscriber)
+                .service(topics::get_topic)
+                .service(feed::post_feed_read);
                 domain::http::with_openapi(
                     app,
                     "ingest-api",

@@ -129,22 +129,26 @@ impl Application {
         let server_state = state.clone();
         let server = domain::http::serve_with_on_connect(
             move || {
-                let app = domain::http::app("sse_gateway", Some(&cors_origins), body_read_timeout)
-                    .app_data(server_state.clone())
-                    .service(demo::index)
-                    .service(dashboard::dashboard_page)
-                    .service(dashboard::dashboard_script)
-                    .service(dashboard::dashboard_style)
-                    .service(demo::app_js)
-                    .service(demo::style)
-                    .service(demo::config)
-                    .service(polls::poll_stream)
-                    .service(polls::poll_updates)
-                    .service(sites::site_stream)
-                    .service(feed::feed_stream)
-                    .service(stream::multi_stream)
-                    .service(tracker::tally_js);
-                let app = domain::http::with_ops(app, ops.clone());
+                // The probes and /metrics first: actix tries routes in order, and a route with a
+                // path parameter is matched by a regex (25 of them made /healthz cost 15% more).
+                let app = domain::http::with_ops(
+                    domain::http::app("sse_gateway", Some(&cors_origins), body_read_timeout),
+                    ops.clone(),
+                )
+                .app_data(server_state.clone())
+                .service(demo::index)
+                .service(dashboard::dashboard_page)
+                .service(dashboard::dashboard_script)
+                .service(dashboard::dashboard_style)
+                .service(demo::app_js)
+                .service(demo::style)
+                .service(demo::config)
+                .service(polls::poll_stream)
+                .service(polls::poll_updates)
+                .service(sites::site_stream)
+                .service(feed::feed_stream)
+                .service(stream::multi_stream)
+                .service(tracker::tally_js);
                 domain::http::with_openapi(
                     app,
                     "sse-gateway",

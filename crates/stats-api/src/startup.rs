@@ -69,58 +69,62 @@ impl Application {
         let body_read_timeout = config.http.body_read_timeout();
         let server = domain::http::serve(
             move || {
-                let app = domain::http::app("stats_api", Some(&cors_origins), body_read_timeout)
-                    .app_data(state.clone())
-                    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                        crate::error::ApiError::BadRequest(format!("invalid query: {err}")).into()
-                    }))
-                    .app_data(
-                        web::JsonConfig::default()
-                            .limit(JSON_BODY_LIMIT)
-                            .error_handler(|err, _| {
-                                crate::error::ApiError::from_json_body(&err, JSON_BODY_LIMIT).into()
-                            }),
-                    )
-                    .service(
-                        scope("/v1")
-                            .wrap(from_fn(routes::require_stats_token))
-                            .service(stats::get_stats)
-                            .service(polls::get_poll)
-                            .service(timeseries::get_timeseries)
-                            .service(notifications::get_notification)
-                            .service(notifications::get_deliveries)
-                            .service(feed::get_feed)
-                            .service(funnels::list_funnels)
-                            .service(funnels::get_funnel)
-                            .service(jobs::get_job)
-                            .service(jobs::stream_job)
-                            .service(jobs::download_job)
-                            .service(dead_letters::list_dead_letters)
-                            .service(dead_letters::retry_dead_letters)
-                            .service(dead_letters::purge_dead_letters),
-                    )
-                    .service(
-                        scope("/grafana")
-                            .wrap(from_fn(routes::require_stats_token))
-                            .service(grafana::health)
-                            .service(grafana::metrics)
-                            .service(grafana::metric_payload_options)
-                            .service(grafana::query)
-                            .service(grafana::variable)
-                            .service(grafana::tag_keys)
-                            .service(grafana::tag_values),
-                    )
-                    .service(
-                        scope("/v2")
-                            .wrap(from_fn(routes::require_stats_token))
-                            .service(query::post_query),
-                    )
-                    .service(
-                        scope("/api")
-                            .wrap(from_fn(routes::require_stats_token))
-                            .service(stats::get_stats_compat),
-                    );
-                let app = domain::http::with_ops(app, ops.clone());
+                // The probes and /metrics first: actix tries routes in order, and a route with a
+                // path parameter is matched by a regex (25 of them made /healthz cost 15% more).
+                let app = domain::http::with_ops(
+                    domain::http::app("stats_api", Some(&cors_origins), body_read_timeout),
+                    ops.clone(),
+                )
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    crate::error::ApiError::BadRequest(format!("invalid query: {err}")).into()
+                }))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(JSON_BODY_LIMIT)
+                        .error_handler(|err, _| {
+                            crate::error::ApiError::from_json_body(&err, JSON_BODY_LIMIT).into()
+                        }),
+                )
+                .service(
+                    scope("/v1")
+                        .wrap(from_fn(routes::require_stats_token))
+                        .service(stats::get_stats)
+                        .service(polls::get_poll)
+                        .service(timeseries::get_timeseries)
+                        .service(notifications::get_notification)
+                        .service(notifications::get_deliveries)
+                        .service(feed::get_feed)
+                        .service(funnels::list_funnels)
+                        .service(funnels::get_funnel)
+                        .service(jobs::get_job)
+                        .service(jobs::stream_job)
+                        .service(jobs::download_job)
+                        .service(dead_letters::list_dead_letters)
+                        .service(dead_letters::retry_dead_letters)
+                        .service(dead_letters::purge_dead_letters),
+                )
+                .service(
+                    scope("/grafana")
+                        .wrap(from_fn(routes::require_stats_token))
+                        .service(grafana::health)
+                        .service(grafana::metrics)
+                        .service(grafana::metric_payload_options)
+                        .service(grafana::query)
+                        .service(grafana::variable)
+                        .service(grafana::tag_keys)
+                        .service(grafana::tag_values),
+                )
+                .service(
+                    scope("/v2")
+                        .wrap(from_fn(routes::require_stats_token))
+                        .service(query::post_query),
+                )
+                .service(
+                    scope("/api")
+                        .wrap(from_fn(routes::require_stats_token))
+                        .service(stats::get_stats_compat),
+                );
                 domain::http::with_openapi(
                     app,
                     "stats-api",
