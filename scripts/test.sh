@@ -31,7 +31,7 @@ if [ "${SKIP_CLUSTER_TESTS:-0}" != 1 ] && [ "$#" -eq 0 ]; then
   say "end-to-end tests on a Redis Cluster"
   CLUSTER_URL="$(scripts/redis-cluster.sh start)"
   trap 'scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; drop_run_databases "$TALLY_TEST_RUN"' EXIT
-  skip=(a_master_killed silently_dead redis_cut_off redis_loses memory_comes_back)
+  skip=(a_master_killed live_updates_go_out silently_dead redis_cut_off redis_loses memory_comes_back)
   if cargo nextest --version >/dev/null 2>&1; then
     filter="$(printf 'not test(%s) & ' "${skip[@]}")"
     REDIS_URL="$CLUSTER_URL" EVENT_QUEUE_SHARDS=4 cargo nextest run -p e2e --no-fail-fast -E "${filter% & }"
