@@ -66,11 +66,13 @@ impl Application {
         ));
         let subscribed = Arc::new(AtomicBool::new(false));
         let (listener, subscription) = crate::subscriber::start(
-            config.redis.clone(),
-            Duration::from_millis(config.gateway.subscription_ping_ms),
-            keys.clone(),
-            hub.clone(),
-            subscribed.clone(),
+            crate::subscriber::Subscriber {
+                redis: config.redis.clone(),
+                ping_every: Duration::from_millis(config.gateway.subscription_ping_ms),
+                keys: keys.clone(),
+                hub: hub.clone(),
+                subscribed: subscribed.clone(),
+            },
             shutdown.clone(),
         );
         let state = web::Data::new(AppState {

@@ -91,6 +91,21 @@ impl PrivateCluster {
         (port_of(master), port_of(replica))
     }
 
+    /// Waits until the replica on `port` is a master (60 s failure bound).
+    async fn wait_promoted(port: u16) {
+        domain::testing::eventually(
+            Duration::from_secs(60),
+            "the replica is promoted",
+            || async {
+                Self::cli(port, &["role"])
+                    .await
+                    .starts_with("master")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     async fn kill_9(&self, port: u16) {
         let pid_file = std::env::var("TALLY_STATE_DIR")
             .map(PathBuf::from)
@@ -194,17 +209,7 @@ async fn a_master_killed_under_load_costs_503s_during_the_failover_and_nothing_a
     let (master, replica) = cluster.master_and_replica_of(&shard).await;
     let killed_at = Instant::now();
     cluster.kill_9(master).await;
-    domain::testing::eventually(
-        Duration::from_secs(60),
-        "the replica is promoted",
-        || async {
-            PrivateCluster::cli(replica, &["role"])
-                .await
-                .starts_with("master")
-                .then_some(())
-        },
-    )
-    .await;
+    PrivateCluster::wait_promoted(replica).await;
     let promoted_at = Instant::now();
     domain::testing::eventually(Duration::from_secs(60), "the cluster is ok", || async {
         PrivateCluster::cli(replica, &["cluster", "info"])
@@ -371,17 +376,7 @@ async fn live_updates_go_out_on_sharded_channels_a_stream_outlives_its_shards_ma
     // The shard's master goes: the gateway subscribes again at the promoted replica, and
     // the open stream shows a vote cast after the failover.
     cluster.kill_9(master).await;
-    domain::testing::eventually(
-        Duration::from_secs(60),
-        "the replica is promoted",
-        || async {
-            PrivateCluster::cli(replica, &["role"])
-                .await
-                .starts_with("master")
-                .then_some(())
-        },
-    )
-    .await;
+    PrivateCluster::wait_promoted(replica).await;
     let mut user = 2;
     domain::testing::eventually(
         Duration::from_secs(60),

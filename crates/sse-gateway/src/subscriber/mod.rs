@@ -43,34 +43,26 @@ impl Listener {
     }
 }
 
-/// Starts the subscription `redis` calls for, running until `shutdown`; `subscribed` says
-/// whether it is whole now. Returns what readers wait on, and the task.
-pub fn start(
-    redis: RedisConfig,
-    ping_every: Duration,
-    keys: Keys,
-    hub: Arc<Hub>,
-    subscribed: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> (Listener, JoinHandle<()>) {
-    if keys.sharded_channels() {
+/// What a subscription task works with.
+pub struct Subscriber {
+    pub redis: RedisConfig,
+    /// How often the subscription is checked (`SUBSCRIPTION_PING_MS`).
+    pub ping_every: Duration,
+    pub keys: Keys,
+    pub hub: Arc<Hub>,
+    /// Whether the subscription is whole now (readiness).
+    pub subscribed: Arc<AtomicBool>,
+}
+
+/// Starts the subscription `subscriber.redis` calls for, running until `shutdown`.
+/// Returns what readers wait on, and the task.
+pub fn start(subscriber: Subscriber, shutdown: CancellationToken) -> (Listener, JoinHandle<()>) {
+    if subscriber.keys.sharded_channels() {
         let (requests, received) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(sharded::run(
-            sharded::Subscriber {
-                redis,
-                ping_every,
-                keys,
-                hub,
-                subscribed,
-            },
-            received,
-            shutdown,
-        ));
+        let task = tokio::spawn(sharded::run(subscriber, received, shutdown));
         (Listener::PerChannel(requests), task)
     } else {
-        let task = tokio::spawn(pattern::run(
-            redis, ping_every, keys, hub, subscribed, shutdown,
-        ));
+        let task = tokio::spawn(pattern::run(subscriber, shutdown));
         (Listener::Everything, task)
     }
 }

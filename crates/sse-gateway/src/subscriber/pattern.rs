@@ -7,26 +7,22 @@
 //! `SUBSCRIPTION_PING_MS`; an answer missing for `REDIS_TIMEOUT_MS` drops it (readiness
 //! turns red at once) and a new one is made.
 
-use crate::hub::Hub;
+use super::Subscriber;
 use domain::backoff::Backoff;
-use domain::config::RedisConfig;
-use domain::keys::Keys;
 use domain::shutdown::CancellationToken;
 use futures_util::StreamExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Runs the subscription until `shutdown`, PINGing it every `ping_every`. `subscribed`
-/// says whether it is live now.
-pub async fn run(
-    redis: RedisConfig,
-    ping_every: Duration,
-    keys: Keys,
-    hub: Arc<Hub>,
-    subscribed: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) {
+/// Runs the subscription until `shutdown`, PINGing it every `ping_every`.
+pub async fn run(subscriber: Subscriber, shutdown: CancellationToken) {
+    let Subscriber {
+        redis,
+        ping_every,
+        keys,
+        hub,
+        subscribed,
+    } = subscriber;
     let pattern = domain::channel::pattern(&keys);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;

@@ -12,10 +12,8 @@
 //! every topic is resynchronised, as after a lost pattern subscription. Readiness is red
 //! from the gap until then.
 
-use crate::hub::Hub;
+use super::Subscriber;
 use domain::backoff::Backoff;
-use domain::config::RedisConfig;
-use domain::keys::Keys;
 use domain::redis_client::cluster_async::ClusterConnection;
 use domain::redis_client::cluster_routing::{
     MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
@@ -24,8 +22,7 @@ use domain::redis_client::{PushInfo, PushKind, Value};
 use domain::shutdown::CancellationToken;
 use futures_util::StreamExt;
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -43,16 +40,6 @@ pub type Requests = mpsc::UnboundedSender<Request>;
 const CONCURRENT_SUBSCRIPTIONS: usize = 64;
 /// Requests answered together.
 const REQUESTS_PER_ROUND: usize = 256;
-
-/// What the subscription task works with.
-pub struct Subscriber {
-    pub redis: RedisConfig,
-    pub ping_every: Duration,
-    pub keys: Keys,
-    pub hub: Arc<Hub>,
-    /// Whether every channel the hub needs is subscribed now (readiness).
-    pub subscribed: Arc<AtomicBool>,
-}
 
 /// The subscriptions of one cluster connection.
 struct Session {
