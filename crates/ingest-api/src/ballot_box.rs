@@ -1,5 +1,5 @@
 //! Votes of concurrent requests cast together: one call of the vote script per vote shard
-//! carries every vote that arrived while the previous calls were in flight (see
+//! carries every vote that arrived while the previous call was in flight (see
 //! [`crate::coalesce`]). Redis then reads and writes each poll once per call, queues the
 //! call's votes in one `LPUSH` and publishes each poll's state once; each vote is still
 //! decided as if cast alone, and answered with the tally right after it.
@@ -13,7 +13,9 @@ use domain::redis_client::RedisResult;
 const LIMITS: Limits = Limits {
     max_requests: MAX_VOTES_PER_CALL,
     max_weight: MAX_VOTES_PER_CALL,
-    in_flight: 4,
+    // One call in flight (as the event pusher): 13.4 votes a call instead of 11.9 with
+    // four, and about 7% more votes a second on one Redis.
+    in_flight: 1,
     waiting: 4_096,
     metric: "ingest_api_votes_per_call",
 };

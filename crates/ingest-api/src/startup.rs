@@ -26,9 +26,8 @@ pub struct WorkerRedis(pub RedisConn);
 /// Shared by every request.
 pub struct AppState {
     pub keys: Keys,
-    /// The shards of the events queue; [`AppState::next_events_queue`] picks one per push.
+    /// The shards of the events queue (each worker's pusher takes them in turn).
     pub events_queues: Vec<QueueKeys>,
-    pub next_events_queue: std::sync::atomic::AtomicUsize,
     pub redis: RedisConn,
     pub settings: IngestSettings,
     pub ip_limiter: KeyedLimiter<IpAddr>,
@@ -77,7 +76,6 @@ impl Application {
         );
         let state = web::Data::new(AppState {
             events_queues: keys.events_queues(config.redis.event_queue_shards),
-            next_events_queue: std::sync::atomic::AtomicUsize::new(0),
             keys,
             redis: redis.clone(),
             ip_limiter: KeyedLimiter::new(

@@ -123,15 +123,11 @@ async fn enqueue(
         .map(QueuedEvent::to_message)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Unexpected(e.into()))?;
-    // Shards in turn: each push is one LPUSH on one slot, and the shards fill evenly.
-    let shards = &state.events_queues;
-    let shard = state
-        .next_events_queue
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        % shards.len();
-    let len = pusher.push(shard, items).await?;
-    // One shard's length stands for every shard's (they fill evenly).
-    state.queue_depth.pushed(len * shards.len() as u64);
+    let len = pusher.push(items).await?;
+    // One shard's length stands for every shard's (they take pushes in turn).
+    state
+        .queue_depth
+        .pushed(len * state.events_queues.len() as u64);
     metrics::counter!("ingest_api_events_accepted_total").increment(events.len() as u64);
     Ok(())
 }

@@ -216,6 +216,61 @@ async fn the_same_client_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(app.queued_events().await.len(), 3);
 }
 
+/// Every request's events in one shard (a request is queued whole or not at all), whatever
+/// shards its concurrent neighbours' pushes took, and every shard taking pushes.
+#[tokio::test]
+async fn with_several_shards_each_request_stays_whole_in_one_and_every_shard_takes_pushes() {
+    const SHARDS: u16 = 4;
+    let app = spawn_app_with(|c| c.redis.event_queue_shards = SHARDS).await;
+    let request = |r: usize| {
+        let events: Vec<_> = (0..5)
+            .map(|i| event("s", &format!("/r{r}/{i}"), "u"))
+            .collect();
+        json!({ "events": events })
+    };
+    let concurrent = (0..48).map(|r| {
+        let (app, body) = (&app, request(r));
+        async move { app.post_json("/v1/events", &body).await.status() }
+    });
+    for status in futures_util::future::join_all(concurrent).await {
+        assert_eq!(status, 202);
+    }
+    // One at a time, each request is a push of its own.
+    for r in 48..64 {
+        assert_eq!(app.post_json("/v1/events", &request(r)).await.status(), 202);
+    }
+
+    let mut conn = app.redis.conn().await;
+    let mut shard_of_request = std::collections::HashMap::new();
+    let mut per_shard = Vec::new();
+    for (shard, keys) in app.redis.keys().events_queues(SHARDS).iter().enumerate() {
+        let raw: Vec<String> = domain::redis_client::cmd("LRANGE")
+            .arg(&keys.queue)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("LRANGE");
+        per_shard.push(raw.len());
+        for message in raw {
+            let message: serde_json::Value = serde_json::from_str(&message).expect("JSON");
+            let path = message["path"].as_str().expect("a path");
+            let r = path.split('/').nth(1).expect("/rN/i").to_string();
+            let first = *shard_of_request.entry(r.clone()).or_insert(shard);
+            assert_eq!(
+                first, shard,
+                "request {r} split over shards {first} and {shard}"
+            );
+        }
+    }
+    assert_eq!(per_shard.iter().sum::<usize>(), 64 * 5, "{per_shard:?}");
+    assert_eq!(shard_of_request.len(), 64);
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "every shard takes pushes: {per_shard:?}"
+    );
+}
+
 #[tokio::test]
 async fn above_the_high_water_mark_ingest_sheds_with_503_and_recovers() {
     let app = spawn_app_with(|c| c.ingest.event_queue_high_water = 5).await;
