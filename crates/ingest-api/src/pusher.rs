@@ -24,8 +24,9 @@ const LIMITS: Limits = Limits {
     // A push is one Redis command, held whole in memory.
     max_weight: 10_000,
     // One push in flight: requests arriving meanwhile make the next push larger rather
-    // than another one (four in flight cost 15-20% more CPU per event in ingest-api and
-    // in Redis, for no more throughput, and a cluster 10% of its ingest).
+    // than another one. Against four, on two shared cores: a three-master cluster 0.98 of
+    // one Redis instead of 0.70, one Redis 15-20% less CPU per event in ingest-api and in
+    // Redis (docs/scaling.md has the A/B, and what it costs one Redis under `oha`).
     in_flight: 1,
     waiting: 4_096,
     metric: "ingest_api_requests_per_push",
