@@ -153,22 +153,31 @@ impl TestRedis {
     /// # Panics
     /// When Redis is unreachable or a message is not JSON.
     pub async fn queued_events(&self) -> Vec<serde_json::Value> {
-        let mut conn = self.conn().await;
         let mut all: Vec<serde_json::Value> = Vec::new();
         for keys in self.events_queues() {
-            let raw: Vec<String> = redis::cmd("LRANGE")
-                .arg(&keys.queue)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .expect("LRANGE");
-            all.extend(raw.iter().rev().map(|s| {
-                serde_json::from_str::<serde_json::Value>(s).expect("queued messages are JSON")
-            }));
+            all.extend(self.queued_in(&keys).await);
         }
         all.sort_by_key(|m| m["queued_at_ms"].as_i64().unwrap_or(0));
         all
+    }
+
+    /// The messages waiting in one queue (one shard), oldest first.
+    ///
+    /// # Panics
+    /// When Redis is unreachable or a message is not JSON.
+    pub async fn queued_in(&self, keys: &crate::keys::QueueKeys) -> Vec<serde_json::Value> {
+        let mut conn = self.conn().await;
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(&keys.queue)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("LRANGE");
+        raw.iter()
+            .rev()
+            .map(|s| serde_json::from_str(s).expect("queued messages are JSON"))
+            .collect()
     }
 
     /// Dead letters in every shard of the events queue.

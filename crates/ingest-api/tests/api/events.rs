@@ -240,20 +240,12 @@ async fn with_several_shards_each_request_stays_whole_in_one_and_every_shard_tak
         assert_eq!(app.post_json("/v1/events", &request(r)).await.status(), 202);
     }
 
-    let mut conn = app.redis.conn().await;
     let mut shard_of_request = std::collections::HashMap::new();
     let mut per_shard = Vec::new();
     for (shard, keys) in app.redis.keys().events_queues(SHARDS).iter().enumerate() {
-        let raw: Vec<String> = domain::redis_client::cmd("LRANGE")
-            .arg(&keys.queue)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .expect("LRANGE");
-        per_shard.push(raw.len());
-        for message in raw {
-            let message: serde_json::Value = serde_json::from_str(&message).expect("JSON");
+        let queued = app.redis.queued_in(keys).await;
+        per_shard.push(queued.len());
+        for message in queued {
             let path = message["path"].as_str().expect("a path");
             let r = path.split('/').nth(1).expect("/rN/i").to_string();
             let first = *shard_of_request.entry(r.clone()).or_insert(shard);
