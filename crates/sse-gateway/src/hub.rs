@@ -24,9 +24,12 @@ use domain::channel::Channel;
 use domain::keys::Keys;
 use futures_util::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
+
+mod resync;
 
 /// Where an update stands in its topic's history. Ordered by epoch, then sequence
 /// number (epochs are times, so a later epoch is newer).
@@ -144,9 +147,10 @@ pub trait Feed: Send + Sync + 'static {
     }
 
     /// The current state read afresh (after the subscription was lost and messages may
-    /// have been missed); `None` when there is nothing to correct.
-    fn resync(&self) -> BoxFuture<'_, Option<Update>> {
-        Box::pin(std::future::ready(None))
+    /// have been missed); `None` when there is nothing to correct, an error when the state
+    /// could not be read (it is asked again: see [`Hub::resync`]).
+    fn resync(&self) -> BoxFuture<'_, anyhow::Result<Option<Update>>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 
@@ -336,6 +340,8 @@ pub struct Hub {
     topics: Mutex<HashMap<Channel, Arc<Topic>>>,
     settings: HubSettings,
     keys: Keys,
+    /// Counts resynchronisations started; a running one gives way to a newer one.
+    resync_round: AtomicU64,
 }
 
 impl Hub {
@@ -344,6 +350,7 @@ impl Hub {
             topics: Mutex::new(HashMap::new()),
             settings,
             keys: keys.clone(),
+            resync_round: AtomicU64::new(0),
         }
     }
 
@@ -447,23 +454,6 @@ impl Hub {
         let mut state = topic.lock();
         state.changed = true;
         self.arm_timer(topic, &mut state);
-    }
-
-    /// Sends every topic's freshly read state as a snapshot (after the subscription was
-    /// lost: messages may have been missed).
-    pub async fn resync(&self) {
-        let topics: Vec<Arc<Topic>> = self.topics().values().cloned().collect();
-        for topic in topics {
-            if let Some(update) = topic.feed.resync().await {
-                // Read while updates kept arriving on the new subscription: a state older
-                // than one already sent would take every browser back (and a lagging one,
-                // resynchronised from the latest, would stay there).
-                if topic.latest().is_some_and(|l| l.position > update.position) {
-                    continue;
-                }
-                topic.emit(Arc::new(update.as_snapshot()));
-            }
-        }
     }
 
     fn arm_timer(self: &Arc<Self>, topic: &Arc<Topic>, state: &mut TopicState) {

@@ -7,6 +7,7 @@
 //! topic when this gateway has one.
 
 use crate::hub::{Feed, Hub, Offer, Position, SNAPSHOT, Update};
+use anyhow::Context;
 use domain::channel::Channel;
 use domain::keys::Keys;
 use domain::notify::feed::{self, FeedLive};
@@ -95,16 +96,13 @@ impl Feed for UserFeed {
         None
     }
 
-    fn resync(&self) -> BoxFuture<'_, Option<Update>> {
+    fn resync(&self) -> BoxFuture<'_, anyhow::Result<Option<Update>>> {
         Box::pin(async move {
             let reads = &self.reads;
-            match snapshot(&mut reads.redis.clone(), &reads.keys, &self.user_id).await {
-                Ok((update, _)) => Some(update),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not resynchronise a feed");
-                    None
-                }
-            }
+            let (update, _) = snapshot(&mut reads.redis.clone(), &reads.keys, &self.user_id)
+                .await
+                .context("reading a user's feed")?;
+            Ok(Some(update))
         })
     }
 }

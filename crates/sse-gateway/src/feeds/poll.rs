@@ -2,6 +2,7 @@
 //! close or restore, at the poll's position `{epoch, seq}`; the hub coalesces them.
 
 use crate::hub::{Feed, Offer, Position, SNAPSHOT, Update};
+use anyhow::Context;
 use domain::keys::Keys;
 use domain::poll::{PollLookup, PollState};
 use domain::redis::RedisConn;
@@ -84,17 +85,14 @@ impl Feed for PollFeed {
         Some(Offer::Ready(update_of(TALLY, &state, payload.to_string())))
     }
 
-    fn resync(&self) -> BoxFuture<'_, Option<Update>> {
+    fn resync(&self) -> BoxFuture<'_, anyhow::Result<Option<Update>>> {
         Box::pin(async move {
             let mut redis = self.redis.clone();
             let now = chrono::Utc::now();
-            match domain::poll::lookup(&mut redis, &self.keys, &self.poll_id, now).await {
-                Ok(PollLookup::Found(state)) => Some((*snapshot(&state)).clone()),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, poll_id = self.poll_id, "could not resynchronise a poll");
-                    None
-                }
+            let lookup = domain::poll::lookup(&mut redis, &self.keys, &self.poll_id, now).await;
+            match lookup.with_context(|| format!("reading poll {}", self.poll_id))? {
+                PollLookup::Found(state) => Ok(Some((*snapshot(&state)).clone())),
+                _ => Ok(None),
             }
         })
     }

@@ -68,7 +68,7 @@ pub async fn run(subscriber: Subscriber, shutdown: CancellationToken) {
         if !first {
             metrics::counter!("sse_gateway_redis_resubscriptions_total").increment(1);
             tracing::info!("Redis subscription restored; resynchronising open streams");
-            hub.resync().await;
+            hub.resync();
         }
         first = false;
         let (mut sink, mut messages) = pubsub.split();

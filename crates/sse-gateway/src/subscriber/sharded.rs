@@ -131,7 +131,7 @@ pub async fn run(
                         channels = session.listening.len(),
                         "sharded subscriptions restored; resynchronising open streams"
                     );
-                    subscriber.hub.resync().await;
+                    subscriber.hub.resync();
                 }
             }
         }
