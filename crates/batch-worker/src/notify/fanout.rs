@@ -3,6 +3,9 @@
 //! per group. Every step may run again after a crash and changes nothing the second
 //! time: a feed keeps one item per notification, a delivery's id is derived from its
 //! notification, channel and target, and a group of deliveries is queued behind a marker.
+//! A feed keeps only its newest items, so a notification already stored in PostgreSQL is
+//! not appended again at all ([`super::store::already_stored`]): its item may have left
+//! the feed since, and would come back as new.
 
 use super::directory::EndpointDirectory;
 use domain::keys::Keys;

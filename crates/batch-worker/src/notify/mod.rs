@@ -16,10 +16,11 @@ use domain::keys::Keys;
 use domain::notify::{ChannelKind, Notification, NotificationRecord, Recipient};
 use domain::redis::RedisConn;
 use futures_util::future::BoxFuture;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use store::NotifyWritten;
 use tracing::Instrument;
+use uuid::Uuid;
 
 /// The notification shard queues' work: fan each notification out.
 pub struct NotifyWork {
@@ -34,10 +35,13 @@ impl NotifyWork {
     /// notification. A topic's audience is read once per batch (a batch of triggers
     /// shares one topic), and a run of in-app notifications to one audience is appended
     /// to its feeds together ([`fanout::append_to_feeds`]); runs go one after the other,
-    /// so every user's items land in the batch's order.
+    /// so every user's items land in the batch's order. The notifications of `stored`
+    /// (fanned out and stored by an earlier run of the batch) are in their feeds already
+    /// and are not appended again.
     async fn fan_out(
         &self,
         items: &[Notification],
+        stored: &HashSet<Uuid>,
         now_ms: i64,
     ) -> anyhow::Result<Vec<fanout::FannedOut>> {
         let mut redis = self.redis.clone();
@@ -62,8 +66,10 @@ impl NotifyWork {
         let records: Vec<NotificationRecord> = items.iter().map(Notification::record).collect();
         let mut feeds: Vec<fanout::Placed> = vec![Vec::new(); items.len()];
         let mut first = 0;
+        let to_append =
+            |n: &Notification| n.has(ChannelKind::InApp) && !stored.contains(&n.notification_id);
         while first < items.len() {
-            if !items[first].has(ChannelKind::InApp) {
+            if !to_append(&items[first]) {
                 first += 1;
                 continue;
             }
@@ -72,7 +78,7 @@ impl NotifyWork {
                 + items[first..]
                     .iter()
                     .zip(&audience_of[first..])
-                    .take_while(|(n, u)| n.has(ChannelKind::InApp) && Arc::ptr_eq(u, users))
+                    .take_while(|(n, u)| to_append(n) && Arc::ptr_eq(u, users))
                     .count();
             let run: Vec<&NotificationRecord> = records[first..end].iter().collect();
             let placed =
@@ -129,8 +135,18 @@ impl Work for NotifyWork {
     ) -> BoxFuture<'s, Result<NotifyWritten, StoreError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
+            let in_app: Vec<Uuid> = items
+                .iter()
+                .filter(|n| n.has(ChannelKind::InApp))
+                .map(|n| n.notification_id)
+                .collect();
+            let stored = store::already_stored(&self.pg, &in_app).await?;
+            if !stored.is_empty() {
+                metrics::counter!("batch_worker_notifications_replayed_total")
+                    .increment(stored.len() as u64);
+            }
             let fanned = self
-                .fan_out(items, now)
+                .fan_out(items, &stored, now)
                 .instrument(tracing::info_span!("fan_out", notifications = items.len()))
                 .await
                 .map_err(|e| StoreError::Transient(e.context("fanning out in Redis")))?;

@@ -7,6 +7,7 @@ use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Pool;
 use domain::notify::Notification;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 const INSERT_NOTIFICATIONS: &str = r"
@@ -60,6 +61,33 @@ impl crate::lane::Outcome for NotifyWritten {
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Those of `ids` whose fan-out is stored already: a notification's row commits with all
+/// its feed items, so its in-app copies are in every feed and a replay of its batch (a
+/// lost acknowledgement, a reaped worker) must not append them again. Redis cannot tell
+/// by itself: a feed keeps its newest items only, and one trimmed out since looks new.
+///
+/// # Errors
+/// [`StoreError::Transient`] when PostgreSQL cannot answer.
+pub async fn already_stored(pg: &Pool, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let client = pg.get().await.map_err(StoreError::no_connection)?;
+    let rows = client
+        .query(
+            &client
+                .prepare_cached(
+                    "SELECT notification_id FROM notifications WHERE notification_id = ANY($1)",
+                )
+                .await
+                .map_err(StoreError::from_pg)?,
+            &[&ids],
+        )
+        .await
+        .map_err(StoreError::from_pg)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Stores a batch of fanned-out notifications in one transaction.

@@ -1,11 +1,17 @@
 //! A batch's in-app notifications appended to their audience's feeds together: every
-//! user's items in the batch's order, each once, whatever the calls they were cut into.
+//! user's items in the batch's order, each once, whatever the calls they were cut into,
+//! and once only when the batch is replayed.
 
-use crate::helpers::trigger;
+use crate::helpers::{Harness, trigger};
+use batch_worker::lane::Work;
+use batch_worker::notify::NotifyWork;
+use batch_worker::notify::directory::EndpointDirectory;
 use batch_worker::notify::fanout::{Placed, append_to_feeds};
 use domain::keys::feed_shard;
-use domain::notify::{NotificationRecord, Recipient};
+use domain::notify::feed::FEED_KEEP;
+use domain::notify::{Notification, NotificationRecord, Recipient};
 use domain::testing::TestRedis;
+use std::sync::Arc;
 
 fn recipient(user_id: &str) -> Recipient {
     Recipient {
@@ -98,4 +104,76 @@ async fn a_run_of_notifications_lands_in_every_feed_in_order_once() {
             .expect("read");
         assert_eq!((seq, unread), (900, 900), "{}'s feed", u.user_id);
     }
+}
+
+#[tokio::test]
+async fn a_stored_notification_replayed_after_its_item_left_the_feed_is_not_appended_again() {
+    let h = Harness::new().await;
+    let keys = h.keys();
+    let work = NotifyWork {
+        pg: h.db.pool(),
+        redis: domain::redis::connection(&h.redis.config).expect("redis"),
+        keys: keys.clone(),
+        directory: Arc::new(EndpointDirectory::new(keys.clone())),
+    };
+    let to_ann = |i: usize| {
+        let mut n = trigger(&format!("to-ann-{i}"));
+        n.topic = None;
+        n.recipients = vec![recipient("ann")];
+        n
+    };
+    let first = to_ann(0);
+    work.write(std::slice::from_ref(&first))
+        .await
+        .expect("stored");
+    // A feed's worth of newer notifications pushes the first out of ann's feed.
+    let newer: Vec<Notification> = (1..=FEED_KEEP).map(to_ann).collect();
+    work.write(&newer).await.expect("stored");
+    let feed = keys.feed("ann");
+    let mut conn = h.redis.conn().await;
+    let first_id = first.notification_id.to_string();
+    let place = |conn: &mut domain::redis::RedisConn| {
+        let (items, id) = (feed.items.clone(), first_id.clone());
+        let mut conn = conn.clone();
+        async move {
+            domain::redis_client::cmd("ZSCORE")
+                .arg(items)
+                .arg(id)
+                .query_async::<Option<i64>>(&mut conn)
+                .await
+                .expect("ZSCORE")
+        }
+    };
+    let counters = |conn: &mut domain::redis::RedisConn| {
+        let state = feed.state.clone();
+        let mut conn = conn.clone();
+        async move {
+            domain::redis_client::cmd("HMGET")
+                .arg(state)
+                .arg("seq")
+                .arg("unread")
+                .query_async::<(i64, i64)>(&mut conn)
+                .await
+                .expect("HMGET")
+        }
+    };
+    assert_eq!(place(&mut conn).await, None, "the first item left the feed");
+    let before = counters(&mut conn).await;
+    assert_eq!(before.0, FEED_KEEP as i64 + 1);
+
+    // The first batch again, as after a lost acknowledgement.
+    work.write(std::slice::from_ref(&first))
+        .await
+        .expect("replayed");
+    assert_eq!(
+        place(&mut conn).await,
+        None,
+        "the replay did not put the item back as the newest"
+    );
+    assert_eq!(counters(&mut conn).await, before, "nor count it again");
+    assert_eq!(
+        h.count("SELECT count(*) FROM feed_items WHERE user_id = 'ann'")
+            .await,
+        FEED_KEEP as i64 + 1
+    );
 }

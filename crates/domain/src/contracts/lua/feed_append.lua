@@ -2,7 +2,9 @@
 -- and publishes the new items on the shard's channel, atomically: a user's items get
 -- their sequence numbers and go out in that order, whatever else appends to their feed
 -- at once. A user whose feed already holds a notification keeps its item (a replayed
--- fan-out changes nothing and publishes nothing for them).
+-- fan-out changes nothing and publishes nothing for them). An item trimmed out of the
+-- feed since would be appended again: the worker does not replay a notification whose
+-- fan-out is stored in PostgreSQL, and caps a batch at the items a feed keeps.
 --
 -- KEYS     per user: their items (sorted set), state (hash), read set, in user order
 -- ARGV[1]  now, epoch ms (the epoch of a new feed)
