@@ -10,13 +10,14 @@ pub mod restore;
 pub mod store;
 
 use crate::lane::{StoreError, Work};
+use anyhow::Context;
 use directory::EndpointDirectory;
 use domain::deadpool_postgres::Pool;
 use domain::keys::Keys;
 use domain::notify::{ChannelKind, Notification, NotificationRecord, Recipient};
 use domain::redis::RedisConn;
 use futures_util::future::BoxFuture;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use store::NotifyWritten;
 use tracing::Instrument;
@@ -35,33 +36,30 @@ impl NotifyWork {
     /// notification. A topic's audience is read once per batch (a batch of triggers
     /// shares one topic), and a run of in-app notifications to one audience is appended
     /// to its feeds together ([`fanout::append_to_feeds`]); runs go one after the other,
-    /// so every user's items land in the batch's order. The notifications of `stored`
-    /// (fanned out and stored by an earlier run of the batch) are in their feeds already
-    /// and are not appended again.
+    /// so every user's items land in the batch's order. Notifications whose fan-out an
+    /// earlier run of the batch stored ([`store::already_stored`], asked while the
+    /// audiences are read) are in their feeds already and are not appended again.
     async fn fan_out(
         &self,
         items: &[Notification],
-        stored: &HashSet<Uuid>,
         now_ms: i64,
     ) -> anyhow::Result<Vec<fanout::FannedOut>> {
-        let mut redis = self.redis.clone();
         let started = std::time::Instant::now();
-        let mut audiences: HashMap<&str, Arc<Vec<Recipient>>> = HashMap::new();
-        let mut audience_of = Vec::with_capacity(items.len());
-        for n in items {
-            let users = match &n.topic {
-                Some(topic) => match audiences.get(topic.as_str()) {
-                    Some(users) => users.clone(),
-                    None => {
-                        let users = Arc::new(fanout::audience(&mut redis, &self.keys, n).await?);
-                        audiences.insert(topic, users.clone());
-                        users
-                    }
-                },
-                None => Arc::new(n.recipients.clone()),
-            };
-            audience_of.push(users);
+        let in_app: Vec<Uuid> = items
+            .iter()
+            .filter(|n| n.has(ChannelKind::InApp))
+            .map(|n| n.notification_id)
+            .collect();
+        let (audience_of, stored) = tokio::try_join!(self.audiences(items), async {
+            store::already_stored(&self.pg, &in_app)
+                .await
+                .context("looking for notifications stored already")
+        })?;
+        if !stored.is_empty() {
+            metrics::counter!("batch_worker_notifications_replayed_total")
+                .increment(stored.len() as u64);
         }
+        let mut redis = self.redis.clone();
         let resolved = started.elapsed();
         let records: Vec<NotificationRecord> = items.iter().map(Notification::record).collect();
         let mut feeds: Vec<fanout::Placed> = vec![Vec::new(); items.len()];
@@ -116,6 +114,30 @@ impl NotifyWork {
     }
 }
 
+impl NotifyWork {
+    /// Each notification's audience, a topic's read once per batch.
+    async fn audiences(&self, items: &[Notification]) -> anyhow::Result<Vec<Arc<Vec<Recipient>>>> {
+        let mut redis = self.redis.clone();
+        let mut audiences: HashMap<&str, Arc<Vec<Recipient>>> = HashMap::new();
+        let mut audience_of = Vec::with_capacity(items.len());
+        for n in items {
+            let users = match &n.topic {
+                Some(topic) => match audiences.get(topic.as_str()) {
+                    Some(users) => users.clone(),
+                    None => {
+                        let users = Arc::new(fanout::audience(&mut redis, &self.keys, n).await?);
+                        audiences.insert(topic, users.clone());
+                        users
+                    }
+                },
+                None => Arc::new(n.recipients.clone()),
+            };
+            audience_of.push(users);
+        }
+        Ok(audience_of)
+    }
+}
+
 impl Work for NotifyWork {
     type Item<'a> = Notification;
     type Outcome = NotifyWritten;
@@ -135,18 +157,8 @@ impl Work for NotifyWork {
     ) -> BoxFuture<'s, Result<NotifyWritten, StoreError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
-            let in_app: Vec<Uuid> = items
-                .iter()
-                .filter(|n| n.has(ChannelKind::InApp))
-                .map(|n| n.notification_id)
-                .collect();
-            let stored = store::already_stored(&self.pg, &in_app).await?;
-            if !stored.is_empty() {
-                metrics::counter!("batch_worker_notifications_replayed_total")
-                    .increment(stored.len() as u64);
-            }
             let fanned = self
-                .fan_out(items, &stored, now)
+                .fan_out(items, now)
                 .instrument(tracing::info_span!("fan_out", notifications = items.len()))
                 .await
                 .map_err(|e| StoreError::Transient(e.context("fanning out in Redis")))?;
