@@ -132,33 +132,12 @@ async fn a_stored_notification_replayed_after_its_item_left_the_feed_is_not_appe
     let feed = keys.feed("ann");
     let mut conn = h.redis.conn().await;
     let first_id = first.notification_id.to_string();
-    let place = |conn: &mut domain::redis::RedisConn| {
-        let (items, id) = (feed.items.clone(), first_id.clone());
-        let mut conn = conn.clone();
-        async move {
-            domain::redis_client::cmd("ZSCORE")
-                .arg(items)
-                .arg(id)
-                .query_async::<Option<i64>>(&mut conn)
-                .await
-                .expect("ZSCORE")
-        }
-    };
-    let counters = |conn: &mut domain::redis::RedisConn| {
-        let state = feed.state.clone();
-        let mut conn = conn.clone();
-        async move {
-            domain::redis_client::cmd("HMGET")
-                .arg(state)
-                .arg("seq")
-                .arg("unread")
-                .query_async::<(i64, i64)>(&mut conn)
-                .await
-                .expect("HMGET")
-        }
-    };
-    assert_eq!(place(&mut conn).await, None, "the first item left the feed");
-    let before = counters(&mut conn).await;
+    assert_eq!(
+        place_in(&mut conn, &feed, &first_id).await,
+        None,
+        "the first item left the feed"
+    );
+    let before = counters_of(&mut conn, &feed).await;
     assert_eq!(before.0, FEED_KEEP as i64 + 1);
 
     // The first batch again, as after a lost acknowledgement.
@@ -166,14 +145,46 @@ async fn a_stored_notification_replayed_after_its_item_left_the_feed_is_not_appe
         .await
         .expect("replayed");
     assert_eq!(
-        place(&mut conn).await,
+        place_in(&mut conn, &feed, &first_id).await,
         None,
         "the replay did not put the item back as the newest"
     );
-    assert_eq!(counters(&mut conn).await, before, "nor count it again");
+    assert_eq!(
+        counters_of(&mut conn, &feed).await,
+        before,
+        "nor count it again"
+    );
     assert_eq!(
         h.count("SELECT count(*) FROM feed_items WHERE user_id = 'ann'")
             .await,
         FEED_KEEP as i64 + 1
     );
+}
+
+/// Where notification `id` is in a feed (its sequence number), if it is there.
+async fn place_in(
+    conn: &mut domain::redis::RedisConn,
+    feed: &domain::keys::FeedKeys,
+    id: &str,
+) -> Option<i64> {
+    domain::redis_client::cmd("ZSCORE")
+        .arg(&feed.items)
+        .arg(id)
+        .query_async(conn)
+        .await
+        .expect("ZSCORE")
+}
+
+/// A feed's sequence number and unread count.
+async fn counters_of(
+    conn: &mut domain::redis::RedisConn,
+    feed: &domain::keys::FeedKeys,
+) -> (i64, i64) {
+    domain::redis_client::cmd("HMGET")
+        .arg(&feed.state)
+        .arg("seq")
+        .arg("unread")
+        .query_async(conn)
+        .await
+        .expect("HMGET")
 }
