@@ -160,14 +160,14 @@ CONVERSIONS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(value::bigint), 0) 
 say "  drained $RECOUNT_DRAIN_EVENTS events of other sites in $DRAIN_DURING_RECOUNT_MS ms during the recount (still running after: $RECOUNT_RUNNING_AFTER_DRAIN); ${WAITED:-0} events waited, stored $WAITING_STORED_AFTER_MS ms after it"
 say "  a change of the site's goals recounts $CONVERSIONS conversions in $GOAL_RECOUNT_MS ms"
 # The site's sealed weeks, as a worker's week builder would have built them (migrations
-# 0019 and 0021: visit cells and page rows): a 91-day range reads 12 or 13 week rows and
-# the days around them.
+# 0019, 0021 and 0022: visit cells, page rows and pair cells): a 91-day range reads 12 or
+# 13 week rows and the days around them.
 t0=$(date +%s%N)
 WEEK_CELLS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(tally_build_visit_week(site_id, week)), 0) FROM tally_visit_weeks_to_build(100000)")
 WEEKS_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 psql "$DATABASE_URL" -q -o /dev/null -c "VACUUM ANALYZE visit_rollups" -c "VACUUM ANALYZE visit_rollup_weeks" \
-  -c "VACUUM ANALYZE page_week_rollups"
-say "  its sealed weeks built: $WEEK_CELLS week cells and page rows in $WEEKS_MS ms"
+  -c "VACUUM ANALYZE page_week_rollups" -c "VACUUM ANALYZE visit_pair_week_rollups"
+say "  its sealed weeks built: $WEEK_CELLS week cells, page rows and pair cells in $WEEKS_MS ms"
 
 port_free 19082
 # The statement timeout raised from its 30 s default so slow queries are timed, not cut.
@@ -206,13 +206,20 @@ queries = {
     "countries": {"metrics": ["visitors"], "dimensions": ["visit:country"], "pagination": {"limit": 9}},
     "devices": {"metrics": ["visitors"], "dimensions": ["visit:device"], "pagination": {"limit": 9}},
     "sources, filtered by device": {"metrics": ["visitors"], "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]},
+    "countries, filtered by source": {"metrics": ["visitors"], "dimensions": ["visit:country"], "filters": [["is", "visit:source", ["Google"]]], "pagination": {"limit": 9}},
+    "totals, filtered by source": {"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"], "filters": [["is", "visit:source", ["Google"]]]},
+    "visitors per day, filtered by source": {"metrics": ["visitors"], "dimensions": ["time:day"], "filters": [["is", "visit:source", ["Google"]]], "include": {"time_labels": True}},
     "goals": {"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]},
     "sources of converted visits": {"metrics": ["visitors", "conversion_rate"], "dimensions": ["visit:source"], "filters": [["is", "event:goal", ["signup"]]]},
     "funnel": {"GET": "/v1/sites/big.example/funnels/f_1?date_range=91d"},
 }
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 # The queries the visit rollups answer (the others read visits or raw events).
-ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices", "goals", "sources of converted visits", "funnel"]
+# Filtered by one kept dimension: its own cells, or pair week cells and the visits of the
+# days outside the range's built weeks.
+ROLLUPS = ["totals", "visitors per day", "top sources", "entry pages (unique entrances)", "exit pages (unique exits)", "countries", "devices",
+           "sources, filtered by device", "countries, filtered by source", "totals, filtered by source", "visitors per day, filtered by source",
+           "goals", "sources of converted visits", "funnel"]
 # The queries week rows answer (the rollup queries and the page rows').
 WEEKS = ROLLUPS + ["top pages"]
 # From the visits table and raw events, these take seconds: one run each.
@@ -361,7 +368,7 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   jq -r '.visits_table_p50_ms as $v | .day_rows_ms as $d | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $d[.key] then "\($d[.key].p50) / \($d[.key].p99) ms" else "" end) | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
   echo
-  echo "Sealed weeks built as the worker builds them (migrations 0019 and 0021): $(jq .week_cells "$WORK/result.json") week cells and page week rows in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone, compared for every rollup query above and top pages."
+  echo "Sealed weeks built as the worker builds them (migrations 0019, 0021 and 0022): $(jq .week_cells "$WORK/result.json") week cells, page week rows and pair week cells in $(jq .week_build_ms "$WORK/result.json") ms. Answers read through week rows equal those of day rows alone (for the breakdowns filtered by another dimension: of the visits alone), compared for every rollup query above and top pages."
   echo
   echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
   echo

@@ -1,4 +1,4 @@
-//! Week cells (migration 0019) and page week rows (migration 0021): built from sealed
+//! Week cells (migration 0019), page week rows (0021) and pair week cells (0022): built from sealed
 //! weeks' days, out of date after a late event, built again; never for a week still being
 //! written.
 
@@ -52,6 +52,29 @@ WHERE coalesce(t.week, b.week) IN (SELECT (week AT TIME ZONE 'UTC')::date FROM v
   AND (t IS NULL OR b IS NULL OR t.views <> b.views)
 ";
 
+/// Rows `(week, source, device, visits, visitors)` that differ between the pair week cells
+/// of the built weeks of site `s` (source filter, device breakdown) and its stored visits
+/// counted by week, source and device (UTC site).
+const PAIR_WEEKS_DIFFERING_FROM_VISITS: &str = "
+WITH truth AS (
+    SELECT date_trunc('week', v.started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS week,
+           coalesce(v.source, '-') AS source, coalesce(v.device, '-') AS device,
+           count(*) AS visits, sum(v.pageviews) AS pageviews, count(DISTINCT v.visitor) AS visitors
+    FROM visits v WHERE v.site_id = 's'
+    GROUP BY 1, 2, 3
+), built AS (
+    SELECT p.week, coalesce(p.filter_value, '-') AS source, coalesce(p.value, '-') AS device,
+           p.visits, p.pageviews, round(hll_cardinality(p.visitors))::bigint AS visitors
+    FROM visit_pair_week_rollups p JOIN visit_rollup_weeks w
+      ON w.site_id = p.site_id AND w.week = p.week AND w.generation = w.built_generation
+    WHERE p.site_id = 's' AND p.filter_dimension = 3 AND p.dimension = 10
+)
+SELECT count(*) FROM truth t FULL JOIN built b USING (week, source, device)
+WHERE coalesce(t.week, b.week) IN (SELECT week FROM visit_rollup_weeks
+                                   WHERE site_id = 's' AND generation = built_generation)
+  AND (t IS NULL OR b IS NULL OR (t.visits, t.pageviews, t.visitors) <> (b.visits, b.pageviews, b.visitors))
+";
+
 const BUILT_WEEKS: &str =
     "SELECT count(*) FROM visit_rollup_weeks WHERE site_id = 's' AND generation = built_generation";
 
@@ -95,6 +118,7 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     assert_eq!(round.weeks, 3, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         build_once(&h.db.pool()).await.expect("build").weeks,
@@ -130,6 +154,7 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     assert_eq!(round.weeks, 1, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         h.count(
@@ -221,5 +246,6 @@ async fn weeks_still_written_are_not_built_and_a_held_week_stops_the_round() {
     assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 2);
     assert_eq!(h.count(BUILT_WEEKS).await, 2);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
 }

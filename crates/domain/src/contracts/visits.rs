@@ -165,6 +165,23 @@ impl VisitDimension {
         !matches!(self, Self::EntryPage | Self::ExitPage)
     }
 
+    /// The dimensions kept in pair week cells (migration 0022), as filter and as
+    /// breakdown: the dashboard's dimensions of few values, each with full counts and a
+    /// visitor sketch. Page dimensions have thousands of values, so their pairs would
+    /// outnumber the visits; a breakdown filtered by a page reads `visits`.
+    pub const PAIRED: [Self; 5] = [
+        Self::Source,
+        Self::Device,
+        Self::Browser,
+        Self::Os,
+        Self::Country,
+    ];
+
+    /// Whether pair week cells keep it (see [`Self::PAIRED`]).
+    pub fn has_pair_rollup(self) -> bool {
+        Self::PAIRED.contains(&self)
+    }
+
     /// The dimension the query API names `name`.
     pub fn from_api_name(name: &str) -> Option<Self> {
         Self::EVERY.into_iter().find(|d| d.api_name() == Some(name))
@@ -190,5 +207,29 @@ mod tests {
         let codes: Vec<i16> = VisitDimension::EVERY.iter().map(|d| d.code()).collect();
         assert_eq!(codes, (0..14).collect::<Vec<i16>>());
         assert_eq!(VisitDimension::ExitPage.code(), 2);
+    }
+
+    #[test]
+    fn the_paired_dimensions_are_those_migration_0022_builds() {
+        let pairs: Vec<String> = VisitDimension::PAIRED
+            .iter()
+            .map(|d| format!("({}, v.{})", d.code(), d.column().expect("a column")))
+            .collect();
+        let migration = include_str!("../../../../migrations/0022_visit_pair_week_rollups.sql");
+        assert!(
+            migration.contains(&pairs.join(", ")),
+            "migration 0022 pairs {}",
+            pairs.join(", ")
+        );
+        let codes: Vec<String> = VisitDimension::PAIRED
+            .iter()
+            .map(|d| d.code().to_string())
+            .collect();
+        assert!(migration.contains(&format!("IN ({})", codes.join(", "))));
+        assert!(
+            VisitDimension::PAIRED.iter().all(|d| d.has_rollup()
+                && d.has_visitor_sketch()
+                && !d.rollup_counts_visits_only())
+        );
     }
 }

@@ -115,6 +115,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "page_week_rollups",
         include_str!("../../../../migrations/0021_page_week_rollups.sql"),
     ),
+    (
+        22,
+        "visit_pair_week_rollups",
+        include_str!("../../../../migrations/0022_visit_pair_week_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

@@ -349,6 +349,21 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
         .await
         .expect("truth_visits indexed");
 
+    // The range's whole week built (its cells and pair cells) for every site, so the
+    // queries below read them.
+    eventually(Duration::from_secs(120), "the week of June 2 built", || async {
+        let built = stack
+            .count(
+                "SELECT count(*) FROM visit_rollup_weeks \
+                 WHERE week = '2025-06-02T00:00:00Z' AND generation = built_generation",
+            )
+            .await;
+        (built == 3).then_some(())
+    })
+    .await;
+    let pairs = "SELECT count(DISTINCT site_id) FROM visit_pair_week_rollups \
+                 WHERE week = '2025-06-02T00:00:00Z' AND filter_dimension = 10 AND dimension = 3";
+    assert_eq!(stack.count(pairs).await, 3, "pair cells of device by source");
     let range = ("2025-06-02", "2025-06-09");
     let metrics = json!([
         "visitors",
@@ -401,7 +416,9 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 .map(|m| (vec![], m[..5].to_vec()))
                 .collect();
         assert_visit_rows(&rows(&answer), &expected, &format!("{site} totals"));
-        // Filtered: one device's visits by source, and everything but one source.
+        // Filtered: one device's visits by source (pair week cells for the range's whole
+        // week, its last day from visits), everything but one source (the source cells),
+        // and two dimensions at once (visits).
         for (filter, condition) in [
             (
                 json!(["is", "visit:device", ["mobile"]]),
@@ -447,6 +464,51 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
                 &rows(&answer),
                 &expected,
                 &format!("{site} filtered by {filter}"),
+            );
+        }
+        // Filtered by one kept dimension, other breakdowns: devices of visits from two
+        // sources (one of them none: the label matches), visitors per day of all but
+        // desktops (the device day cells), and the filtered totals.
+        for (filter, condition, dimension, column) in [
+            (
+                json!(["is", "visit:source", ["Google", "Direct / None"]]),
+                "coalesce(source, 'Direct / None') IN ('Google', 'Direct / None')",
+                Some("visit:device"),
+                "coalesce(device, '(none)')",
+            ),
+            (
+                json!(["is_not", "visit:device", ["desktop"]]),
+                "coalesce(device, '(none)') <> 'desktop'",
+                Some("time:day"),
+                "to_char(started_at AT TIME ZONE $2, 'YYYY-MM-DD')",
+            ),
+            (
+                json!(["is", "visit:device", ["mobile"]]),
+                "device = 'mobile'",
+                None,
+                "'all'",
+            ),
+        ] {
+            let dimensions: Vec<&str> = dimension.into_iter().collect();
+            let all = metrics.as_array().expect("list");
+            // A percentage needs a breakdown.
+            let metrics = if dimension.is_some() { &all[..] } else { &all[..5] };
+            let (status, answer) = query(
+                &stats,
+                &json!({"site_id": site, "metrics": metrics, "date_range": [range.0, range.1],
+                        "dimensions": dimensions, "filters": [filter]}),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let mut expected = truth(&stack, site, zone, range, column, condition).await;
+            if dimension.is_none() {
+                expected = expected.into_values().map(|m| (vec![], m)).collect();
+            }
+            assert!(!expected.is_empty(), "{site} {filter}: no data to compare");
+            assert_visit_rows(
+                &rows(&answer),
+                &expected,
+                &format!("{site} by {dimensions:?} filtered by {filter}"),
             );
         }
     }

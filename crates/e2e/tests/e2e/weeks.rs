@@ -1,5 +1,6 @@
-//! Week cells (migration 0019) seen from the query API: every rollup query answers the
-//! same through week rows as from day rows alone, and the week rows are really read.
+//! Week cells (migrations 0019, 0021 and 0022) seen from the query API: every rollup query
+//! answers the same through week rows as from day rows alone (or, for pair cells, the
+//! visits), and the week rows are really read.
 
 use crate::helpers::{Service, Stack, admin_post, assert_visits_match_events};
 use crate::query::{SITES, generate, post_all, query};
@@ -28,6 +29,18 @@ fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
         with(json!({"metrics": ["visits"], "dimensions": ["visit:exit_page"]})),
         with(
             json!({"metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:device"]}),
+        ),
+        // Filtered by one kept dimension: pair week cells, and the device's own cells.
+        with(
+            json!({"metrics": ["visitors", "visits", "bounce_rate", "visit_duration", "percentage"],
+                    "dimensions": ["visit:source"], "filters": [["is", "visit:device", ["mobile"]]]}),
+        ),
+        with(
+            json!({"metrics": ["visitors", "pageviews"], "dimensions": ["visit:device"],
+                    "filters": [["not", ["is", "visit:source", ["Google"]]]]}),
+        ),
+        with(
+            json!({"metrics": ["visitors", "visits"], "filters": [["is", "visit:device", ["tablet"]]]}),
         ),
         with(
             json!({"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]}),
@@ -181,6 +194,48 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
     assert!(
         (q_utc_visits(&stack, &stats, ranges[1]).await - before - 2_000.0).abs() < f64::EPSILON,
         "the two whole weeks of the range are read from their week rows"
+    );
+    // Pair week cells are read: visits added to them show in a filtered breakdown.
+    let mobile_by_source = |visits_added: i64| {
+        let stack = &stack;
+        let stats = &stats;
+        async move {
+            execute(
+                stack,
+                &format!(
+                    "UPDATE visit_pair_week_rollups SET visits = visits + {visits_added} \
+                     WHERE site_id = 'q-utc' AND filter_dimension = 10 AND filter_value = 'mobile' \
+                       AND dimension = 3"
+                ),
+            )
+            .await;
+            let body = json!({"site_id": "q-utc", "metrics": ["visits"], "dimensions": ["visit:source"],
+                              "date_range": [ranges[1].0, ranges[1].1],
+                              "filters": [["is", "visit:device", ["mobile"]]]});
+            drop_cached_answers(stack, "q-utc").await;
+            let (status, answer) = query(stats, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["metrics"][0].as_f64().expect("visits"))
+                .sum::<f64>()
+        }
+    };
+    let pair_rows = stack
+        .count(
+            "SELECT count(*) FROM visit_pair_week_rollups WHERE site_id = 'q-utc' \
+             AND filter_dimension = 10 AND filter_value = 'mobile' AND dimension = 3 \
+             AND week IN ('2025-06-02', '2025-06-09')",
+        )
+        .await;
+    assert!(pair_rows > 0, "pair week rows of the range's weeks");
+    let before = mobile_by_source(0).await;
+    let added = mobile_by_source(1_000).await - before;
+    assert!(
+        (added - 1_000.0 * pair_rows as f64).abs() < f64::EPSILON,
+        "the range's two whole weeks are read from pair week rows: {added} added"
     );
     let week_rows = stack
         .count(

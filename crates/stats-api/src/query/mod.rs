@@ -6,6 +6,7 @@
 
 pub mod funnel;
 pub mod goals;
+pub mod pairs;
 pub mod request;
 pub mod rollups;
 pub mod sql;
@@ -89,6 +90,8 @@ pub async fn answer(state: &AppState, req: QueryRequest) -> Result<Value, ApiErr
             {
                 Source::VisitRollups
             }
+            Source::Visits if !goal_filtered => pairs::answer(&metrics, &dimensions, &filters)
+                .map_or(Source::Visits, Source::VisitPairs),
             Source::Visits
                 if goal_filtered
                     && one_goal
@@ -208,14 +211,17 @@ fn source_of(
     let label = |s: Source| match s {
         Source::Pages | Source::PageDays => "event:page",
         Source::Names => "event:name",
-        Source::Visits | Source::VisitRollups => "visit dimensions",
+        Source::Visits | Source::VisitRollups | Source::VisitPairs(_) => "visit dimensions",
         Source::Goals | Source::GoalRollups => "event:goal",
         Source::Events => "event:hostname and event:props",
     };
     for (d, name) in dimensions.iter().zip(&req.dimensions) {
         let fits = match d {
             Dimension::Time(_) => source != Source::Goals,
-            Dimension::Visit(_) => matches!(source, Source::Visits | Source::VisitRollups),
+            Dimension::Visit(_) => matches!(
+                source,
+                Source::Visits | Source::VisitRollups | Source::VisitPairs(_)
+            ),
             Dimension::Goal => source == Source::Goals,
             Dimension::Hostname | Dimension::Prop(_) => source == Source::Events,
             Dimension::Page => source == Source::Pages,

@@ -6,7 +6,8 @@
 //! visit; the totals by hour merge the UTC hour rows. Visitors come from the rows' sketches (exact up to
 //! [`EXACT_VISITORS_UP_TO`] distinct visitors, 0.8% standard error beyond).
 //!
-//! Rollups have no cross-dimension cells, so a query with a filter, with two visit
+//! A query filtered by one kept dimension is answered from cells too ([`super::pairs`]).
+//! Other queries with a filter, with two visit
 //! dimensions, by hour and a visit dimension, by a dimension they do not keep (referrer, UTM fields: see
 //! `VisitDimension::has_rollup`), with a goal filter, or asking entry or exit pages for
 //! more than visits and visitors (`VisitDimension::rollup_counts_visits_only`) reads
@@ -164,7 +165,7 @@ pub fn range_cells(condition: &str, days: (&str, &str), by_day: bool) -> String 
 /// The CTEs `built` and `cover`: `cover` holds the buckets `[lo, hi)` of the run of whole
 /// weeks of the range `days` ([`day_rows`] placeholders) that are built and up to date
 /// (`lo` = `hi` = the range's end when they are none or not consecutive).
-fn week_cover(days: (&str, &str)) -> String {
+pub(super) fn week_cover(days: (&str, &str)) -> String {
     let (first, last) = days;
     format!(
         "built AS ( \

@@ -3,6 +3,9 @@
 //! - `visit_rollups` (day and hour rows per dashboard dimension, see [`super::rollups`])
 //!   for the visit queries they can answer: unfiltered, by at most one kept dimension; and
 //!   their goal cells for the `event:goal` breakdown and visits filtered to one goal.
+//! - the cells of one kept dimension, or pair week cells and the visits of the days
+//!   outside them, for visit queries filtered by that dimension alone (see
+//!   [`super::pairs`]).
 //! - `visits` (one row per visit, kept by the worker with the events) for visit metrics
 //!   by visit dimensions and time, with any filter on visit dimensions. Exact, and one row
 //!   per visit rather than per event; `visitors` is a distinct count of those rows.
@@ -29,6 +32,7 @@
 //! filtered breakdown over 3.1 million visits took 1.6 s instead of 2.7 s.
 
 use super::goals::{CONVERSIONS, GoalSet, VISIT_IN_RANGE, goal_rows, matched_ctes};
+use super::pairs::{self, Pairing};
 use super::request::{Dimension, Filter, Metric, Operator, OrderKey, TimeGrain};
 use super::rollups;
 use chrono::{DateTime, Utc};
@@ -41,6 +45,9 @@ pub enum Source {
     Visits,
     /// Visit queries `visit_rollups` can answer (see [`super::rollups`]).
     VisitRollups,
+    /// Visit queries filtered by one kept dimension: its cells, or pair week cells and
+    /// the visits of the other days (see [`super::pairs`]).
+    VisitPairs(Pairing),
     /// The `event:goal` breakdown from the goal cells of `visit_rollups`.
     GoalRollups,
     Pages,
@@ -56,7 +63,11 @@ impl Source {
     fn time_column(self) -> &'static str {
         match self {
             Self::Visits => "started_at",
-            Self::Pages | Self::Names | Self::VisitRollups | Self::GoalRollups => "bucket",
+            Self::Pages
+            | Self::Names
+            | Self::VisitRollups
+            | Self::VisitPairs(_)
+            | Self::GoalRollups => "bucket",
             Self::PageDays => "day",
             Self::Goals => "e.ts",
             Self::Events => "ts",
@@ -68,7 +79,7 @@ impl Source {
             Self::Visits => "visits",
             Self::Pages => "rollup_hourly_paths",
             Self::PageDays => "page_day_rollups",
-            Self::VisitRollups | Self::GoalRollups => "visit_rollup_cells",
+            Self::VisitRollups | Self::VisitPairs(_) | Self::GoalRollups => "visit_rollup_cells",
             Self::Names => "rollup_hourly",
             Self::Goals | Self::Events => "events",
         }
@@ -117,7 +128,11 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
         Dimension::Visit(v) => {
             let column = v.column().unwrap_or("NULL");
             // Qualified: in the join of events to visits both have most of these columns.
-            let table = if source == Source::Visits { "" } else { "v." };
+            let table = if matches!(source, Source::Visits | Source::VisitPairs(_)) {
+                ""
+            } else {
+                "v."
+            };
             format!("coalesce({table}{column}, '{}')", none_label(*v))
         }
         Dimension::Page => format!("{e}path"),
@@ -134,7 +149,9 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
             let t = source.time_column();
             let local = if source == Source::PageDays {
                 format!("{t}::timestamp")
-            } else if source == Source::VisitRollups && *grain != TimeGrain::Hour {
+            } else if matches!(source, Source::VisitRollups | Source::VisitPairs(_))
+                && *grain != TimeGrain::Hour
+            {
                 format!("{t} AT TIME ZONE 'UTC'")
             } else {
                 format!(
@@ -155,7 +172,7 @@ fn dimension_expr(st: &mut Statement, source: Source, d: &Dimension, qualified: 
 fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
     match source {
         Source::VisitRollups if goal_filtered => return rollups::converted_metric_expr(m),
-        Source::VisitRollups => return rollups::metric_expr(m),
+        Source::VisitRollups | Source::VisitPairs(_) => return rollups::metric_expr(m),
         Source::GoalRollups => return rollups::goal_metric_expr(m),
         _ => {}
     }
@@ -200,7 +217,9 @@ fn metric_expr(source: Source, m: Metric, goal_filtered: bool) -> String {
         }
         (Source::Pages | Source::PageDays, _) => "coalesce(sum(views), 0)::float8",
         (Source::Names, _) => "coalesce(sum(events), 0)::float8",
-        (Source::VisitRollups | Source::GoalRollups, _) => unreachable!("answered above"),
+        (Source::VisitRollups | Source::VisitPairs(_) | Source::GoalRollups, _) => {
+            unreachable!("answered above")
+        }
     }
     .to_string()
 }
@@ -214,7 +233,9 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
                 Metric::Visitors | Metric::Visits | Metric::ConversionRate
             )
         }
-        Source::Visits | Source::VisitRollups => m != Metric::ConversionRate,
+        Source::Visits | Source::VisitRollups | Source::VisitPairs(_) => {
+            m != Metric::ConversionRate
+        }
         Source::Goals | Source::GoalRollups => matches!(
             m,
             Metric::Visitors | Metric::Events | Metric::ConversionRate
@@ -228,7 +249,7 @@ pub fn supports(source: Source, m: Metric, goal_filtered: bool) -> bool {
 /// The dimensions a source's filters may read.
 pub fn filterable(source: Source, d: &Dimension) -> bool {
     match source {
-        Source::Visits | Source::Goals => matches!(d, Dimension::Visit(_)),
+        Source::Visits | Source::Goals | Source::VisitPairs(_) => matches!(d, Dimension::Visit(_)),
         Source::Pages => matches!(d, Dimension::Page | Dimension::Visit(_)),
         Source::PageDays => *d == Dimension::Page,
         Source::Names => *d == Dimension::Name,
@@ -419,6 +440,12 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         // Day rows need neither the range's instants nor its zone, but every statement
         // binds them: typed here, as PostgreSQL cannot infer an unused parameter's type.
         format!("SELECT * FROM ({cells}) c WHERE {UNUSED_RANGE}")
+    } else if let Source::VisitPairs(pairing) = source {
+        let first = st.bind(shape.day_rows.0);
+        let last = st.bind(shape.day_rows.1);
+        let by_day = rollups::groups_by_time(shape.dimensions);
+        let rows = pairs::rows(pairing, (&first, &last), &filters.join(" AND "), by_day);
+        format!("SELECT * FROM ({rows}) r WHERE {UNUSED_RANGE}")
     } else if source == Source::PageDays {
         let first = st.bind(shape.day_rows.0);
         let last = st.bind(shape.day_rows.1);
@@ -526,7 +553,11 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         " HAVING count(*) FILTER (WHERE converted) > 0"
     } else if converted && !dims.is_empty() {
         rollups::CONVERTED_GROUPS
-    } else if matches!(source, Source::VisitRollups | Source::GoalRollups) && !dims.is_empty() {
+    } else if matches!(
+        source,
+        Source::VisitRollups | Source::VisitPairs(_) | Source::GoalRollups
+    ) && !dims.is_empty()
+    {
         // Rows whose visits all moved away (late events) stay, at zero.
         " HAVING sum(visits) > 0"
     } else {
@@ -548,6 +579,11 @@ pub fn build(shape: &Shape<'_>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> St
         Source::Pages | Source::PageDays | Source::Names | Source::Events => {
             "SELECT 1 AS n".to_string()
         }
+        // The filtered visits' visitors: the union of every row's sketch.
+        Source::VisitPairs(_) => format!(
+            "SELECT round({})::numeric AS n FROM base",
+            rollups::VISITORS
+        ),
         Source::VisitRollups | Source::GoalRollups => String::new(),
     };
     ctes.push(format!("base AS ({filtered})"));

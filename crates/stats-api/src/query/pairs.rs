@@ -1,0 +1,182 @@
+//! Visit queries filtered by one kept dimension, answered without reading every visit of
+//! the range (the dashboard after a click: the sources of mobile visits, the visitors per
+//! day from Google).
+//!
+//! Every visit has exactly one value of each dimension, so a filter that reads only
+//! dimension X (any operators, `and`, `or`, `not`) selects whole cells of X:
+//!
+//! - Grouped by nothing, by days or longer, or by X itself: X's own cells (day rows, and
+//!   week rows of built weeks, [`super::rollups::range_cells`]), those whose value passes
+//!   the filter. Kept live by the drain, so the range's last days cost nothing more.
+//! - Grouped by another kept dimension Y: the pair week cells of (X, Y) (migration 0022,
+//!   built with the sealed weeks) for the range's built weeks, and for its other days the
+//!   range's visits aggregated into rows of the same shape (same sums, sketches of the
+//!   same hashes), so the answer is the one the visits give. Those days are the range's
+//!   leading days before its first whole week and its days not yet sealed (the last two
+//!   to nine): a few days of visits instead of all of them.
+//!
+//! Either way the rows expose X's (and Y's) values under the `visits` column names, so
+//! the filter and the dimensions are the SQL they are over `visits`, and the metrics those
+//! of the rollups ([`super::rollups::metric_expr`]): visitors from sketches, exact up to
+//! [`domain::visits::EXACT_VISITORS_UP_TO`].
+
+use super::request::{Dimension, Filter, Metric, TimeGrain};
+use super::rollups;
+use domain::visits::VisitDimension;
+
+/// How a filtered visit query is answered from cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pairing {
+    /// The one dimension the filters read.
+    pub filter: VisitDimension,
+    /// The breakdown's dimension when it is another one (pair cells); `None` reads the
+    /// filter dimension's own cells.
+    pub breakdown: Option<VisitDimension>,
+}
+
+/// How cells answer a visit query with these metrics, dimensions and filters, if they do:
+/// filters on one paired dimension only, at most one visit dimension (paired), and a
+/// grain of days or longer, only without a second dimension.
+pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) -> Option<Pairing> {
+    let mut read = Vec::new();
+    filters.iter().for_each(|f| f.dimensions(&mut read));
+    let filter = match read.first()? {
+        Dimension::Visit(x) if x.has_pair_rollup() => *x,
+        _ => return None,
+    };
+    if read.iter().any(|d| *d != Dimension::Visit(filter)) {
+        return None;
+    }
+    let mut visit = None;
+    let mut times = 0;
+    for d in dimensions {
+        match d {
+            Dimension::Visit(v) if visit.is_none() && v.has_pair_rollup() => visit = Some(*v),
+            Dimension::Time(grain) if *grain != TimeGrain::Hour => times += 1,
+            _ => return None,
+        }
+    }
+    let breakdown = visit.filter(|v| *v != filter);
+    let fits = times <= 1 && !(times == 1 && breakdown.is_some());
+    (fits && !metrics.contains(&Metric::ConversionRate)).then_some(Pairing { filter, breakdown })
+}
+
+/// The sums and sketch of a cell, in the order of the rows below.
+const SUMS: &str = "visits, pageviews, events, bounces, duration_us, visitors";
+
+/// The rows answering `pairing` over the range: `days` ([`rollups::day_rows`]
+/// placeholders), `filter` the filters' SQL over the `visits` column names (`TRUE`
+/// without), `by_day` for a grouping by time. Each row holds the filter dimension's value
+/// (and the breakdown's) under its `visits` column name, `bucket` (day rows only), and
+/// [`SUMS`].
+pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) -> String {
+    let x = pairing.filter;
+    let x_column = x.column().unwrap_or("value");
+    let Some(y) = pairing.breakdown else {
+        let cells = rollups::range_cells(&format!("dimension = {}", x.code()), days, by_day);
+        return format!(
+            "SELECT * FROM (SELECT value AS {x_column}, bucket, {SUMS} FROM ({cells}) c) p \
+             WHERE {filter}"
+        );
+    };
+    let y_column = y.column().unwrap_or("value");
+    let (first, last) = days;
+    // The range's visits outside the weeks read from pair cells: a bound on their start a
+    // day wide of the local dates (any zone), so the scan reads only those days' blocks,
+    // and the local date (the day cells' bucket) decides.
+    let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
+    let visits = |span: &str| {
+        format!(
+            "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
+                    count(*) FILTER (WHERE pageviews = 1), \
+                    sum((extract(epoch FROM ended_at - started_at) * 1000000)::bigint)::bigint, \
+                    hll_add_agg(hll_hash_text(visitor), {}) \
+             FROM visits WHERE site_id = $1 AND {span} AND {filter} GROUP BY 1, 2",
+            domain::visits::SKETCH_PARAMS
+        )
+    };
+    let before = visits(&format!(
+        "started_at >= $2 AND started_at < (SELECT lo FROM cover) + interval '1 day' \
+         AND {bucket} < (SELECT lo FROM cover)"
+    ));
+    let after = visits(&format!(
+        "started_at >= (SELECT hi FROM cover) - interval '1 day' AND started_at < $3 \
+         AND {bucket} >= (SELECT hi FROM cover) AND {bucket} < {last}"
+    ));
+    format!(
+        "WITH {} \
+         SELECT * FROM ( \
+             SELECT filter_value AS {x_column}, value AS {y_column}, {SUMS} \
+             FROM visit_pair_week_rollups \
+             WHERE site_id = $1 AND filter_dimension = {} AND dimension = {} \
+               AND week >= (SELECT lo FROM cover) AND week < (SELECT hi FROM cover)) p \
+         WHERE {filter} \
+         UNION ALL {before} UNION ALL {after}",
+        rollups::week_cover((first, last)),
+        x.code(),
+        y.code(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::request::Operator;
+
+    fn is(d: VisitDimension, value: &str) -> Filter {
+        Filter::Leaf {
+            operator: Operator::Is,
+            dimension: Dimension::Visit(d),
+            values: vec![value.into()],
+            case_sensitive: true,
+        }
+    }
+
+    #[test]
+    fn a_filter_on_one_paired_dimension_is_answered_from_cells() {
+        use VisitDimension::{Country, Device, EntryPage, Source};
+        let visitors = [Metric::Visitors, Metric::Visits, Metric::BounceRate];
+        let by = |d| Dimension::Visit(d);
+        let day = Dimension::Time(TimeGrain::Day);
+        let mobile = [is(Device, "Mobile")];
+        assert_eq!(
+            answer(&visitors, &[by(Source)], &mobile),
+            Some(Pairing {
+                filter: Device,
+                breakdown: Some(Source)
+            })
+        );
+        let own = Some(Pairing {
+            filter: Device,
+            breakdown: None,
+        });
+        assert_eq!(answer(&visitors, &[], &mobile), own);
+        assert_eq!(answer(&visitors, std::slice::from_ref(&day), &mobile), own);
+        assert_eq!(answer(&visitors, &[by(Device), day.clone()], &mobile), own);
+        let either = [Filter::Or(vec![is(Device, "Mobile"), is(Device, "Tablet")])];
+        assert_eq!(answer(&visitors, &[], &either), own);
+        let negated = [Filter::Not(Box::new(is(Device, "Mobile")))];
+        assert_eq!(answer(&visitors, &[], &negated), own);
+
+        // Unfiltered (the rollups' own case), two filter dimensions, a page dimension, a
+        // breakdown by day and by another dimension, hours, conversion rates: `visits`.
+        assert_eq!(answer(&visitors, &[by(Source)], &[]), None);
+        let two = [is(Device, "Mobile"), is(Country, "FR")];
+        assert_eq!(answer(&visitors, &[by(Source)], &two), None);
+        assert_eq!(
+            answer(&visitors, &[by(Source)], &[is(EntryPage, "/")]),
+            None
+        );
+        assert_eq!(answer(&visitors, &[by(EntryPage)], &mobile), None);
+        assert_eq!(answer(&visitors, &[by(Source), day], &mobile), None);
+        assert_eq!(
+            answer(&visitors, &[Dimension::Time(TimeGrain::Hour)], &mobile),
+            None
+        );
+        assert_eq!(answer(&visitors, &[by(Source), by(Country)], &mobile), None);
+        assert_eq!(
+            answer(&[Metric::ConversionRate], &[by(Source)], &mobile),
+            None
+        );
+    }
+}
