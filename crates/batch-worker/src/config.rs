@@ -64,7 +64,8 @@ pub struct WorkerSettings {
     /// The longest a change of a site's zone, goals or funnels may take to recount the
     /// site's stored visits and events (its statements' `statement_timeout`, and the
     /// sites lane's store timeout): minutes for a site of ten million events, far above
-    /// `DATABASE_STATEMENT_TIMEOUT_MS`.
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`. Also the limit of one sealed week's build, whose
+    /// pair cells aggregate the week's visits.
     pub site_rebuild_timeout_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,

@@ -418,6 +418,7 @@ impl Application {
             let repair_every = Duration::from_millis(config.worker.visit_sketch_repair_interval_ms);
             let fold_every = Duration::from_millis(config.worker.visit_sketch_fold_interval_ms);
             let weeks_every = Duration::from_millis(config.worker.visit_week_build_interval_ms);
+            let week_build_timeout = Duration::from_millis(config.worker.site_rebuild_timeout_ms);
             let waiting_every = Duration::from_millis(config.worker.events_waiting_interval_ms);
             let waiting_work = events.clone();
             let waiting_dead =
@@ -485,6 +486,7 @@ impl Application {
                 runs.push(tokio::spawn(crate::events::visits::week_cells::run(
                     pg.clone(),
                     weeks_every,
+                    week_build_timeout,
                     shutdown.clone(),
                 )));
                 runs.push(tokio::spawn(crate::events::waiting::run(

@@ -75,6 +75,9 @@ WHERE coalesce(t.week, b.week) IN (SELECT week FROM visit_rollup_weeks
   AND (t IS NULL OR b IS NULL OR (t.visits, t.pageviews, t.visitors) <> (b.visits, b.pageviews, b.visitors))
 ";
 
+/// A week's build time limit in these tests (SITE_REBUILD_TIMEOUT_MS in the service).
+const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const BUILT_WEEKS: &str =
     "SELECT count(*) FROM visit_rollup_weeks WHERE site_id = 's' AND generation = built_generation";
 
@@ -114,14 +117,19 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     // Two whole weeks and three days of a third, 12 visitors a day.
     h.push(&visits(0, 12, monday, 17)).await;
     h.drain(&mut h.worker("w")).await;
-    let round = build_once(&h.db.pool()).await.expect("build");
+    let round = build_once(&h.db.pool(), BUILD_TIMEOUT)
+        .await
+        .expect("build");
     assert_eq!(round.weeks, 3, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
-        build_once(&h.db.pool()).await.expect("build").weeks,
+        build_once(&h.db.pool(), BUILD_TIMEOUT)
+            .await
+            .expect("build")
+            .weeks,
         0,
         "nothing left to build"
     );
@@ -150,7 +158,9 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
         .await,
         1
     );
-    let round = build_once(&h.db.pool()).await.expect("build");
+    let round = build_once(&h.db.pool(), BUILD_TIMEOUT)
+        .await
+        .expect("build");
     assert_eq!(round.weeks, 1, "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
@@ -186,7 +196,13 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
         1,
         "the second week is out of date"
     );
-    assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 1);
+    assert_eq!(
+        build_once(&h.db.pool(), BUILD_TIMEOUT)
+            .await
+            .expect("build")
+            .weeks,
+        1
+    );
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         h.count(
@@ -206,7 +222,13 @@ async fn weeks_still_written_are_not_built_and_a_held_week_stops_the_round() {
     // Yesterday and today: their week is not sealed.
     h.push(&visits(0, 3, today - chrono::Days::new(1), 2)).await;
     h.drain(&mut h.worker("w")).await;
-    assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 0);
+    assert_eq!(
+        build_once(&h.db.pool(), BUILD_TIMEOUT)
+            .await
+            .expect("build")
+            .weeks,
+        0
+    );
     assert_eq!(
         h.count("SELECT count(*) FROM visit_rollup_weeks").await,
         0,
@@ -240,10 +262,18 @@ async fn weeks_still_written_are_not_built_and_a_held_week_stops_the_round() {
     )
     .await
     .expect("holding the first week's row");
-    let round = build_once(&h.db.pool()).await.expect("build");
+    let round = build_once(&h.db.pool(), BUILD_TIMEOUT)
+        .await
+        .expect("build");
     assert!(round.stopped_at_locked && round.weeks == 0, "{round:?}");
     hold.commit().await.expect("commit");
-    assert_eq!(build_once(&h.db.pool()).await.expect("build").weeks, 2);
+    assert_eq!(
+        build_once(&h.db.pool(), BUILD_TIMEOUT)
+            .await
+            .expect("build")
+            .weeks,
+        2
+    );
     assert_eq!(h.count(BUILT_WEEKS).await, 2);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);

@@ -351,19 +351,27 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
 
     // The range's whole week built (its cells and pair cells) for every site, so the
     // queries below read them.
-    eventually(Duration::from_secs(120), "the week of June 2 built", || async {
-        let built = stack
-            .count(
-                "SELECT count(*) FROM visit_rollup_weeks \
+    eventually(
+        Duration::from_secs(120),
+        "the week of June 2 built",
+        || async {
+            let built = stack
+                .count(
+                    "SELECT count(*) FROM visit_rollup_weeks \
                  WHERE week = '2025-06-02T00:00:00Z' AND generation = built_generation",
-            )
-            .await;
-        (built == 3).then_some(())
-    })
+                )
+                .await;
+            (built == 3).then_some(())
+        },
+    )
     .await;
     let pairs = "SELECT count(DISTINCT site_id) FROM visit_pair_week_rollups \
                  WHERE week = '2025-06-02T00:00:00Z' AND filter_dimension = 10 AND dimension = 3";
-    assert_eq!(stack.count(pairs).await, 3, "pair cells of device by source");
+    assert_eq!(
+        stack.count(pairs).await,
+        3,
+        "pair cells of device by source"
+    );
     let range = ("2025-06-02", "2025-06-09");
     let metrics = json!([
         "visitors",
@@ -492,7 +500,11 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
             let dimensions: Vec<&str> = dimension.into_iter().collect();
             let all = metrics.as_array().expect("list");
             // A percentage needs a breakdown.
-            let metrics = if dimension.is_some() { &all[..] } else { &all[..5] };
+            let metrics = if dimension.is_some() {
+                &all[..]
+            } else {
+                &all[..5]
+            };
             let (status, answer) = query(
                 &stats,
                 &json!({"site_id": site, "metrics": metrics, "date_range": [range.0, range.1],

@@ -28,12 +28,14 @@ pub struct Round {
     pub stopped_at_locked: bool,
 }
 
-/// Builds the weeks to build, in order, until one cannot be built.
+/// Builds the weeks to build, in order, until one cannot be built; each week's build may
+/// take up to `timeout` (its pair cells aggregate every visit of the week: seconds per
+/// hundred thousand visits, past the service's `statement_timeout` for a busy site).
 ///
 /// # Errors
 /// When PostgreSQL fails; weeks built before stay built.
-pub async fn build_once(pg: &Pool) -> anyhow::Result<Round> {
-    let client = pg.get().await.context("no PostgreSQL connection")?;
+pub async fn build_once(pg: &Pool, timeout: Duration) -> anyhow::Result<Round> {
+    let mut client = pg.get().await.context("no PostgreSQL connection")?;
     let weeks = client
         .query(
             "SELECT site_id, week FROM tally_visit_weeks_to_build($1)",
@@ -44,12 +46,24 @@ pub async fn build_once(pg: &Pool) -> anyhow::Result<Round> {
     let mut round = Round::default();
     for row in &weeks {
         let (site, week): (&str, DateTime<Utc>) = (row.get(0), row.get(1));
-        // One statement, so its own transaction: no BEGIN and COMMIT round trips.
-        let cells: i64 = client
+        let tx = client
+            .transaction()
+            .await
+            .context("starting a week's build")?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        ))
+        .await
+        .context("raising the build's statement_timeout")?;
+        let cells: i64 = tx
             .query_one("SELECT tally_build_visit_week($1, $2)", &[&site, &week])
             .await
             .with_context(|| format!("building week {week} of site {site}"))?
             .get(0);
+        tx.commit()
+            .await
+            .with_context(|| format!("committing week {week} of site {site}"))?;
         let Ok(cells) = u64::try_from(cells) else {
             round.stopped_at_locked = true;
             break;
@@ -61,8 +75,8 @@ pub async fn build_once(pg: &Pool) -> anyhow::Result<Round> {
     Ok(round)
 }
 
-/// Builds weeks every `interval` until `stop`.
-pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
+/// Builds weeks every `interval` until `stop`, each within `timeout`.
+pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
         async move {
@@ -74,7 +88,7 @@ pub async fn run(pg: Pool, interval: Duration, stop: CancellationToken) {
             )
             .await;
             loop {
-                match build_once(&pg).await {
+                match build_once(&pg, timeout).await {
                     Ok(round) => {
                         if round.weeks > 0 {
                             tracing::debug!(
