@@ -42,7 +42,7 @@ impl Application {
     /// When the address cannot be bound or a URL is unusable.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let redis = domain::redis::connection(&config.redis)?;
-        let pg = domain::postgres::pool(&config.postgres)?;
+        let pg = domain::postgres::query_pool(&config.postgres)?;
         let state = web::Data::new(AppState {
             keys: domain::redis::keys(&config.redis),
             redis: redis.clone(),

@@ -136,3 +136,18 @@ async fn a_sites_cache_stays_bounded_however_many_questions_are_asked() {
     assert!(largest <= max, "the cache hash reached {largest} entries");
     assert!(largest >= max / 2, "answers are still cached ({largest})");
 }
+
+#[tokio::test]
+async fn query_sessions_run_without_jit_compilation() {
+    // stats-api's pool: a scan's JIT compilation would cost more than the scan it speeds
+    // up at the sizes it reads (see domain::postgres::query_pool).
+    let db = domain::testing::TestDb::new().await;
+    let jit = |pool: domain::deadpool_postgres::Pool| async move {
+        let client = pool.get().await.expect("a connection");
+        let row = client.query_one("SHOW jit", &[]).await.expect("SHOW jit");
+        row.get::<_, String>(0)
+    };
+    // The server's default is on (PostgreSQL 12 and later).
+    let queries = domain::postgres::query_pool(&db.config).expect("pool");
+    assert_eq!(jit(queries).await, "off");
+}
