@@ -81,28 +81,24 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
     };
     let y_column = y.column().unwrap_or("value");
     let (first, last) = days;
-    // The range's visits outside the weeks read from pair cells: a bound on their start a
-    // day wide of the local dates (any zone), so the scan reads only those days' blocks,
-    // and the local date (the day cells' bucket) decides.
+    // The range's visits outside the weeks read from pair cells, in one scan of both spans
+    // (before and after them): a bound on their start a day wide of the local dates (any
+    // zone), so a block-range scan reads only those days' blocks, and the local date (the
+    // day cells' bucket) decides.
     let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
-    let visits = |span: &str| {
-        format!(
-            "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
-                    count(*) FILTER (WHERE pageviews = 1), \
-                    sum((extract(epoch FROM ended_at - started_at) * 1000000)::bigint)::bigint, \
-                    hll_add_agg(hll_hash_text(visitor), {}) \
-             FROM visits WHERE site_id = $1 AND {span} AND {filter} GROUP BY 1, 2",
-            domain::visits::SKETCH_PARAMS
-        )
-    };
-    let before = visits(&format!(
-        "started_at >= $2 AND started_at < (SELECT lo FROM cover) + interval '1 day' \
-         AND {bucket} < (SELECT lo FROM cover)"
-    ));
-    let after = visits(&format!(
-        "started_at >= (SELECT hi FROM cover) - interval '1 day' AND started_at < $3 \
-         AND {bucket} >= (SELECT hi FROM cover) AND {bucket} < {last}"
-    ));
+    let visits = format!(
+        "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
+                count(*) FILTER (WHERE pageviews = 1), \
+                sum((extract(epoch FROM ended_at - started_at) * 1000000)::bigint)::bigint, \
+                hll_add_agg(hll_hash_text(visitor), {}) \
+         FROM visits WHERE site_id = $1 AND {filter} AND ( \
+             (started_at >= $2 AND started_at < (SELECT lo FROM cover) + interval '1 day' \
+              AND {bucket} < (SELECT lo FROM cover)) \
+             OR (started_at >= (SELECT hi FROM cover) - interval '1 day' AND started_at < $3 \
+              AND {bucket} >= (SELECT hi FROM cover) AND {bucket} < {last})) \
+         GROUP BY 1, 2",
+        domain::visits::SKETCH_PARAMS
+    );
     format!(
         "WITH {} \
          SELECT * FROM ( \
@@ -111,7 +107,7 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
              WHERE site_id = $1 AND filter_dimension = {} AND dimension = {} \
                AND week >= (SELECT lo FROM cover) AND week < (SELECT hi FROM cover)) p \
          WHERE {filter} \
-         UNION ALL {before} UNION ALL {after}",
+         UNION ALL {visits}",
         rollups::week_cover((first, last)),
         x.code(),
         y.code(),
