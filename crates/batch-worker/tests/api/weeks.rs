@@ -53,7 +53,7 @@ WHERE coalesce(t.week, b.week) IN (SELECT (week AT TIME ZONE 'UTC')::date FROM v
 ";
 
 /// Rows `(week, source, device, visits, visitors)` that differ between the pair week cells
-/// of the built weeks of site `s` (source filter, device breakdown) and its stored visits
+/// of the built weeks of site `s` (source and device) and its stored visits
 /// counted by week, source and device (UTC site).
 const PAIR_WEEKS_DIFFERING_FROM_VISITS: &str = "
 WITH truth AS (
@@ -63,11 +63,11 @@ WITH truth AS (
     FROM visits v WHERE v.site_id = 's'
     GROUP BY 1, 2, 3
 ), built AS (
-    SELECT p.week, coalesce(p.filter_value, '-') AS source, coalesce(p.value, '-') AS device,
+    SELECT p.week, coalesce(p.first_value, '-') AS source, coalesce(p.second_value, '-') AS device,
            p.visits, p.pageviews, round(hll_cardinality(p.visitors))::bigint AS visitors
     FROM visit_pair_week_rollups p JOIN visit_rollup_weeks w
       ON w.site_id = p.site_id AND w.week = p.week AND w.generation = w.built_generation
-    WHERE p.site_id = 's' AND p.filter_dimension = 3 AND p.dimension = 10
+    WHERE p.site_id = 's' AND p.first_dimension = 3 AND p.second_dimension = 10
 )
 SELECT count(*) FROM truth t FULL JOIN built b USING (week, source, device)
 WHERE coalesce(t.week, b.week) IN (SELECT week FROM visit_rollup_weeks

@@ -366,11 +366,11 @@ async fn the_query_api_matches_ground_truth_from_the_raw_events() {
     )
     .await;
     let pairs = "SELECT count(DISTINCT site_id) FROM visit_pair_week_rollups \
-                 WHERE week = '2025-06-02T00:00:00Z' AND filter_dimension = 10 AND dimension = 3";
+                 WHERE week = '2025-06-02T00:00:00Z' AND first_dimension = 3 AND second_dimension = 10";
     assert_eq!(
         stack.count(pairs).await,
         3,
-        "pair cells of device by source"
+        "pair cells of source and device"
     );
     let range = ("2025-06-02", "2025-06-09");
     let metrics = json!([

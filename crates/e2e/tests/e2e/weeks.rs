@@ -204,8 +204,8 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
                 stack,
                 &format!(
                     "UPDATE visit_pair_week_rollups SET visits = visits + {visits_added} \
-                     WHERE site_id = 'q-utc' AND filter_dimension = 10 AND filter_value = 'mobile' \
-                       AND dimension = 3"
+                     WHERE site_id = 'q-utc' AND first_dimension = 3 \
+                       AND second_dimension = 10 AND second_value = 'mobile'"
                 ),
             )
             .await;
@@ -226,7 +226,7 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
     let pair_rows = stack
         .count(
             "SELECT count(*) FROM visit_pair_week_rollups WHERE site_id = 'q-utc' \
-             AND filter_dimension = 10 AND filter_value = 'mobile' AND dimension = 3 \
+             AND first_dimension = 3 AND second_dimension = 10 AND second_value = 'mobile' \
              AND week IN ('2025-06-02', '2025-06-09')",
         )
         .await;

@@ -8,7 +8,7 @@
 //! - Grouped by nothing, by days or longer, or by X itself: X's own cells (day rows, and
 //!   week rows of built weeks, [`super::rollups::range_cells`]), those whose value passes
 //!   the filter. Kept live by the drain, so the range's last days cost nothing more.
-//! - Grouped by another kept dimension Y: the pair week cells of (X, Y) (migration 0022,
+//! - Grouped by another kept dimension Y: the pair week cells of X and Y (migration 0022,
 //!   built with the sealed weeks) for the range's built weeks, and for its other days the
 //!   range's visits aggregated into rows of the same shape (same sums, sketches of the
 //!   same hashes), so the answer is the one the visits give. Those days are the range's
@@ -99,18 +99,25 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
          GROUP BY 1, 2",
         domain::visits::SKETCH_PARAMS
     );
+    // A pair is kept once, the lower dimension code first (migration 0022).
+    let ((first_dimension, first_column), (second_dimension, second_column)) =
+        if x.code() < y.code() {
+            ((x, x_column), (y, y_column))
+        } else {
+            ((y, y_column), (x, x_column))
+        };
     format!(
         "WITH {} \
-         SELECT * FROM ( \
-             SELECT filter_value AS {x_column}, value AS {y_column}, {SUMS} \
+         SELECT {x_column}, {y_column}, {SUMS} FROM ( \
+             SELECT first_value AS {first_column}, second_value AS {second_column}, {SUMS} \
              FROM visit_pair_week_rollups \
-             WHERE site_id = $1 AND filter_dimension = {} AND dimension = {} \
+             WHERE site_id = $1 AND first_dimension = {} AND second_dimension = {} \
                AND week >= (SELECT lo FROM cover) AND week < (SELECT hi FROM cover)) p \
          WHERE {filter} \
          UNION ALL {visits}",
         rollups::week_cover((first, last)),
-        x.code(),
-        y.code(),
+        first_dimension.code(),
+        second_dimension.code(),
     )
 }
 
