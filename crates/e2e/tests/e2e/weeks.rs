@@ -196,33 +196,6 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
         "the two whole weeks of the range are read from their week rows"
     );
     // Pair week cells are read: visits added to them show in a filtered breakdown.
-    let mobile_by_source = |visits_added: i64| {
-        let stack = &stack;
-        let stats = &stats;
-        async move {
-            execute(
-                stack,
-                &format!(
-                    "UPDATE visit_pair_week_rollups SET visits = visits + {visits_added} \
-                     WHERE site_id = 'q-utc' AND first_dimension = 3 \
-                       AND second_dimension = 10 AND second_value = 'mobile'"
-                ),
-            )
-            .await;
-            let body = json!({"site_id": "q-utc", "metrics": ["visits"], "dimensions": ["visit:source"],
-                              "date_range": [ranges[1].0, ranges[1].1],
-                              "filters": [["is", "visit:device", ["mobile"]]]});
-            drop_cached_answers(stack, "q-utc").await;
-            let (status, answer) = query(stats, &body).await;
-            assert_eq!(status, 200, "{answer}");
-            answer["results"]
-                .as_array()
-                .expect("results")
-                .iter()
-                .map(|r| r["metrics"][0].as_f64().expect("visits"))
-                .sum::<f64>()
-        }
-    };
     let pair_rows = stack
         .count(
             "SELECT count(*) FROM visit_pair_week_rollups WHERE site_id = 'q-utc' \
@@ -231,8 +204,16 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
         )
         .await;
     assert!(pair_rows > 0, "pair week rows of the range's weeks");
-    let before = mobile_by_source(0).await;
-    let added = mobile_by_source(1_000).await - before;
+    let mobile_by_source = || q_utc_mobile_visits_by_source(&stack, &stats, ranges[1]);
+    let before: f64 = mobile_by_source().await.iter().sum();
+    execute(
+        &stack,
+        "UPDATE visit_pair_week_rollups SET visits = visits + 1000 \
+         WHERE site_id = 'q-utc' AND first_dimension = 3 AND second_dimension = 10 \
+           AND second_value = 'mobile'",
+    )
+    .await;
+    let added = mobile_by_source().await.iter().sum::<f64>() - before;
     assert!(
         (added - 1_000.0 * pair_rows as f64).abs() < f64::EPSILON,
         "the range's two whole weeks are read from pair week rows: {added} added"
@@ -261,14 +242,31 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
 async fn q_utc_pageviews(stack: &Stack, stats: &Service, range: (&str, &str)) -> Vec<f64> {
     let body = json!({"site_id": "q-utc", "metrics": ["pageviews"], "dimensions": ["event:page"],
                       "date_range": [range.0, range.1], "order_by": [["event:page", "asc"]]});
+    first_metric_of_each_row(stack, stats, &body).await
+}
+
+/// The visits of mobile devices per source of site `q-utc` over `range`, uncached.
+async fn q_utc_mobile_visits_by_source(
+    stack: &Stack,
+    stats: &Service,
+    range: (&str, &str),
+) -> Vec<f64> {
+    let body = json!({"site_id": "q-utc", "metrics": ["visits"], "dimensions": ["visit:source"],
+                      "date_range": [range.0, range.1],
+                      "filters": [["is", "visit:device", ["mobile"]]]});
+    first_metric_of_each_row(stack, stats, &body).await
+}
+
+/// The first metric of each row of the uncached answer to `body` (a `q-utc` query).
+async fn first_metric_of_each_row(stack: &Stack, stats: &Service, body: &Value) -> Vec<f64> {
     drop_cached_answers(stack, "q-utc").await;
-    let (status, answer) = query(stats, &body).await;
+    let (status, answer) = query(stats, body).await;
     assert_eq!(status, 200, "{answer}");
     answer["results"]
         .as_array()
         .expect("results")
         .iter()
-        .map(|r| r["metrics"][0].as_f64().expect("page views"))
+        .map(|r| r["metrics"][0].as_f64().expect("a number"))
         .collect()
 }
 

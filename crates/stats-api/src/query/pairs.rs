@@ -57,7 +57,8 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
         }
     }
     let breakdown = visit.filter(|v| *v != filter);
-    let fits = times <= 1 && !(times == 1 && breakdown.is_some());
+    // Pair cells are whole weeks: no grouping by time beside another dimension.
+    let fits = times == 0 || (times == 1 && breakdown.is_none());
     (fits && !metrics.contains(&Metric::ConversionRate)).then_some(Pairing { filter, breakdown })
 }
 
@@ -65,8 +66,8 @@ pub fn answer(metrics: &[Metric], dimensions: &[Dimension], filters: &[Filter]) 
 const SUMS: &str = "visits, pageviews, events, bounces, duration_us, visitors";
 
 /// The rows answering `pairing` over the range: `days` ([`rollups::day_rows`]
-/// placeholders), `filter` the filters' SQL over the `visits` column names (`TRUE`
-/// without), `by_day` for a grouping by time. Each row holds the filter dimension's value
+/// placeholders), `filter` the filters' SQL over the `visits` column names, `by_day` for
+/// a grouping by time. Each row holds the filter dimension's value
 /// (and the breakdown's) under its `visits` column name, `bucket` (day rows only), and
 /// [`SUMS`].
 pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) -> String {
