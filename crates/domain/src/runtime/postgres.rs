@@ -120,6 +120,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_pair_week_rollups",
         include_str!("../../../../migrations/0022_visit_pair_week_rollups.sql"),
     ),
+    (
+        23,
+        "goal_recount_in_start_order",
+        include_str!("../../../../migrations/0023_goal_recount_in_start_order.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.
