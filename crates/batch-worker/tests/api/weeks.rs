@@ -1,6 +1,6 @@
-//! Week cells (migration 0019), page week rows (0021) and pair week cells (0022): built from sealed
-//! weeks' days, out of date after a late event, built again; never for a week still being
-//! written.
+//! Week cells (migration 0019), page week rows (0021), pair week cells (0022) and pair day
+//! cells (0024): built from sealed weeks and days, out of date after a late event, built
+//! again; never for a week or day still being written.
 
 use crate::helpers::{Harness, message, uuid};
 use batch_worker::events::visits::week_cells::build_once;
@@ -75,6 +75,32 @@ WHERE coalesce(t.week, b.week) IN (SELECT week FROM visit_rollup_weeks
   AND (t IS NULL OR b IS NULL OR (t.visits, t.pageviews, t.visitors) <> (b.visits, b.pageviews, b.visitors))
 ";
 
+/// Rows `(day, source, device, visits, visitors)` that differ between the pair day cells
+/// of the built days of site `s` (source and device) and its stored visits counted by
+/// day, source and device (UTC site).
+const PAIR_DAYS_DIFFERING_FROM_VISITS: &str = "
+WITH truth AS (
+    SELECT date_trunc('day', v.started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day,
+           coalesce(v.source, '-') AS source, coalesce(v.device, '-') AS device,
+           count(*) AS visits, sum(v.events) AS events, count(DISTINCT v.visitor) AS visitors
+    FROM visits v WHERE v.site_id = 's'
+    GROUP BY 1, 2, 3
+), built AS (
+    SELECT p.day, coalesce(p.first_value, '-') AS source, coalesce(p.second_value, '-') AS device,
+           p.visits, p.events, round(hll_cardinality(p.visitors))::bigint AS visitors
+    FROM visit_pair_day_rollups p JOIN visit_rollup_days d
+      ON d.site_id = p.site_id AND d.day = p.day AND d.generation = d.built_generation
+    WHERE p.site_id = 's' AND p.first_dimension = 3 AND p.second_dimension = 10
+)
+SELECT count(*) FROM truth t FULL JOIN built b USING (day, source, device)
+WHERE coalesce(t.day, b.day) IN (SELECT day FROM visit_rollup_days
+                                 WHERE site_id = 's' AND generation = built_generation)
+  AND (t IS NULL OR b IS NULL OR (t.visits, t.events, t.visitors) <> (b.visits, b.events, b.visitors))
+";
+
+const BUILT_DAYS: &str =
+    "SELECT count(*) FROM visit_rollup_days WHERE site_id = 's' AND generation = built_generation";
+
 /// A week's build time limit in these tests (SITE_REBUILD_TIMEOUT_MS in the service).
 const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -120,19 +146,17 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
     let round = build_once(&h.db.pool(), BUILD_TIMEOUT)
         .await
         .expect("build");
-    assert_eq!(round.weeks, 3, "{round:?}");
+    assert_eq!((round.weeks, round.days), (3, 17), "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
+    assert_eq!(h.count(BUILT_DAYS).await, 17);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAIR_DAYS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
-    assert_eq!(
-        build_once(&h.db.pool(), BUILD_TIMEOUT)
-            .await
-            .expect("build")
-            .weeks,
-        0,
-        "nothing left to build"
-    );
+    let again = build_once(&h.db.pool(), BUILD_TIMEOUT)
+        .await
+        .expect("build");
+    assert_eq!((again.weeks, again.days), (0, 0), "nothing left to build");
 
     // A late event: a new visitor in the first week. Its writer puts the week out of date
     // in the transaction that changes its days.
@@ -158,13 +182,34 @@ async fn a_sealed_weeks_cells_are_its_days_and_a_late_event_makes_them_built_aga
         .await,
         1
     );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM visit_rollup_days \
+             WHERE site_id = 's' AND generation <> built_generation"
+        )
+        .await,
+        1,
+        "its day alone is out of date"
+    );
     let round = build_once(&h.db.pool(), BUILD_TIMEOUT)
         .await
         .expect("build");
-    assert_eq!(round.weeks, 1, "{round:?}");
+    assert_eq!((round.weeks, round.days), (1, 1), "{round:?}");
     assert_eq!(h.count(BUILT_WEEKS).await, 3);
+    assert_eq!(h.count(BUILT_DAYS).await, 17);
     assert_eq!(h.count(WEEKS_DIFFERING_FROM_VISITS).await, 0);
     assert_eq!(h.count(PAIR_WEEKS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(h.count(PAIR_DAYS_DIFFERING_FROM_VISITS).await, 0);
+    assert_eq!(
+        h.count(
+            "SELECT sum(visits)::bigint FROM visit_pair_day_rollups \
+             WHERE site_id = 's' AND day = '2025-11-05T00:00:00Z' AND first_dimension = 3 \
+               AND second_dimension = 10"
+        )
+        .await,
+        13,
+        "the late visit is in its rebuilt day"
+    );
     assert_eq!(h.count(PAGE_WEEKS_DIFFERING_FROM_EVENTS).await, 0);
     assert_eq!(
         h.count(
@@ -237,6 +282,22 @@ async fn weeks_still_written_are_not_built_and_a_held_week_stops_the_round() {
     assert_eq!(
         h.count("SELECT count(*) FROM visit_rollups WHERE span_hours = 168")
             .await,
+        0
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM visit_rollup_days \
+             WHERE built_generation >= 0 AND NOT tally_visit_day_sealed(day)"
+        )
+        .await,
+        0,
+        "no day still written is built"
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM visit_pair_day_rollups WHERE NOT tally_visit_day_sealed(day)"
+        )
+        .await,
         0
     );
 

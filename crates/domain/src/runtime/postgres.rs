@@ -125,6 +125,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "goal_recount_in_start_order",
         include_str!("../../../../migrations/0023_goal_recount_in_start_order.sql"),
     ),
+    (
+        24,
+        "visit_pair_day_rollups",
+        include_str!("../../../../migrations/0024_visit_pair_day_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

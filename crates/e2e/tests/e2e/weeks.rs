@@ -1,6 +1,7 @@
-//! Week cells (migrations 0019, 0021 and 0022) seen from the query API: every rollup query
-//! answers the same through week rows as from day rows alone (or, for pair cells, the
-//! visits), and the week rows are really read.
+//! Week cells (migrations 0019, 0021 and 0022) and pair day cells (0024) seen from the
+//! query API: every rollup query answers the same through week rows as from day rows alone
+//! (or, for pair cells, pair day cells alone, and the visits alone), and the week rows and
+//! pair day rows are really read.
 
 use crate::helpers::{Service, Stack, admin_post, assert_visits_match_events};
 use crate::query::{SITES, generate, post_all, query};
@@ -147,6 +148,25 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
         stack.count(built).await >= 6,
         "two weeks of each site built"
     );
+    // Every day of the ranges below: the days around their whole weeks are read from pair
+    // day cells.
+    eventually(
+        Duration::from_secs(60),
+        "the pair day cells of every site's days built",
+        || async {
+            (stack
+                .count(
+                    "SELECT count(*) FROM visit_rollups r \
+                     WHERE dimension = 0 AND span_hours = 24 AND NOT EXISTS ( \
+                         SELECT 1 FROM visit_rollup_days d WHERE d.site_id = r.site_id \
+                           AND d.day = r.bucket AND d.generation = d.built_generation)",
+                )
+                .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
     // No worker from here on: it would build the weeks made out of date below.
     worker.kill_9().await;
 
@@ -171,6 +191,15 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
             "an answer through week rows differs from day rows alone"
         );
     }
+    // Nor pair day cells: the filtered breakdowns read the visits alone.
+    execute(&stack, "UPDATE visit_rollup_days SET built_generation = -1").await;
+    let from_visits = answers(&stack, &stats, &funnels, &ranges).await;
+    for (w, v) in through_weeks.iter().zip(&from_visits) {
+        assert_eq!(
+            w, v,
+            "an answer through week rows and pair day rows differs from the visits alone"
+        );
+    }
 
     // Week rows are read: visits added to them show in a range's totals once they count
     // as built again (and only then).
@@ -189,6 +218,11 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
     execute(
         &stack,
         "UPDATE visit_rollup_weeks SET built_generation = generation",
+    )
+    .await;
+    execute(
+        &stack,
+        "UPDATE visit_rollup_days SET built_generation = generation",
     )
     .await;
     assert!(
@@ -217,6 +251,36 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
     assert!(
         (added - 1_000.0 * pair_rows as f64).abs() < f64::EPSILON,
         "the range's two whole weeks are read from pair week rows: {added} added"
+    );
+    // Pair day cells are read: visits added to those of the days around the range's whole
+    // week show in the filtered breakdown.
+    let day_rows = stack
+        .count(
+            "SELECT count(*) FROM visit_pair_day_rollups WHERE site_id = 'q-utc' \
+             AND first_dimension = 3 AND second_dimension = 10 AND second_value = 'mobile' \
+             AND day IN ('2025-06-01', '2025-06-09')",
+        )
+        .await;
+    assert!(day_rows > 0, "pair day rows of the days around the week");
+    let before: f64 = q_utc_mobile_visits_by_source(&stack, &stats, ranges[0])
+        .await
+        .iter()
+        .sum();
+    execute(
+        &stack,
+        "UPDATE visit_pair_day_rollups SET visits = visits + 1000 \
+         WHERE site_id = 'q-utc' AND first_dimension = 3 AND second_dimension = 10 \
+           AND second_value = 'mobile'",
+    )
+    .await;
+    let added = q_utc_mobile_visits_by_source(&stack, &stats, ranges[0])
+        .await
+        .iter()
+        .sum::<f64>()
+        - before;
+    assert!(
+        (added - 1_000.0 * day_rows as f64).abs() < f64::EPSILON,
+        "the days around the range's whole week are read from pair day rows: {added} added"
     );
     let week_rows = stack
         .count(

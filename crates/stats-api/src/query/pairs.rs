@@ -9,11 +9,12 @@
 //!   week rows of built weeks, [`super::rollups::range_cells`]), those whose value passes
 //!   the filter. Kept live by the drain, so the range's last days cost nothing more.
 //! - Grouped by another kept dimension Y: the pair week cells of X and Y (migration 0022,
-//!   built with the sealed weeks) for the range's built weeks, and for its other days the
-//!   range's visits aggregated into rows of the same shape (same sums, sketches of the
-//!   same hashes), so the answer is the one the visits give. Those days are the range's
-//!   leading days before its first whole week and its days not yet sealed (the last two
-//!   to nine): a few days of visits instead of all of them.
+//!   built with the sealed weeks) for the range's built weeks, the pair day cells
+//!   (migration 0024, built for each sealed day) for its other built days, and for the
+//!   days left the range's visits aggregated into rows of the same shape (same sums,
+//!   sketches of the same hashes), so the answer is the one the visits give. The days left
+//!   are those not sealed yet (today, and yesterday until 13:00 UTC) and any a late event
+//!   changed since their build: a day or two of visits instead of all of them.
 //!
 //! Either way the rows expose X's (and Y's) values under the `visits` column names, so
 //! the filter and the dimensions are the SQL they are over `visits`, and the metrics those
@@ -82,43 +83,82 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
     };
     let y_column = y.column().unwrap_or("value");
     let (first, last) = days;
-    // The range's visits outside the weeks read from pair cells, in one scan of both spans
-    // (before and after them): a bound on their start a day wide of the local dates (any
-    // zone), so a block-range scan reads only those days' blocks, and the local date (the
-    // day cells' bucket) decides.
-    let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
-    let visits = format!(
-        "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
-                count(*) FILTER (WHERE pageviews = 1), \
-                sum((extract(epoch FROM ended_at - started_at) * 1000000)::bigint)::bigint, \
-                hll_add_agg(hll_hash_text(visitor), {}) \
-         FROM visits WHERE site_id = $1 AND {filter} AND ( \
-             (started_at >= $2 AND started_at < (SELECT lo FROM cover) + interval '1 day' \
-              AND {bucket} < (SELECT lo FROM cover)) \
-             OR (started_at >= (SELECT hi FROM cover) - interval '1 day' AND started_at < $3 \
-              AND {bucket} >= (SELECT hi FROM cover) AND {bucket} < {last})) \
-         GROUP BY 1, 2",
-        domain::visits::SKETCH_PARAMS
-    );
-    // A pair is kept once, the lower dimension code first (migration 0022).
+    // A pair is kept once, the lower dimension code first (migrations 0022 and 0024).
     let ((first_dimension, first_column), (second_dimension, second_column)) =
         if x.code() < y.code() {
             ((x, x_column), (y, y_column))
         } else {
             ((y, y_column), (x, x_column))
         };
+    let pair_cells = |table: &str, span: &str, which: &str| {
+        format!(
+            "SELECT {x_column}, {y_column}, {SUMS} FROM ( \
+                 SELECT first_value AS {first_column}, second_value AS {second_column}, {SUMS} \
+                 FROM {table} \
+                 WHERE site_id = $1 AND first_dimension = {} AND second_dimension = {} \
+                   AND {span} {which}) p \
+             WHERE {filter}",
+            first_dimension.code(),
+            second_dimension.code(),
+        )
+    };
+    let weeks = pair_cells(
+        "visit_pair_week_rollups",
+        "week",
+        ">= (SELECT lo FROM cover) AND week < (SELECT hi FROM cover)",
+    );
+    let built_days = pair_cells(
+        "visit_pair_day_rollups",
+        "day",
+        "IN (SELECT day FROM built_days)",
+    );
+    // The days left, read from `visits` in one scan of their two spans (before and after
+    // the weeks), bounded by the instants their local dates begin and end (two hours wider,
+    // for a zone whose offset changes at midnight), so a block-range scan reads only those
+    // days' blocks; the local date (the day cells' bucket) decides.
+    let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
+    let visits = format!(
+        "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
+                count(*) FILTER (WHERE pageviews = 1), \
+                sum((extract(epoch FROM ended_at - started_at) * 1000000)::bigint)::bigint, \
+                hll_add_agg(hll_hash_text(visitor), {}) \
+         FROM visits WHERE site_id = $1 AND {filter} \
+           AND ((started_at >= (SELECT before_lo FROM spans) \
+                 AND started_at < (SELECT before_hi FROM spans)) \
+             OR (started_at >= (SELECT after_lo FROM spans) \
+                 AND started_at < (SELECT after_hi FROM spans))) \
+           AND {bucket} IN (SELECT day FROM unbuilt) \
+         GROUP BY 1, 2",
+        domain::visits::SKETCH_PARAMS
+    );
+    // The instant the local date of day bucket `day` begins.
+    let begins =
+        |day: &str| format!("((({day}) AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE $4");
+    let (before, after) = (
+        "day < (SELECT lo FROM cover)",
+        "day >= (SELECT hi FROM cover)",
+    );
     format!(
-        "WITH {} \
-         SELECT {x_column}, {y_column}, {SUMS} FROM ( \
-             SELECT first_value AS {first_column}, second_value AS {second_column}, {SUMS} \
-             FROM visit_pair_week_rollups \
-             WHERE site_id = $1 AND first_dimension = {} AND second_dimension = {} \
-               AND week >= (SELECT lo FROM cover) AND week < (SELECT hi FROM cover)) p \
-         WHERE {filter} \
-         UNION ALL {visits}",
+        "WITH {}, \
+         outside AS ( \
+             SELECT d AS day FROM generate_series({first}, {last} - interval '1 day', interval '1 day') AS d \
+             WHERE d < (SELECT lo FROM cover) OR d >= (SELECT hi FROM cover)), \
+         built_days AS ( \
+             SELECT o.day FROM outside o JOIN visit_rollup_days b \
+               ON b.site_id = $1 AND b.day = o.day AND b.generation = b.built_generation), \
+         unbuilt AS (SELECT day FROM outside EXCEPT SELECT day FROM built_days), \
+         spans AS ( \
+             SELECT {}, {}, {}, {} FROM unbuilt) \
+         {weeks} UNION ALL {built_days} UNION ALL {visits}",
         rollups::week_cover((first, last)),
-        first_dimension.code(),
-        second_dimension.code(),
+        begins(&format!("min(day) FILTER (WHERE {before})")) + " - interval '2 hours' AS before_lo",
+        begins(&format!(
+            "max(day) FILTER (WHERE {before}) + interval '1 day'"
+        )) + " + interval '2 hours' AS before_hi",
+        begins(&format!("min(day) FILTER (WHERE {after})")) + " - interval '2 hours' AS after_lo",
+        begins(&format!(
+            "max(day) FILTER (WHERE {after}) + interval '1 day'"
+        )) + " + interval '2 hours' AS after_hi",
     )
 }
 

@@ -33,6 +33,19 @@ pub(crate) fn mark_weeks(cells: &str) -> String {
     )
 }
 
+/// Bumps the generation of every marked day (migration 0024) that a day cell of `cells`
+/// is of, making its pair day cells out of date until built again. Its rows are locked in
+/// key order, in the statement that locks the week rows (so in one order for every writer).
+pub(crate) fn mark_days(cells: &str) -> String {
+    format!(
+        "INSERT INTO visit_rollup_days AS d (site_id, day, generation, built_generation) \
+         SELECT DISTINCT site_id, bucket, 1, -1 FROM {cells} \
+         WHERE span_hours = {DAY_SPAN} AND tally_visit_day_marked(bucket) \
+         ORDER BY 1, 2 \
+         ON CONFLICT (site_id, day) DO UPDATE SET generation = d.generation + 1"
+    )
+}
+
 static UPSERT_CELLS: LazyLock<String> = LazyLock::new(|| {
     format!(
         r"
@@ -70,13 +83,15 @@ written AS (
               pg_column_size(visitors) > {MERGE_IN_PLACE_BELOW_BYTES} AS queued
 ),
 -- Unreferenced, so run after the statement's other parts, the cell locks taken.
-weeks AS ({weeks})
+weeks AS ({weeks}),
+days AS ({days})
 INSERT INTO visit_rollup_pending
 SELECT c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key, c.value, c.goal_id, c.visitors
 FROM written w JOIN cells c USING (site_id, dimension, span_hours, bucket, value_key)
 WHERE w.queued AND c.visitors IS NOT NULL
 ",
-        weeks = mark_weeks("cells")
+        weeks = mark_weeks("cells"),
+        days = mark_days("cells")
     )
 });
 

@@ -1,12 +1,15 @@
-//! Builds week cells (migration 0019): every `VISIT_WEEK_BUILD_INTERVAL_MS`, each worker
-//! lists the sealed weeks whose cells are missing or out of date, oldest first, and
-//! builds them one transaction each (`tally_build_visit_week`). A week's cells are the
-//! sums and sketch unions of its seven day cells, so readers that take a range's whole
-//! weeks from them merge a seventh of the rows and get the same answer.
+//! Builds week cells (migration 0019) and pair day cells (migration 0024): every
+//! `VISIT_WEEK_BUILD_INTERVAL_MS`, each worker lists the sealed weeks whose cells are
+//! missing or out of date, oldest first, and builds them one transaction each
+//! (`tally_build_visit_week`); then the same for sealed days' pair cells
+//! (`tally_build_visit_pair_day`). A week's cells are the sums and sketch unions of its
+//! seven day cells, so readers that take a range's whole weeks from them merge a seventh
+//! of the rows and get the same answer; a day's pair cells let a filtered breakdown read
+//! no visits but those of the days not sealed yet.
 //!
-//! A round stops at the first week it could not build (locked by another worker or a
-//! late event's writer, or failed): weeks are built in ascending order, which is what lets
-//! the listing look for new weeks only after a site's latest built one.
+//! A round stops at the first week (or day) it could not build (locked by another worker
+//! or a late event's writer, or failed): they are built in ascending order, which is what
+//! lets the listing look for new ones only after a site's latest built one.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -14,7 +17,7 @@ use domain::deadpool_postgres::Pool;
 use domain::shutdown::{CancellationToken, every};
 use std::time::Duration;
 
-/// Weeks listed per round (each is built in a transaction of its own).
+/// Weeks (days) listed per round (each is built in a transaction of its own).
 const LIST: i32 = 200;
 
 /// What one round did.
@@ -22,34 +25,75 @@ const LIST: i32 = 200;
 pub struct Round {
     /// Weeks built.
     pub weeks: u64,
-    /// Week cells and page week rows written.
+    /// Days whose pair cells were built.
+    pub days: u64,
+    /// Week cells, page week rows and pair cells written.
     pub cells: u64,
-    /// Whether the round stopped at a week another transaction held.
+    /// Whether the round stopped at a week or day another transaction held.
     pub stopped_at_locked: bool,
 }
 
-/// Builds the weeks to build, in order, until one cannot be built; each week's build may
-/// take up to `timeout` (its pair cells aggregate every visit of the week: seconds per
-/// hundred thousand visits, past the service's `statement_timeout` for a busy site).
+/// One kind of cells built from sealed spans: how to list them and build one.
+struct Spans {
+    /// Lists `(site_id, span)` to build, oldest first, at most `$1`.
+    list: &'static str,
+    /// Builds site `$1`'s span `$2`: the cells written, or -1 when its row is held.
+    build: &'static str,
+    /// What a span is, for errors.
+    what: &'static str,
+}
+
+const WEEKS: Spans = Spans {
+    list: "SELECT site_id, week FROM tally_visit_weeks_to_build($1)",
+    build: "SELECT tally_build_visit_week($1, $2)",
+    what: "week",
+};
+
+const PAIR_DAYS: Spans = Spans {
+    list: "SELECT site_id, day FROM tally_visit_days_to_build($1)",
+    build: "SELECT tally_build_visit_pair_day($1, $2)",
+    what: "day",
+};
+
+/// Builds the weeks to build, in order, until one cannot be built, then the days' pair
+/// cells the same way; each build may take up to `timeout` (pair cells aggregate every
+/// visit of their span: seconds per hundred thousand visits, past the service's
+/// `statement_timeout` for a busy site).
 ///
 /// # Errors
-/// When PostgreSQL fails; weeks built before stay built.
+/// When PostgreSQL fails; spans built before stay built.
 pub async fn build_once(pg: &Pool, timeout: Duration) -> anyhow::Result<Round> {
     let mut client = pg.get().await.context("no PostgreSQL connection")?;
-    let weeks = client
-        .query(
-            "SELECT site_id, week FROM tally_visit_weeks_to_build($1)",
-            &[&LIST],
-        )
-        .await
-        .context("listing the weeks to build")?;
     let mut round = Round::default();
-    for row in &weeks {
-        let (site, week): (&str, DateTime<Utc>) = (row.get(0), row.get(1));
+    // Days are built even when a week fails: neither waits for the other.
+    let weeks = build_spans(&mut client, &WEEKS, timeout, &mut round).await;
+    let days = build_spans(&mut client, &PAIR_DAYS, timeout, &mut round).await;
+    round.weeks = weeks?;
+    metrics::counter!("batch_worker_visit_weeks_built_total").increment(round.weeks);
+    round.days = days?;
+    metrics::counter!("batch_worker_visit_pair_days_built_total").increment(round.days);
+    Ok(round)
+}
+
+/// Builds the spans `spans` lists, in order, until one cannot be built; returns how many
+/// were built, their cells added to `round`.
+async fn build_spans(
+    client: &mut domain::deadpool_postgres::Object,
+    spans: &Spans,
+    timeout: Duration,
+    round: &mut Round,
+) -> anyhow::Result<u64> {
+    let listed = client
+        .query(spans.list, &[&LIST])
+        .await
+        .with_context(|| format!("listing the {}s to build", spans.what))?;
+    let mut built = 0;
+    for row in &listed {
+        let (site, span): (&str, DateTime<Utc>) = (row.get(0), row.get(1));
         let tx = client
             .transaction()
             .await
-            .context("starting a week's build")?;
+            .with_context(|| format!("starting a {}'s build", spans.what))?;
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = {}",
             timeout.as_millis()
@@ -57,25 +101,24 @@ pub async fn build_once(pg: &Pool, timeout: Duration) -> anyhow::Result<Round> {
         .await
         .context("raising the build's statement_timeout")?;
         let cells: i64 = tx
-            .query_one("SELECT tally_build_visit_week($1, $2)", &[&site, &week])
+            .query_one(spans.build, &[&site, &span])
             .await
-            .with_context(|| format!("building week {week} of site {site}"))?
+            .with_context(|| format!("building {} {span} of site {site}", spans.what))?
             .get(0);
         tx.commit()
             .await
-            .with_context(|| format!("committing week {week} of site {site}"))?;
+            .with_context(|| format!("committing {} {span} of site {site}", spans.what))?;
         let Ok(cells) = u64::try_from(cells) else {
             round.stopped_at_locked = true;
             break;
         };
-        round.weeks += 1;
+        built += 1;
         round.cells += cells;
     }
-    metrics::counter!("batch_worker_visit_weeks_built_total").increment(round.weeks);
-    Ok(round)
+    Ok(built)
 }
 
-/// Builds weeks every `interval` until `stop`, each within `timeout`.
+/// Builds weeks and pair days every `interval` until `stop`, each within `timeout`.
 pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
@@ -87,18 +130,27 @@ pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: Cancella
                 "batch_worker_visit_weeks_out_of_date",
             )
             .await;
+            super::sketch_repair::record_backlog(
+                &pg,
+                "SELECT count(*) FROM visit_rollup_days \
+                 WHERE generation <> built_generation AND tally_visit_day_sealed(day)",
+                "batch_worker_visit_pair_days_out_of_date",
+            )
+            .await;
             loop {
                 match build_once(&pg, timeout).await {
                     Ok(round) => {
-                        if round.weeks > 0 {
+                        if round.weeks + round.days > 0 {
                             tracing::debug!(
                                 weeks = round.weeks,
+                                days = round.days,
                                 cells = round.cells,
-                                "visit weeks built"
+                                "visit weeks and pair days built"
                             );
                         }
                         // A full list built: more may be waiting.
-                        if round.weeks < LIST.unsigned_abs().into() {
+                        let full = u64::from(LIST.unsigned_abs());
+                        if round.weeks < full && round.days < full {
                             break;
                         }
                     }
@@ -107,7 +159,7 @@ pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: Cancella
                             .increment(1);
                         tracing::warn!(
                             error = format!("{e:#}"),
-                            "building visit week cells failed"
+                            "building visit week cells or pair day cells failed"
                         );
                         break;
                     }
