@@ -165,7 +165,7 @@ impl VisitDimension {
         !matches!(self, Self::EntryPage | Self::ExitPage)
     }
 
-    /// The dimensions kept in pair week cells (migration 0022), as filter and as
+    /// The dimensions kept in pair week and day cells (migrations 0022 and 0024), as filter and as
     /// breakdown: the dashboard's dimensions of few values, each with full counts and a
     /// visitor sketch. Page dimensions have thousands of values, so their pairs would
     /// outnumber the visits; a breakdown filtered by a page reads `visits`.
@@ -177,7 +177,7 @@ impl VisitDimension {
         Self::Country,
     ];
 
-    /// Whether pair week cells keep it (see [`Self::PAIRED`]).
+    /// Whether pair week and day cells keep it (see [`Self::PAIRED`]).
     pub fn has_pair_rollup(self) -> bool {
         Self::PAIRED.contains(&self)
     }
@@ -210,15 +210,18 @@ mod tests {
     }
 
     #[test]
-    fn the_paired_dimensions_are_those_migration_0022_builds() {
+    fn the_paired_dimensions_are_those_migrations_0022_and_0024_build() {
         let pairs: Vec<String> = VisitDimension::PAIRED
             .iter()
             .map(|d| format!("({}, v.{})", d.code(), d.column().expect("a column")))
             .collect();
+        // 0022 deletes a week's pair cells by these codes; 0024's aggregation (of weeks
+        // and days since) pairs these columns.
         let migration = include_str!("../../../../migrations/0022_visit_pair_week_rollups.sql");
+        let aggregation = include_str!("../../../../migrations/0024_visit_pair_day_rollups.sql");
         assert!(
-            migration.contains(&pairs.join(", ")),
-            "migration 0022 pairs {}",
+            aggregation.contains(&pairs.join(", ")),
+            "migration 0024 pairs {}",
             pairs.join(", ")
         );
         let codes: Vec<String> = VisitDimension::PAIRED
