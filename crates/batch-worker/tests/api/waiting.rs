@@ -10,15 +10,36 @@ use domain::queue::WorkerQueue;
 const CHANGING: &str = "changing.example";
 const OTHER: &str = "other.example";
 
-/// Takes `site`'s settings lock exclusive in `tx`, as a change of its settings
-/// (visits::settings::resettle_sites) holds it while it recounts.
-async fn hold_change(tx: &domain::deadpool_postgres::Transaction<'_>, site: &str) {
+/// Begins a change of `site`'s settings in `tx` (of a client of `pool`) as
+/// visits::settings::resettle_sites does while it recounts: its settings lock taken
+/// exclusive, and its `visit_rollup_zones` row (stored by its earlier events) updated.
+async fn hold_change(
+    pool: &domain::deadpool_postgres::Pool,
+    tx: &domain::deadpool_postgres::Transaction<'_>,
+    site: &str,
+) {
+    pool.get()
+        .await
+        .expect("pg")
+        .execute(
+            "INSERT INTO visit_rollup_zones (site_id, timezone) VALUES ($1, 'UTC') \
+             ON CONFLICT DO NOTHING",
+            &[&site],
+        )
+        .await
+        .expect("the site's stored settings");
     tx.execute(
         "SELECT tally_lock_site_settings($1::text[], true)",
         &[&vec![site]],
     )
     .await
     .expect("lock");
+    tx.execute(
+        "UPDATE visit_rollup_zones SET goals = '[]' WHERE site_id = $1",
+        &[&site],
+    )
+    .await
+    .expect("the site's new settings");
 }
 
 async fn generation(h: &Harness, site: &str) -> Option<i64> {
@@ -53,7 +74,7 @@ async fn a_sites_events_wait_for_its_settings_change_while_other_sites_are_store
     // A change of CHANGING's settings under way.
     let mut change = pool.get().await.expect("pg");
     let change_tx = change.transaction().await.expect("tx");
-    hold_change(&change_tx, CHANGING).await;
+    hold_change(&pool, &change_tx, CHANGING).await;
 
     let ts = |m: u32| format!("2025-11-14T10:{m:02}:00Z");
     h.push(&[
@@ -193,7 +214,7 @@ async fn a_change_in_another_database_holds_no_events_here() {
     let other = domain::testing::TestDb::new().await;
     let mut change = other.pool().get().await.expect("pg");
     let change_tx = change.transaction().await.expect("tx");
-    hold_change(&change_tx, CHANGING).await;
+    hold_change(&other.pool(), &change_tx, CHANGING).await;
     let changing = |pool: domain::deadpool_postgres::Pool| async move {
         pool.get()
             .await

@@ -132,12 +132,18 @@ impl From<Matcher> for Goal {
     }
 }
 
+/// Only the sites without a row try to insert one: a conflicting insert waits for the
+/// transaction changing the row it conflicts with, and a change of a site's settings
+/// updates its row and holds it while it recounts (minutes for a large site), which would
+/// hold every batch with one of its events, and the lanes behind them, that long.
 const ADD_MISSING: &str = r"
 INSERT INTO visit_rollup_zones (site_id, timezone, goals, funnels)
 SELECT s, coalesce((SELECT timezone FROM sites WHERE site_id = s), 'UTC'),
        tally_goal_matchers((SELECT goals FROM sites WHERE site_id = s)),
        tally_funnel_matchers((SELECT funnels FROM sites WHERE site_id = s))
-FROM unnest($1::text[]) AS t(s) ORDER BY 1
+FROM unnest($1::text[]) AS t(s)
+WHERE NOT EXISTS (SELECT 1 FROM visit_rollup_zones z WHERE z.site_id = s)
+ORDER BY 1
 ON CONFLICT (site_id) DO NOTHING
 ";
 
