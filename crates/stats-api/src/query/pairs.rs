@@ -115,7 +115,8 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
     // The days left, read from `visits` in one scan of their two spans (before and after
     // the weeks), bounded by the instants their local dates begin and end (two hours wider,
     // for a zone whose offset changes at midnight), so a block-range scan reads only those
-    // days' blocks; the local date (the day cells' bucket) decides.
+    // days' blocks; the local date (the day cells' bucket) decides, computed once per visit
+    // (an `IN` would become a join computing it once per visit and day).
     let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
     let visits = format!(
         "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
@@ -127,7 +128,7 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
                  AND started_at < (SELECT before_hi FROM spans)) \
              OR (started_at >= (SELECT after_lo FROM spans) \
                  AND started_at < (SELECT after_hi FROM spans))) \
-           AND {bucket} IN (SELECT day FROM unbuilt) \
+           AND {bucket} = ANY (ARRAY(SELECT day FROM unbuilt)) \
          GROUP BY 1, 2",
         domain::visits::SKETCH_PARAMS
     );
