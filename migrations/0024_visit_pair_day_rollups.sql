@@ -10,7 +10,7 @@
 --   marked 36 hours after b, when the date has ended in every zone (UTC-12 ends it then),
 --   and sealed an hour later (tally_visit_day_marked, tally_visit_day_sealed).
 -- * Every write that changes a day cell of a marked day bumps the day's generation in the
---   statement upserting the cells (after the week rows, in key order). A change of a
+--   statement upserting the cells (its rows in key order). A change of a
 --   visit writes the cells of its day (the totals' at least: every event stored adds to
 --   its visit's events), so a change of a visit of a marked day marks the day.
 -- * A build locks the day's row (skipping a day someone holds), then reads the day's
