@@ -5,6 +5,7 @@ mod drain;
 mod enrichment;
 mod feeds;
 mod helpers;
+mod hours;
 mod polls;
 mod reliability;
 mod retention;

@@ -210,18 +210,18 @@ mod tests {
     }
 
     #[test]
-    fn the_paired_dimensions_are_those_migrations_0022_and_0024_build() {
+    fn the_paired_dimensions_are_those_migrations_0022_and_0025_build() {
         let pairs: Vec<String> = VisitDimension::PAIRED
             .iter()
             .map(|d| format!("({}, v.{})", d.code(), d.column().expect("a column")))
             .collect();
-        // 0022 deletes a week's pair cells by these codes; 0024's aggregation (of weeks
-        // and days since) pairs these columns.
+        // 0022 deletes a week's pair cells by these codes; 0025's aggregation (of weeks,
+        // days and hours since) pairs these columns.
         let migration = include_str!("../../../../migrations/0022_visit_pair_week_rollups.sql");
-        let aggregation = include_str!("../../../../migrations/0024_visit_pair_day_rollups.sql");
+        let aggregation = include_str!("../../../../migrations/0025_visit_pair_hour_rollups.sql");
         assert!(
             aggregation.contains(&pairs.join(", ")),
-            "migration 0024 pairs {}",
+            "migration 0025 pairs {}",
             pairs.join(", ")
         );
         let codes: Vec<String> = VisitDimension::PAIRED

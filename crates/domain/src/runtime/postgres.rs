@@ -130,6 +130,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "visit_pair_day_rollups",
         include_str!("../../../../migrations/0024_visit_pair_day_rollups.sql"),
     ),
+    (
+        25,
+        "visit_pair_hour_rollups",
+        include_str!("../../../../migrations/0025_visit_pair_hour_rollups.sql"),
+    ),
 ];
 
 /// An arbitrary but fixed key, so concurrent migrators wait for each other.

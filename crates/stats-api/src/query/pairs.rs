@@ -14,7 +14,9 @@
 //!   days left the range's visits aggregated into rows of the same shape (same sums,
 //!   sketches of the same hashes), so the answer is the one the visits give. The days left
 //!   are those not sealed yet (today, and yesterday until 13:00 UTC) and any a late event
-//!   changed since their build: a day or two of visits instead of all of them.
+//!   changed since their build; of those, the hours with pair hour cells (migration 0025,
+//!   built for each sealed hour of the last two days) are read from them, so the visits
+//!   read are those of the last three or four hours instead of up to 37.
 //!
 //! Either way the rows expose X's (and Y's) values under the `visits` column names, so
 //! the filter and the dimensions are the SQL they are over `visits`, and the metrics those
@@ -112,12 +114,19 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
         "day",
         "IN (SELECT day FROM built_days)",
     );
-    // The days left, read from `visits` in one scan of their two spans (before and after
-    // the weeks), bounded by the instants their local dates begin and end (two hours wider,
-    // for a zone whose offset changes at midnight), so a block-range scan reads only those
-    // days' blocks; the local date (the day cells' bucket) decides, computed once per visit
-    // (an `IN` would become a join computing it once per visit and day).
-    let bucket = "((started_at AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'";
+    let built_hours = pair_cells(
+        "visit_pair_hour_rollups",
+        "hour",
+        "IN (SELECT hour FROM built_hours)",
+    );
+    // The local date (the day cells' bucket) of an instant.
+    let bucket = |instant: &str| {
+        format!("((({instant}) AT TIME ZONE $4)::date)::timestamp AT TIME ZONE 'UTC'")
+    };
+    // The hours left, read from `visits` in one scan of their two spans (before and after
+    // the weeks), so a block-range scan reads only those hours' blocks; the local date
+    // decides, computed once per visit (an `IN` would become a join computing it once per
+    // visit and day).
     let visits = format!(
         "SELECT {x_column}, {y_column}, count(*), sum(pageviews)::bigint, sum(events)::bigint, \
                 count(*) FILTER (WHERE pageviews = 1), \
@@ -128,9 +137,11 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
                  AND started_at < (SELECT before_hi FROM spans)) \
              OR (started_at >= (SELECT after_lo FROM spans) \
                  AND started_at < (SELECT after_hi FROM spans))) \
-           AND {bucket} = ANY (ARRAY(SELECT day FROM unbuilt)) \
+           AND {} = ANY (ARRAY(SELECT day FROM unbuilt)) \
+           AND date_trunc('hour', started_at, 'UTC') <> ALL (ARRAY(SELECT hour FROM built_hours)) \
          GROUP BY 1, 2",
-        domain::visits::SKETCH_PARAMS
+        domain::visits::SKETCH_PARAMS,
+        bucket("started_at"),
     );
     // The instant the local date of day bucket `day` begins.
     let begins =
@@ -139,6 +150,17 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
         "day < (SELECT lo FROM cover)",
         "day >= (SELECT hi FROM cover)",
     );
+    // The hours of a span of `day_spans`, from the UTC hour of its start.
+    let hours_of = |lo: &str, hi: &str| {
+        format!(
+            "generate_series(date_trunc('hour', s.{lo}, 'UTC'), s.{hi} - interval '1 microsecond', \
+                             interval '1 hour')"
+        )
+    };
+    // day_spans: from the instant the first unbuilt day of each span (before and after the
+    // weeks) begins to the instant its last ends, two hours wider for a zone whose offset
+    // changes at midnight; built_hours: the hours with pair hour cells wholly inside one
+    // of those days; spans: the hours of day_spans not built, the visits read.
     format!(
         "WITH {}, \
          outside AS ( \
@@ -148,9 +170,26 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
              SELECT o.day FROM outside o JOIN visit_rollup_days b \
                ON b.site_id = $1 AND b.day = o.day AND b.generation = b.built_generation), \
          unbuilt AS (SELECT day FROM outside EXCEPT SELECT day FROM built_days), \
+         day_spans AS ( \
+             SELECT {}, {}, {}, {} FROM unbuilt), \
+         built_hours AS ( \
+             SELECT h.hour FROM visit_rollup_hours h, day_spans s \
+             WHERE h.site_id = $1 AND h.generation = h.built_generation \
+               AND tally_visit_hour_readable(h.hour) \
+               AND ((h.hour >= s.before_lo AND h.hour < s.before_hi) \
+                    OR (h.hour >= s.after_lo AND h.hour < s.after_hi)) \
+               AND {} = {} \
+               AND {} = ANY (ARRAY(SELECT day FROM unbuilt))), \
+         hours_left AS ( \
+             SELECT true AS before, g AS hour FROM day_spans s, {} AS g \
+             UNION ALL SELECT false, g FROM day_spans s, {} AS g), \
          spans AS ( \
-             SELECT {}, {}, {}, {} FROM unbuilt) \
-         {weeks} UNION ALL {built_days} UNION ALL {visits}",
+             SELECT min(hour) FILTER (WHERE before) AS before_lo, \
+                    max(hour) FILTER (WHERE before) + interval '1 hour' AS before_hi, \
+                    min(hour) FILTER (WHERE NOT before) AS after_lo, \
+                    max(hour) FILTER (WHERE NOT before) + interval '1 hour' AS after_hi \
+             FROM hours_left WHERE hour NOT IN (SELECT hour FROM built_hours)) \
+         {weeks} UNION ALL {built_days} UNION ALL {built_hours} UNION ALL {visits}",
         rollups::week_cover((first, last)),
         begins(&format!("min(day) FILTER (WHERE {before})")) + " - interval '2 hours' AS before_lo",
         begins(&format!(
@@ -160,6 +199,11 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
         begins(&format!(
             "max(day) FILTER (WHERE {after}) + interval '1 day'"
         )) + " + interval '2 hours' AS after_hi",
+        bucket("h.hour"),
+        bucket("h.hour + interval '1 hour' - interval '1 microsecond'"),
+        bucket("h.hour"),
+        hours_of("before_lo", "before_hi"),
+        hours_of("after_lo", "after_hi"),
     )
 }
 

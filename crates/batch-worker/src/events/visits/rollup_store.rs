@@ -7,7 +7,7 @@ use super::rollup::{Cell, RollupChanges};
 use crate::lane::StoreError;
 use chrono::{DateTime, Utc};
 use domain::deadpool_postgres::Transaction;
-use domain::visits::{DAY_SPAN, SKETCH_PARAMS};
+use domain::visits::{DAY_SPAN, HOUR_SPAN, SKETCH_PARAMS, VisitDimension};
 use std::sync::LazyLock;
 
 /// The key of a cell `c`'s value (and goal), as migration 0013 computes it.
@@ -43,6 +43,20 @@ pub(crate) fn mark_days(cells: &str) -> String {
          WHERE span_hours = {DAY_SPAN} AND tally_visit_day_marked(bucket) \
          ORDER BY 1, 2 \
          ON CONFLICT (site_id, day) DO UPDATE SET generation = d.generation + 1"
+    )
+}
+
+/// Bumps the generation of every marked hour (migration 0025) whose totals' hour cell is
+/// in `cells`, making its pair hour cells out of date until built again. Its rows are
+/// locked in key order, in the statement that locks the week and day rows.
+pub(crate) fn mark_hours(cells: &str) -> String {
+    format!(
+        "INSERT INTO visit_rollup_hours AS h (site_id, hour, generation, built_generation) \
+         SELECT DISTINCT site_id, bucket, 1, -1 FROM {cells} \
+         WHERE span_hours = {HOUR_SPAN} AND dimension = {ALL} AND tally_visit_hour_marked(bucket) \
+         ORDER BY 1, 2 \
+         ON CONFLICT (site_id, hour) DO UPDATE SET generation = h.generation + 1",
+        ALL = VisitDimension::All.code()
     )
 }
 
@@ -84,14 +98,16 @@ written AS (
 ),
 -- Unreferenced, so run after the statement's other parts, the cell locks taken.
 weeks AS ({weeks}),
-days AS ({days})
+days AS ({days}),
+hours AS ({hours})
 INSERT INTO visit_rollup_pending
 SELECT c.site_id, c.dimension, c.span_hours, c.bucket, c.value_key, c.value, c.goal_id, c.visitors
 FROM written w JOIN cells c USING (site_id, dimension, span_hours, bucket, value_key)
 WHERE w.queued AND c.visitors IS NOT NULL
 ",
         weeks = mark_weeks("cells"),
-        days = mark_days("cells")
+        days = mark_days("cells"),
+        hours = mark_hours("cells")
     )
 });
 

@@ -1,11 +1,13 @@
-//! Builds week cells (migration 0019) and pair day cells (migration 0024): every
-//! `VISIT_WEEK_BUILD_INTERVAL_MS`, each worker lists the sealed weeks whose cells are
-//! missing or out of date, oldest first, and builds them one transaction each
-//! (`tally_build_visit_week`); then the same for sealed days' pair cells
-//! (`tally_build_visit_pair_day`). A week's cells are the sums and sketch unions of its
-//! seven day cells, so readers that take a range's whole weeks from them merge a seventh
-//! of the rows and get the same answer; a day's pair cells let a filtered breakdown read
-//! no visits but those of the days not sealed yet.
+//! Builds week cells (migration 0019), pair day cells (migration 0024) and pair hour cells
+//! (migration 0025): every `VISIT_WEEK_BUILD_INTERVAL_MS`, each worker lists the sealed
+//! weeks whose cells are missing or out of date, oldest first, and builds them one
+//! transaction each (`tally_build_visit_week`); then the same for sealed days' pair cells
+//! (`tally_build_visit_pair_day`) and for the sealed hours' of the last two days
+//! (`tally_build_visit_pair_hour`), and drops the hours no reader uses any more. A week's
+//! cells are the sums and sketch unions of its seven day cells, so readers that take a
+//! range's whole weeks from them merge a seventh of the rows and get the same answer; a
+//! day's (an hour's) pair cells let a filtered breakdown read no visits but those of the
+//! last hours.
 //!
 //! A round stops at the first week (or day) it could not build (locked by another worker
 //! or a late event's writer, or failed): they are built in ascending order, which is what
@@ -27,6 +29,8 @@ pub struct Round {
     pub weeks: u64,
     /// Days whose pair cells were built.
     pub days: u64,
+    /// Hours whose pair cells were built.
+    pub hours: u64,
     /// Week cells, page week rows and pair cells written.
     pub cells: u64,
     /// Whether the round stopped at a week or day another transaction held.
@@ -55,8 +59,14 @@ const PAIR_DAYS: Spans = Spans {
     what: "day",
 };
 
-/// Builds the weeks to build, in order, until one cannot be built, then the days' pair
-/// cells the same way; each build may take up to `timeout` (pair cells aggregate every
+const PAIR_HOURS: Spans = Spans {
+    list: "SELECT site_id, hour FROM tally_visit_hours_to_build($1)",
+    build: "SELECT tally_build_visit_pair_hour($1, $2)",
+    what: "hour",
+};
+
+/// Builds the weeks to build, in order, until one cannot be built, then the days' and the
+/// hours' pair cells the same way, and drops the hours past reading; each build may take up to `timeout` (pair cells aggregate every
 /// visit of their span: seconds per hundred thousand visits, past the service's
 /// `statement_timeout` for a busy site).
 ///
@@ -65,13 +75,27 @@ const PAIR_DAYS: Spans = Spans {
 pub async fn build_once(pg: &Pool, timeout: Duration) -> anyhow::Result<Round> {
     let mut client = pg.get().await.context("no PostgreSQL connection")?;
     let mut round = Round::default();
-    // Days are built even when a week fails: neither waits for the other.
+    // Each kind is built even when another fails: none waits for the others.
     let weeks = build_spans(&mut client, &WEEKS, timeout, &mut round).await;
     let days = build_spans(&mut client, &PAIR_DAYS, timeout, &mut round).await;
+    let hours = build_spans(&mut client, &PAIR_HOURS, timeout, &mut round).await;
+    let pruned = client
+        .execute("SELECT tally_prune_visit_pair_hours()", &[])
+        .await
+        .context("dropping the pair hour cells past reading");
+    for (built, counter) in [
+        (&weeks, "batch_worker_visit_weeks_built_total"),
+        (&days, "batch_worker_visit_pair_days_built_total"),
+        (&hours, "batch_worker_visit_pair_hours_built_total"),
+    ] {
+        if let Ok(n) = built {
+            metrics::counter!(counter).increment(*n);
+        }
+    }
     round.weeks = weeks?;
-    metrics::counter!("batch_worker_visit_weeks_built_total").increment(round.weeks);
     round.days = days?;
-    metrics::counter!("batch_worker_visit_pair_days_built_total").increment(round.days);
+    round.hours = hours?;
+    pruned?;
     Ok(round)
 }
 
@@ -118,7 +142,7 @@ async fn build_spans(
     Ok(built)
 }
 
-/// Builds weeks and pair days every `interval` until `stop`, each within `timeout`.
+/// Builds weeks, pair days and pair hours every `interval` until `stop`, each within `timeout`.
 pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
@@ -137,20 +161,29 @@ pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: Cancella
                 "batch_worker_visit_pair_days_out_of_date",
             )
             .await;
+            super::sketch_repair::record_backlog(
+                &pg,
+                "SELECT count(*) FROM visit_rollup_hours \
+                 WHERE generation <> built_generation AND tally_visit_hour_sealed(hour) \
+                   AND tally_visit_hour_readable(hour)",
+                "batch_worker_visit_pair_hours_out_of_date",
+            )
+            .await;
             loop {
                 match build_once(&pg, timeout).await {
                     Ok(round) => {
-                        if round.weeks + round.days > 0 {
+                        if round.weeks + round.days + round.hours > 0 {
                             tracing::debug!(
                                 weeks = round.weeks,
                                 days = round.days,
+                                hours = round.hours,
                                 cells = round.cells,
-                                "visit weeks and pair days built"
+                                "visit weeks, pair days and pair hours built"
                             );
                         }
                         // A full list built: more may be waiting.
                         let full = u64::from(LIST.unsigned_abs());
-                        if round.weeks < full && round.days < full {
+                        if round.weeks < full && round.days < full && round.hours < full {
                             break;
                         }
                     }
@@ -159,7 +192,7 @@ pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: Cancella
                             .increment(1);
                         tracing::warn!(
                             error = format!("{e:#}"),
-                            "building visit week cells or pair day cells failed"
+                            "building visit week cells or pair day or hour cells failed"
                         );
                         break;
                     }
