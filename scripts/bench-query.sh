@@ -181,11 +181,20 @@ t0=$(date +%s%N)
 DAY_CELLS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(tally_build_visit_pair_day(site_id, day)), 0) FROM tally_visit_days_to_build(100000)")
 DAYS_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 BUILT_DAYS=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM visit_rollup_days WHERE site_id = 'big.example' AND generation = built_generation")
+# And the pair cells of its sealed hours of the last two days (migration 0025): a filtered
+# breakdown then reads from visits only the last three or four hours.
+psql "$DATABASE_URL" -q -o /dev/null -c "UPDATE visit_rollup_hours SET built_generation = -1 WHERE site_id = 'big.example'"
+t0=$(date +%s%N)
+HOUR_CELLS=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(tally_build_visit_pair_hour(site_id, hour)), 0) FROM tally_visit_hours_to_build(100000)")
+HOURS_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+BUILT_HOURS=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM visit_rollup_hours WHERE site_id = 'big.example' AND generation = built_generation")
 psql "$DATABASE_URL" -q -o /dev/null -c "VACUUM ANALYZE visit_rollups" -c "VACUUM ANALYZE visit_rollup_weeks" \
   -c "VACUUM ANALYZE page_week_rollups" -c "VACUUM ANALYZE visit_pair_week_rollups" \
-  -c "VACUUM ANALYZE visit_rollup_days" -c "VACUUM ANALYZE visit_pair_day_rollups"
+  -c "VACUUM ANALYZE visit_rollup_days" -c "VACUUM ANALYZE visit_pair_day_rollups" \
+  -c "VACUUM ANALYZE visit_rollup_hours" -c "VACUUM ANALYZE visit_pair_hour_rollups"
 say "  its sealed weeks built: $WEEK_CELLS week cells, page rows and pair cells in $WEEKS_MS ms"
 say "  its sealed days' pair cells built: $DAY_CELLS cells of $BUILT_DAYS days in $DAYS_MS ms"
+say "  its sealed hours' pair cells built: $HOUR_CELLS cells of $BUILT_HOURS hours in $HOURS_MS ms"
 
 port_free 19082
 # The statement timeout raised from its 30 s default so slow queries are timed, not cut.
@@ -300,11 +309,11 @@ grep -q '"uncached_p50_ms"' "$WORK/result.json" || die "the query benchmark fail
 say "the same rollup queries from day rows alone (no week built), and their answers compared"
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 answers > "$WORK/answers-weeks.json"
 psql "$DATABASE_URL" -q -o /dev/null -c "UPDATE visit_rollup_weeks SET built_generation = -1" \
-  -c "UPDATE visit_rollup_days SET built_generation = -1"
+  -c "UPDATE visit_rollup_days SET built_generation = -1" -c "UPDATE visit_rollup_hours SET built_generation = -1"
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 days > "$WORK/days.json"
 python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19082 answers > "$WORK/answers-days.json"
 psql "$DATABASE_URL" -q -o /dev/null -c "UPDATE visit_rollup_weeks SET built_generation = generation" \
-  -c "UPDATE visit_rollup_days SET built_generation = generation"
+  -c "UPDATE visit_rollup_days SET built_generation = generation" -c "UPDATE visit_rollup_hours SET built_generation = generation"
 cmp -s "$WORK/answers-weeks.json" "$WORK/answers-days.json" \
   || die "answers read through week rows differ from those of day rows: see $WORK/answers-*.json"
 say "  the same answers, to the last digit, with and without week rows"
@@ -320,10 +329,12 @@ python3 "$WORK/queries.py" "$RUNS" "$RHOST" "$RPORT" "$PREFIX" 19083 compare > "
   || die "the visits-table comparison failed (see $WORK)"
 jq -s --argjson ms "$GOAL_RECOUNT_MS" --argjson n "$CONVERSIONS" --argjson wc "$WEEK_CELLS" --argjson wms "$WEEKS_MS" \
   --argjson dc "$DAY_CELLS" --argjson dd "$BUILT_DAYS" --argjson dbms "$DAYS_MS" \
+  --argjson hc "$HOUR_CELLS" --argjson hh "$BUILT_HOURS" --argjson hbms "$HOURS_MS" \
   --argjson dn "$RECOUNT_DRAIN_EVENTS" --argjson dms "$DRAIN_DURING_RECOUNT_MS" --argjson during "$RECOUNT_RUNNING_AFTER_DRAIN" \
   --argjson waited "${WAITED:-0}" --argjson wafter "$WAITING_STORED_AFTER_MS" \
   '.[0] + .[1] + {goal_change_recount_ms: $ms, goal_change_conversions: $n, week_cells: $wc, week_build_ms: $wms,
                   pair_day_cells: $dc, pair_days: $dd, pair_day_build_ms: $dbms,
+                  pair_hour_cells: $hc, pair_hours: $hh, pair_hour_build_ms: $hbms,
                   drain_during_goal_recount: {events: $dn, ms: $dms, events_per_s: ($dn * 1000 / $dms), recount_still_running_when_drained: $during,
                                               events_waited: $waited, waiting_stored_ms_after_recount: $wafter}}' \
   "$WORK/result.json" "$WORK/compare.json" > "$WORK/result-all.json"
@@ -386,11 +397,11 @@ cp "$OUT/query-$STAMP.json" "$OUT/query-latest.json"
   echo
   echo "One site, $EVENTS events ($VISITS visits) over 90 days, Europe/Berlin; \`date_range: 91d\`; one stats-api (release), one connection; uncached: the site's cache generation bumped before each request. Same run: \`GET /healthz\` of the same server p50 $(jq .healthz_p50_ms "$WORK/result.json") ms."
   echo
-  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 | from day rows alone (no week or pair day built), uncached p50 / p99 | from visits (VISIT_ROLLUPS=false), uncached p50 |"
+  echo "| query | uncached p50 | uncached p99 | cached p50 | cached p99 | from day rows alone (no week, pair day or pair hour built), uncached p50 / p99 | from visits (VISIT_ROLLUPS=false), uncached p50 |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   jq -r '.visits_table_p50_ms as $v | .day_rows_ms as $d | .queries | to_entries[] | "| \(.key) | \(.value.uncached_p50_ms) ms | \(.value.uncached_p99_ms) ms | \(.value.cached_p50_ms) ms | \(.value.cached_p99_ms) ms | \(if $d[.key] then "\($d[.key].p50) / \($d[.key].p99) ms" else "" end) | \(if $v[.key] then "\($v[.key]) ms" else "" end) |"' "$WORK/result.json"
   echo
-  echo "Sealed weeks built as the worker builds them (migrations 0019, 0021 and 0022): $(jq .week_cells "$WORK/result.json") week cells, page week rows and pair week cells in $(jq .week_build_ms "$WORK/result.json") ms; the pair cells of its sealed days (migration 0024): $(jq .pair_day_cells "$WORK/result.json") cells of $(jq .pair_days "$WORK/result.json") days in $(jq .pair_day_build_ms "$WORK/result.json") ms. Answers read through week rows and pair day rows equal those of day rows alone (for the breakdowns filtered by another dimension: of the visits alone), compared for every rollup query above and top pages."
+  echo "Sealed weeks built as the worker builds them (migrations 0019, 0021 and 0022): $(jq .week_cells "$WORK/result.json") week cells, page week rows and pair week cells in $(jq .week_build_ms "$WORK/result.json") ms; the pair cells of its sealed days (migration 0024): $(jq .pair_day_cells "$WORK/result.json") cells of $(jq .pair_days "$WORK/result.json") days in $(jq .pair_day_build_ms "$WORK/result.json") ms; the pair cells of its sealed hours of the last two days (migration 0025): $(jq .pair_hour_cells "$WORK/result.json") cells of $(jq .pair_hours "$WORK/result.json") hours in $(jq .pair_hour_build_ms "$WORK/result.json") ms. Answers read through week rows, pair day rows and pair hour rows equal those of day rows alone (for the breakdowns filtered by another dimension: of the visits alone), compared for every rollup query above and top pages."
   echo
   echo "A change of the site's goals (three goals, one funnel) recounts its events' conversions and funnel steps and rebuilds its goal and funnel cells in the transaction storing the change: $(jq .goal_change_recount_ms "$WORK/result.json") ms for $(jq .goal_change_conversions "$WORK/result.json") conversions."
   echo

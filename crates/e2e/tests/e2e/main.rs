@@ -7,6 +7,7 @@ mod exports;
 mod goals;
 mod half_open;
 mod helpers;
+mod hours;
 mod metrics;
 mod notifications;
 mod notify;

@@ -33,6 +33,21 @@ pub(crate) const SITES: [(&str, &str); 3] = [
 /// tag on the first page of a visit, one to six pages minutes apart, sometimes a custom
 /// event, phones, tablets and desktops. Returns the events.
 pub(crate) fn generate(visitors: usize, seed: u64) -> Vec<Value> {
+    let june = chrono::DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z")
+        .expect("valid")
+        .to_utc();
+    generate_from(visitors, seed, &SITES, june, 10 * 86_400)
+}
+
+/// [`generate`]'s visitors on `sites`, their first visits starting in the `span_secs`
+/// seconds from `base` (later ones up to about 45 hours after).
+pub(crate) fn generate_from(
+    visitors: usize,
+    seed: u64,
+    sites: &[(&str, &str)],
+    base: chrono::DateTime<chrono::Utc>,
+    span_secs: u64,
+) -> Vec<Value> {
     let mut rng = Seeded(seed);
     let referrers = [
         None,
@@ -42,12 +57,11 @@ pub(crate) fn generate(visitors: usize, seed: u64) -> Vec<Value> {
         Some("https://blog.example.org/post"),
     ];
     let widths = [375, 800, 1440];
-    let base = chrono::DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").expect("valid");
     let mut events = Vec::new();
     for v in 0..visitors {
-        let (site, _) = SITES[v % SITES.len()];
+        let (site, _) = sites[v % sites.len()];
         let width = widths[rng.below(3) as usize];
-        let mut t = base + chrono::TimeDelta::seconds(rng.below(10 * 86_400) as i64);
+        let mut t = base + chrono::TimeDelta::seconds(rng.below(span_secs) as i64);
         for _ in 0..=rng.below(4) {
             let referrer = referrers[rng.below(referrers.len() as u64) as usize];
             let utm = if rng.below(5) == 0 {

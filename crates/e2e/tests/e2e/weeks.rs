@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// The dashboard's rollup queries, and the goal and funnel ones, over `range`.
-fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
+pub(crate) fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
     let base = json!({"site_id": site, "date_range": [range.0, range.1]});
     let with = |extra: Value| {
         let mut body = base.clone();
@@ -306,7 +306,7 @@ async fn answers_through_week_rows_equal_those_of_day_rows_alone() {
 async fn q_utc_pageviews(stack: &Stack, stats: &Service, range: (&str, &str)) -> Vec<f64> {
     let body = json!({"site_id": "q-utc", "metrics": ["pageviews"], "dimensions": ["event:page"],
                       "date_range": [range.0, range.1], "order_by": [["event:page", "asc"]]});
-    first_metric_of_each_row(stack, stats, &body).await
+    first_metric_of_each_row(stack, stats, "q-utc", &body).await
 }
 
 /// The visits of mobile devices per source of site `q-utc` over `range`, uncached.
@@ -318,12 +318,17 @@ async fn q_utc_mobile_visits_by_source(
     let body = json!({"site_id": "q-utc", "metrics": ["visits"], "dimensions": ["visit:source"],
                       "date_range": [range.0, range.1],
                       "filters": [["is", "visit:device", ["mobile"]]]});
-    first_metric_of_each_row(stack, stats, &body).await
+    first_metric_of_each_row(stack, stats, "q-utc", &body).await
 }
 
-/// The first metric of each row of the uncached answer to `body` (a `q-utc` query).
-async fn first_metric_of_each_row(stack: &Stack, stats: &Service, body: &Value) -> Vec<f64> {
-    drop_cached_answers(stack, "q-utc").await;
+/// The first metric of each row of the uncached answer to `body` (a query of `site`).
+pub(crate) async fn first_metric_of_each_row(
+    stack: &Stack,
+    stats: &Service,
+    site: &str,
+    body: &Value,
+) -> Vec<f64> {
+    drop_cached_answers(stack, site).await;
     let (status, answer) = query(stats, body).await;
     assert_eq!(status, 200, "{answer}");
     answer["results"]
@@ -334,13 +339,13 @@ async fn first_metric_of_each_row(stack: &Stack, stats: &Service, body: &Value) 
         .collect()
 }
 
-async fn execute(stack: &Stack, sql: &str) {
+pub(crate) async fn execute(stack: &Stack, sql: &str) {
     let client = stack.db.pool().get().await.expect("pg");
     client.batch_execute(sql).await.expect(sql);
 }
 
 /// Drops the answers cached for `site`.
-async fn drop_cached_answers(stack: &Stack, site: &str) {
+pub(crate) async fn drop_cached_answers(stack: &Stack, site: &str) {
     let mut redis = stack.redis.conn().await;
     let mut pipe = domain::redis_client::pipe();
     domain::cache::bump_sites(&mut pipe, &stack.redis.keys(), [site]);
