@@ -50,7 +50,11 @@ fn visit(id: u32, visitor: &str, start: DateTime<Utc>, n: u32) -> Vec<serde_json
                 Some(visitor),
                 &(start + TimeDelta::minutes(*minutes)).to_rfc3339(),
             );
-            m["device"] = serde_json::json!(if n % 2 == 0 { "mobile" } else { "desktop" });
+            m["device"] = serde_json::json!(if n.is_multiple_of(2) {
+                "mobile"
+            } else {
+                "desktop"
+            });
             m["country"] = serde_json::json!(["FR", "DE", "US"][n as usize % 3]);
             m
         })
