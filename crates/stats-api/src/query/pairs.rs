@@ -150,17 +150,36 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
         "day < (SELECT lo FROM cover)",
         "day >= (SELECT hi FROM cover)",
     );
-    // The hours of a span of `day_spans`, from the UTC hour of its start.
+    // Hours before this one have no pair hour cells a reader may use
+    // (`tally_visit_hour_readable`).
+    let readable_from = "date_trunc('hour', now() - interval '2 days', 'UTC')";
+    // The readable hours of a span of `day_spans`.
     let hours_of = |lo: &str, hi: &str| {
         format!(
-            "generate_series(date_trunc('hour', s.{lo}, 'UTC'), s.{hi} - interval '1 microsecond', \
-                             interval '1 hour')"
+            "generate_series(greatest(date_trunc('hour', s.{lo}, 'UTC'), {readable_from}), \
+                             s.{hi} - interval '1 microsecond', interval '1 hour')"
+        )
+    };
+    // A span's bounds: its hours left, and its part before the readable hours whole.
+    let span = |side: &str, before: bool| {
+        let which = if before { "before" } else { "NOT before" };
+        format!(
+            "least(min(hour) FILTER (WHERE {which}), \
+                   (SELECT CASE WHEN {side}_lo < {readable_from} THEN {side}_lo END FROM day_spans)) \
+                 AS {side}_lo, \
+             greatest(max(hour) FILTER (WHERE {which}) + interval '1 hour', \
+                      (SELECT CASE WHEN {side}_lo < {readable_from} \
+                                   THEN least({side}_hi, {readable_from}) END FROM day_spans)) \
+                 AS {side}_hi"
         )
     };
     // day_spans: from the instant the first unbuilt day of each span (before and after the
     // weeks) begins to the instant its last ends, two hours wider for a zone whose offset
     // changes at midnight; built_hours: the hours with pair hour cells wholly inside one
-    // of those days; spans: the hours of day_spans not built, the visits read.
+    // of those days; spans: the readable hours of day_spans not built that hold an instant
+    // of an unbuilt day (not the hours of built days in the two hours' margin: the day
+    // before today's would make the span begin before today's built hours), and the part
+    // of day_spans before the readable hours: the visits read.
     format!(
         "WITH {}, \
          outside AS ( \
@@ -184,11 +203,10 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
              SELECT true AS before, g AS hour FROM day_spans s, {} AS g \
              UNION ALL SELECT false, g FROM day_spans s, {} AS g), \
          spans AS ( \
-             SELECT min(hour) FILTER (WHERE before) AS before_lo, \
-                    max(hour) FILTER (WHERE before) + interval '1 hour' AS before_hi, \
-                    min(hour) FILTER (WHERE NOT before) AS after_lo, \
-                    max(hour) FILTER (WHERE NOT before) + interval '1 hour' AS after_hi \
-             FROM hours_left WHERE hour NOT IN (SELECT hour FROM built_hours)) \
+             SELECT {}, {} \
+             FROM hours_left WHERE hour NOT IN (SELECT hour FROM built_hours) \
+               AND ({} = ANY (ARRAY(SELECT day FROM unbuilt)) \
+                    OR {} = ANY (ARRAY(SELECT day FROM unbuilt)))) \
          {weeks} UNION ALL {built_days} UNION ALL {built_hours} UNION ALL {visits}",
         rollups::week_cover((first, last)),
         begins(&format!("min(day) FILTER (WHERE {before})")) + " - interval '2 hours' AS before_lo",
@@ -204,6 +222,10 @@ pub fn rows(pairing: Pairing, days: (&str, &str), filter: &str, by_day: bool) ->
         bucket("h.hour"),
         hours_of("before_lo", "before_hi"),
         hours_of("after_lo", "after_hi"),
+        span("before", true),
+        span("after", false),
+        bucket("hour"),
+        bucket("hour + interval '1 hour' - interval '1 microsecond'"),
     )
 }
 
