@@ -172,10 +172,12 @@ async fn a_site_far_above_its_usual_visitors_for_the_hour_sends_one_traffic_spik
         })
         .await;
     let data = &spikes[0]["data"]["data"];
-    assert_eq!(
-        (data["site_id"].clone(), data["visitors"].clone()),
-        (json!("spiky.example"), json!(30))
-    );
+    assert_eq!(data["site_id"], json!("spiky.example"));
+    // The visitors counted when the check saw the spike: the hour's thirty may be stored
+    // over several batches, and a check between two of them already sees a spike once ten
+    // are in (seen in a loaded make test: 29).
+    let visitors = data["visitors"].as_i64().expect("a count");
+    assert!((10..=30).contains(&visitors), "{data}");
     assert_eq!(data["usual"], 2.0);
     // Checked again and again this hour: still one notification, none for the steady site.
     let checks = || async {
