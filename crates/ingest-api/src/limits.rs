@@ -192,7 +192,11 @@ mod tests {
     #[test]
     fn invented_keys_past_the_bound_share_one_bucket_and_grow_nothing() {
         let limiter = KeyedLimiter::new("t", 1, 1, 50);
+        let started = std::time::Instant::now();
         let allowed = (0..20_000u32).filter(|k| limiter.check(k).is_ok()).count();
+        // The shared token refills once a second: on a loaded machine the loop takes
+        // seconds (failed once in make test: 3.1 s).
+        let refills = usize::try_from(started.elapsed().as_secs() + 1).unwrap_or(usize::MAX);
         assert!(
             limiter.keys() <= 50 + COUNT_EVERY as usize,
             "{} buckets for a bound of 50",
@@ -201,7 +205,7 @@ mod tests {
         // Each key is allowed its one request until the table is found full, then they
         // all share the overflow's single token.
         assert!(
-            allowed <= 50 + COUNT_EVERY as usize + 1,
+            allowed <= 50 + COUNT_EVERY as usize + 1 + refills,
             "{allowed} of 20,000 invented keys got through"
         );
     }
