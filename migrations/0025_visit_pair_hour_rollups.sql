@@ -39,24 +39,9 @@ CREATE INDEX visit_rollup_hours_out_of_date ON visit_rollup_hours (hour)
     WHERE generation <> built_generation;
 CREATE INDEX visit_rollup_hours_by_hour ON visit_rollup_hours (hour);
 
-CREATE TABLE visit_pair_hour_rollups (
-    site_id          text        NOT NULL,
-    first_dimension  smallint    NOT NULL,
-    second_dimension smallint    NOT NULL,
-    -- The hour's UTC start.
-    hour             timestamptz NOT NULL,
-    first_key        uuid        NOT NULL,
-    second_key       uuid        NOT NULL,
-    first_value      text,
-    second_value     text,
-    visits           bigint      NOT NULL,
-    pageviews        bigint      NOT NULL,
-    events           bigint      NOT NULL,
-    bounces          bigint      NOT NULL,
-    duration_us      bigint      NOT NULL,
-    visitors         hll(14, 5, -1, 1) NOT NULL,
-    PRIMARY KEY (site_id, first_dimension, second_dimension, hour, first_key, second_key)
-);
+-- The pair day cells' shape (one aggregation fills both), keyed by the hour's UTC start.
+CREATE TABLE visit_pair_hour_rollups (LIKE visit_pair_day_rollups INCLUDING ALL);
+ALTER TABLE visit_pair_hour_rollups RENAME COLUMN day TO hour;
 
 -- Whether a change to the visits of hour p_hour bumps its generation (writers' rule).
 CREATE FUNCTION tally_visit_hour_marked(p_hour timestamptz) RETURNS boolean

@@ -53,6 +53,20 @@ pub(crate) fn bodies(site: &str, range: (&str, &str)) -> Vec<Value> {
     ]
 }
 
+/// `body` and the answer to it (a query of `site`), uncached, without its `meta`.
+pub(crate) async fn uncached_answer(
+    stack: &Stack,
+    stats: &Service,
+    site: &str,
+    body: Value,
+) -> Value {
+    drop_cached_answers(stack, site).await;
+    let (status, mut answer) = query(stats, &body).await;
+    assert_eq!(status, 200, "{body}: {answer}");
+    answer.as_object_mut().map(|a| a.remove("meta"));
+    json!({"body": body, "answer": answer})
+}
+
 /// Every answer of `bodies` for every site and range, uncached, and the funnel's.
 async fn answers(
     stack: &Stack,
@@ -65,11 +79,7 @@ async fn answers(
     for ((site, _), funnel) in SITES.iter().zip(funnels) {
         for range in ranges {
             for body in bodies(site, *range) {
-                drop_cached_answers(stack, site).await;
-                let (status, mut answer) = query(stats, &body).await;
-                assert_eq!(status, 200, "{body}: {answer}");
-                answer.as_object_mut().map(|a| a.remove("meta"));
-                out.push(json!({"body": body, "answer": answer}));
+                out.push(uncached_answer(stack, stats, site, body).await);
             }
             let funnel = client
                 .get(format!(

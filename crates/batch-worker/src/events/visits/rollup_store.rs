@@ -24,39 +24,56 @@ const MERGE_IN_PLACE_BELOW_BYTES: i32 = 1024;
 /// out of date until they are built again. Its rows are locked in key order, after the
 /// cells: a late event's writer, the repair and the week builder take them in that order.
 pub(crate) fn mark_weeks(cells: &str) -> String {
-    format!(
-        "INSERT INTO visit_rollup_weeks AS w (site_id, week, generation, built_generation) \
-         SELECT DISTINCT site_id, tally_visit_week(bucket), 1, -1 FROM {cells} \
-         WHERE span_hours = {DAY_SPAN} AND tally_visit_week_marked(tally_visit_week(bucket)) \
-         ORDER BY 1, 2 \
-         ON CONFLICT (site_id, week) DO UPDATE SET generation = w.generation + 1"
+    bump_generations(
+        cells,
+        ("visit_rollup_weeks", "week"),
+        "tally_visit_week(bucket)",
+        &format!("span_hours = {DAY_SPAN} AND tally_visit_week_marked(tally_visit_week(bucket))"),
     )
 }
 
 /// Bumps the generation of every marked day (migration 0024) that a day cell of `cells`
-/// is of, making its pair day cells out of date until built again. Its rows are locked in
-/// key order, in the statement that locks the week rows (so in one order for every writer).
-pub(crate) fn mark_days(cells: &str) -> String {
-    format!(
-        "INSERT INTO visit_rollup_days AS d (site_id, day, generation, built_generation) \
-         SELECT DISTINCT site_id, bucket, 1, -1 FROM {cells} \
-         WHERE span_hours = {DAY_SPAN} AND tally_visit_day_marked(bucket) \
-         ORDER BY 1, 2 \
-         ON CONFLICT (site_id, day) DO UPDATE SET generation = d.generation + 1"
+/// is of, making its pair day cells out of date until built again; in the statement that
+/// locks the week rows, after them.
+fn mark_days(cells: &str) -> String {
+    bump_generations(
+        cells,
+        ("visit_rollup_days", "day"),
+        "bucket",
+        &format!("span_hours = {DAY_SPAN} AND tally_visit_day_marked(bucket)"),
     )
 }
 
 /// Bumps the generation of every marked hour (migration 0025) whose totals' hour cell is
-/// in `cells`, making its pair hour cells out of date until built again. Its rows are
-/// locked in key order, in the statement that locks the week and day rows.
-pub(crate) fn mark_hours(cells: &str) -> String {
+/// in `cells`, making its pair hour cells out of date until built again; after the day
+/// rows.
+fn mark_hours(cells: &str) -> String {
+    bump_generations(
+        cells,
+        ("visit_rollup_hours", "hour"),
+        "bucket",
+        &format!(
+            "span_hours = {HOUR_SPAN} AND dimension = {} AND tally_visit_hour_marked(bucket)",
+            VisitDimension::All.code()
+        ),
+    )
+}
+
+/// Bumps the generation of the rows of `table` (keyed by site and its `span` column) that
+/// `span_of` (an expression of a cell's `bucket`) gives for the cells of `cells` passing
+/// `marked`, making a row it did not have. Its rows are locked in key order, so every
+/// writer locks them in one order.
+fn bump_generations(
+    cells: &str,
+    (table, span): (&str, &str),
+    span_of: &str,
+    marked: &str,
+) -> String {
     format!(
-        "INSERT INTO visit_rollup_hours AS h (site_id, hour, generation, built_generation) \
-         SELECT DISTINCT site_id, bucket, 1, -1 FROM {cells} \
-         WHERE span_hours = {HOUR_SPAN} AND dimension = {ALL} AND tally_visit_hour_marked(bucket) \
+        "INSERT INTO {table} AS t (site_id, {span}, generation, built_generation) \
+         SELECT DISTINCT site_id, {span_of}, 1, -1 FROM {cells} WHERE {marked} \
          ORDER BY 1, 2 \
-         ON CONFLICT (site_id, hour) DO UPDATE SET generation = h.generation + 1",
-        ALL = VisitDimension::All.code()
+         ON CONFLICT (site_id, {span}) DO UPDATE SET generation = t.generation + 1"
     )
 }
 

@@ -9,7 +9,7 @@
 //! day's (an hour's) pair cells let a filtered breakdown read no visits but those of the
 //! last hours.
 //!
-//! A round stops at the first week (or day) it could not build (locked by another worker
+//! A round stops at the first week (day, hour) it could not build (locked by another worker
 //! or a late event's writer, or failed): they are built in ascending order, which is what
 //! lets the listing look for new ones only after a site's latest built one.
 
@@ -33,7 +33,7 @@ pub struct Round {
     pub hours: u64,
     /// Week cells, page week rows and pair cells written.
     pub cells: u64,
-    /// Whether the round stopped at a week or day another transaction held.
+    /// Whether the round stopped at a week, day or hour another transaction held.
     pub stopped_at_locked: bool,
 }
 
@@ -66,9 +66,9 @@ const PAIR_HOURS: Spans = Spans {
 };
 
 /// Builds the weeks to build, in order, until one cannot be built, then the days' and the
-/// hours' pair cells the same way, and drops the hours past reading; each build may take up to `timeout` (pair cells aggregate every
-/// visit of their span: seconds per hundred thousand visits, past the service's
-/// `statement_timeout` for a busy site).
+/// hours' pair cells the same way, and drops the hours past reading; each build may take
+/// up to `timeout` (pair cells aggregate every visit of their span: seconds per hundred
+/// thousand visits, past the service's `statement_timeout` for a busy site).
 ///
 /// # Errors
 /// When PostgreSQL fails; spans built before stay built.
@@ -142,7 +142,8 @@ async fn build_spans(
     Ok(built)
 }
 
-/// Builds weeks, pair days and pair hours every `interval` until `stop`, each within `timeout`.
+/// Builds weeks, pair days and pair hours every `interval` until `stop`, each within
+/// `timeout`.
 pub async fn run(pg: Pool, interval: Duration, timeout: Duration, stop: CancellationToken) {
     every(interval, stop.clone(), || {
         let pg = pg.clone();
