@@ -304,7 +304,7 @@ async fn rows(
         Box::new(clock.tz.name().to_string()),
     ];
     let st = sql::build(shape, params);
-    let client = state
+    let mut client = state
         .pg
         .get()
         .await
@@ -326,7 +326,23 @@ async fn rows(
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let found = client.query(&st.sql, &params).await.map_err(regex_or_db)?;
+    let found = if st.serial {
+        let db = |e: domain::tokio_postgres::Error| ApiError::from_db(e.into());
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db)?;
+        tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(db)?;
+        let found = tx.query(&st.sql, &params).await.map_err(regex_or_db)?;
+        tx.commit().await.map_err(db)?;
+        found
+    } else {
+        client.query(&st.sql, &params).await.map_err(regex_or_db)?
+    };
     let nd = shape.dimensions.len();
     let mut total = found
         .first()
