@@ -98,8 +98,8 @@ oha --no-tui --output-format json -c "$CONNS" -z "$DURATION" http://127.0.0.1:18
 HEALTHZ_RPS=$(jq '.summary.requestsPerSec' "$WORK/ingest-healthz.json")
 # The issue's own client beside oha: wrk -t2, the same connections, one small event per
 # request against GET /healthz of the same server, alternating. The two load generators
-# share the two cores differently (oha's ratio has been 0.62-0.71, wrk's 0.84-0.89 in
-# interleaved A/B runs), so both are reported.
+# share the two cores differently (their ratios have differed by a tenth or more in the
+# same run, docs/scaling.md), so both are reported.
 command -v wrk >/dev/null || apt_install wrk
 say "ingest-api: POST /v1/events against GET /healthz with wrk -t2 -c$CONNS, alternating"
 printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' "$EVENT" > "$WORK/event.lua"
