@@ -289,6 +289,24 @@ pub(crate) async fn first_visit(
     Ok(row.get(0))
 }
 
+/// Statements a connection keeps prepared at most: the dashboard's shapes are a few dozen,
+/// but filters with many values make statements of their own, and a client must not grow
+/// the cache (nor PostgreSQL's prepared statements) without bound.
+pub const PREPARED_PER_CONNECTION: usize = 256;
+
+/// `sql` prepared on `client` once and kept: PostgreSQL then parses and rewrites it once,
+/// and after five executions plans it once too when a generic plan is as cheap as the
+/// custom ones (planning was 3.4 ms of a 17 ms breakdown on the bench database).
+pub async fn prepared(
+    client: &domain::deadpool_postgres::Client,
+    sql: &str,
+) -> Result<domain::tokio_postgres::Statement, domain::tokio_postgres::Error> {
+    if client.statement_cache.size() >= PREPARED_PER_CONNECTION {
+        client.statement_cache.clear();
+    }
+    client.prepare_cached(sql).await
+}
+
 /// The result rows, and how many there are before pagination.
 async fn rows(
     state: &AppState,
@@ -326,6 +344,7 @@ async fn rows(
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
+    let statement = prepared(&client, &st.sql).await.map_err(regex_or_db)?;
     let found = if st.serial {
         let db = |e: domain::tokio_postgres::Error| ApiError::from_db(e.into());
         let tx = client
@@ -337,11 +356,14 @@ async fn rows(
         tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
             .await
             .map_err(db)?;
-        let found = tx.query(&st.sql, &params).await.map_err(regex_or_db)?;
+        let found = tx.query(&statement, &params).await.map_err(regex_or_db)?;
         tx.commit().await.map_err(db)?;
         found
     } else {
-        client.query(&st.sql, &params).await.map_err(regex_or_db)?
+        client
+            .query(&statement, &params)
+            .await
+            .map_err(regex_or_db)?
     };
     let nd = shape.dimensions.len();
     let mut total = found

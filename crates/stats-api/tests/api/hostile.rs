@@ -151,3 +151,29 @@ async fn query_sessions_run_without_jit_compilation() {
     let queries = domain::postgres::query_pool(&db.config).expect("pool");
     assert_eq!(jit(queries).await, "off");
 }
+
+#[tokio::test]
+async fn the_statements_a_connection_keeps_prepared_stay_bounded() {
+    use stats_api::query::{PREPARED_PER_CONNECTION, prepared};
+    let db = domain::testing::TestDb::new().await;
+    let client = db.pool().get().await.expect("a connection");
+    // Distinct texts, as a filter with ever more values makes them.
+    for i in 0..PREPARED_PER_CONNECTION * 2 + 7 {
+        let statement = prepared(&client, &format!("SELECT {i}::int AS n"))
+            .await
+            .expect("prepared");
+        let row = client.query_one(&statement, &[]).await.expect("ran");
+        assert_eq!(row.get::<_, i32>(0), i32::try_from(i).expect("small"));
+    }
+    // PostgreSQL's own count for this session: what was cleared was also closed there.
+    let held: i64 = client
+        .query_one("SELECT count(*) FROM pg_prepared_statements", &[])
+        .await
+        .expect("counted")
+        .get(0);
+    assert!(
+        held <= PREPARED_PER_CONNECTION as i64 + 1,
+        "{held} statements prepared on one connection"
+    );
+    assert!(held > 0, "the last statements stay prepared");
+}
