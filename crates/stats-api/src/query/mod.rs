@@ -294,9 +294,10 @@ pub(crate) async fn first_visit(
 /// the cache (nor PostgreSQL's prepared statements) without bound.
 pub const PREPARED_PER_CONNECTION: usize = 256;
 
-/// `sql` prepared on `client` once and kept: PostgreSQL then parses and rewrites it once,
-/// and after five executions plans it once too when a generic plan is as cheap as the
-/// custom ones (planning was 3.4 ms of a 17 ms breakdown on the bench database).
+/// `sql` prepared on `client` once and kept: PostgreSQL then parses and rewrites it once
+/// (the views it reads expand into several branches each), and each execution is one
+/// round trip instead of two. It is still planned for each execution's parameters (see
+/// [`domain::postgres::query_pool`]).
 pub async fn prepared(
     client: &domain::deadpool_postgres::Client,
     sql: &str,
